@@ -1,0 +1,15 @@
+import type { GraphQLSchema } from 'graphql';
+import { builder } from './builder.ts';
+import './scalars.ts';
+import './errors.ts';
+import './modules/quotas.ts';
+import './modules/loras.ts';
+import './modules/machines.ts';
+
+let schema: GraphQLSchema | undefined;
+
+/** The executable schema (built once; modules register their types on import). */
+export function buildSchema(): GraphQLSchema {
+  schema ??= builder.toSchema({ sortSchema: true });
+  return schema;
+}

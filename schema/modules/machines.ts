@@ -1,0 +1,132 @@
+import type { JobGrant } from '../../server/auth/grants.ts';
+import { InvalidGrantError, LoraNotFoundError, ValidationFailedError } from '../../server/domain/errors.ts';
+import type { DownloadView } from '../../server/services/downloads.ts';
+import type { CacheStatsInput, MachineCacheStats } from '../../server/services/cache-stats.ts';
+import { builder } from '../builder.ts';
+
+/** What the dispatcher (service) and the GPU machines' cache agents use. */
+
+const JobGrantRef = builder.objectRef<JobGrant & { token: string }>('JobGrant').implement({
+  description: 'A short-lived signed grant naming one user and job; hand `token` to the machine running the job.',
+  isTypeOf: (value) => typeof value === 'object' && value !== null && 'token' in value && 'jobId' in value,
+  fields: (t) => ({
+    token: t.exposeString('token'),
+    userId: t.exposeID('userId'),
+    jobId: t.exposeString('jobId'),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+  }),
+});
+
+const LoraDownloadRef = builder.objectRef<DownloadView>('LoraDownload').implement({
+  description: 'A read-only SAS URL for one blob, valid until expiresAt.',
+  isTypeOf: (value) => typeof value === 'object' && value !== null && 'url' in value && 'etag' in value,
+  fields: (t) => ({
+    url: t.exposeString('url'),
+    loraId: t.exposeID('loraId', { nullable: true }),
+    sharedName: t.exposeString('sharedName', { nullable: true }),
+    sha256: t.exposeString('sha256', { nullable: true, description: 'Null for shared LoRAs (not recorded)' }),
+    sizeBytes: t.expose('sizeBytes', { type: 'Bytes' }),
+    fileName: t.exposeString('fileName'),
+    userId: t.exposeID('userId', { nullable: true }),
+    etag: t.exposeString('etag'),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+  }),
+});
+
+const RecordLoraUsageSuccess = builder.objectRef<{ recorded: number }>('RecordLoraUsageSuccess').implement({
+  isTypeOf: (value) => typeof value === 'object' && value !== null && 'recorded' in value,
+  fields: (t) => ({ recorded: t.exposeInt('recorded', { description: "How many of the ids were the grant user's READY LoRAs" }) }),
+});
+
+const MachineCacheStatsRef = builder.objectRef<MachineCacheStats>('MachineCacheStats').implement({
+  fields: (t) => ({
+    machineId: t.exposeString('machineId'),
+    totalLoraCacheBytes: t.expose('totalLoraCacheBytes', { type: 'Bytes' }),
+    maxLoraCacheBytes: t.expose('maxLoraCacheBytes', { type: 'Bytes' }),
+    utilizationPercent: t.exposeFloat('utilizationPercent'),
+    userLoraCount: t.exposeInt('userLoraCount'),
+    sharedLoraCount: t.exposeInt('sharedLoraCount'),
+    cacheHitRate24h: t.exposeFloat('cacheHitRate24h', { description: '0–1' }),
+    evictions24h: t.exposeInt('evictions24h'),
+    oldestLoraAgeDays: t.exposeFloat('oldestLoraAgeDays'),
+    reportedAt: t.expose('reportedAt', { type: 'DateTime' }),
+  }),
+});
+
+const CacheStatsInputRef = builder.inputType('CacheStatsInput', {
+  fields: (t) => ({
+    totalLoraCacheBytes: t.field({ type: 'Bytes', required: true }),
+    maxLoraCacheBytes: t.field({ type: 'Bytes', required: true }),
+    userLoraCount: t.int({ required: true }),
+    sharedLoraCount: t.int({ required: true }),
+    cacheHitRate24h: t.float({ required: true }),
+    evictions24h: t.int({ required: true }),
+    oldestLoraAgeDays: t.float({ required: true }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  loraDownload: t.field({
+    type: LoraDownloadRef,
+    description: 'Machines: a download URL for a user LoRA, with a job grant for its owner.',
+    authScopes: { machine: true, admin: true },
+    errors: { types: [LoraNotFoundError, InvalidGrantError], union: { name: 'LoraDownloadResult' } },
+    args: { id: t.arg.id({ required: true }), grant: t.arg.string({ required: true }) },
+    resolve: (_root, { id, grant }, ctx) => ctx.services.downloads.loraDownload(ctx.principal, String(id), grant),
+  }),
+  sharedLoraDownload: t.field({
+    type: LoraDownloadRef,
+    description: 'Machines: a download URL for a LoRA of the shared library.',
+    authScopes: { machine: true, admin: true },
+    errors: { types: [LoraNotFoundError, ValidationFailedError], union: { name: 'SharedLoraDownloadResult' } },
+    args: { name: t.arg.string({ required: true }) },
+    resolve: (_root, { name }, ctx) => ctx.services.downloads.sharedDownload(ctx.principal, name),
+  }),
+  loraCacheStats: t.field({
+    type: [MachineCacheStatsRef],
+    description: 'Admins: the latest report of every machine (or of one).',
+    authScopes: { admin: true },
+    args: { machineId: t.arg.string() },
+    resolve: (_root, { machineId }, ctx) => ctx.services.cacheStats.latest(machineId),
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  createJobGrant: t.field({
+    type: JobGrantRef,
+    description: 'The dispatcher (service) or an admin: a grant for one user and job. Bad arguments throw BAD_USER_INPUT.',
+    authScopes: { service: true, admin: true },
+    args: {
+      userId: t.arg.id({ required: true }),
+      jobId: t.arg.string({ required: true }),
+      ttlSeconds: t.arg.int({ defaultValue: 3600 }),
+    },
+    resolve: (_root, args, ctx) =>
+      ctx.services.grants.create(ctx.principal, { userId: String(args.userId), jobId: args.jobId, ttlSeconds: args.ttlSeconds ?? 3600 }),
+  }),
+  recordLoraUsage: t.field({
+    type: RecordLoraUsageSuccess,
+    description: "Machines: count one use of each LoRA (the grant user's only) by a workflow.",
+    authScopes: { machine: true },
+    errors: { types: [InvalidGrantError, ValidationFailedError], union: { name: 'RecordLoraUsageResult' } },
+    args: {
+      grant: t.arg.string({ required: true }),
+      loraIds: t.arg.idList({ required: true }),
+      workflowId: t.arg.string(),
+      workflowName: t.arg.string(),
+    },
+    resolve: async (_root, args, ctx) => ({
+      recorded: await ctx.services.downloads.recordUsage({ ...args, loraIds: args.loraIds.map(String) }),
+    }),
+  }),
+  reportCacheStats: t.boolean({
+    description: "Machines: report this machine's cache figures (the machine id comes from the token).",
+    authScopes: { machine: true },
+    args: { input: t.arg({ type: CacheStatsInputRef, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      if (ctx.principal.role !== 'machine') return false;
+      await ctx.services.cacheStats.report(ctx.principal.machineId, input as CacheStatsInput);
+      return true;
+    },
+  }),
+}));

@@ -1,0 +1,145 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { createGrantSigner } from './auth/grants.ts';
+import { createTokenVerifier } from './auth/tokens.ts';
+import type { Config } from './config.ts';
+import { createDb, type Db } from './db/client.ts';
+import { migrate } from './db/migrate.ts';
+import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
+import { createYogaServer } from './http/yoga.ts';
+import { createJobRunner, type JobRunner } from './jobs/runner.ts';
+import { createServices, type Services } from './services/index.ts';
+import { BlobStore } from './storage/blob-store.ts';
+
+/**
+ * Builds the API server from a resolved configuration. Nothing happens on import or on build:
+ * `start()` migrates, prepares storage, starts the job workers and listens; `stop()` stops
+ * accepting, lets in-flight requests finish (up to the grace period) and closes everything.
+ */
+
+/** Config whose external services are decided (main.ts fills in embedded ones when unset). */
+export type RuntimeConfig = Config & {
+  databaseUrl: string;
+  storage: Config['storage'] & { connectionString: string };
+  auth: Config['auth'] & { grantSecret: string };
+};
+
+export interface App {
+  config: RuntimeConfig;
+  logger: Logger;
+  db: Db;
+  blobs: BlobStore;
+  bus: EventBus;
+  jobs: JobRunner;
+  services: Services;
+  server: Server;
+  /** Listens and resolves with the base URL (e.g. http://127.0.0.1:4000). */
+  start(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** Largest ordinary (non-multipart) request body. */
+export const MAX_JSON_BODY_BYTES = 1024 * 1024;
+
+export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {}): App {
+  const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'lora-vault' } });
+  const db = createDb(config.databaseUrl);
+  const blobs = new BlobStore({
+    connectionString: config.storage.connectionString,
+    loraContainer: config.storage.loraContainer,
+    sharedContainer: config.storage.sharedContainer,
+    sharedPrefix: config.storage.sharedPrefix,
+  });
+  const bus = createInMemoryEventBus();
+  const jobs = createJobRunner({ databaseUrl: config.databaseUrl, blobs, logger, workers: config.jobsEnabled, pollingIntervalSeconds: config.jobsPollSeconds });
+  const services = createServices({
+    config,
+    db,
+    blobs,
+    jobs,
+    bus,
+    grantSigner: createGrantSigner(config.auth.grantSecret),
+  });
+  const verify = createTokenVerifier({
+    secret: config.auth.jwtSecret,
+    jwksUrl: config.auth.jwksUrl,
+    issuer: config.auth.issuer,
+    audience: config.auth.audience,
+  });
+  const yoga = createYogaServer({ services, verify, logger, production: config.production, graphiql: config.graphiql });
+
+  async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
+    const checks: Record<string, string> = {};
+    await Promise.all([
+      db.$queryRaw`SELECT 1`.then(() => { checks.database = 'ok'; }, (e: Error) => { checks.database = e.message; }),
+      blobs.ping().then(() => { checks.storage = 'ok'; }, (e: Error) => { checks.storage = e.message; }),
+    ]);
+    return { ok: Object.values(checks).every((v) => v === 'ok'), checks };
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') return json(res, 200, { status: 'ok' });
+    if (path === '/readyz') {
+      void ready().then((r) => json(res, r.ok ? 200 : 503, { status: r.ok ? 'ready' : 'not ready', checks: r.checks }));
+      return;
+    }
+    const length = Number(req.headers['content-length'] ?? 0);
+    const multipart = (req.headers['content-type'] ?? '').startsWith('multipart/');
+    if (!multipart && length > MAX_JSON_BODY_BYTES) {
+      res.setHeader('connection', 'close');
+      return json(res, 413, { errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] });
+    }
+    void yoga.handle(req, res);
+  }
+
+  const server = createServer(handle);
+  server.requestTimeout = 0; // uploads of 2 GiB take a while; idle sockets are bounded below
+  server.headersTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+
+  let started = false;
+  return {
+    config, logger, db, blobs, bus, jobs, services, server,
+    async start() {
+      const result = await migrate(config.databaseUrl);
+      if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
+      await blobs.ensureContainers();
+      await jobs.start();
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      started = true;
+      const address = server.address() as AddressInfo;
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
+    },
+    async stop() {
+      if (started) {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const timer = setTimeout(() => { for (const s of sockets) s.destroy(); }, config.shutdownGraceMs);
+        await closed;
+        clearTimeout(timer);
+        started = false;
+      }
+      await jobs.stop().catch((error: unknown) => logger.warn({ err: error }, 'job runner stop failed'));
+      await db.$disconnect();
+    },
+  };
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
+  res.end(JSON.stringify(body));
+}

@@ -1,0 +1,167 @@
+import { z } from 'zod';
+
+/**
+ * The server's configuration: the only reader of `process.env`. Parsed once at start-up;
+ * every problem is reported together (see `ConfigError`). Defaults are documented in README.md.
+ */
+
+const GiB = 1024 ** 3;
+
+const boolish = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const positiveInt = z.coerce.number().int().positive();
+
+const envSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    /** TCP port of the HTTP/WebSocket server. */
+    PORT: z.coerce.number().int().min(0).max(65535).default(4000),
+    /** Interface to bind; production deployments usually set 0.0.0.0. */
+    HOST: z.string().min(1).default('127.0.0.1'),
+    /** Where embedded PostgreSQL, Azurite and the dev signing secret keep their data. */
+    DATA_DIR: z.string().min(1).default('./.data'),
+    /** PostgreSQL URL; unset = embedded PostgreSQL under DATA_DIR. */
+    DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+    /** Azure Storage connection string; unset = Azurite under DATA_DIR. */
+    AZURE_STORAGE_CONNECTION_STRING: z.string().min(1).optional(),
+    /** Container holding user LoRAs (`users/{user_id}/loras/{file_id}.{ext}`). */
+    LORA_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/).default('user-loras'),
+    /** Container and prefix of the shared LoRA library. */
+    SHARED_LORA_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/).default('emprops-share'),
+    SHARED_LORA_PREFIX: z.string().default('models/loras/'),
+    /** Lifetime of read-only download SAS URLs. */
+    SAS_TTL_SECONDS: positiveInt.max(7 * 24 * 3600).default(900),
+    /** Redis for the cross-replica event bus; unset = in-memory. */
+    REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+    /** HS256 secret for bearer tokens (≥ 32 chars); unset in development = generated under DATA_DIR. */
+    JWT_SECRET: z.string().min(32).optional(),
+    /** JWKS URL for production identity providers (RS256/ES256...). */
+    JWT_JWKS_URL: z.url().optional(),
+    JWT_ISSUER: z.string().min(1).optional(),
+    JWT_AUDIENCE: z.string().min(1).optional(),
+    /** HS256 secret for job grants; unset = JWT_SECRET (or the generated dev secret). */
+    GRANT_SECRET: z.string().min(32).optional(),
+    /** Longest lifetime a job grant may be minted with. */
+    GRANT_MAX_TTL_SECONDS: positiveInt.default(24 * 3600),
+    QUOTA_DEFAULT_MAX_BYTES: positiveInt.default(10 * GiB),
+    QUOTA_DEFAULT_MAX_COUNT: positiveInt.default(100),
+    /** Largest accepted LoRA file. */
+    MAX_UPLOAD_BYTES: positiveInt.default(2 * GiB),
+    /** Serve GraphiQL at GET /graphql (in production its introspection still needs an admin token). */
+    GRAPHIQL: boolish.optional(),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Run the background job workers (pg-boss) in this process. */
+    JOBS_ENABLED: boolish.default(true),
+    /** How often idle job workers poll for work (pg-boss's minimum is 0.5). */
+    JOBS_POLL_SECONDS: z.coerce.number().min(0.5).max(600).default(2),
+    /** Seconds to wait for in-flight requests on shutdown. */
+    SHUTDOWN_GRACE_SECONDS: positiveInt.default(10),
+  })
+  .superRefine((env, ctx) => {
+    if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
+      ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'production needs JWT_SECRET or JWT_JWKS_URL' });
+    }
+    if (env.JWT_JWKS_URL && !env.GRANT_SECRET && !env.JWT_SECRET) {
+      ctx.addIssue({ code: 'custom', path: ['GRANT_SECRET'], message: 'with JWT_JWKS_URL, set GRANT_SECRET to sign job grants' });
+    }
+    if (env.JWT_JWKS_URL && (!env.JWT_ISSUER || !env.JWT_AUDIENCE)) {
+      ctx.addIssue({ code: 'custom', path: ['JWT_ISSUER'], message: 'JWT_JWKS_URL needs JWT_ISSUER and JWT_AUDIENCE' });
+    }
+    if (env.NODE_ENV === 'production' && (!env.DATABASE_URL || !env.AZURE_STORAGE_CONNECTION_STRING)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DATABASE_URL'],
+        message: 'production needs DATABASE_URL and AZURE_STORAGE_CONNECTION_STRING (embedded services are for development)',
+      });
+    }
+  });
+
+export type Env = z.infer<typeof envSchema>;
+
+export interface Config {
+  env: Env['NODE_ENV'];
+  production: boolean;
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  storage: {
+    connectionString: string | undefined;
+    loraContainer: string;
+    sharedContainer: string;
+    sharedPrefix: string;
+    sasTtlSeconds: number;
+  };
+  redisUrl: string | undefined;
+  auth: {
+    jwtSecret: string | undefined;
+    jwksUrl: string | undefined;
+    issuer: string | undefined;
+    audience: string | undefined;
+    grantSecret: string | undefined;
+    grantMaxTtlSeconds: number;
+  };
+  quota: { defaultMaxBytes: number; defaultMaxCount: number };
+  maxUploadBytes: number;
+  graphiql: boolean;
+  logLevel: Env['LOG_LEVEL'];
+  jobsEnabled: boolean;
+  jobsPollSeconds: number;
+  shutdownGraceMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment (every problem at once) into a typed, frozen Config. */
+export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
+  const known = Object.fromEntries(
+    Object.keys(envSchema.shape ?? {}).map((key) => [key, emptyToUndefined(source[key])]),
+  );
+  const parsed = envSchema.safeParse(known);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'env'}: ${i.message}`));
+  }
+  const env = parsed.data;
+  return Object.freeze({
+    env: env.NODE_ENV,
+    production: env.NODE_ENV === 'production',
+    port: env.PORT,
+    host: env.HOST,
+    dataDir: env.DATA_DIR,
+    databaseUrl: env.DATABASE_URL,
+    storage: {
+      connectionString: env.AZURE_STORAGE_CONNECTION_STRING,
+      loraContainer: env.LORA_CONTAINER,
+      sharedContainer: env.SHARED_LORA_CONTAINER,
+      sharedPrefix: env.SHARED_LORA_PREFIX,
+      sasTtlSeconds: env.SAS_TTL_SECONDS,
+    },
+    redisUrl: env.REDIS_URL,
+    auth: {
+      jwtSecret: env.JWT_SECRET,
+      jwksUrl: env.JWT_JWKS_URL,
+      issuer: env.JWT_ISSUER,
+      audience: env.JWT_AUDIENCE,
+      grantSecret: env.GRANT_SECRET,
+      grantMaxTtlSeconds: env.GRANT_MAX_TTL_SECONDS,
+    },
+    quota: { defaultMaxBytes: env.QUOTA_DEFAULT_MAX_BYTES, defaultMaxCount: env.QUOTA_DEFAULT_MAX_COUNT },
+    maxUploadBytes: env.MAX_UPLOAD_BYTES,
+    graphiql: env.GRAPHIQL ?? true,
+    logLevel: env.LOG_LEVEL,
+    jobsEnabled: env.JOBS_ENABLED,
+    jobsPollSeconds: env.JOBS_POLL_SECONDS,
+    shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
+  });
+}
+
+function emptyToUndefined(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}

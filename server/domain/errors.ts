@@ -1,0 +1,90 @@
+/**
+ * Domain outcomes a client must branch on (API.md "Error codes"). Services throw these; the
+ * schema's errors plugin turns each into a typed member of the mutation/query result union.
+ * One place for every code.
+ */
+
+export const ErrorCode = {
+  LORA_NOT_FOUND: 'LORA_NOT_FOUND',
+  QUOTA_EXCEEDED: 'QUOTA_EXCEEDED',
+  INVALID_FILE_FORMAT: 'INVALID_FILE_FORMAT',
+  FILE_TOO_LARGE: 'FILE_TOO_LARGE',
+  UNSAFE_FILE: 'UNSAFE_FILE',
+  UPLOAD_INTERRUPTED: 'UPLOAD_INTERRUPTED',
+  INVALID_GRANT: 'INVALID_GRANT',
+  VALIDATION_FAILED: 'VALIDATION_FAILED',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Codes of thrown GraphQLErrors (`extensions.code`). */
+export const RequestErrorCode = {
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  FORBIDDEN: 'FORBIDDEN',
+  BAD_USER_INPUT: 'BAD_USER_INPUT',
+  RATE_LIMITED: 'RATE_LIMITED',
+  INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
+} as const;
+export type RequestErrorCode = (typeof RequestErrorCode)[keyof typeof RequestErrorCode];
+
+export abstract class DomainError extends Error {
+  abstract readonly code: ErrorCode;
+}
+
+export class LoraNotFoundError extends DomainError {
+  override name = 'LoraNotFoundError';
+  readonly code = ErrorCode.LORA_NOT_FOUND;
+  constructor(readonly loraId: string) {
+    super(`LoRA with ID ${loraId} not found or access denied`);
+  }
+}
+
+export interface QuotaFigures {
+  currentUsageBytes: number;
+  maxQuotaBytes: number;
+  availableBytes: number;
+  currentCount: number;
+  maxCount: number;
+}
+
+export class QuotaExceededError extends DomainError {
+  override name = 'QuotaExceededError';
+  readonly code = ErrorCode.QUOTA_EXCEEDED;
+  constructor(
+    readonly figures: QuotaFigures,
+    message = 'LoRA storage quota exceeded',
+  ) {
+    super(message);
+  }
+}
+
+export class InvalidGrantError extends DomainError {
+  override name = 'InvalidGrantError';
+  readonly code = ErrorCode.INVALID_GRANT;
+  constructor(readonly reason: string) {
+    super(`Job grant is missing, expired, or not valid for this request (${reason})`);
+  }
+}
+
+export interface ValidationIssue {
+  path: string;
+  message: string;
+}
+
+export class ValidationFailedError extends DomainError {
+  override name = 'ValidationFailedError';
+  readonly code = ErrorCode.VALIDATION_FAILED;
+  constructor(readonly issues: ValidationIssue[]) {
+    super(`Invalid arguments: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+  }
+}
+
+/** Thrown (not returned) request errors carry one of these codes. */
+export class RequestError extends Error {
+  override name = 'RequestError';
+  constructor(
+    readonly code: RequestErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}

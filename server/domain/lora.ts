@@ -1,0 +1,124 @@
+import type { UserMetadata } from './validation.ts';
+
+/** What the API shows of a LoRA: a `flat_file` row tagged 'lora' joined with its `lora` facts. */
+
+export type LoraFormat = 'SAFETENSORS' | 'PT';
+export type LoraStatus = 'UPLOADING' | 'READY' | 'FAILED' | 'DELETED';
+export const LORA_TAG = 'lora';
+
+/** Facts extracted from the file (stored in `lora.metadata`). Base model, rank, alpha are columns. */
+export interface ExtractedMetadata {
+  /** What detection found, kept so clearing a user override can restore it. */
+  detectedBaseModel?: string | null;
+  detectedBaseModelSource?: string | null;
+  networkModule?: string | null;
+  triggerWords?: string[];
+  description?: string | null;
+  title?: string | null;
+  trainingEpochs?: number | null;
+  trainingImages?: number | null;
+  tensorCount?: number | null;
+  raw?: Record<string, string> | null;
+}
+
+export interface LoraMetadataView {
+  baseModel: string | null;
+  baseModelSource: string | null;
+  rank: number | null;
+  alpha: number | null;
+  networkModule: string | null;
+  triggerWords: string[];
+  description: string | null;
+  title: string | null;
+  trainingEpochs: number | null;
+  trainingImages: number | null;
+  tensorCount: number | null;
+  raw: Record<string, string> | null;
+}
+
+export interface LoraView {
+  id: string;
+  userId: string;
+  name: string;
+  fileName: string;
+  format: LoraFormat;
+  sizeBytes: number;
+  sha256: string;
+  status: LoraStatus;
+  tags: string[];
+  createdAt: Date;
+  updatedAt: Date;
+  usageCount: number;
+  lastUsedAt: Date | null;
+  metadata: LoraMetadataView;
+}
+
+/** The row shape every LoRA query selects (see services/lora-queries.ts). */
+export interface LoraRow {
+  file_id: bigint;
+  user_id: string;
+  name: string;
+  file_name: string;
+  format: LoraFormat;
+  size_bytes: bigint;
+  sha256: string;
+  status: LoraStatus;
+  tags: string[] | null;
+  created_at: Date;
+  updated_at: Date;
+  usage_count: number;
+  last_used_at: Date | null;
+  base_model: string | null;
+  base_model_source: string | null;
+  rank: number | null;
+  alpha: number | null;
+  metadata: unknown;
+  user_metadata: unknown;
+}
+
+export function toLoraView(row: LoraRow): LoraView {
+  const extracted = (row.metadata ?? {}) as ExtractedMetadata;
+  const user = (row.user_metadata ?? {}) as UserMetadata;
+  return {
+    id: row.file_id.toString(),
+    userId: row.user_id,
+    name: row.name,
+    fileName: row.file_name,
+    format: row.format,
+    sizeBytes: Number(row.size_bytes),
+    sha256: row.sha256.trim(),
+    status: row.status,
+    tags: userVisibleTags(row.tags ?? []),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    usageCount: row.usage_count,
+    lastUsedAt: row.last_used_at,
+    metadata: {
+      baseModel: row.base_model,
+      baseModelSource: row.base_model_source,
+      rank: row.rank,
+      alpha: row.alpha,
+      networkModule: extracted.networkModule ?? null,
+      triggerWords: user.triggerWords ?? extracted.triggerWords ?? [],
+      description: user.description !== undefined ? user.description : (extracted.description ?? null),
+      title: user.title !== undefined ? user.title : (extracted.title ?? null),
+      trainingEpochs: extracted.trainingEpochs ?? null,
+      trainingImages: extracted.trainingImages ?? null,
+      tensorCount: extracted.tensorCount ?? null,
+      raw: extracted.raw ?? null,
+    },
+  };
+}
+
+/** flat_file.tags holds the implicit 'lora' tag; the API shows user tags only. */
+export function userVisibleTags(tags: string[]): string[] {
+  return tags.filter((t) => t !== LORA_TAG);
+}
+
+export function storedTags(userTags: string[]): string[] {
+  return [LORA_TAG, ...userTags];
+}
+
+export function formatExtension(format: LoraFormat): string {
+  return format === 'SAFETENSORS' ? 'safetensors' : 'pt';
+}

@@ -1,0 +1,66 @@
+import { createPubSub, type PubSub } from 'graphql-yoga';
+
+/**
+ * The event bus: typed topics in one place. In-memory (one process) for now; the live-events
+ * work adds a Redis event target so events cross replicas. Events carry ids, never file
+ * contents or URLs.
+ */
+
+export const Topic = {
+  CACHE_EVENTS: 'cache-events',
+  UPLOAD_PROGRESS: 'upload-progress',
+} as const;
+
+export const CacheEventType = {
+  LORA_DELETED: 'LORA_DELETED',
+  LORA_UPDATED: 'LORA_UPDATED',
+  DOWNLOADED: 'DOWNLOADED',
+  EVICTED: 'EVICTED',
+  DOWNLOAD_FAILED: 'DOWNLOAD_FAILED',
+} as const;
+export type CacheEventType = (typeof CacheEventType)[keyof typeof CacheEventType];
+
+export interface CacheEvent {
+  type: CacheEventType;
+  loraId: string | null;
+  userId: string | null;
+  machineId: string | null;
+  sharedName: string | null;
+  reason: string | null;
+  at: string;
+}
+
+export type UploadPhase = 'RECEIVING' | 'VALIDATING' | 'STORING' | 'DONE' | 'FAILED';
+
+export interface UploadProgress {
+  uploadId: string;
+  userId: string;
+  phase: UploadPhase;
+  bytesReceived: number;
+  totalBytes: number | null;
+  loraId: string | null;
+  error: string | null;
+}
+
+export type BusTopics = {
+  [Topic.CACHE_EVENTS]: [CacheEvent];
+  [Topic.UPLOAD_PROGRESS]: [uploadId: string, progress: UploadProgress];
+};
+
+export type EventBus = PubSub<BusTopics>;
+
+export function createInMemoryEventBus(): EventBus {
+  return createPubSub<BusTopics>();
+}
+
+export function cacheEvent(type: CacheEventType, fields: Partial<Omit<CacheEvent, 'type' | 'at'>>): CacheEvent {
+  return {
+    type,
+    loraId: fields.loraId ?? null,
+    userId: fields.userId ?? null,
+    machineId: fields.machineId ?? null,
+    sharedName: fields.sharedName ?? null,
+    reason: fields.reason ?? null,
+    at: new Date().toISOString(),
+  };
+}

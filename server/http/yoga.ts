@@ -1,0 +1,117 @@
+import { randomUUID } from 'node:crypto';
+import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
+import DataLoader from 'dataloader';
+import { GraphQLError } from 'graphql';
+import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
+import type { Logger } from 'pino';
+import { buildSchema } from '../../schema/index.ts';
+import type { TokenVerifier } from '../auth/tokens.ts';
+import type { Context } from '../context.ts';
+import { RequestErrorCode } from '../domain/errors.ts';
+import type { Services } from '../services/index.ts';
+import { principalOf, useAuth } from './auth-plugin.ts';
+import { createMaskError } from './errors.ts';
+
+/** Request limits applied before execution (THREATS.md row 9). */
+export const QUERY_LIMITS = {
+  maxQueryChars: 20_000,
+  maxDepth: 10,
+  maxAliases: 15,
+  maxDirectives: 20,
+  maxTokens: 2_000,
+  maxCost: 5_000,
+} as const;
+
+export interface YogaDeps {
+  services: Services;
+  verify: TokenVerifier;
+  logger: Logger;
+  production: boolean;
+  graphiql: boolean;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+const requestIds = new WeakMap<Request, string>();
+
+function useRequestId(): Plugin {
+  return {
+    onRequest({ request }) {
+      const given = request.headers.get('x-request-id');
+      requestIds.set(request, given && REQUEST_ID.test(given) ? given : randomUUID());
+    },
+    onResponse({ request, response }) {
+      const id = requestIds.get(request);
+      if (id) response.headers.set('x-request-id', id);
+    },
+  };
+}
+
+function useQueryCharLimit(max: number): Plugin {
+  return {
+    onParams({ params }) {
+      if (typeof params.query === 'string' && params.query.length > max) {
+        throw new GraphQLError(`Query is longer than ${max} characters`, {
+          extensions: { code: RequestErrorCode.BAD_USER_INPUT, http: { status: 400 } },
+        });
+      }
+    },
+  };
+}
+
+export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<string, never>, Context> {
+  const armor = EnvelopArmorPlugin({
+    maxDepth: { n: QUERY_LIMITS.maxDepth, ignoreIntrospection: true },
+    maxAliases: { n: QUERY_LIMITS.maxAliases },
+    maxDirectives: { n: QUERY_LIMITS.maxDirectives },
+    maxTokens: { n: QUERY_LIMITS.maxTokens },
+    costLimit: { maxCost: QUERY_LIMITS.maxCost, ignoreIntrospection: true },
+    blockFieldSuggestion: { enabled: deps.production },
+  });
+  return createYoga<Record<string, never>, Context>({
+    schema: buildSchema(),
+    graphqlEndpoint: '/graphql',
+    landingPage: false,
+    graphiql: deps.graphiql ? { title: 'lora-vault', defaultQuery: GRAPHIQL_DEFAULT_QUERY } : false,
+    renderGraphiQL,
+    logging: yogaLogger(deps.logger),
+    maskedErrors: { maskError: createMaskError(deps.logger, !deps.production) },
+    plugins: [
+      useRequestId(),
+      useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
+      useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),
+      useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
+      armor,
+    ],
+    context: async ({ request }) => {
+      const principal = await principalOf(request);
+      const requestId = requestIds.get(request) ?? randomUUID();
+      return {
+        principal,
+        services: deps.services,
+        requestId,
+        log: deps.logger.child({ requestId }),
+        loaders: {
+          workflowsUsing: new DataLoader((ids: readonly string[]) => deps.services.loras.workflowsUsing(ids)),
+        },
+      };
+    },
+  });
+}
+
+const GRAPHIQL_DEFAULT_QUERY = `# Paste a token into the Headers tab: {"Authorization": "Bearer <token>"}
+query MyLoras {
+  loras(limit: 20) {
+    total
+    loras { id name sizeBytes createdAt tags metadata { baseModel rank } }
+  }
+  loraQuota { usedStorageBytes maxStorageBytes loraCount maxLoraCount warning }
+}
+`;
+
+/** Yoga logs every execution error; ours are logged (once, unmasked) by maskError, so keep Yoga's at debug. */
+function yogaLogger(logger: Logger) {
+  const debug = (...args: unknown[]) => logger.debug({ args }, 'yoga');
+  return { debug, info: debug, warn: (...args: unknown[]) => logger.warn({ args }, 'yoga'), error: debug };
+}

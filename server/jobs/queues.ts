@@ -1,0 +1,22 @@
+import type { Tx } from '../db/client.ts';
+
+/** Durable background jobs (pg-boss queues). One place for every queue name and payload. */
+export const Queue = {
+  /** Delete a soft-deleted LoRA's blob. Idempotent; a storage 404 counts as done. */
+  DELETE_LORA_BLOB: 'lora.delete-blob',
+} as const;
+
+export interface DeleteLoraBlobJob {
+  loraId: string;
+  userId: string;
+  blobPath: string;
+}
+
+export interface JobPayloads {
+  [Queue.DELETE_LORA_BLOB]: DeleteLoraBlobJob;
+}
+
+/** Enqueues a job inside the caller's Prisma transaction: it exists iff the transaction commits. */
+export interface JobQueue {
+  enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q]): Promise<void>;
+}

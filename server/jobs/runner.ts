@@ -1,0 +1,70 @@
+import PgBoss from 'pg-boss';
+import type { Logger } from 'pino';
+import type { Tx } from '../db/client.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import { type DeleteLoraBlobJob, type JobPayloads, type JobQueue, Queue } from './queues.ts';
+
+/**
+ * pg-boss 10 in the application database (schema `pgboss`). Producers enqueue inside their
+ * own transaction (JobQueue); workers run in every replica with JOBS_ENABLED (pg-boss hands each
+ * job to one of them). Retries back off exponentially: 5 s, 10 s, 20 s … up to `retryLimit`.
+ */
+
+export interface JobRunnerOptions {
+  databaseUrl: string;
+  blobs: BlobStore;
+  logger: Logger;
+  /** Run workers in this process. @default true */
+  workers?: boolean;
+  /** How often idle workers poll. @default 2 s (pg-boss's minimum is 0.5 s) */
+  pollingIntervalSeconds?: number;
+}
+
+export interface JobRunner extends JobQueue {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  boss: PgBoss;
+}
+
+const QUEUE_OPTIONS = { retryLimit: 10, retryDelay: 5, retryBackoff: true, expireInSeconds: 300 } as const;
+
+export function createJobRunner(options: JobRunnerOptions): JobRunner {
+  const { logger, blobs } = options;
+  const boss = new PgBoss({ connectionString: options.databaseUrl, schema: 'pgboss', max: 4 });
+  boss.on('error', (error) => logger.error({ err: error }, 'job queue error'));
+
+  async function deleteBlob(job: DeleteLoraBlobJob): Promise<void> {
+    const outcome = await blobs.delete(job.blobPath);
+    logger.info({ loraId: job.loraId, blobPath: job.blobPath, outcome }, 'deleted LoRA blob');
+  }
+
+  return {
+    boss,
+    async start() {
+      await boss.start();
+      await boss.createQueue(Queue.DELETE_LORA_BLOB, { name: Queue.DELETE_LORA_BLOB, ...QUEUE_OPTIONS });
+      if (options.workers ?? true) {
+        await boss.work<DeleteLoraBlobJob>(
+          Queue.DELETE_LORA_BLOB,
+          { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: 1 },
+          async ([job]) => {
+            if (job) await deleteBlob(job.data);
+          },
+        );
+      }
+    },
+    async stop() {
+      await boss.stop({ graceful: true, timeout: 10_000, wait: true });
+    },
+    async enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q]) {
+      await boss.send(queue, payload as object, {
+        ...QUEUE_OPTIONS,
+        db: {
+          executeSql: async (text: string, values: unknown[]) => ({
+            rows: await tx.$queryRawUnsafe<unknown[]>(text, ...values),
+          }),
+        },
+      });
+    },
+  };
+}

@@ -1,0 +1,41 @@
+import type { GrantSigner, JobGrant } from '../auth/grants.ts';
+import type { Principal } from '../auth/principal.ts';
+import type { Db } from '../db/client.ts';
+import { InvalidGrantError, ValidationFailedError } from '../domain/errors.ts';
+import { jobGrantInput, parseArgs } from '../domain/validation.ts';
+import { GrantError } from '../auth/grants.ts';
+import { AuditAction, audit } from './audit.ts';
+
+/** Minting (dispatcher) and checking (machine requests) of job grants. */
+export class GrantService {
+  constructor(
+    private readonly db: Db,
+    private readonly signer: GrantSigner,
+    private readonly maxTtlSeconds: number,
+  ) {}
+
+  async create(
+    principal: Principal,
+    input: { userId: string; jobId: string; ttlSeconds: number },
+  ): Promise<JobGrant & { token: string }> {
+    const args = parseArgs(jobGrantInput, input);
+    if (args.ttlSeconds > this.maxTtlSeconds) {
+      throw new ValidationFailedError([{ path: 'ttlSeconds', message: `at most ${this.maxTtlSeconds}` }]);
+    }
+    const { token, grant } = await this.signer.sign(args);
+    await this.db.$transaction((tx) =>
+      audit(tx, principal, { action: AuditAction.GRANT_CREATED, userId: grant.userId, details: { jobId: grant.jobId, expiresAt: grant.expiresAt } }),
+    );
+    return { ...grant, token };
+  }
+
+  /** The grant's user and job, or INVALID_GRANT (missing, forged, expired, malformed). */
+  async check(token: string | null | undefined): Promise<JobGrant> {
+    try {
+      return await this.signer.verify(token);
+    } catch (error) {
+      if (error instanceof GrantError) throw new InvalidGrantError(error.reason);
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,37 @@
+import type { GrantSigner } from '../auth/grants.ts';
+import type { Config } from '../config.ts';
+import type { Db } from '../db/client.ts';
+import type { EventBus } from '../events/bus.ts';
+import type { JobQueue } from '../jobs/queues.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import { CacheStatsService } from './cache-stats.ts';
+import { DownloadService } from './downloads.ts';
+import { GrantService } from './grants.ts';
+import { LoraService } from './loras.ts';
+import { QuotaService } from './quotas.ts';
+import { LoraRegistry } from './registry.ts';
+
+export interface ServiceDeps {
+  config: Config;
+  db: Db;
+  blobs: BlobStore;
+  jobs: JobQueue;
+  bus: EventBus;
+  grantSigner: GrantSigner;
+}
+
+export type Services = ReturnType<typeof createServices>;
+
+/** Every service, wired once per process; resolvers reach them through `ctx.services`. */
+export function createServices({ config, db, blobs, jobs, bus, grantSigner }: ServiceDeps) {
+  const quotas = new QuotaService(db, config.quota);
+  const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds);
+  return {
+    quotas,
+    grants,
+    loras: new LoraService(db, quotas, jobs, bus),
+    downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
+    cacheStats: new CacheStatsService(db),
+    registry: new LoraRegistry(db, blobs, quotas),
+  };
+}

@@ -1,0 +1,87 @@
+import type { Db, Tx } from '../db/client.ts';
+import { Prisma } from '../db/generated/client.ts';
+import type { LoraRow } from '../domain/lora.ts';
+
+/**
+ * The SQL behind LoRA reads. Hand-written because each list order must hit its own partial
+ * index (see the init migration) and Prisma's orderBy cannot say `lower(name) COLLATE "C"` or
+ * NULLS LAST. Every list is two queries, whatever the page size: the page and its total.
+ */
+
+export type LoraSort = 'NAME' | 'SIZE' | 'CREATED_AT' | 'LAST_USED';
+export type SortOrder = 'ASC' | 'DESC';
+
+export interface LoraListFilter {
+  /** null = every user (admins only). */
+  userId: string | null;
+  search?: string | null;
+  tags?: string[] | null;
+  baseModel?: string | null;
+  statuses: readonly string[];
+}
+
+const SELECT_COLUMNS = Prisma.sql`
+  l.file_id, l.user_id, l.name, l.file_name, l.format, l.size_bytes, l.sha256, l.status,
+  f.tags, l.created_at, l.updated_at, l.usage_count, l.last_used_at, l.base_model,
+  l.base_model_source, l.rank, l.alpha, l.metadata, l.user_metadata`;
+
+function orderBy(sort: LoraSort, order: SortOrder): Prisma.Sql {
+  const dir = Prisma.raw(order);
+  switch (sort) {
+    case 'NAME':
+      return Prisma.sql`lower(l.name) COLLATE "C" ${dir}, l.file_id ${dir}`;
+    case 'SIZE':
+      return Prisma.sql`l.size_bytes ${dir}, l.file_id ${dir}`;
+    case 'LAST_USED':
+      return order === 'DESC'
+        ? Prisma.sql`l.last_used_at DESC NULLS LAST, l.file_id DESC`
+        : Prisma.sql`l.last_used_at ASC NULLS FIRST, l.file_id ASC`;
+    case 'CREATED_AT':
+      return Prisma.sql`l.created_at ${dir}, l.file_id ${dir}`;
+  }
+}
+
+/** `%` and `_` in user input are literals, not wildcards. */
+export function likePattern(search: string): string {
+  return `%${search.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+function whereClause(filter: LoraListFilter): Prisma.Sql {
+  const parts: Prisma.Sql[] = [Prisma.sql`l.status::text IN (${Prisma.join([...filter.statuses])})`];
+  if (filter.userId) parts.push(Prisma.sql`l.user_id = ${filter.userId}::uuid`);
+  if (filter.search) parts.push(Prisma.sql`lower(l.name) LIKE ${likePattern(filter.search)}`);
+  if (filter.baseModel) parts.push(Prisma.sql`l.base_model = ${filter.baseModel}`);
+  if (filter.tags && filter.tags.length > 0) parts.push(Prisma.sql`f.tags @> ${filter.tags}::text[]`);
+  return Prisma.join(parts, ' AND ');
+}
+
+export async function listLoraRows(
+  db: Db,
+  filter: LoraListFilter,
+  page: { sort: LoraSort; order: SortOrder; limit: number; offset: number },
+): Promise<{ rows: LoraRow[]; total: number }> {
+  const where = whereClause(filter);
+  const [rows, count] = await Promise.all([
+    db.$queryRaw<LoraRow[]>`
+      SELECT ${SELECT_COLUMNS}
+      FROM lora l JOIN flat_file f ON f.id = l.file_id
+      WHERE ${where}
+      ORDER BY ${orderBy(page.sort, page.order)}
+      LIMIT ${page.limit} OFFSET ${page.offset}`,
+    db.$queryRaw<{ total: bigint }[]>`
+      SELECT count(*) AS total
+      FROM lora l ${filter.tags?.length ? Prisma.sql`JOIN flat_file f ON f.id = l.file_id` : Prisma.empty}
+      WHERE ${where}`,
+  ]);
+  return { rows, total: Number(count[0]?.total ?? 0) };
+}
+
+/** One LoRA by id, whatever its owner and status; callers decide visibility. */
+export async function findLoraRow(db: Db | Tx, fileId: bigint, forUpdate = false): Promise<LoraRow | null> {
+  const rows = await db.$queryRaw<LoraRow[]>`
+    SELECT ${SELECT_COLUMNS}, l.blob_path
+    FROM lora l JOIN flat_file f ON f.id = l.file_id
+    WHERE l.file_id = ${fileId}
+    ${forUpdate ? Prisma.sql`FOR UPDATE OF l` : Prisma.empty}`;
+  return rows[0] ?? null;
+}

@@ -1,0 +1,128 @@
+import type { Principal } from '../auth/principal.ts';
+import type { Db } from '../db/client.ts';
+import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags } from '../domain/lora.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import { loraBlobPath } from '../storage/blob-store.ts';
+import { AuditAction, audit } from './audit.ts';
+import { findLoraRow } from './lora-queries.ts';
+import { toLoraView } from '../domain/lora.ts';
+import type { QuotaService } from './quotas.ts';
+
+/**
+ * A LoRA's life from first byte to READY. `begin` reserves the id (and so the blob path) as an
+ * invisible UPLOADING row; the caller stores the blob there; `finalize` then — in one
+ * transaction — locks the owner's quota row, checks bytes and count, marks the row READY and
+ * fills `flat_file`. Any failure before READY leaves nothing a user can see (`fail`).
+ */
+
+export interface BeginInput {
+  userId: string;
+  name: string;
+  fileName: string;
+  format: LoraFormat;
+  tags: string[];
+}
+
+export interface FinalizeInput {
+  fileId: bigint;
+  sizeBytes: number;
+  sha256: string;
+  baseModel: string | null;
+  baseModelSource: string | null;
+  rank: number | null;
+  alpha: number | null;
+  metadata: ExtractedMetadata;
+  uploadSource: string;
+  /** Extra hashes etc. recorded in gen_out_data. */
+  extra?: Record<string, unknown>;
+}
+
+export class LoraRegistry {
+  constructor(
+    private readonly db: Db,
+    private readonly blobs: BlobStore,
+    private readonly quotas: QuotaService,
+  ) {}
+
+  async begin(input: BeginInput): Promise<{ fileId: bigint; blobPath: string }> {
+    return this.db.$transaction(async (tx) => {
+      const file = await tx.flat_file.create({
+        data: { user_id: input.userId, name: input.name, hidden: true, tags: storedTags(input.tags), mime_type: 'application/octet-stream' },
+        select: { id: true },
+      });
+      const blobPath = loraBlobPath(input.userId, file.id, formatExtension(input.format));
+      await tx.lora.create({
+        data: {
+          file_id: file.id,
+          user_id: input.userId,
+          status: 'UPLOADING',
+          name: input.name,
+          file_name: input.fileName,
+          format: input.format,
+          size_bytes: 0n,
+          sha256: '0'.repeat(64),
+          blob_path: blobPath,
+        },
+      });
+      return { fileId: file.id, blobPath };
+    });
+  }
+
+  /** Throws QUOTA_EXCEEDED (nothing changed) when the finished file does not fit. */
+  async finalize(actor: Principal, input: FinalizeInput): Promise<LoraView> {
+    await this.db.$transaction(async (tx) => {
+      const row = await tx.lora.findUniqueOrThrow({ where: { file_id: input.fileId } });
+      if (row.status !== 'UPLOADING') throw new Error(`LoRA ${input.fileId} is ${row.status}, not UPLOADING`);
+      await this.quotas.charge(tx, row.user_id, input.sizeBytes);
+      const now = new Date();
+      await tx.lora.update({
+        where: { file_id: input.fileId },
+        data: {
+          status: 'READY',
+          size_bytes: BigInt(input.sizeBytes),
+          sha256: input.sha256,
+          base_model: input.baseModel,
+          base_model_source: input.baseModelSource,
+          rank: input.rank,
+          alpha: input.alpha,
+          metadata: { ...input.metadata, detectedBaseModel: input.baseModel, detectedBaseModelSource: input.baseModelSource } as object,
+          created_at: now,
+          updated_at: now,
+        },
+      });
+      await tx.flat_file.update({
+        where: { id: input.fileId },
+        data: {
+          hidden: false,
+          created_at: now,
+          url: this.blobs.loras.getBlobClient(row.blob_path).url,
+          gen_out_data: {
+            size_bytes: input.sizeBytes,
+            file_hash: input.sha256,
+            lora_metadata: { ...input.metadata, base_model: input.baseModel, rank: input.rank, alpha: input.alpha },
+            upload_source: input.uploadSource,
+            validation_status: 'valid',
+            ...input.extra,
+          },
+        },
+      });
+      await audit(tx, actor, {
+        action: AuditAction.UPLOAD,
+        userId: row.user_id,
+        loraId: input.fileId,
+        details: { sizeBytes: input.sizeBytes, sha256: input.sha256, source: input.uploadSource },
+      });
+    });
+    const row = await findLoraRow(this.db, input.fileId);
+    if (!row) throw new Error(`LoRA ${input.fileId} vanished after finalize`);
+    return toLoraView(row);
+  }
+
+  /** Marks an unfinished upload FAILED (invisible; the reconciler removes what is left). */
+  async fail(fileId: bigint, reason: string): Promise<void> {
+    await this.db.lora.updateMany({
+      where: { file_id: fileId, status: 'UPLOADING' },
+      data: { status: 'FAILED', updated_at: new Date(), metadata: { failure: reason } },
+    });
+  }
+}

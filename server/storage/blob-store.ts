@@ -1,0 +1,127 @@
+import {
+  BlobSASPermissions,
+  BlobServiceClient,
+  type ContainerClient,
+  RestError,
+  StorageRetryPolicyType,
+} from '@azure/storage-blob';
+
+/**
+ * Azure Blob Storage (Azurite locally) behind the few verbs the product needs. User LoRAs live
+ * in one container at `users/{user_id}/loras/{file_id}.{ext}`; the shared library is read-only
+ * at `{sharedContainer}/{sharedPrefix}{name}`. Transient failures (503, timeouts) are retried by
+ * the SDK with exponential backoff, bounded by `retry`.
+ */
+
+export interface BlobStoreOptions {
+  connectionString: string;
+  loraContainer: string;
+  sharedContainer: string;
+  sharedPrefix: string;
+  /** @default 4 tries, 0.5 s first delay, 8 s max delay, 60 s per try */
+  retry?: { maxTries?: number; retryDelayMs?: number; maxRetryDelayMs?: number; tryTimeoutMs?: number };
+}
+
+export interface SasLink {
+  url: string;
+  expiresAt: Date;
+  etag: string;
+  sizeBytes: number;
+}
+
+export type DeleteOutcome = 'deleted' | 'not-found';
+
+export class BlobNotFoundError extends Error {
+  override name = 'BlobNotFoundError';
+}
+
+export function loraBlobPath(userId: string, fileId: bigint | string, ext: string): string {
+  return `users/${userId}/loras/${fileId}.${ext}`;
+}
+
+export class BlobStore {
+  readonly service: BlobServiceClient;
+  readonly loras: ContainerClient;
+  readonly shared: ContainerClient;
+
+  constructor(private readonly options: BlobStoreOptions) {
+    const retry = options.retry ?? {};
+    this.service = BlobServiceClient.fromConnectionString(options.connectionString, {
+      retryOptions: {
+        retryPolicyType: StorageRetryPolicyType.EXPONENTIAL,
+        maxTries: retry.maxTries ?? 4,
+        retryDelayInMs: retry.retryDelayMs ?? 500,
+        maxRetryDelayInMs: retry.maxRetryDelayMs ?? 8000,
+        tryTimeoutInMs: retry.tryTimeoutMs ?? 60_000,
+      },
+    });
+    this.loras = this.service.getContainerClient(options.loraContainer);
+    this.shared = this.service.getContainerClient(options.sharedContainer);
+  }
+
+  /** Creates the containers when missing (dev and tests; production may pre-create them). */
+  async ensureContainers(): Promise<void> {
+    await this.loras.createIfNotExists();
+    await this.shared.createIfNotExists();
+  }
+
+  /** Readiness probe: the account answers and the LoRA container exists. */
+  async ping(): Promise<void> {
+    await this.loras.getProperties();
+  }
+
+  async put(path: string, body: Buffer, contentType = 'application/octet-stream'): Promise<void> {
+    await this.loras.getBlockBlobClient(path).uploadData(body, {
+      blobHTTPHeaders: { blobContentType: contentType },
+      conditions: { ifNoneMatch: '*' },
+    });
+  }
+
+  async putShared(name: string, body: Buffer): Promise<void> {
+    await this.shared.getBlockBlobClient(this.sharedPath(name)).uploadData(body);
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return this.loras.getBlobClient(path).exists();
+  }
+
+  /** Idempotent: a blob that is already gone counts as deleted ('not-found'). */
+  async delete(path: string): Promise<DeleteOutcome> {
+    try {
+      await this.loras.getBlobClient(path).delete({ deleteSnapshots: 'include' });
+      return 'deleted';
+    } catch (error) {
+      if (error instanceof RestError && error.statusCode === 404) return 'not-found';
+      throw error;
+    }
+  }
+
+  /** A read-only SAS URL for one user LoRA blob. */
+  async loraSas(path: string, ttlSeconds: number): Promise<SasLink> {
+    return this.sas(this.loras, path, ttlSeconds);
+  }
+
+  /** A read-only SAS URL for one shared-library LoRA. */
+  async sharedSas(name: string, ttlSeconds: number): Promise<SasLink> {
+    return this.sas(this.shared, this.sharedPath(name), ttlSeconds);
+  }
+
+  sharedPath(name: string): string {
+    return `${this.options.sharedPrefix}${name}`;
+  }
+
+  private async sas(container: ContainerClient, path: string, ttlSeconds: number): Promise<SasLink> {
+    const blob = container.getBlobClient(path);
+    let props: Awaited<ReturnType<typeof blob.getProperties>>;
+    try {
+      props = await blob.getProperties();
+    } catch (error) {
+      if (error instanceof RestError && error.statusCode === 404) throw new BlobNotFoundError(path);
+      throw error;
+    }
+    const startsOn = new Date(Date.now() - 60_000); // tolerate clock skew between us and storage
+    const expiresOn = new Date(Date.now() + ttlSeconds * 1000);
+    const url = await blob.generateSasUrl({ permissions: BlobSASPermissions.parse('r'), startsOn, expiresOn });
+    return { url, expiresAt: expiresOn, etag: props.etag ?? '', sizeBytes: props.contentLength ?? 0 };
+  }
+}
