@@ -52,7 +52,13 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     sharedPrefix: config.storage.sharedPrefix,
   });
   const bus = createInMemoryEventBus();
-  const jobs = createJobRunner({ databaseUrl: config.databaseUrl, blobs, logger, workers: config.jobsEnabled, pollingIntervalSeconds: config.jobsPollSeconds });
+  const jobs = createJobRunner({
+    databaseUrl: config.databaseUrl,
+    blobs,
+    logger,
+    workers: config.jobsEnabled,
+    pollingIntervalSeconds: config.jobsPollSeconds,
+  });
   const services = createServices({
     config,
     db,
@@ -72,15 +78,32 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
     await Promise.all([
-      db.$queryRaw`SELECT 1`.then(() => { checks.database = 'ok'; }, (e: Error) => { checks.database = e.message; }),
-      blobs.ping().then(() => { checks.storage = 'ok'; }, (e: Error) => { checks.storage = e.message; }),
+      db.$queryRaw`SELECT 1`.then(
+        () => {
+          checks.database = 'ok';
+        },
+        (e: Error) => {
+          checks.database = e.message;
+        },
+      ),
+      blobs.ping().then(
+        () => {
+          checks.storage = 'ok';
+        },
+        (e: Error) => {
+          checks.storage = e.message;
+        },
+      ),
     ]);
     return { ok: Object.values(checks).every((v) => v === 'ok'), checks };
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz') return json(res, 200, { status: 'ok' });
+    if (path === '/healthz') {
+      json(res, 200, { status: 'ok' });
+      return;
+    }
     if (path === '/readyz') {
       void ready().then((r) => json(res, r.ok ? 200 : 503, { status: r.ok ? 'ready' : 'not ready', checks: r.checks }));
       return;
@@ -89,7 +112,8 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     const multipart = (req.headers['content-type'] ?? '').startsWith('multipart/');
     if (!multipart && length > MAX_JSON_BODY_BYTES) {
       res.setHeader('connection', 'close');
-      return json(res, 413, { errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] });
+      json(res, 413, { errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] });
+      return;
     }
     void yoga.handle(req, res);
   }
@@ -106,7 +130,14 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
 
   let started = false;
   return {
-    config, logger, db, blobs, bus, jobs, services, server,
+    config,
+    logger,
+    db,
+    blobs,
+    bus,
+    jobs,
+    services,
+    server,
     async start() {
       const result = await migrate(config.databaseUrl);
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
@@ -128,7 +159,9 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       if (started) {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
-        const timer = setTimeout(() => { for (const s of sockets) s.destroy(); }, config.shutdownGraceMs);
+        const timer = setTimeout(() => {
+          for (const s of sockets) s.destroy();
+        }, config.shutdownGraceMs);
         await closed;
         clearTimeout(timer);
         started = false;

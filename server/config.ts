@@ -7,9 +7,7 @@ import { z } from 'zod';
 
 const GiB = 1024 ** 3;
 
-const boolish = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const boolish = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
 
 const positiveInt = z.coerce.number().int().positive();
 
@@ -27,9 +25,15 @@ const envSchema = z
     /** Azure Storage connection string; unset = Azurite under DATA_DIR. */
     AZURE_STORAGE_CONNECTION_STRING: z.string().min(1).optional(),
     /** Container holding user LoRAs (`users/{user_id}/loras/{file_id}.{ext}`). */
-    LORA_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/).default('user-loras'),
+    LORA_CONTAINER: z
+      .string()
+      .regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/)
+      .default('user-loras'),
     /** Container and prefix of the shared LoRA library. */
-    SHARED_LORA_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/).default('emprops-share'),
+    SHARED_LORA_CONTAINER: z
+      .string()
+      .regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/)
+      .default('emprops-share'),
     SHARED_LORA_PREFIX: z.string().default('models/loras/'),
     /** Lifetime of read-only download SAS URLs. */
     SAS_TTL_SECONDS: positiveInt.max(7 * 24 * 3600).default(900),
@@ -121,9 +125,7 @@ export class ConfigError extends Error {
 
 /** Parses the environment (every problem at once) into a typed, frozen Config. */
 export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
-  const known = Object.fromEntries(
-    Object.keys(envSchema.shape ?? {}).map((key) => [key, emptyToUndefined(source[key])]),
-  );
+  const known = Object.fromEntries(Object.keys(envSchema.shape ?? {}).map((key) => [key, emptyToUndefined(source[key])]));
   const parsed = envSchema.safeParse(known);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'env'}: ${i.message}`));

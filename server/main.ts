@@ -55,7 +55,7 @@ async function main(): Promise<void> {
       service: await signToken(secret, { role: 'service', sub: 'dev-dispatcher' }),
     };
     process.stdout.write(
-      [
+      `${[
         '',
         `  lora-vault is running. GraphiQL: ${url}/graphql`,
         `  Embedded: PostgreSQL ${runtime.embedded.postgres ? 'yes' : 'no'}, Azurite ${runtime.embedded.azurite ? 'yes' : 'no'} (data in ${runtime.config.dataDir})`,
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
         `    service: ${tokens.service}`,
         `  More: npm run -s token -- --role user --user ${randomUUID()}`,
         '',
-      ].join('\n') + '\n',
+      ].join('\n')}\n`,
     );
   }
 }

@@ -77,7 +77,7 @@ const LoraPageRef = builder.objectRef<LoraPage>('LoraPage').implement({
 builder.queryFields((t) => ({
   loras: t.field({
     type: LoraPageRef,
-    description: 'Your READY LoRAs (admins: anyone\'s, or one user\'s with userId). Errors: VALIDATION_FAILED is thrown as BAD_USER_INPUT.',
+    description: "Your READY LoRAs (admins: anyone's, or one user's with userId). Errors: VALIDATION_FAILED is thrown as BAD_USER_INPUT.",
     authScopes: { user: true, admin: true },
     args: {
       search: t.arg.string({ description: 'Case-insensitive substring of the name' }),

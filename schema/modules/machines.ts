@@ -1,7 +1,7 @@
 import type { JobGrant } from '../../server/auth/grants.ts';
 import { InvalidGrantError, LoraNotFoundError, ValidationFailedError } from '../../server/domain/errors.ts';
-import type { DownloadView } from '../../server/services/downloads.ts';
 import type { CacheStatsInput, MachineCacheStats } from '../../server/services/cache-stats.ts';
+import type { DownloadView } from '../../server/services/downloads.ts';
 import { builder } from '../builder.ts';
 
 /** What the dispatcher (service) and the GPU machines' cache agents use. */

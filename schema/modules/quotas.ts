@@ -36,7 +36,8 @@ builder.queryField('loraQuota', (t) =>
 builder.mutationField('setUserLoraQuota', (t) =>
   t.field({
     type: LoraQuotaRef,
-    description: 'Admins: set a user\'s limits (null = back to the default). Lowering below usage keeps existing LoRAs and refuses new ones. Bad arguments throw BAD_USER_INPUT.',
+    description:
+      "Admins: set a user's limits (null = back to the default). Lowering below usage keeps existing LoRAs and refuses new ones. Bad arguments throw BAD_USER_INPUT.",
     authScopes: { admin: true },
     args: {
       userId: t.arg.id({ required: true }),

@@ -56,8 +56,16 @@ export const userTags = z
 /** What a user may set in `metadata` (overrides what was extracted from the file). */
 export const userMetadata = z
   .strictObject({
-    baseModel: z.string().trim().min(1).max(50).regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, . _ - only').nullable(),
-    triggerWords: z.array(z.string().transform(sanitizeDisplayName).pipe(z.string().min(1).max(LIMITS.triggerWordMaxChars))).max(LIMITS.triggerWordsMax),
+    baseModel: z
+      .string()
+      .trim()
+      .min(1)
+      .max(50)
+      .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, . _ - only')
+      .nullable(),
+    triggerWords: z
+      .array(z.string().transform(sanitizeDisplayName).pipe(z.string().min(1).max(LIMITS.triggerWordMaxChars)))
+      .max(LIMITS.triggerWordsMax),
     description: z.string().max(LIMITS.descriptionMaxChars).nullable(),
     title: z.string().transform(sanitizeDisplayName).pipe(z.string().max(LIMITS.titleMaxChars)).nullable(),
   })
@@ -78,7 +86,10 @@ export const sharedLoraName = z
   .min(1, 'must not be empty')
   .max(LIMITS.sharedNameMaxChars)
   .refine((n) => !UNSAFE_CHAR.test(n) && !/[\\]/.test(n), 'contains forbidden characters')
-  .refine((n) => !n.startsWith('/') && n.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'), 'must be a relative name without . or .. segments');
+  .refine(
+    (n) => !n.startsWith('/') && n.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'),
+    'must be a relative name without . or .. segments',
+  );
 
 /** Parses with a zod schema; failures become one ValidationFailedError listing every issue. */
 export function parseArgs<S extends z.ZodType>(schema: S, value: unknown, prefix = ''): z.output<S> {

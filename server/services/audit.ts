@@ -1,5 +1,5 @@
-import type { Tx } from '../db/client.ts';
 import { actorOf, type Principal } from '../auth/principal.ts';
+import type { Tx } from '../db/client.ts';
 
 /** The audit trail: uploads, downloads (grants used), updates, deletions, quota changes, grants. */
 export const AuditAction = {

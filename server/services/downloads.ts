@@ -42,13 +42,14 @@ export class DownloadService {
   async loraDownload(principal: Principal, id: string, grantToken: string): Promise<DownloadView> {
     const grant = await this.grants.check(grantToken);
     const fileId = parseLoraId(id);
-    const row = fileId === null
-      ? null
-      : await this.db.lora.findUnique({
-          where: { file_id: fileId },
-          select: { user_id: true, status: true, blob_path: true, sha256: true, size_bytes: true, file_name: true },
-        });
-    if (!row || row.status !== 'READY' || row.user_id !== grant.userId) throw new LoraNotFoundError(id);
+    const row =
+      fileId === null
+        ? null
+        : await this.db.lora.findUnique({
+            where: { file_id: fileId },
+            select: { user_id: true, status: true, blob_path: true, sha256: true, size_bytes: true, file_name: true },
+          });
+    if (row?.status !== 'READY' || row.user_id !== grant.userId) throw new LoraNotFoundError(id);
     let link: Awaited<ReturnType<BlobStore['loraSas']>>;
     try {
       link = await this.blobs.loraSas(row.blob_path, this.sasTtlSeconds);
@@ -86,9 +87,7 @@ export class DownloadService {
       if (error instanceof BlobNotFoundError) throw new LoraNotFoundError(safeName);
       throw error;
     }
-    await this.db.$transaction((tx) =>
-      audit(tx, principal, { action: AuditAction.SHARED_DOWNLOAD_GRANTED, details: { name: safeName } }),
-    );
+    await this.db.$transaction((tx) => audit(tx, principal, { action: AuditAction.SHARED_DOWNLOAD_GRANTED, details: { name: safeName } }));
     return {
       loraId: null,
       sharedName: safeName,
@@ -103,9 +102,12 @@ export class DownloadService {
   }
 
   /** Counts one use of each LoRA the grant's user owns; others are ignored. Returns how many counted. */
-  async recordUsage(
-    input: { grant: string; loraIds: string[]; workflowId?: string | null; workflowName?: string | null },
-  ): Promise<number> {
+  async recordUsage(input: {
+    grant: string;
+    loraIds: string[];
+    workflowId?: string | null;
+    workflowName?: string | null;
+  }): Promise<number> {
     const grant = await this.grants.check(input.grant);
     const args = parseArgs(usageArgs, input);
     const ids = [...new Set(args.loraIds.map(parseLoraId).filter((v): v is bigint => v !== null))];

@@ -1,9 +1,9 @@
 import type { GrantSigner, JobGrant } from '../auth/grants.ts';
+import { GrantError } from '../auth/grants.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
 import { InvalidGrantError, ValidationFailedError } from '../domain/errors.ts';
 import { jobGrantInput, parseArgs } from '../domain/validation.ts';
-import { GrantError } from '../auth/grants.ts';
 import { AuditAction, audit } from './audit.ts';
 
 /** Minting (dispatcher) and checking (machine requests) of job grants. */
@@ -14,17 +14,18 @@ export class GrantService {
     private readonly maxTtlSeconds: number,
   ) {}
 
-  async create(
-    principal: Principal,
-    input: { userId: string; jobId: string; ttlSeconds: number },
-  ): Promise<JobGrant & { token: string }> {
+  async create(principal: Principal, input: { userId: string; jobId: string; ttlSeconds: number }): Promise<JobGrant & { token: string }> {
     const args = parseArgs(jobGrantInput, input);
     if (args.ttlSeconds > this.maxTtlSeconds) {
       throw new ValidationFailedError([{ path: 'ttlSeconds', message: `at most ${this.maxTtlSeconds}` }]);
     }
     const { token, grant } = await this.signer.sign(args);
     await this.db.$transaction((tx) =>
-      audit(tx, principal, { action: AuditAction.GRANT_CREATED, userId: grant.userId, details: { jobId: grant.jobId, expiresAt: grant.expiresAt } }),
+      audit(tx, principal, {
+        action: AuditAction.GRANT_CREATED,
+        userId: grant.userId,
+        details: { jobId: grant.jobId, expiresAt: grant.expiresAt },
+      }),
     );
     return { ...grant, token };
   }

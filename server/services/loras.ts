@@ -69,7 +69,7 @@ export class LoraService {
     let userId: string | null;
     if (principal.role === 'admin') userId = args.userId ?? null;
     else if (principal.role === 'user') {
-      if (args.userId && args.userId !== principal.userId) throw new RequestError('FORBIDDEN', 'Only admins may list another user\'s LoRAs');
+      if (args.userId && args.userId !== principal.userId) throw new RequestError('FORBIDDEN', "Only admins may list another user's LoRAs");
       userId = principal.userId;
     } else throw new RequestError('FORBIDDEN', 'Not allowed');
     const { rows, total } = await listLoraRows(
@@ -94,9 +94,7 @@ export class LoraService {
     await this.db.$transaction(async (tx) => {
       const now = new Date();
       const metadataPatch = args.metadata ?? undefined;
-      const mergedUserMetadata = metadataPatch
-        ? { ...((row.user_metadata ?? {}) as object), ...metadataPatch }
-        : undefined;
+      const mergedUserMetadata = metadataPatch ? { ...((row.user_metadata ?? {}) as object), ...metadataPatch } : undefined;
       const baseModelOverride = metadataPatch && 'baseModel' in metadataPatch ? metadataPatch.baseModel : undefined;
       await tx.lora.update({
         where: { file_id: row.file_id },

@@ -1,9 +1,9 @@
+import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Config } from '../config.ts';
 import type { Db, Tx } from '../db/client.ts';
 import { QuotaExceededError, type QuotaFigures, RequestError } from '../domain/errors.ts';
 import { parseArgs, uuid } from '../domain/validation.ts';
-import { z } from 'zod';
 import { AuditAction, audit } from './audit.ts';
 
 /** Per-user storage limits and the counters that uploads and deletes move under a row lock. */
@@ -53,7 +53,9 @@ export class QuotaService {
     const args = parseArgs(setQuotaInput, input);
     await this.db.$transaction(async (tx) => {
       const limits = {
-        ...(args.maxStorageBytes !== undefined ? { max_storage_bytes: args.maxStorageBytes === null ? null : BigInt(args.maxStorageBytes) } : {}),
+        ...(args.maxStorageBytes !== undefined
+          ? { max_storage_bytes: args.maxStorageBytes === null ? null : BigInt(args.maxStorageBytes) }
+          : {}),
         ...(args.maxLoraCount !== undefined ? { max_lora_count: args.maxLoraCount } : {}),
       };
       await tx.user_lora_quota.upsert({
@@ -115,7 +117,7 @@ export class QuotaService {
   private resolveUser(principal: Principal, userId: string | null | undefined): string {
     if (principal.role === 'user') {
       if (userId && userId.toLowerCase() !== principal.userId) {
-        throw new RequestError('FORBIDDEN', 'Only admins may read another user\'s quota');
+        throw new RequestError('FORBIDDEN', "Only admins may read another user's quota");
       }
       return principal.userId;
     }

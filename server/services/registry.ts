@@ -1,11 +1,10 @@
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
-import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags } from '../domain/lora.ts';
+import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { loraBlobPath } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
 import { findLoraRow } from './lora-queries.ts';
-import { toLoraView } from '../domain/lora.ts';
 import type { QuotaService } from './quotas.ts';
 
 /**
@@ -47,7 +46,13 @@ export class LoraRegistry {
   async begin(input: BeginInput): Promise<{ fileId: bigint; blobPath: string }> {
     return this.db.$transaction(async (tx) => {
       const file = await tx.flat_file.create({
-        data: { user_id: input.userId, name: input.name, hidden: true, tags: storedTags(input.tags), mime_type: 'application/octet-stream' },
+        data: {
+          user_id: input.userId,
+          name: input.name,
+          hidden: true,
+          tags: storedTags(input.tags),
+          mime_type: 'application/octet-stream',
+        },
         select: { id: true },
       });
       const blobPath = loraBlobPath(input.userId, file.id, formatExtension(input.format));

@@ -1,10 +1,4 @@
-import {
-  BlobSASPermissions,
-  BlobServiceClient,
-  type ContainerClient,
-  RestError,
-  StorageRetryPolicyType,
-} from '@azure/storage-blob';
+import { BlobSASPermissions, BlobServiceClient, type ContainerClient, RestError, StorageRetryPolicyType } from '@azure/storage-blob';
 
 /**
  * Azure Blob Storage (Azurite locally) behind the few verbs the product needs. User LoRAs live

@@ -60,7 +60,12 @@ export async function seedLora(app: App, userId: string, options: SeedLoraOption
         ...(options.usageCount !== undefined ? { usage_count: options.usageCount } : {}),
       },
     });
-    view = { ...view, createdAt: options.createdAt ?? view.createdAt, lastUsedAt: options.lastUsedAt ?? view.lastUsedAt, usageCount: options.usageCount ?? view.usageCount };
+    view = {
+      ...view,
+      createdAt: options.createdAt ?? view.createdAt,
+      lastUsedAt: options.lastUsedAt ?? view.lastUsedAt,
+      usageCount: options.usageCount ?? view.usageCount,
+    };
   }
   return view;
 }

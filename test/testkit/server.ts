@@ -17,7 +17,11 @@ export interface TestServer {
   app: App;
   url: string;
   graphqlUrl: string;
-  gql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>, options?: { token?: string | null; headers?: Record<string, string> }): Promise<GqlResponse<T>>;
+  gql<T = Record<string, any>>(
+    query: string,
+    variables?: Record<string, unknown>,
+    options?: { token?: string | null; headers?: Record<string, string> },
+  ): Promise<GqlResponse<T>>;
   tokens: {
     admin(): Promise<string>;
     service(): Promise<string>;
