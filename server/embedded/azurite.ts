@@ -146,12 +146,7 @@ export function azuriteConnectionString(port: number): string {
 }
 
 /** Polls a real request (service properties) until it succeeds. */
-async function waitUntilServing(
-  connectionString: string,
-  deadline: number,
-  died: Promise<never>,
-  failure: () => Error,
-): Promise<void> {
+async function waitUntilServing(connectionString: string, deadline: number, died: Promise<never>, failure: () => Error): Promise<void> {
   const client = BlobServiceClient.fromConnectionString(connectionString, {
     retryOptions: { maxTries: 1, tryTimeoutInMs: 2_000 },
   });

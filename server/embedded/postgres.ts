@@ -126,7 +126,7 @@ async function startServer(args: {
   const { dataDir, port, log } = args;
   const tail: string[] = [];
   const onLog = (chunk: string): void => {
-    for (const line of chunk.split('\n')) {
+    for (const line of chunk.replace(/^\[STDERR\] /, '').split('\n')) {
       const trimmed = line.trimEnd();
       if (trimmed === '') continue;
       tail.push(trimmed);
@@ -134,12 +134,12 @@ async function startServer(args: {
       log(trimmed);
     }
   };
-  const failure = (what: string, err: unknown): Error => {
-    const detail = [err === undefined ? '' : errorMessage(err), ...tail].filter(Boolean).join('\n  ');
-    const hint = isRoot && detail.includes('Permission denied')
-      ? `\n(postgres runs as the "postgres" user: every parent directory of ${dataDir} must be searchable by it, e.g. chmod o+x)`
-      : '';
-    return new Error(`Embedded PostgreSQL: ${what} (data dir ${dataDir}, port ${port}):\n  ${detail}${hint}`);
+  const failure = (what: string, detail: string): Error => {
+    const hint =
+      isRoot && detail.includes('Permission denied')
+        ? `\n(postgres runs as the "postgres" user: every parent directory of ${dataDir} must be searchable by it, e.g. chmod o+x)`
+        : '';
+    return new Error(`Embedded PostgreSQL: ${what} (data dir ${dataDir}, port ${port}):\n  ${detail.trim()}${hint}`);
   };
 
   const ctype = args.initialise ? await utf8Locale() : 'C';
@@ -160,13 +160,7 @@ async function startServer(args: {
     // LC_CTYPE must be a UTF-8 libc locale too: pg_trgm and full-text search classify characters
     // with it and treat every non-ASCII letter as a separator under LC_CTYPE=C.
     // --no-sync: initdb skips fsync (saves time; only an OS crash right after initdb could hurt).
-    initdbFlags: [
-      '--encoding=UTF8',
-      `--locale=${ctype}`,
-      '--locale-provider=builtin',
-      '--builtin-locale=C.UTF-8',
-      '--no-sync',
-    ],
+    initdbFlags: ['--encoding=UTF8', `--locale=${ctype}`, '--locale-provider=builtin', '--builtin-locale=C.UTF-8', '--no-sync'],
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
     // The library sends initdb's stdout and postgres's stderr to onLog, its own failures to onError.
     onLog,
@@ -179,12 +173,14 @@ async function startServer(args: {
       throw err;
     });
     if (entries.length > 0) {
-      throw new Error(`Embedded PostgreSQL: ${dataDir} is not empty but holds no cluster (no PG_VERSION); delete it or pick another dataDir`);
+      throw new Error(
+        `Embedded PostgreSQL: ${dataDir} is not empty but holds no cluster (no PG_VERSION); delete it or pick another dataDir`,
+      );
     }
     try {
       await server.initialise();
     } catch (err) {
-      throw failure('initdb failed', err);
+      throw failure('initdb failed', errorMessage(err)); // includes initdb's stderr
     }
   }
 
@@ -203,7 +199,7 @@ async function startServer(args: {
       throw new PortInUseError(`Embedded PostgreSQL: port ${port} is already in use`);
     }
     // start() rejects without a reason when postgres exits; the reason is in its log
-    throw failure('postgres did not start', err);
+    throw failure('postgres did not start', [err === undefined ? '' : errorMessage(err), ...tail].filter(Boolean).join('\n  '));
   } finally {
     clearTimeout(timer);
   }
@@ -237,8 +233,7 @@ async function createDatabaseIfMissing(port: number, database: string): Promise<
 async function stopPostmaster(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exit = once(child, 'exit');
-  const exitedWithin = (ms: number): Promise<boolean> =>
-    Promise.race([exit.then(() => true), sleep(ms, false, { ref: false })]);
+  const exitedWithin = (ms: number): Promise<boolean> => Promise.race([exit.then(() => true), sleep(ms, false, { ref: false })]);
   child.kill('SIGINT'); // fast shutdown
   if (await exitedWithin(STOP_TIMEOUT_MS)) return;
   child.kill('SIGQUIT'); // immediate shutdown; the next start runs crash recovery
@@ -318,7 +313,10 @@ async function utf8Locale(): Promise<string> {
  */
 async function ensurePostgresUser(): Promise<void> {
   for (let attempt = 1; ; attempt++) {
-    const exists = await execFileAsync('id', ['-u', USER]).then(() => true, () => false);
+    const exists = await execFileAsync('id', ['-u', USER]).then(
+      () => true,
+      () => false,
+    );
     if (exists) return;
     try {
       await execFileAsync('groupadd', ['-f', USER]);

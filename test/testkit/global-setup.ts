@@ -25,18 +25,18 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const stops: (() => Promise<void>)[] = [];
   let databaseUrl = process.env.TEST_DATABASE_URL;
   let storage = process.env.TEST_AZURE_STORAGE_CONNECTION_STRING;
-  const [pg, azurite] = await Promise.all([
+  const [pgResult, azuriteResult] = await Promise.allSettled([
     databaseUrl ? undefined : startEmbeddedPostgres({ dataDir: join(dir, 'postgres') }),
     storage ? undefined : startAzurite({ dataDir: join(dir, 'azurite') }),
   ]);
-  if (pg) {
-    stops.push(pg.stop);
-    databaseUrl = pg.url;
+  for (const result of [pgResult, azuriteResult]) if (result.status === 'fulfilled' && result.value) stops.push(result.value.stop);
+  const failed = [pgResult, azuriteResult].find((r) => r.status === 'rejected');
+  if (failed) {
+    for (const stop of stops) await stop().catch(() => {});
+    throw failed.reason;
   }
-  if (azurite) {
-    stops.push(azurite.stop);
-    storage = azurite.connectionString;
-  }
+  if (pgResult.status === 'fulfilled' && pgResult.value) databaseUrl = pgResult.value.url;
+  if (azuriteResult.status === 'fulfilled' && azuriteResult.value) storage = azuriteResult.value.connectionString;
   if (!databaseUrl || !storage) throw new Error('test services did not start');
   await migrate(databaseUrl);
   project.provide('databaseUrl', databaseUrl);
