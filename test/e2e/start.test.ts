@@ -25,7 +25,13 @@ interface Started {
 }
 
 async function startServer(dataDir: string): Promise<Started> {
-  const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'warn' };
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '/root',
+    DATA_DIR: dataDir,
+    PORT: '0',
+    LOG_LEVEL: 'warn',
+  };
   const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => {
@@ -42,17 +48,28 @@ async function startServer(dataDir: string): Promise<Started> {
   }
   const url = /GraphiQL: (\S+)/.exec(out)?.[1] ?? '';
   const token = (label: string) => new RegExp(`${label}[^:]*:\\s+(\\S+)`).exec(out)?.[1] ?? '';
-  return { child, url, tokens: { user: token('user '), admin: token('admin'), machine: token('machine'), service: token('service') }, output: () => out };
+  return {
+    child,
+    url,
+    tokens: { user: token('user '), admin: token('admin'), machine: token('machine'), service: token('service') },
+    output: () => out,
+  };
 }
 
 async function gql(url: string, token: string, query: string) {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ query }) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query }),
+  });
   return (await res.json()) as { data?: any; errors?: unknown[] };
 }
 
 function childrenOf(pid: number): string {
   try {
-    return execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(pid)]).toString().trim();
+    return execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(pid)])
+      .toString()
+      .trim();
   } catch {
     return '';
   }
@@ -75,7 +92,11 @@ describe('npm start on embedded defaults', () => {
     const list = await gql(first.url, first.tokens.user ?? '', '{ loras { total loras { id } } }');
     expect(list).toEqual({ data: { loras: { total: 0, loras: [] } } });
     const userId = '00000000-0000-4000-8000-000000000001';
-    const set = await gql(first.url, first.tokens.admin ?? '', `mutation { setUserLoraQuota(userId: "${userId}", maxLoraCount: 7) { maxLoraCount } }`);
+    const set = await gql(
+      first.url,
+      first.tokens.admin ?? '',
+      `mutation { setUserLoraQuota(userId: "${userId}", maxLoraCount: 7) { maxLoraCount } }`,
+    );
     expect(set).toEqual({ data: { setUserLoraQuota: { maxLoraCount: 7 } } });
     expect(childrenOf(first.child.pid ?? 0)).toMatch(/azurite/);
 

@@ -1,0 +1,601 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QuotaExceededError } from '../../server/domain/errors.ts';
+import {
+  DELETE_MUTATION,
+  deleteJobsFor,
+  expectBadUserInput,
+  expectThrownCode,
+  GET_QUERY,
+  isolatedDatabase,
+  listLoras,
+  QUOTA_FIELDS,
+  sleep,
+  UPDATE_MUTATION,
+} from '../testkit/library-helpers.ts';
+import { smallSd15Lora } from '../testkit/safetensors.ts';
+import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+
+/**
+ * Deletion (soft delete, the durable blob-deletion job, quota released exactly once), quota
+ * administration and enforcement, machines' cache reports and shared-library downloads, over
+ * real HTTP against real PostgreSQL (pg-boss) and Azurite.
+ */
+
+const GiB = 1024 ** 3;
+
+/** A real safetensors file whose size is base + 8·k bytes. */
+function sizedLora(k: number): Buffer {
+  return smallSd15Lora({ ss_pad: 'x'.repeat(8 * k) });
+}
+
+interface QuotaBody {
+  userId: string;
+  maxStorageBytes: number;
+  usedStorageBytes: number;
+  availableBytes: number;
+  utilizationPercent: number;
+  loraCount: number;
+  maxLoraCount: number;
+  warning: boolean;
+  loras: { id: string; name: string; sizeBytes: number }[];
+}
+
+async function quotaOf(server: TestServer, userId: string): Promise<QuotaBody> {
+  const res = await server.gql<{ loraQuota: QuotaBody }>(
+    `query($userId: ID) { loraQuota(userId: $userId) { ${QUOTA_FIELDS} } }`,
+    { userId },
+    { token: await server.tokens.admin() },
+  );
+  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
+  const quota = res.body.data?.loraQuota;
+  if (!quota) throw new Error(JSON.stringify(res.body));
+  return quota;
+}
+
+async function quotaRow(server: TestServer, userId: string) {
+  const row = await server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
+  return row ? { usedBytes: Number(row.used_bytes), count: row.lora_count } : null;
+}
+
+async function blobPathOf(server: TestServer, id: string): Promise<string> {
+  return (await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } })).blob_path;
+}
+
+async function deleteLora(server: TestServer, token: string, id: string) {
+  const res = await server.gql(DELETE_MUTATION, { id }, { token });
+  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
+  return res.body.data?.deleteLora;
+}
+
+describe('deleteLora', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('hides the LoRA at once, frees its quota, and the durable job deletes the blob; a retry frees nothing more', async () => {
+    const userId = newUserId();
+    const token = await server.tokens.user(userId);
+    const a = await seedLora(server.app, userId, { name: 'Doomed', bytes: sizedLora(3) });
+    const b = await seedLora(server.app, userId, { name: 'Survivor', bytes: sizedLora(1) });
+    const pathA = await blobPathOf(server, a.id);
+    const pathB = await blobPathOf(server, b.id);
+    expect(await quotaRow(server, userId)).toEqual({ usedBytes: a.sizeBytes + b.sizeBytes, count: 2 });
+
+    const deleted = await deleteLora(server, token, a.id);
+    expect(deleted).toEqual({
+      __typename: 'DeleteLoraSuccess',
+      loraId: a.id,
+      quota: { usedStorageBytes: b.sizeBytes, loraCount: 1, maxStorageBytes: 10 * GiB, maxLoraCount: 100 },
+    });
+
+    // Gone from list and get at once, whatever the job has done yet.
+    const list = await listLoras(server, token, {});
+    expect(list.total).toBe(1);
+    expect(list.loras.map((l) => l.id)).toEqual([b.id]);
+    const get = await server.gql(GET_QUERY, { id: a.id }, { token });
+    expect(get.body.data?.lora).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
+    const upd = await server.gql(UPDATE_MUTATION, { id: a.id, name: 'Zombie' }, { token });
+    expect(upd.body.data?.updateLora).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
+
+    const file = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(a.id) } });
+    const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(a.id) } });
+    expect(file.hidden).toBe(true);
+    expect(row.status).toBe('DELETED');
+    expect(row.deleted_at).toBeInstanceOf(Date);
+    expect(await quotaRow(server, userId)).toEqual({ usedBytes: b.sizeBytes, count: 1 });
+    const quota = await quotaOf(server, userId);
+    expect(quota).toMatchObject({ usedStorageBytes: b.sizeBytes, loraCount: 1, loras: [{ id: b.id, name: 'Survivor', sizeBytes: b.sizeBytes }] });
+
+    await eventually(async () => !(await server.app.blobs.exists(pathA)), 15_000, 'blob deletion');
+    await eventually(async () => (await deleteJobsFor(server, a.id))[0]?.state === 'completed', 15_000, 'job completion');
+    expect(await server.app.blobs.exists(pathB)).toBe(true);
+
+    // Retried delete: success again, nothing released twice, no second job.
+    const retried = await deleteLora(server, token, a.id);
+    expect(retried).toMatchObject({ __typename: 'DeleteLoraSuccess', loraId: a.id, quota: { usedStorageBytes: b.sizeBytes, loraCount: 1 } });
+    expect(await quotaRow(server, userId)).toEqual({ usedBytes: b.sizeBytes, count: 1 });
+    expect(await deleteJobsFor(server, a.id)).toHaveLength(1);
+    expect((await listLoras(server, token, {})).total).toBe(1);
+  });
+
+  it('frees the quota once when the same LoRA is deleted concurrently', async () => {
+    const userId = newUserId();
+    const token = await server.tokens.user(userId);
+    const target = await seedLora(server.app, userId, { name: 'Contended', bytes: sizedLora(4) });
+    const others = [await seedLora(server.app, userId, { bytes: sizedLora(4) }), await seedLora(server.app, userId, { bytes: sizedLora(5) })];
+    const othersBytes = others.reduce((s, l) => s + l.sizeBytes, 0);
+
+    const results = await Promise.all(Array.from({ length: 5 }, () => deleteLora(server, token, target.id)));
+    for (const r of results) expect(r).toMatchObject({ __typename: 'DeleteLoraSuccess', loraId: target.id });
+    for (const r of results) expect(r.quota).toMatchObject({ usedStorageBytes: othersBytes, loraCount: 2 });
+    expect(await quotaRow(server, userId)).toEqual({ usedBytes: othersBytes, count: 2 });
+    expect(await deleteJobsFor(server, target.id)).toHaveLength(1);
+    const audit = await server.app.db.audit_log.count({ where: { lora_id: BigInt(target.id), action: 'lora.delete' } });
+    expect(audit).toBe(1);
+    expect((await listLoras(server, token, {})).total).toBe(2);
+  });
+
+  it("refuses another user's delete with NotFoundError and changes nothing", async () => {
+    const owner = newUserId();
+    const lora = await seedLora(server.app, owner, { name: 'Protected' });
+    const path = await blobPathOf(server, lora.id);
+    const result = await deleteLora(server, await server.tokens.user(newUserId()), lora.id);
+    expect(result).toEqual({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND', loraId: lora.id, message: `LoRA with ID ${lora.id} not found or access denied` });
+    const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(lora.id) } });
+    expect(row.status).toBe('READY');
+    expect(await quotaRow(server, owner)).toEqual({ usedBytes: lora.sizeBytes, count: 1 });
+    expect(await deleteJobsFor(server, lora.id)).toHaveLength(0);
+    expect(await server.app.blobs.exists(path)).toBe(true);
+    // An admin may delete it.
+    const byAdmin = await deleteLora(server, await server.tokens.admin(), lora.id);
+    expect(byAdmin).toMatchObject({ __typename: 'DeleteLoraSuccess', quota: { usedStorageBytes: 0, loraCount: 0 } });
+  });
+});
+
+describe('blob deletion job: durability and idempotence', () => {
+  // pg-boss queues live in the database: servers of other test files (jobs enabled) would run
+  // our jobs, so this scenario gets a database of its own on the same PostgreSQL.
+  let db: Awaited<ReturnType<typeof isolatedDatabase>>;
+  const running = new Set<TestServer>();
+  beforeAll(async () => {
+    db = await isolatedDatabase();
+  });
+  afterAll(async () => {
+    for (const s of running) await s.stop().catch(() => {});
+    await db?.drop();
+  });
+  async function start(env: Record<string, string>): Promise<TestServer> {
+    const s = await startTestServer({ DATABASE_URL: db.url, ...env });
+    running.add(s);
+    return s;
+  }
+  async function stop(s: TestServer): Promise<void> {
+    running.delete(s);
+    await s.stop();
+  }
+
+  it('survives a server stop between the soft delete and the job, and a blob already gone (404) still completes the job', async () => {
+    const userId = newUserId();
+    const noJobs = await start({ JOBS_ENABLED: 'false' });
+    const token = await noJobs.tokens.user(userId);
+    const a = await seedLora(noJobs.app, userId, { name: 'delete after restart', bytes: sizedLora(2) });
+    const b = await seedLora(noJobs.app, userId, { name: 'blob removed by hand', bytes: sizedLora(3) });
+    const keep = await seedLora(noJobs.app, userId, { name: 'kept', bytes: sizedLora(1) });
+    const pathA = await blobPathOf(noJobs, a.id);
+    const pathB = await blobPathOf(noJobs, b.id);
+    const pathKeep = await blobPathOf(noJobs, keep.id);
+
+    expect(await deleteLora(noJobs, token, a.id)).toMatchObject({ __typename: 'DeleteLoraSuccess', quota: { loraCount: 2 } });
+    expect(await deleteLora(noJobs, token, b.id)).toMatchObject({
+      __typename: 'DeleteLoraSuccess',
+      quota: { loraCount: 1, usedStorageBytes: keep.sizeBytes },
+    });
+    expect(await noJobs.app.blobs.delete(pathB)).toBe('deleted'); // the job will meet a 404
+
+    await sleep(2_500); // several polling intervals: nobody runs the jobs
+    expect(await noJobs.app.blobs.exists(pathA)).toBe(true);
+    const pending = await deleteJobsFor(noJobs, a.id);
+    expect(pending.map((j) => j.state)).toEqual(['created']);
+    await stop(noJobs);
+
+    const withJobs = await start({});
+    await eventually(async () => !(await withJobs.app.blobs.exists(pathA)), 20_000, 'blob deleted after restart');
+    const done = await eventually(
+      async () => {
+        const jobs = [...(await deleteJobsFor(withJobs, a.id)), ...(await deleteJobsFor(withJobs, b.id))];
+        return jobs.length === 2 && jobs.every((j) => j.state === 'completed') ? jobs : undefined;
+      },
+      20_000,
+      'both jobs completed',
+    );
+    expect(done.map((j) => j.retry_count)).toEqual([0, 0]); // the 404 was not a failure
+    const viaBoss = await withJobs.app.jobs.boss.getJobById('lora.delete-blob', done[1]?.id ?? '');
+    expect(viaBoss?.state).toBe('completed');
+
+    // Quota released exactly once per LoRA across the restart; the kept LoRA is untouched.
+    expect(await quotaRow(withJobs, userId)).toEqual({ usedBytes: keep.sizeBytes, count: 1 });
+    expect(await withJobs.app.blobs.exists(pathKeep)).toBe(true);
+    const userToken = await withJobs.tokens.user(userId);
+    expect((await listLoras(withJobs, userToken, {})).loras.map((l) => l.id)).toEqual([keep.id]);
+    await stop(withJobs);
+  });
+});
+
+describe('quotas', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const SET = `mutation($userId: ID!, $bytes: Bytes, $count: Int) {
+    setUserLoraQuota(userId: $userId, maxStorageBytes: $bytes, maxLoraCount: $count) { ${QUOTA_FIELDS} }
+  }`;
+
+  async function setQuota(userId: string, bytes: number | null | undefined, count: number | null | undefined): Promise<QuotaBody> {
+    const variables: Record<string, unknown> = { userId };
+    if (bytes !== undefined) variables.bytes = bytes;
+    if (count !== undefined) variables.count = count;
+    const res = await server.gql<{ setUserLoraQuota: QuotaBody }>(SET, variables, { token: await server.tokens.admin() });
+    expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
+    const quota = res.body.data?.setUserLoraQuota;
+    if (!quota) throw new Error(JSON.stringify(res.body));
+    return quota;
+  }
+
+  it('lets an admin set limits above 2^31 that round-trip as JSON numbers, and null restores the defaults', async () => {
+    const userId = newUserId();
+    const fiveGiB = 5 * GiB;
+    const set = await setQuota(userId, fiveGiB, 7);
+    expect(set).toEqual({
+      userId,
+      maxStorageBytes: fiveGiB,
+      usedStorageBytes: 0,
+      availableBytes: fiveGiB,
+      utilizationPercent: 0,
+      loraCount: 0,
+      maxLoraCount: 7,
+      warning: false,
+      loras: [],
+    });
+    expect(typeof set.maxStorageBytes).toBe('number');
+
+    // The raw response carries a bare JSON number, not a string.
+    const raw = await fetch(server.graphqlUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${await server.tokens.user(userId)}` },
+      body: JSON.stringify({ query: '{ loraQuota { maxStorageBytes availableBytes } }' }),
+    }).then((r) => r.text());
+    expect(raw).toContain(`"maxStorageBytes":${fiveGiB}`);
+    expect(raw).toContain(`"availableBytes":${fiveGiB}`);
+    expect(await quotaOf(server, userId)).toMatchObject({ maxStorageBytes: fiveGiB, maxLoraCount: 7 });
+
+    // As a literal, too; and only the given limit changes.
+    const literal = await server.gql(
+      `mutation { setUserLoraQuota(userId: "${userId}", maxStorageBytes: 6442450944) { maxStorageBytes maxLoraCount } }`,
+      {},
+      { token: await server.tokens.admin() },
+    );
+    expect(literal.body.data?.setUserLoraQuota).toEqual({ maxStorageBytes: 6 * GiB, maxLoraCount: 7 });
+
+    const reset = await setQuota(userId, null, null);
+    expect(reset).toMatchObject({ maxStorageBytes: 10 * GiB, maxLoraCount: 100, availableBytes: 10 * GiB });
+  });
+
+  it('reports usage, largest LoRAs first, and warns from 80 % of either limit', async () => {
+    const userId = newUserId();
+    const seeded = [];
+    for (const [name, k] of [['small', 1], ['large', 9], ['medium', 5], ['tiny', 0]] as const) {
+      seeded.push(await seedLora(server.app, userId, { name, bytes: sizedLora(k) }));
+    }
+    const used = seeded.reduce((s, l) => s + l.sizeBytes, 0);
+    expect(used % 4).toBe(0); // so that 5/4 of it is a whole number of bytes
+
+    const initial = await quotaOf(server, userId);
+    expect(initial).toMatchObject({ usedStorageBytes: used, loraCount: 4, maxStorageBytes: 10 * GiB, maxLoraCount: 100, warning: false });
+    expect(initial.availableBytes).toBe(10 * GiB - used);
+    expect(initial.utilizationPercent).toBeCloseTo((used / (10 * GiB)) * 100, 1);
+    const bySize = [...seeded].sort((x, y) => y.sizeBytes - x.sizeBytes);
+    expect(initial.loras).toEqual(bySize.map((l) => ({ id: l.id, name: l.name, sizeBytes: l.sizeBytes })));
+    expect(initial.loras.map((l) => l.name)).toEqual(['large', 'medium', 'small', 'tiny']);
+
+    // Bytes: exactly 80 % warns, just below does not.
+    const atEighty = await setQuota(userId, (used * 5) / 4, null);
+    expect(atEighty).toMatchObject({ warning: true, utilizationPercent: 80, availableBytes: used / 4 });
+    const below = await setQuota(userId, (used * 5) / 4 + 8, null);
+    expect(below.warning).toBe(false);
+    expect(below.utilizationPercent).toBeCloseTo((used / ((used * 5) / 4 + 8)) * 100, 1); // may round to 80.00
+
+    // Count: 4 of 5 warns (bytes far below), 4 of 6 does not.
+    expect(await setQuota(userId, GiB, 5)).toMatchObject({ warning: true, loraCount: 4, maxLoraCount: 5 });
+    expect(await setQuota(userId, GiB, 6)).toMatchObject({ warning: false, loraCount: 4, maxLoraCount: 6 });
+
+    // Over the limit (lowered below usage): nothing is lost, availability is 0, still warning.
+    const over = await setQuota(userId, 100, 2);
+    expect(over).toMatchObject({ usedStorageBytes: used, availableBytes: 0, warning: true, loraCount: 4 });
+    expect((await listLoras(server, await server.tokens.user(userId), {})).total).toBe(4);
+
+    // The user sees the same through their own token.
+    const own = await server.gql(`{ loraQuota { ${QUOTA_FIELDS} } }`, {}, { token: await server.tokens.user(userId) });
+    expect(own.body.data?.loraQuota).toEqual(over);
+  });
+
+  it('rejects negative, fractional, unsafe or non-UUID arguments with BAD_USER_INPUT and keeps users out', async () => {
+    const userId = newUserId();
+    await setQuota(userId, 3 * GiB, 9);
+    const admin = await server.tokens.admin();
+    const cases: [Record<string, unknown>, string | undefined][] = [
+      [{ userId, bytes: -1 }, undefined],
+      [{ userId, bytes: 1.5 }, undefined],
+      [{ userId, bytes: 2 ** 53 }, undefined],
+      [{ userId, bytes: '5368709120' }, undefined],
+      [{ userId, count: -1 }, 'maxLoraCount'],
+      [{ userId: 'not-a-uuid', count: 3 }, 'userId'],
+      [{ userId: `${userId}x`, bytes: GiB }, 'userId'],
+    ];
+    for (const [variables, path] of cases) {
+      const res = await server.gql(SET, variables, { token: admin });
+      expectBadUserInput(res, path);
+      expect(res.body.data?.setUserLoraQuota ?? null, JSON.stringify(variables)).toBeNull();
+    }
+    expectBadUserInput(await server.gql(`mutation { setUserLoraQuota(userId: "${userId}", maxStorageBytes: -5) { userId } }`, {}, { token: admin }));
+    expectBadUserInput(await server.gql('{ loraQuota(userId: "nope") { userId } }', {}, { token: admin }), 'userId');
+    expect(await quotaOf(server, userId)).toMatchObject({ maxStorageBytes: 3 * GiB, maxLoraCount: 9 });
+
+    // Users may neither set quotas (not even their own) nor read another user's.
+    const userToken = await server.tokens.user(userId);
+    const bySelf = await server.gql(SET, { userId, bytes: 100 * GiB, count: 1000 }, { token: userToken });
+    expectThrownCode(bySelf, 'FORBIDDEN');
+    expect(bySelf.body.data?.setUserLoraQuota ?? null).toBeNull();
+    const peek = await server.gql('query($u: ID) { loraQuota(userId: $u) { maxStorageBytes } }', { u: newUserId() }, { token: userToken });
+    expectThrownCode(peek, 'FORBIDDEN');
+    expectThrownCode(await server.gql(SET, { userId, count: 1 }, { token: await server.tokens.machine() }), 'FORBIDDEN');
+    expectThrownCode(await server.gql(SET, { userId, count: 1 }, {}), 'UNAUTHENTICATED');
+    expect(await quotaOf(server, userId)).toMatchObject({ maxStorageBytes: 3 * GiB, maxLoraCount: 9 });
+  });
+
+  it('refuses a LoRA over the count or byte limit at finalize (QuotaExceededError) and leaves usage unchanged', async () => {
+    const userId = newUserId();
+    await setQuota(userId, null, 2);
+    const first = await seedLora(server.app, userId, { name: 'one', bytes: sizedLora(1) });
+    const second = await seedLora(server.app, userId, { name: 'two', bytes: sizedLora(2) });
+    const used = first.sizeBytes + second.sizeBytes;
+    const { registry } = server.app.services;
+
+    async function attempt(bytes: Buffer): Promise<{ fileId: bigint; error: unknown }> {
+      const { fileId, blobPath } = await registry.begin({ userId, name: 'third', fileName: 'third.safetensors', format: 'SAFETENSORS', tags: [] });
+      await server.app.blobs.put(blobPath, bytes);
+      const error = await registry
+        .finalize(
+          { role: 'user', userId },
+          {
+            fileId,
+            sizeBytes: bytes.length,
+            sha256: createHash('sha256').update(bytes).digest('hex'),
+            baseModel: 'SD1',
+            baseModelSource: 'METADATA',
+            rank: 4,
+            alpha: 2,
+            metadata: {},
+            uploadSource: 'test',
+          },
+        )
+        .then(() => undefined, (e: unknown) => e);
+      return { fileId, error };
+    }
+
+    const byCount = await attempt(sizedLora(0));
+    expect(byCount.error).toBeInstanceOf(QuotaExceededError);
+    expect((byCount.error as QuotaExceededError).code).toBe('QUOTA_EXCEEDED');
+    expect((byCount.error as QuotaExceededError).figures).toMatchObject({ currentCount: 2, maxCount: 2, currentUsageBytes: used });
+    expect(await quotaRow(server, userId)).toEqual({ usedBytes: used, count: 2 });
+
+    // Room by count, not by bytes: one byte short.
+    const third = sizedLora(0);
+    await setQuota(userId, used + third.length - 1, 10);
+    const byBytes = await attempt(third);
+    expect(byBytes.error).toBeInstanceOf(QuotaExceededError);
+    expect((byBytes.error as QuotaExceededError).figures).toMatchObject({ availableBytes: third.length - 1, currentUsageBytes: used });
+    expect(await quotaRow(server, userId)).toEqual({ usedBytes: used, count: 2 });
+
+    for (const { fileId } of [byCount, byBytes]) {
+      const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: fileId } });
+      expect(row.status).not.toBe('READY');
+      expect((await server.app.db.flat_file.findUniqueOrThrow({ where: { id: fileId } })).hidden).toBe(true);
+    }
+    const list = await listLoras(server, await server.tokens.user(userId), {});
+    expect(list.loras.map((l) => l.name).sort()).toEqual(['one', 'two']);
+    expect(await quotaOf(server, userId)).toMatchObject({ usedStorageBytes: used, loraCount: 2 });
+
+    // Exactly at the limit fits.
+    await setQuota(userId, used + third.length, 3);
+    const fits = await attempt(third);
+    expect(fits.error).toBeUndefined();
+    expect(await quotaRow(server, userId)).toEqual({ usedBytes: used + third.length, count: 3 });
+  });
+});
+
+describe('machine cache stats', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const REPORT = 'mutation($input: CacheStatsInput!) { reportCacheStats(input: $input) }';
+  const STATS = `query($machineId: String) { loraCacheStats(machineId: $machineId) {
+    machineId totalLoraCacheBytes maxLoraCacheBytes utilizationPercent userLoraCount sharedLoraCount
+    cacheHitRate24h evictions24h oldestLoraAgeDays reportedAt } }`;
+  const input = (over: Record<string, unknown> = {}) => ({
+    totalLoraCacheBytes: 3 * GiB,
+    maxLoraCacheBytes: 8 * GiB,
+    userLoraCount: 12,
+    sharedLoraCount: 3,
+    cacheHitRate24h: 0.75,
+    evictions24h: 4,
+    oldestLoraAgeDays: 2.5,
+    ...over,
+  });
+
+  async function statsFor(machineIds: string[]) {
+    const res = await server.gql(STATS, {}, { token: await server.tokens.admin() });
+    expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
+    return (res.body.data?.loraCacheStats as { machineId: string }[]).filter((s) => machineIds.includes(s.machineId));
+  }
+
+  it('keeps the latest report per machine and computes utilizationPercent', async () => {
+    const m1 = `gpu-${randomUUID()}`;
+    const m2 = `gpu-${randomUUID()}`;
+    const t1 = await server.tokens.machine(m1);
+    const t2 = await server.tokens.machine(m2);
+    const before = Date.now();
+    expect((await server.gql(REPORT, { input: input() }, { token: t1 })).body).toEqual({ data: { reportCacheStats: true } });
+    expect((await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 6 * GiB, userLoraCount: 20, cacheHitRate24h: 0.9 }) }, { token: t1 })).body.data).toEqual({ reportCacheStats: true });
+    expect((await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, cacheHitRate24h: 0, evictions24h: 0 }) }, { token: t2 })).body.data).toEqual({ reportCacheStats: true });
+
+    const stats = await statsFor([m1, m2]);
+    expect(stats).toHaveLength(2);
+    const s1 = stats.find((s) => s.machineId === m1) as Record<string, unknown>;
+    const s2 = stats.find((s) => s.machineId === m2) as Record<string, unknown>;
+    expect(s1).toMatchObject({
+      totalLoraCacheBytes: 6 * GiB,
+      maxLoraCacheBytes: 8 * GiB,
+      utilizationPercent: 75,
+      userLoraCount: 20,
+      sharedLoraCount: 3,
+      cacheHitRate24h: 0.9,
+      evictions24h: 4,
+      oldestLoraAgeDays: 2.5,
+    });
+    expect(Date.parse(s1.reportedAt as string)).toBeGreaterThanOrEqual(before - 5_000);
+    expect(s2).toMatchObject({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, utilizationPercent: 0, cacheHitRate24h: 0 });
+
+    const one = await server.gql(STATS, { machineId: m1 }, { token: await server.tokens.admin() });
+    expect(one.body.data?.loraCacheStats).toEqual([s1]);
+    const unknown = await server.gql(STATS, { machineId: `gpu-${randomUUID()}` }, { token: await server.tokens.admin() });
+    expect(unknown.body.data?.loraCacheStats).toEqual([]);
+
+    // A third of the cache: rounded to two decimals.
+    await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 1000, maxLoraCacheBytes: 3000 }) }, { token: t2 });
+    const [third] = await statsFor([m2]);
+    expect((third as Record<string, unknown>).utilizationPercent).toBe(33.33);
+  });
+
+  it('rejects invalid reports (negative bytes or counts, hit rate outside 0–1) and stores nothing; only machines report, only admins read', async () => {
+    const machineId = `gpu-${randomUUID()}`;
+    const token = await server.tokens.machine(machineId);
+    expect((await server.gql(REPORT, { input: input() }, { token })).body.data).toEqual({ reportCacheStats: true });
+    const bad: [Record<string, unknown>, string | undefined][] = [
+      [{ totalLoraCacheBytes: -1 }, undefined],
+      [{ maxLoraCacheBytes: -8 * GiB }, undefined],
+      [{ cacheHitRate24h: 1.01 }, 'input.cacheHitRate24h'],
+      [{ cacheHitRate24h: -0.1 }, 'input.cacheHitRate24h'],
+      [{ userLoraCount: -3 }, 'input.userLoraCount'],
+      [{ evictions24h: -1 }, 'input.evictions24h'],
+      [{ oldestLoraAgeDays: -2 }, 'input.oldestLoraAgeDays'],
+    ];
+    for (const [over, path] of bad) {
+      const res = await server.gql(REPORT, { input: input({ ...over, userLoraCount: over.userLoraCount ?? 99 }) }, { token });
+      expectBadUserInput(res, path);
+      expect(res.body.data?.reportCacheStats ?? null, JSON.stringify(over)).toBeNull();
+    }
+    const [latest] = await statsFor([machineId]);
+    expect(latest).toMatchObject({ userLoraCount: 12, totalLoraCacheBytes: 3 * GiB, cacheHitRate24h: 0.75 });
+    expect(await server.app.db.machine_cache_report.count({ where: { machine_id: machineId } })).toBe(1);
+
+    const userToken = await server.tokens.user(newUserId());
+    expectThrownCode(await server.gql(REPORT, { input: input() }, { token: userToken }), 'FORBIDDEN');
+    expectThrownCode(await server.gql(STATS, {}, { token: userToken }), 'FORBIDDEN');
+    expectThrownCode(await server.gql(STATS, {}, { token }), 'FORBIDDEN');
+  });
+});
+
+describe('sharedLoraDownload', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const SHARED = `query($name: String!) { sharedLoraDownload(name: $name) {
+    __typename
+    ... on LoraDownload { url loraId sharedName sha256 sizeBytes fileName userId etag expiresAt }
+    ... on ValidationError { code issues { path message } }
+    ... on NotFoundError { code message }
+  } }`;
+
+  it('gives a machine a short-lived URL that downloads the shared blob', async () => {
+    const name = `style/foo-${randomUUID().slice(0, 8)}.safetensors`;
+    const bytes = sizedLora(6);
+    await server.app.blobs.putShared(name, bytes);
+    const before = Date.now();
+    const res = await server.gql(SHARED, { name }, { token: await server.tokens.machine(`gpu-${randomUUID()}`) });
+    expect(res.body.errors).toBeUndefined();
+    const dl = res.body.data?.sharedLoraDownload;
+    expect(dl).toMatchObject({
+      __typename: 'LoraDownload',
+      loraId: null,
+      sharedName: name,
+      sha256: null,
+      sizeBytes: bytes.length,
+      fileName: name.split('/').pop(),
+      userId: null,
+    });
+    expect(dl.etag).not.toBe('');
+    const expires = Date.parse(dl.expiresAt);
+    expect(expires).toBeGreaterThan(before);
+    expect(expires).toBeLessThanOrEqual(before + 3600_000);
+    const url = new URL(dl.url);
+    expect(url.searchParams.get('sp')).toBe('r'); // read-only
+    const body = Buffer.from(await (await fetch(dl.url)).arrayBuffer());
+    expect(body.equals(bytes)).toBe(true);
+    // The URL names that one blob: swapping the name breaks the signature.
+    const forged = dl.url.replace(encodeURIComponent(name.split('/').pop() ?? ''), 'other.safetensors');
+    expect((await fetch(forged)).status).toBeGreaterThanOrEqual(400);
+  });
+
+  it('refuses traversal, absolute, backslash and NUL names (ValidationError) and answers NotFoundError for a missing one', async () => {
+    const token = await server.tokens.machine(`gpu-${randomUUID()}`);
+    const secret = `style/secret-${randomUUID().slice(0, 8)}.safetensors`;
+    await server.app.blobs.putShared(secret, sizedLora(1));
+    const badNames = [
+      '../secret.safetensors',
+      `style/../${secret}`,
+      '..',
+      'style/..',
+      '/style/foo.safetensors',
+      'style\\foo.safetensors',
+      '..\\..\\foo.safetensors',
+      'style/foo\u0000.safetensors',
+      '',
+      'style//foo.safetensors',
+      './foo.safetensors',
+      'style/\u202Egnp.safetensors',
+    ];
+    for (const name of badNames) {
+      const res = await server.gql(SHARED, { name }, { token });
+      expect(res.body.errors, JSON.stringify(name)).toBeUndefined();
+      const result = res.body.data?.sharedLoraDownload;
+      expect(result?.__typename, JSON.stringify(name)).toBe('ValidationError');
+      expect(result?.code).toBe('VALIDATION_FAILED');
+      expect(result?.issues.map((i: { path: string }) => i.path)).toContain('name');
+    }
+    const missing = `style/missing-${randomUUID()}.safetensors`;
+    const res = await server.gql(SHARED, { name: missing }, { token });
+    expect(res.body.data?.sharedLoraDownload).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
+    // Users cannot use it at all.
+    expectThrownCode(await server.gql(SHARED, { name: secret }, { token: await server.tokens.user(newUserId()) }), 'FORBIDDEN');
+  });
+});

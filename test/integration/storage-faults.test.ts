@@ -1,0 +1,46 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
+import { type FaultProxy, startFaultProxy } from '../testkit/fault-proxy.ts';
+import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+
+/** THREATS row 16: storage answering 503 — the blob-deletion job retries with backoff and finishes. */
+
+let proxy: FaultProxy;
+let server: TestServer;
+
+beforeAll(async () => {
+  const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
+  proxy = await startFaultProxy(azuritePort);
+  server = await startTestServer({ AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port) });
+});
+afterAll(async () => {
+  await server?.stop();
+  await proxy?.close();
+});
+
+describe('storage faults', () => {
+  it('a delete whose blob deletion meets 503s still removes the blob exactly once', async () => {
+    const userId = newUserId();
+    const token = await server.tokens.user(userId);
+    const lora = await seedLora(server.app, userId);
+    const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(lora.id) } });
+
+    proxy.fail({ match: (method, url) => method === 'DELETE' && url.includes(row.blob_path), status: 503, times: 3 });
+    const res = await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: lora.id }, { token });
+    expect(res.body.data?.deleteLora.__typename).toBe('DeleteLoraSuccess');
+
+    await eventually(async () => !(await server.app.blobs.exists(row.blob_path)), 30_000, 'blob deletion after 503s');
+    expect(proxy.injected).toBe(3);
+    const jobs = await eventually(
+      async () => {
+        const rows = await server.app.db.$queryRaw<{ state: string }[]>`
+        SELECT state::text FROM pgboss.job WHERE name = 'lora.delete-blob' AND data->>'loraId' = ${lora.id}`;
+        return rows.every((r) => r.state === 'completed') && rows;
+      },
+      10_000,
+      'job completed',
+    );
+    expect(jobs).toEqual([{ state: 'completed' }]);
+  }, 45_000);
+});
