@@ -19,10 +19,10 @@ export const LIMITS = {
   sharedNameMaxChars: 255,
 } as const;
 
-// C0/C1 controls, bidi overrides/isolates, zero-width and BOM characters: never in display names.
-// biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point
-const UNSAFE_CHAR = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/;
-const UNSAFE_CHARS = new RegExp(UNSAFE_CHAR.source, 'g');
+// Control characters and every default-ignorable code point (bidi overrides and isolates, the
+// Arabic letter mark, zero-width characters, word joiners, BOM, …): never in display names.
+const UNSAFE_CHAR = /[\p{Cc}\p{Default_Ignorable_Code_Point}]/u;
+const UNSAFE_CHARS = new RegExp(UNSAFE_CHAR.source, 'gu');
 
 /** A display name: unsafe characters removed, whitespace collapsed, NFC; never part of a path. */
 export function sanitizeDisplayName(raw: string): string {

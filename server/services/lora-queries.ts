@@ -1,6 +1,6 @@
 import type { Db, Tx } from '../db/client.ts';
 import { Prisma } from '../db/generated/client.ts';
-import type { LoraRow } from '../domain/lora.ts';
+import type { LoraRow, LoraStatus } from '../domain/lora.ts';
 
 /**
  * The SQL behind LoRA reads. Hand-written because each list order must hit its own partial
@@ -41,15 +41,31 @@ function orderBy(sort: LoraSort, order: SortOrder): Prisma.Sql {
   }
 }
 
-/** `%` and `_` in user input are literals, not wildcards. */
+/** `%` and `_` in user input are literals, not wildcards. Lower-casing happens in SQL, like the index's. */
 export function likePattern(search: string): string {
-  return `%${search.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  return `%${search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+const LORA_STATUSES: readonly string[] = ['UPLOADING', 'READY', 'FAILED', 'DELETED'] satisfies LoraStatus[];
+
+/**
+ * `l.status IN ('READY'::lora_status, …)`, the values written as typed literals, not parameters
+ * and not compared as text: the list indexes are partial (`WHERE status = 'READY'`), and
+ * PostgreSQL uses a partial index only when it can prove that predicate from the query at plan
+ * time. It cannot through `status::text IN ($1)` (every list then read all users' LoRAs: a
+ * sequential scan of `lora` per page and per total), nor from a `$1` in a cached generic plan.
+ * The values are checked against the enum, so the literal is safe.
+ */
+function statusCondition(statuses: readonly string[]): Prisma.Sql {
+  const unknown = statuses.filter((s) => !LORA_STATUSES.includes(s));
+  if (statuses.length === 0 || unknown.length > 0) throw new Error(`invalid LoRA status filter: ${JSON.stringify(statuses)}`);
+  return Prisma.sql`l.status IN (${Prisma.raw(statuses.map((s) => `'${s}'::lora_status`).join(', '))})`;
 }
 
 function whereClause(filter: LoraListFilter): Prisma.Sql {
-  const parts: Prisma.Sql[] = [Prisma.sql`l.status::text IN (${Prisma.join([...filter.statuses])})`];
+  const parts: Prisma.Sql[] = [statusCondition(filter.statuses)];
   if (filter.userId) parts.push(Prisma.sql`l.user_id = ${filter.userId}::uuid`);
-  if (filter.search) parts.push(Prisma.sql`lower(l.name) LIKE ${likePattern(filter.search)}`);
+  if (filter.search) parts.push(Prisma.sql`lower(l.name) LIKE lower(${likePattern(filter.search)})`);
   if (filter.baseModel) parts.push(Prisma.sql`l.base_model = ${filter.baseModel}`);
   if (filter.tags && filter.tags.length > 0) parts.push(Prisma.sql`f.tags @> ${filter.tags}::text[]`);
   return Prisma.join(parts, ' AND ');

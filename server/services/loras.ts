@@ -3,7 +3,7 @@ import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
 import { LoraNotFoundError, RequestError } from '../domain/errors.ts';
 import { type ExtractedMetadata, type LoraRow, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
-import { displayName, LIMITS, parseArgs, parseLoraId, userMetadata, userTags, uuid } from '../domain/validation.ts';
+import { displayName, LIMITS, parseArgs, parseLoraId, sanitizeDisplayName, userMetadata, userTags, uuid } from '../domain/validation.ts';
 import { CacheEventType, cacheEvent, type EventBus, Topic } from '../events/bus.ts';
 import type { JobQueue } from '../jobs/queues.ts';
 import { Queue } from '../jobs/queues.ts';
@@ -40,7 +40,11 @@ export interface WorkflowRef {
 }
 
 const listArgs = z.object({
-  search: z.string().trim().max(LIMITS.searchMaxChars).nullish(),
+  search: z
+    .string()
+    .transform((s) => sanitizeDisplayName(s))
+    .pipe(z.string().max(LIMITS.searchMaxChars))
+    .nullish(),
   tags: z.array(z.string().trim().min(1).max(LIMITS.tagMaxChars)).max(LIMITS.tagsMax).nullish(),
   baseModel: z.string().trim().min(1).max(50).nullish(),
   limit: z.number().int().min(1, 'at least 1').max(LIMITS.pageMax, `at most ${LIMITS.pageMax}`).nullish(),

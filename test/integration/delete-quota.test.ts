@@ -110,7 +110,11 @@ describe('deleteLora', () => {
     expect(row.deleted_at).toBeInstanceOf(Date);
     expect(await quotaRow(server, userId)).toEqual({ usedBytes: b.sizeBytes, count: 1 });
     const quota = await quotaOf(server, userId);
-    expect(quota).toMatchObject({ usedStorageBytes: b.sizeBytes, loraCount: 1, loras: [{ id: b.id, name: 'Survivor', sizeBytes: b.sizeBytes }] });
+    expect(quota).toMatchObject({
+      usedStorageBytes: b.sizeBytes,
+      loraCount: 1,
+      loras: [{ id: b.id, name: 'Survivor', sizeBytes: b.sizeBytes }],
+    });
 
     await eventually(async () => !(await server.app.blobs.exists(pathA)), 15_000, 'blob deletion');
     await eventually(async () => (await deleteJobsFor(server, a.id))[0]?.state === 'completed', 15_000, 'job completion');
@@ -118,7 +122,11 @@ describe('deleteLora', () => {
 
     // Retried delete: success again, nothing released twice, no second job.
     const retried = await deleteLora(server, token, a.id);
-    expect(retried).toMatchObject({ __typename: 'DeleteLoraSuccess', loraId: a.id, quota: { usedStorageBytes: b.sizeBytes, loraCount: 1 } });
+    expect(retried).toMatchObject({
+      __typename: 'DeleteLoraSuccess',
+      loraId: a.id,
+      quota: { usedStorageBytes: b.sizeBytes, loraCount: 1 },
+    });
     expect(await quotaRow(server, userId)).toEqual({ usedBytes: b.sizeBytes, count: 1 });
     expect(await deleteJobsFor(server, a.id)).toHaveLength(1);
     expect((await listLoras(server, token, {})).total).toBe(1);
@@ -128,7 +136,10 @@ describe('deleteLora', () => {
     const userId = newUserId();
     const token = await server.tokens.user(userId);
     const target = await seedLora(server.app, userId, { name: 'Contended', bytes: sizedLora(4) });
-    const others = [await seedLora(server.app, userId, { bytes: sizedLora(4) }), await seedLora(server.app, userId, { bytes: sizedLora(5) })];
+    const others = [
+      await seedLora(server.app, userId, { bytes: sizedLora(4) }),
+      await seedLora(server.app, userId, { bytes: sizedLora(5) }),
+    ];
     const othersBytes = others.reduce((s, l) => s + l.sizeBytes, 0);
 
     const results = await Promise.all(Array.from({ length: 5 }, () => deleteLora(server, token, target.id)));
@@ -146,7 +157,12 @@ describe('deleteLora', () => {
     const lora = await seedLora(server.app, owner, { name: 'Protected' });
     const path = await blobPathOf(server, lora.id);
     const result = await deleteLora(server, await server.tokens.user(newUserId()), lora.id);
-    expect(result).toEqual({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND', loraId: lora.id, message: `LoRA with ID ${lora.id} not found or access denied` });
+    expect(result).toEqual({
+      __typename: 'NotFoundError',
+      code: 'LORA_NOT_FOUND',
+      loraId: lora.id,
+      message: `LoRA with ID ${lora.id} not found or access denied`,
+    });
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(lora.id) } });
     expect(row.status).toBe('READY');
     expect(await quotaRow(server, owner)).toEqual({ usedBytes: lora.sizeBytes, count: 1 });
@@ -293,7 +309,12 @@ describe('quotas', () => {
   it('reports usage, largest LoRAs first, and warns from 80 % of either limit', async () => {
     const userId = newUserId();
     const seeded = [];
-    for (const [name, k] of [['small', 1], ['large', 9], ['medium', 5], ['tiny', 0]] as const) {
+    for (const [name, k] of [
+      ['small', 1],
+      ['large', 9],
+      ['medium', 5],
+      ['tiny', 0],
+    ] as const) {
       seeded.push(await seedLora(server.app, userId, { name, bytes: sizedLora(k) }));
     }
     const used = seeded.reduce((s, l) => s + l.sizeBytes, 0);
@@ -346,7 +367,9 @@ describe('quotas', () => {
       expectBadUserInput(res, path);
       expect(res.body.data?.setUserLoraQuota ?? null, JSON.stringify(variables)).toBeNull();
     }
-    expectBadUserInput(await server.gql(`mutation { setUserLoraQuota(userId: "${userId}", maxStorageBytes: -5) { userId } }`, {}, { token: admin }));
+    expectBadUserInput(
+      await server.gql(`mutation { setUserLoraQuota(userId: "${userId}", maxStorageBytes: -5) { userId } }`, {}, { token: admin }),
+    );
     expectBadUserInput(await server.gql('{ loraQuota(userId: "nope") { userId } }', {}, { token: admin }), 'userId');
     expect(await quotaOf(server, userId)).toMatchObject({ maxStorageBytes: 3 * GiB, maxLoraCount: 9 });
 
@@ -371,7 +394,13 @@ describe('quotas', () => {
     const { registry } = server.app.services;
 
     async function attempt(bytes: Buffer): Promise<{ fileId: bigint; error: unknown }> {
-      const { fileId, blobPath } = await registry.begin({ userId, name: 'third', fileName: 'third.safetensors', format: 'SAFETENSORS', tags: [] });
+      const { fileId, blobPath } = await registry.begin({
+        userId,
+        name: 'third',
+        fileName: 'third.safetensors',
+        format: 'SAFETENSORS',
+        tags: [],
+      });
       await server.app.blobs.put(blobPath, bytes);
       const error = await registry
         .finalize(
@@ -388,7 +417,10 @@ describe('quotas', () => {
             uploadSource: 'test',
           },
         )
-        .then(() => undefined, (e: unknown) => e);
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       return { fileId, error };
     }
 
@@ -450,7 +482,7 @@ describe('machine cache stats', () => {
   async function statsFor(machineIds: string[]) {
     const res = await server.gql(STATS, {}, { token: await server.tokens.admin() });
     expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-    return (res.body.data?.loraCacheStats as { machineId: string }[]).filter((s) => machineIds.includes(s.machineId));
+    return ((res.body.data?.loraCacheStats ?? []) as { machineId: string }[]).filter((s) => machineIds.includes(s.machineId));
   }
 
   it('keeps the latest report per machine and computes utilizationPercent', async () => {
@@ -460,8 +492,19 @@ describe('machine cache stats', () => {
     const t2 = await server.tokens.machine(m2);
     const before = Date.now();
     expect((await server.gql(REPORT, { input: input() }, { token: t1 })).body).toEqual({ data: { reportCacheStats: true } });
-    expect((await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 6 * GiB, userLoraCount: 20, cacheHitRate24h: 0.9 }) }, { token: t1 })).body.data).toEqual({ reportCacheStats: true });
-    expect((await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, cacheHitRate24h: 0, evictions24h: 0 }) }, { token: t2 })).body.data).toEqual({ reportCacheStats: true });
+    expect(
+      (await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 6 * GiB, userLoraCount: 20, cacheHitRate24h: 0.9 }) }, { token: t1 }))
+        .body.data,
+    ).toEqual({ reportCacheStats: true });
+    expect(
+      (
+        await server.gql(
+          REPORT,
+          { input: input({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, cacheHitRate24h: 0, evictions24h: 0 }) },
+          { token: t2 },
+        )
+      ).body.data,
+    ).toEqual({ reportCacheStats: true });
 
     const stats = await statsFor([m1, m2]);
     expect(stats).toHaveLength(2);

@@ -117,7 +117,10 @@ describe('loras: sort, order and paging', () => {
         if (order === 'DESC') expected.reverse();
         const all = await listLoras(server, token, { sort, order, limit: 200 });
         expect(all.total).toBe(rows.length);
-        expect(all.loras.map((l) => l.id), `${sort} ${order}`).toEqual(expected);
+        expect(
+          all.loras.map((l) => l.id),
+          `${sort} ${order}`,
+        ).toEqual(expected);
 
         const seen: string[] = [];
         for (let offset = 0; offset < rows.length + 5; offset += 5) {
@@ -147,7 +150,11 @@ describe('loras: sort, order and paging', () => {
   it('defaults to 50 per page, allows up to 200, and rejects limit 0 / 201 / negative offset with issues', async () => {
     const userId = newUserId();
     const token = await server.tokens.user(userId);
-    await seedAll(userId, Array.from({ length: 51 }, (_, i) => ({ name: `bulk ${String(i).padStart(2, '0')}` })), 10);
+    await seedAll(
+      userId,
+      Array.from({ length: 51 }, (_, i) => ({ name: `bulk ${String(i).padStart(2, '0')}` })),
+      10,
+    );
 
     const res = await server.gql<{ loras: ListPage }>('{ loras { total limit offset loras { id } } }', {}, { token });
     expect(res.body.errors).toBeUndefined();
@@ -170,11 +177,9 @@ describe('loras: sort, order and paging', () => {
       [{ offset: -1 }, 'offset'],
     ];
     for (const [variables, path] of bad) {
-      const r = await server.gql(
-        'query($limit: Int, $offset: Int) { loras(limit: $limit, offset: $offset) { total } }',
-        variables,
-        { token },
-      );
+      const r = await server.gql('query($limit: Int, $offset: Int) { loras(limit: $limit, offset: $offset) { total } }', variables, {
+        token,
+      });
       expectBadUserInput(r, path);
       expect(r.body.data?.loras ?? null).toBeNull();
     }
@@ -310,7 +315,15 @@ describe('lora(id): metadata and usage', () => {
       usageCount: 0,
       lastUsedAt: null,
       workflowsUsing: [],
-      metadata: { baseModel: 'SD1', baseModelSource: 'METADATA', rank: 4, alpha: 2, networkModule: 'networks.lora', tensorCount: 3, triggerWords: [] },
+      metadata: {
+        baseModel: 'SD1',
+        baseModelSource: 'METADATA',
+        rank: 4,
+        alpha: 2,
+        networkModule: 'networks.lora',
+        tensorCount: 3,
+        triggerWords: [],
+      },
     });
     expect(before.sha256).toMatch(/^[0-9a-f]{64}$/);
 
@@ -363,13 +376,17 @@ describe('lora(id): metadata and usage', () => {
     expect(strangersView.workflowsUsing).toEqual([]);
   });
 
-  it('answers NotFoundError for another user\'s LoRA and for ids that do not exist, identically', async () => {
+  it("answers NotFoundError for another user's LoRA and for ids that do not exist, identically", async () => {
     const owner = newUserId();
     const lora = await seedLora(server.app, owner, { name: 'private' });
     const token = await server.tokens.user(newUserId());
     for (const id of [lora.id, '999999999999', 'abc', '0', '-1']) {
       const res = await getLora(token, id);
-      expect(res).toEqual({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND', message: `LoRA with ID ${id} not found or access denied` });
+      expect(res).toEqual({
+        __typename: 'NotFoundError',
+        code: 'LORA_NOT_FOUND',
+        message: `LoRA with ID ${id} not found or access denied`,
+      });
     }
   });
 });
@@ -422,7 +439,11 @@ describe('updateLora', () => {
     const userId = newUserId();
     const token = await server.tokens.user(userId);
     const lora = await seedLora(server.app, userId, { name: 'Original' });
-    for (const [what, ch] of [['U+2060', '\u2060'], ['U+2063', '\u2063'], ['U+061C', '\u061C']] as const) {
+    for (const [what, ch] of [
+      ['U+2060', '\u2060'],
+      ['U+2063', '\u2063'],
+      ['U+061C', '\u061C'],
+    ] as const) {
       const renamed = await update(token, { id: lora.id, name: `in${ch}visible ${what}` });
       expect.soft(renamed.name, what).toBe(`invisible ${what}`);
       expect.soft((await dbState(lora.id)).fileName, what).toBe(`invisible ${what}`);
@@ -453,7 +474,10 @@ describe('updateLora', () => {
       expect(result.__typename, what).toBe('ValidationError');
       expect(result.code, what).toBe('VALIDATION_FAILED');
       expect(result.issues.length, what).toBeGreaterThan(0);
-      expect(result.issues.some((i: { path: string }) => pathOk(i.path)), `${what}: ${JSON.stringify(result.issues)}`).toBe(true);
+      expect(
+        result.issues.some((i: { path: string }) => pathOk(i.path)),
+        `${what}: ${JSON.stringify(result.issues)}`,
+      ).toBe(true);
       expect(await dbState(lora.id), what).toEqual(before);
     }
     const view = await getLora(token, lora.id);
@@ -468,7 +492,10 @@ describe('updateLora', () => {
     const lora = await seedLora(server.app, userId, { name: 'Tagged', tags: ['old1', 'old2'] });
     expect((await dbState(lora.id)).fileTags).toEqual(['lora', 'old1', 'old2']);
 
-    const updated = await update(token, { id: lora.id, tags: ['Anime', 'anime', '  ANIME ', 'Style', 'lora', 'LoRA', 'style', 'x\u200By'] });
+    const updated = await update(token, {
+      id: lora.id,
+      tags: ['Anime', 'anime', '  ANIME ', 'Style', 'lora', 'LoRA', 'style', 'x\u200By'],
+    });
     expect(updated.__typename).toBe('Lora');
     expect(updated.tags).toEqual(['Anime', 'Style', 'xy']);
     const stored = (await dbState(lora.id)).fileTags;
@@ -513,7 +540,12 @@ describe('updateLora', () => {
 
     // Later patches merge: the title is added, the override and trigger words stay.
     const titled = await update(token, { id: lora.id, metadata: { title: 'Neon' } });
-    expect(titled.metadata).toMatchObject({ baseModel: 'SDXL', baseModelSource: 'USER', title: 'Neon', triggerWords: ['neon city', 'glow'] });
+    expect(titled.metadata).toMatchObject({
+      baseModel: 'SDXL',
+      baseModelSource: 'USER',
+      title: 'Neon',
+      triggerWords: ['neon city', 'glow'],
+    });
 
     const restored = await update(token, { id: lora.id, metadata: { baseModel: null } });
     expect(restored.metadata).toMatchObject({ baseModel: 'SD1', baseModelSource: 'METADATA', title: 'Neon', description: 'A test LoRA' });
@@ -532,7 +564,12 @@ describe('updateLora', () => {
     const lora = await seedLora(server.app, owner, { name: 'Mine', tags: ['a'] });
     const before = await dbState(lora.id);
     const result = await update(await server.tokens.user(newUserId()), { id: lora.id, name: 'Stolen', tags: ['b'] });
-    expect(result).toEqual({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND', message: `LoRA with ID ${lora.id} not found or access denied`, loraId: lora.id });
+    expect(result).toEqual({
+      __typename: 'NotFoundError',
+      code: 'LORA_NOT_FOUND',
+      message: `LoRA with ID ${lora.id} not found or access denied`,
+      loraId: lora.id,
+    });
     expect(await dbState(lora.id)).toEqual(before);
   });
 });
