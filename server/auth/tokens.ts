@@ -10,6 +10,7 @@ import type { Principal, Role } from './principal.ts';
 
 export const TOKEN_ISSUER = 'lora-vault';
 const UUID = z.uuid();
+const MACHINE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export class InvalidTokenError extends Error {
   override name = 'InvalidTokenError';
@@ -29,6 +30,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     issuer: options.issuer ?? (options.jwksUrl ? undefined : TOKEN_ISSUER),
     audience: options.audience,
     clockTolerance: 5,
+    requiredClaims: ['exp'],
   };
   const verifyWith = options.jwksUrl
     ? (() => {
@@ -60,7 +62,8 @@ export function principalFromClaims(payload: JWTPayload): Principal {
       return { role, userId: sub.toLowerCase() };
     case 'machine': {
       const machineId = typeof payload.machine_id === 'string' ? payload.machine_id : sub;
-      if (!machineId) throw new InvalidTokenError('machine token needs machine_id');
+      if (!machineId || !MACHINE_ID.test(machineId))
+        throw new InvalidTokenError('machine token needs a machine_id of [A-Za-z0-9._:-]{1,128}');
       return { role, machineId };
     }
     case 'admin':

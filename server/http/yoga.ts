@@ -12,7 +12,7 @@ import type { Context } from '../context.ts';
 import { RequestErrorCode } from '../domain/errors.ts';
 import type { Services } from '../services/index.ts';
 import { principalOf, useAuth } from './auth-plugin.ts';
-import { createMaskError } from './errors.ts';
+import { createMaskError, withoutSuggestions } from './errors.ts';
 
 /** Request limits applied before execution (THREATS.md row 9). */
 export const QUERY_LIMITS = {
@@ -48,6 +48,17 @@ function useRequestId(): Plugin {
   };
 }
 
+/** Validation errors in production carry no "Did you mean …?" (enum values included). */
+function useNoSuggestions(): Plugin {
+  return {
+    onValidate() {
+      return ({ result, setResult }) => {
+        if (result.length) setResult(result.map((e) => (e instanceof GraphQLError ? withoutSuggestions(e) : e)));
+      };
+    },
+  };
+}
+
 function useQueryCharLimit(max: number): Plugin {
   return {
     onParams({ params }) {
@@ -76,13 +87,16 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
     graphiql: deps.graphiql ? { title: 'lora-vault', defaultQuery: GRAPHIQL_DEFAULT_QUERY } : false,
     renderGraphiQL,
     logging: yogaLogger(deps.logger),
-    maskedErrors: { maskError: createMaskError(deps.logger, !deps.production) },
+    maskedErrors: { maskError: createMaskError(deps.logger, deps.production) },
+    // Multipart requests get their own streaming parser with the uploads work; until then, none.
+    multipart: false,
     plugins: [
       useRequestId(),
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
       useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
       armor,
+      ...(deps.production ? [useNoSuggestions()] : []),
     ],
     context: async ({ request }) => {
       const principal = await principalOf(request);

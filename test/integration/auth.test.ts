@@ -1,6 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { LoraView } from '../../server/domain/lora.ts';
+import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
+import { type FaultProxy, startFaultProxy } from '../testkit/fault-proxy.ts';
 import { decodePayload, GRANT_AUDIENCE, signGrant, signRawJwt, unsignedJwt, withPayload } from '../testkit/jwt.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
@@ -15,7 +17,8 @@ const OTHER_SECRET = 'not-the-server-secret-not-the-server-secret-42';
 const DEFAULT_MAX_LORA_COUNT = 100; // QUOTA_DEFAULT_MAX_COUNT's default (server/config.ts)
 const GRANT_MAX_TTL_SECONDS = 24 * 3600; // GRANT_MAX_TTL_SECONDS's default
 const SAS_TTL_SECONDS = 900; // SAS_TTL_SECONDS's default
-const CSRF_HEADER = { 'x-graphql-yoga-csrf': '1' };
+const CSRF_HEADER: Record<string, string> = { 'x-graphql-yoga-csrf': '1' };
+const CSRF_HEADERS: Record<string, string>[] = [{ 'x-graphql-yoga-csrf': '1' }, { 'apollo-require-preflight': 'true' }];
 
 type Res = GqlResponse<Record<string, any>>;
 
@@ -62,7 +65,12 @@ async function postRaw(url: string, init: RequestInit): Promise<{ status: number
   return { status: res.status, text, json };
 }
 
-async function mintGrant(server: TestServer, userId: string, ttlSeconds?: number, jobId = `job-${randomUUID().slice(0, 8)}`): Promise<string> {
+async function mintGrant(
+  server: TestServer,
+  userId: string,
+  ttlSeconds?: number,
+  jobId = `job-${randomUUID().slice(0, 8)}`,
+): Promise<string> {
   const res = await server.gql(
     'mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) { ... on JobGrant { token userId jobId expiresAt } } }',
     { u: userId, j: jobId, t: ttlSeconds ?? 3600 },
@@ -93,7 +101,7 @@ const M_DELETE = `mutation($id: ID!) { deleteLora(id: $id) {
 const Q_DOWNLOAD = `query($id: ID!, $grant: String!) { loraDownload(id: $id, grant: $grant) {
   __typename
   ... on LoraDownload { url loraId userId sha256 sizeBytes fileName etag expiresAt sharedName }
-  ... on NotFoundError { code message loraId }
+  ... on NotFoundError { code message notFoundId: loraId }
   ... on InvalidGrantError { code message reason } } }`;
 const M_USAGE = `mutation($grant: String!, $ids: [ID!]!) { recordLoraUsage(grant: $grant, loraIds: $ids, workflowId: "wf-1", workflowName: "Workflow") {
   __typename ... on RecordLoraUsageSuccess { recorded } ... on InvalidGrantError { code reason } ... on ValidationError { code } } }`;
@@ -189,7 +197,12 @@ const OPERATIONS: OperationCase[] = [
     document: 'query($u: ID) { loraQuota(userId: $u) { userId loraCount usedStorageBytes maxLoraCount } }',
     variables: (fx) => ({ u: fx.owner }),
     expectAllowed: (data, fx) => {
-      expect(data.loraQuota).toEqual({ userId: fx.owner, loraCount: 1, usedStorageBytes: fx.lora.sizeBytes, maxLoraCount: DEFAULT_MAX_LORA_COUNT });
+      expect(data.loraQuota).toEqual({
+        userId: fx.owner,
+        loraCount: 1,
+        usedStorageBytes: fx.lora.sizeBytes,
+        maxLoraCount: DEFAULT_MAX_LORA_COUNT,
+      });
     },
   },
   {
@@ -285,7 +298,11 @@ describe('roles: every operation × every role', () => {
     const owner = newUserId();
     const lora = await seedLora(server.app, owner, { name: `matrix-${randomUUID().slice(0, 8)}`, tags: ['alpha'] });
     const machineId = `machine-${randomUUID()}`;
-    const reported = await server.gql('mutation($i: CacheStatsInput!) { reportCacheStats(input: $i) }', { i: STATS_INPUT }, { token: await server.tokens.machine(machineId) });
+    const reported = await server.gql(
+      'mutation($i: CacheStatsInput!) { reportCacheStats(input: $i) }',
+      { i: STATS_INPUT },
+      { token: await server.tokens.machine(machineId) },
+    );
     expect(reported.body).toEqual({ data: { reportCacheStats: true } });
     const sharedName = `matrix/${randomUUID()}.safetensors`;
     await server.app.blobs.putShared(sharedName, smallSd15Lora());
@@ -329,8 +346,14 @@ describe('roles: every operation × every role', () => {
   });
 
   it('the table covers every root field of the schema', async () => {
-    const res = await server.gql('{ q: __type(name: "Query") { fields { name } } m: __type(name: "Mutation") { fields { name } } }', {}, { token: await server.tokens.admin() });
-    const fields = [...res.body.data?.q.fields, ...res.body.data?.m.fields].map((f: { name: string }) => f.name);
+    const res = await server.gql(
+      '{ q: __type(name: "Query") { fields { name } } m: __type(name: "Mutation") { fields { name } } }',
+      {},
+      { token: await server.tokens.admin() },
+    );
+    const data = res.body.data ?? {};
+    const fields = [...(data.q?.fields ?? []), ...(data.m?.fields ?? [])].map((f: { name: string }) => f.name);
+    expect(fields.length).toBeGreaterThan(0);
     expect(new Set(fields)).toEqual(new Set(OPERATIONS.map((o) => o.op)));
   });
 
@@ -341,7 +364,7 @@ describe('roles: every operation × every role', () => {
     expectRefused(await server.gql('{ loraQuota { userId } }', {}, { token: await server.tokens.admin() }), 'BAD_USER_INPUT');
   });
 
-  it("Lora.userId is for admins only: a user gets FORBIDDEN on that field, an admin sees the owner", async () => {
+  it('Lora.userId is for admins only: a user gets FORBIDDEN on that field, an admin sees the owner', async () => {
     const fx = await fixture();
     const q = 'query($id: ID!) { lora(id: $id) { ... on Lora { id userId } } }';
     const asUser = await server.gql(q, { id: fx.lora.id }, { token: await server.tokens.user(fx.owner) });
@@ -367,11 +390,16 @@ describe('roles: every operation × every role', () => {
     const m1 = `machine-${randomUUID()}`;
     const m2 = `machine-${randomUUID()}`;
     const report = 'mutation($i: CacheStatsInput!) { reportCacheStats(input: $i) }';
-    expect((await server.gql(report, { i: { ...STATS_INPUT, userLoraCount: 11 } }, { token: await server.tokens.machine(m1) })).body.data).toEqual({ reportCacheStats: true });
-    expect((await server.gql(report, { i: { ...STATS_INPUT, userLoraCount: 22 } }, { token: await server.tokens.machine(m2) })).body.data).toEqual({ reportCacheStats: true });
+    expect(
+      (await server.gql(report, { i: { ...STATS_INPUT, userLoraCount: 11 } }, { token: await server.tokens.machine(m1) })).body.data,
+    ).toEqual({ reportCacheStats: true });
+    expect(
+      (await server.gql(report, { i: { ...STATS_INPUT, userLoraCount: 22 } }, { token: await server.tokens.machine(m2) })).body.data,
+    ).toEqual({ reportCacheStats: true });
     const admin = await server.tokens.admin();
     const stats = async (m: string) =>
-      (await server.gql('query($m: String) { loraCacheStats(machineId: $m) { machineId userLoraCount } }', { m }, { token: admin })).body.data?.loraCacheStats;
+      (await server.gql('query($m: String) { loraCacheStats(machineId: $m) { machineId userLoraCount } }', { m }, { token: admin })).body
+        .data?.loraCacheStats;
     expect(await stats(m1)).toEqual([{ machineId: m1, userLoraCount: 11 }]);
     expect(await stats(m2)).toEqual([{ machineId: m2, userLoraCount: 22 }]);
   });
@@ -392,20 +420,56 @@ describe('bearer tokens', () => {
   const now = () => Math.floor(Date.now() / 1000);
 
   const BAD_TOKENS: { name: string; token: () => Promise<string> | string }[] = [
-    { name: 'admin token signed with another secret', token: () => signRawJwt({ secret: OTHER_SECRET, claims: { role: 'admin', sub: 'mallory' } }) },
-    { name: 'user token signed with another secret', token: () => signRawJwt({ secret: OTHER_SECRET, claims: { role: 'user', sub: userId } }) },
-    { name: 'expired an hour ago', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, expiresIn: -3600 }) },
-    { name: 'expired a minute ago (beyond clock tolerance)', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: userId }, expiresIn: -60 }) },
-    { name: 'not valid before an hour from now', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, notBeforeIn: 3600 }) },
-    { name: 'wrong issuer', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, issuer: 'someone-else' }) },
+    {
+      name: 'admin token signed with another secret',
+      token: () => signRawJwt({ secret: OTHER_SECRET, claims: { role: 'admin', sub: 'mallory' } }),
+    },
+    {
+      name: 'user token signed with another secret',
+      token: () => signRawJwt({ secret: OTHER_SECRET, claims: { role: 'user', sub: userId } }),
+    },
+    {
+      name: 'expired an hour ago',
+      token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, expiresIn: -3600 }),
+    },
+    {
+      name: 'expired a minute ago (beyond clock tolerance)',
+      token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: userId }, expiresIn: -60 }),
+    },
+    {
+      name: 'not valid before an hour from now',
+      token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, notBeforeIn: 3600 }),
+    },
+    {
+      name: 'wrong issuer',
+      token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, issuer: 'someone-else' }),
+    },
     { name: 'no issuer', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, issuer: null }) },
     { name: 'alg: none (unsigned admin token)', token: () => unsignedJwt({ role: 'admin', sub: 'mallory' }) },
     { name: 'alg: none with a user claim', token: () => unsignedJwt({ role: 'user', sub: userId }) },
-    { name: 'HS512 with the right secret (algorithm not allowed)', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, alg: 'HS512' }) },
-    { name: 'user token tampered into an admin token', token: async () => withPayload(await server.tokens.user(userId), { role: 'admin' }) },
-    { name: 'user token whose exp was pushed out by tampering', token: async () => withPayload(await signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: userId }, expiresIn: -3600 }), { exp: now() + 3600 }) },
-    { name: 'user token whose sub is not a UUID', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: 'alice' } }) },
-    { name: 'user token whose sub is a UUID with junk around it', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: `${userId}' OR 1=1 --` } }) },
+    {
+      name: 'HS512 with the right secret (algorithm not allowed)',
+      token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'admin', sub: 'ops' }, alg: 'HS512' }),
+    },
+    {
+      name: 'user token tampered into an admin token',
+      token: async () => withPayload(await server.tokens.user(userId), { role: 'admin' }),
+    },
+    {
+      name: 'user token whose exp was pushed out by tampering',
+      token: async () =>
+        withPayload(await signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: userId }, expiresIn: -3600 }), {
+          exp: now() + 3600,
+        }),
+    },
+    {
+      name: 'user token whose sub is not a UUID',
+      token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: 'alice' } }),
+    },
+    {
+      name: 'user token whose sub is a UUID with junk around it',
+      token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: `${userId}' OR 1=1 --` } }),
+    },
     { name: 'user token without sub', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user' } }) },
     { name: 'unknown role', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'superuser', sub: 'ops' } }) },
     { name: 'role given as an array', token: () => signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: ['admin'], sub: 'ops' } }) },
@@ -457,7 +521,13 @@ describe('bearer tokens', () => {
   });
 
   it('no token, an empty bearer or another scheme → UNAUTHENTICATED (anonymous), no data', async () => {
-    for (const headers of [{}, { authorization: 'Bearer ' }, { authorization: 'Basic YWRtaW46YWRtaW4=' }, { authorization: `Bearer ${await server.tokens.admin()} extra` }]) {
+    const headerSets: Record<string, string>[] = [
+      {},
+      { authorization: 'Bearer ' },
+      { authorization: 'Basic YWRtaW46YWRtaW4=' },
+      { authorization: `Bearer ${await server.tokens.admin()} extra` },
+    ];
+    for (const headers of headerSets) {
       const res = await server.gql('{ loraQuota { loraCount } }', {}, { token: null, headers });
       expectRefused(res, 'UNAUTHENTICATED');
       const mutation = await server.gql(M_SET_QUOTA, { u: userId, n: 1 }, { token: null, headers });
@@ -507,7 +577,11 @@ describe('isolation between users', () => {
 
   const OPS: { op: string; document: string; variables: (id: string) => Record<string, unknown> }[] = [
     { op: 'lora', document: Q_LORA, variables: (id) => ({ id }) },
-    { op: 'updateLora', document: M_UPDATE, variables: (id) => ({ id, name: 'hijacked', tags: ['pwned'], metadata: { description: 'mine now' } }) },
+    {
+      op: 'updateLora',
+      document: M_UPDATE,
+      variables: (id) => ({ id, name: 'hijacked', tags: ['pwned'], metadata: { description: 'mine now' } }),
+    },
     { op: 'deleteLora', document: M_DELETE, variables: (id) => ({ id }) },
   ];
 
@@ -544,7 +618,11 @@ describe('isolation between users', () => {
     const before = await server.gql(Q_LORA, { id: loraA.id }, { token: tokenA });
     expect(before.body.data?.lora).toMatchObject({ __typename: 'Lora', name: loraA.name, status: 'READY' });
     for (let i = 0; i < 3; i++) {
-      await server.gql(M_UPDATE, { id: loraA.id, name: 'hijacked', tags: ['pwned'], metadata: { title: 'x', baseModel: 'SDXL' } }, { token: tokenB });
+      await server.gql(
+        M_UPDATE,
+        { id: loraA.id, name: 'hijacked', tags: ['pwned'], metadata: { title: 'x', baseModel: 'SDXL' } },
+        { token: tokenB },
+      );
       await server.gql(M_UPDATE, { id: loraA.id, tags: [] }, { token: tokenB });
       await server.gql(M_DELETE, { id: loraA.id }, { token: tokenB });
     }
@@ -574,7 +652,10 @@ describe('isolation between users', () => {
       { t: [tag] },
       { t: ['shared-word'] },
       { b: 'SD1' },
-      ...(['NAME', 'SIZE', 'CREATED_AT', 'LAST_USED'] as const).flatMap((sort) => [{ sort, order: 'ASC' }, { sort, order: 'DESC' }]),
+      ...(['NAME', 'SIZE', 'CREATED_AT', 'LAST_USED'] as const).flatMap((sort) => [
+        { sort, order: 'ASC' },
+        { sort, order: 'DESC' },
+      ]),
     ];
     for (const v of variants) {
       const res = await server.gql(q, v, { token: tokenB });
@@ -586,11 +667,21 @@ describe('isolation between users', () => {
     expect(all.body.data?.loras).toEqual({ total: 1, loras: [{ id: loraB.id }] });
   });
 
-  it("B cannot name A in loras(userId) or loraQuota(userId): FORBIDDEN, no data", async () => {
+  it('B cannot name A in loras(userId) or loraQuota(userId): FORBIDDEN, no data', async () => {
     const { a, loraB, tokenB } = await twoUsers();
     for (const userId of [a, a.toUpperCase()]) {
-      expectRefused(await server.gql('query($u: ID) { loras(userId: $u) { total loras { id } } }', { u: userId }, { token: tokenB }), 'FORBIDDEN');
-      expectRefused(await server.gql('query($u: ID) { loraQuota(userId: $u) { userId loraCount loras { id name } } }', { u: userId }, { token: tokenB }), 'FORBIDDEN');
+      expectRefused(
+        await server.gql('query($u: ID) { loras(userId: $u) { total loras { id } } }', { u: userId }, { token: tokenB }),
+        'FORBIDDEN',
+      );
+      expectRefused(
+        await server.gql(
+          'query($u: ID) { loraQuota(userId: $u) { userId loraCount loras { id name } } }',
+          { u: userId },
+          { token: tokenB },
+        ),
+        'FORBIDDEN',
+      );
     }
     const own = await server.gql('{ loraQuota { loraCount loras { id } } }', {}, { token: tokenB });
     expect(own.body.data?.loraQuota).toEqual({ loraCount: 1, loras: [{ id: loraB.id }] });
@@ -630,7 +721,11 @@ describe('isolation between users', () => {
     expect(after?.lora_count).toBe(1);
     expect(Number(after?.used_bytes)).toBe(Number(before?.used_bytes) - loraA.sizeBytes);
     const retry = await server.gql(M_DELETE, { id: loraA.id }, { token: tokenA });
-    expect(retry.body.data?.deleteLora).toEqual({ __typename: 'DeleteLoraSuccess', loraId: loraA.id, quota: { loraCount: 1, usedStorageBytes: second.sizeBytes } });
+    expect(retry.body.data?.deleteLora).toEqual({
+      __typename: 'DeleteLoraSuccess',
+      loraId: loraA.id,
+      quota: { loraCount: 1, usedStorageBytes: second.sizeBytes },
+    });
     // One audited delete, and the blob is removed by the durable job; the other LoRA is untouched.
     expect(await server.app.db.audit_log.count({ where: { action: 'lora.delete', lora_id: BigInt(loraA.id) } })).toBe(1);
     const row = await loraRow(server, loraA.id);
@@ -675,7 +770,13 @@ describe('job grants and machine downloads', () => {
     const expiresAt = new Date(grant.expiresAt).getTime();
     expect(Math.abs(expiresAt - (started + 600_000))).toBeLessThan(5_000);
     const claims = decodePayload(grant.token);
-    expect(claims).toMatchObject({ sub: userId, job_id: 'job-42', aud: GRANT_AUDIENCE, iss: 'lora-vault', exp: Math.floor(expiresAt / 1000) });
+    expect(claims).toMatchObject({
+      sub: userId,
+      job_id: 'job-42',
+      aud: GRANT_AUDIENCE,
+      iss: 'lora-vault',
+      exp: Math.floor(expiresAt / 1000),
+    });
     expect(await server.app.db.audit_log.count({ where: { action: 'grant.create', user_id: userId } })).toBe(1);
   });
 
@@ -694,12 +795,20 @@ describe('job grants and machine downloads', () => {
       { u: userId, j: 'j'.repeat(201), t: 60 },
     ];
     for (const variables of cases) {
-      const res = await server.gql('mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) { ... on JobGrant { token } } }', variables, { token: service });
+      const res = await server.gql(
+        'mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) { ... on JobGrant { token } } }',
+        variables,
+        { token: service },
+      );
       expectRefused(res, 'BAD_USER_INPUT');
     }
     expect(await server.app.db.audit_log.count({ where: { action: 'grant.create', user_id: userId } })).toBe(0);
     // The maximum itself is fine.
-    const max = await server.gql('mutation($u: ID!) { createJobGrant(userId: $u, jobId: "job", ttlSeconds: 86400) { ... on JobGrant { userId } } }', { u: userId }, { token: service });
+    const max = await server.gql(
+      'mutation($u: ID!) { createJobGrant(userId: $u, jobId: "job", ttlSeconds: 86400) { ... on JobGrant { userId } } }',
+      { u: userId },
+      { token: service },
+    );
     expect(max.body).toEqual({ data: { createJobGrant: { userId } } });
   });
 
@@ -762,7 +871,14 @@ describe('job grants and machine downloads', () => {
     const grantB = await mintGrant(server, b);
     const forA = await server.gql(Q_DOWNLOAD, { id: loraA.id, grant: grantB }, { token: machine });
     expect(forA.body).toEqual({
-      data: { loraDownload: { __typename: 'NotFoundError', code: 'LORA_NOT_FOUND', message: `LoRA with ID ${loraA.id} not found or access denied`, loraId: loraA.id } },
+      data: {
+        loraDownload: {
+          __typename: 'NotFoundError',
+          code: 'LORA_NOT_FOUND',
+          message: `LoRA with ID ${loraA.id} not found or access denied`,
+          notFoundId: loraA.id,
+        },
+      },
     });
     for (const id of [(BigInt(loraA.id) + 1_000_000_000n).toString(), '0', '-1', 'abc', '99999999999999999999']) {
       const missing = await server.gql(Q_DOWNLOAD, { id, grant: grantB }, { token: machine });
@@ -778,7 +894,15 @@ describe('job grants and machine downloads', () => {
     const started = Date.now();
     const res = await server.gql(Q_DOWNLOAD, { id: loraA.id, grant }, { token: machine });
     const dl = res.body.data?.loraDownload;
-    expect(dl).toMatchObject({ __typename: 'LoraDownload', loraId: loraA.id, userId: a, sharedName: null, fileName: loraA.fileName, sizeBytes: bytes.length, sha256: sha256(bytes) });
+    expect(dl).toMatchObject({
+      __typename: 'LoraDownload',
+      loraId: loraA.id,
+      userId: a,
+      sharedName: null,
+      fileName: loraA.fileName,
+      sizeBytes: bytes.length,
+      sha256: sha256(bytes),
+    });
     expect(Math.abs(new Date(dl.expiresAt).getTime() - (started + SAS_TTL_SECONDS * 1000))).toBeLessThan(60_000);
 
     const whole = await fetch(dl.url);
@@ -809,7 +933,7 @@ describe('job grants and machine downloads', () => {
     const del = await server.gql(M_DELETE, { id: loraA.id }, { token: await server.tokens.user(a) });
     expect(del.body.data?.deleteLora.__typename).toBe('DeleteLoraSuccess');
     const res = await server.gql(Q_DOWNLOAD, { id: loraA.id, grant: await mintGrant(server, a) }, { token: machine });
-    expect(res.body.data?.loraDownload).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND', loraId: loraA.id });
+    expect(res.body.data?.loraDownload).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND', notFoundId: loraA.id });
   });
 
   it('user and service tokens cannot call loraDownload, even with a valid grant (FORBIDDEN)', async () => {
@@ -827,9 +951,20 @@ describe('job grants and machine downloads', () => {
     expect(forA.body.data?.recordLoraUsage).toEqual({ __typename: 'RecordLoraUsageSuccess', recorded: 0 });
     const mixed = await server.gql(M_USAGE, { grant: grantB, ids: [loraA.id, loraB.id, 'abc', '0'] }, { token: machine });
     expect(mixed.body.data?.recordLoraUsage).toEqual({ __typename: 'RecordLoraUsageSuccess', recorded: 1 });
-    const lookA = async () => (await server.gql('query($id: ID!) { lora(id: $id) { ... on Lora { usageCount lastUsedAt workflowsUsing { id useCount } } } }', { id: loraA.id }, { token: await server.tokens.user(a) })).body.data?.lora;
+    const lookA = async () =>
+      (
+        await server.gql(
+          'query($id: ID!) { lora(id: $id) { ... on Lora { usageCount lastUsedAt workflowsUsing { id useCount } } } }',
+          { id: loraA.id },
+          { token: await server.tokens.user(a) },
+        )
+      ).body.data?.lora;
     expect(await lookA()).toEqual({ usageCount: 0, lastUsedAt: null, workflowsUsing: [] });
-    const forged = await server.gql(M_USAGE, { grant: await signGrant({ secret: OTHER_SECRET, userId: a }), ids: [loraA.id] }, { token: machine });
+    const forged = await server.gql(
+      M_USAGE,
+      { grant: await signGrant({ secret: OTHER_SECRET, userId: a }), ids: [loraA.id] },
+      { token: machine },
+    );
     expect(forged.body.data?.recordLoraUsage).toEqual({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'bad-signature' });
     expect(await lookA()).toEqual({ usageCount: 0, lastUsedAt: null, workflowsUsing: [] });
     // Control: the owner's grant counts.
@@ -843,7 +978,8 @@ describe('job grants and machine downloads', () => {
 // 5. Request limits (THREATS row 9), in the default (test) environment
 // ---------------------------------------------------------------------------------------------
 
-const nestedInlineFragments = (field: string, type: string, n: number) => `${'... on '.concat(type, ' { ').repeat(n)}${field}${' }'.repeat(n)}`;
+const nestedInlineFragments = (field: string, type: string, n: number) =>
+  `${'... on '.concat(type, ' { ').repeat(n)}${field}${' }'.repeat(n)}`;
 
 describe('request limits (THREATS row 9)', () => {
   let server: TestServer;
@@ -855,7 +991,8 @@ describe('request limits (THREATS row 9)', () => {
   afterAll(() => server?.stop());
 
   /** A mutation that would set the target's maxLoraCount to 9: proof of (non-)execution. */
-  const setQuota = (target: string, selection = 'userId', alias = '') => `${alias}setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { ${selection} }`;
+  const setQuota = (target: string, selection = 'userId', alias = '') =>
+    `${alias}setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { ${selection} }`;
 
   async function expectNotExecuted(target: string): Promise<void> {
     expect(await quotaRow(server, target)).toBeNull();
@@ -870,7 +1007,11 @@ describe('request limits (THREATS row 9)', () => {
     expectRejectedBeforeExecution(deep);
     expect(deep.body.errors?.[0]?.message).toMatch(/depth/i);
     const target = newUserId();
-    const mutation = await server.gql(`mutation { ${setQuota(target, nestedInlineFragments('userId', 'LoraQuota', 12))} }`, {}, { token: admin });
+    const mutation = await server.gql(
+      `mutation { ${setQuota(target, nestedInlineFragments('userId', 'LoraQuota', 12))} }`,
+      {},
+      { token: admin },
+    );
     expectRejectedBeforeExecution(mutation);
     await expectNotExecuted(target);
   });
@@ -892,7 +1033,11 @@ describe('request limits (THREATS row 9)', () => {
     const target = newUserId();
     // One @include per selection (a directive may appear once per location): only the count is wrong.
     const withDirectives = (field: string, n: number) => `${field} @include(if: true) `.repeat(n);
-    const rejected = await server.gql(`mutation { setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { ${withDirectives('userId', 21)} } }`, {}, { token: admin });
+    const rejected = await server.gql(
+      `mutation { setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { ${withDirectives('userId', 21)} } }`,
+      {},
+      { token: admin },
+    );
     expectRejectedBeforeExecution(rejected);
     expect(rejected.body.errors?.[0]?.message).toMatch(/directives limit/i);
     await expectNotExecuted(target);
@@ -908,8 +1053,14 @@ describe('request limits (THREATS row 9)', () => {
     expectRejectedBeforeExecution(rejected);
     expect(rejected.body.errors?.[0]?.message).toMatch(/token/i);
     await expectNotExecuted(target);
-    const ok = await server.gql(`{ loraQuota(userId: "${target}") { ${'userId '.repeat(1500)} } }`, {}, { token: admin });
-    expect(ok.body).toEqual({ data: { loraQuota: { userId: target } } });
+    // The same shape under the limit parses and runs (and the service, not the parser, refuses the tags).
+    const tagsQuery = (n: number) => `{ loras(tags: [${'"a" '.repeat(n)}]) { total } }`;
+    const under = await server.gql(tagsQuery(1900), {}, { token: admin });
+    expectRefused(under, 'BAD_USER_INPUT');
+    expect(under.body.errors?.[0]?.message).toMatch(/tags/);
+    const over = await server.gql(tagsQuery(2100), {}, { token: admin });
+    expectRejectedBeforeExecution(over);
+    expect(over.body.errors?.[0]?.message).toMatch(/token/i);
   });
 
   it('characters: a query over 20,000 characters is rejected before execution (even if only a comment)', async () => {
@@ -965,20 +1116,57 @@ describe('request limits (THREATS row 9)', () => {
 // ---------------------------------------------------------------------------------------------
 
 const INTROSPECTION = '{ __schema { queryType { name } mutationType { name } } }';
+
+/**
+ * A failure no resolver expects: storage (through a fault proxy in front of Azurite) refuses
+ * with 403 the properties request behind a shared-LoRA download URL.
+ */
+interface ProxiedServer {
+  server: TestServer;
+  proxy: FaultProxy;
+}
+async function startServerBehindProxy(env: Record<string, string> = {}): Promise<ProxiedServer> {
+  const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
+  const proxy = await startFaultProxy(azuritePort);
+  const server = await startTestServer({ ...env, AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port) });
+  return { server, proxy };
+}
+async function provokeUnexpectedFailure({ server, proxy }: ProxiedServer): Promise<Res> {
+  const name = `broken/${randomUUID()}.safetensors`;
+  proxy.fail({ match: (_method, url) => url.includes(name), status: 403, times: 10 });
+  return server.gql(
+    'query($n: String!) { sharedLoraDownload(name: $n) { __typename } }',
+    { n: name },
+    { token: await server.tokens.machine() },
+  );
+}
 const STACK_TRACE = /\n\s+at |\bat [\w$.<>]+ \(|(?:file:\/\/|\/work\/|node_modules)|\.ts:\d+|"stack"/;
 
 describe('introspection and suggestions in development (NODE_ENV=test)', () => {
   let server: TestServer;
+  let proxied: ProxiedServer;
   beforeAll(async () => {
-    server = await startTestServer();
+    proxied = await startServerBehindProxy();
+    server = proxied.server;
   });
-  afterAll(() => server?.stop());
+  afterAll(async () => {
+    await server?.stop();
+    await proxied?.proxy.close();
+  });
 
   it('__schema introspection works for a user (and anonymously)', async () => {
     for (const token of [await server.tokens.user(newUserId()), null]) {
       const res = await server.gql(INTROSPECTION, {}, { token });
       expect(res.body).toEqual({ data: { __schema: { queryType: { name: 'Query' }, mutationType: { name: 'Mutation' } } } });
     }
+  });
+
+  it('the provoked failure is an unexpected one: development shows its real message (the control for masking)', async () => {
+    const res = await provokeUnexpectedFailure(proxied);
+    expect(res.body.data ?? null).toBeNull();
+    expect(res.body.errors?.[0]?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
+    expect(res.body.errors?.[0]?.message).not.toBe('Unexpected error.');
+    expect(res.body.errors?.[0]?.message).toMatch(/403|ServerBusy|injected|status code/i);
   });
 
   it('field suggestions appear (the control for production)', async () => {
@@ -989,10 +1177,15 @@ describe('introspection and suggestions in development (NODE_ENV=test)', () => {
 
 describe('production (NODE_ENV=production)', () => {
   let server: TestServer;
+  let proxied: ProxiedServer;
   beforeAll(async () => {
-    server = await startTestServer({ NODE_ENV: 'production' });
+    proxied = await startServerBehindProxy({ NODE_ENV: 'production' });
+    server = proxied.server;
   });
-  afterAll(() => server?.stop());
+  afterAll(async () => {
+    await server?.stop();
+    await proxied?.proxy.close();
+  });
 
   it('the server really runs in production mode', () => {
     expect(server.app.config.production).toBe(true);
@@ -1001,7 +1194,11 @@ describe('production (NODE_ENV=production)', () => {
   it('introspection is refused for users, machines, services and anonymous callers, with no data', async () => {
     const tokens = [await server.tokens.user(newUserId()), await server.tokens.machine(), await server.tokens.service(), null];
     for (const token of tokens) {
-      for (const query of [INTROSPECTION, '{ __type(name: "Lora") { name fields { name } } }', '{ loraQuota { __typename } __schema { types { name } } }']) {
+      for (const query of [
+        INTROSPECTION,
+        '{ __type(name: "Lora") { name fields { name } } }',
+        '{ loraQuota { __typename } __schema { types { name } } }',
+      ]) {
         const res = await server.gql(query, {}, { token });
         expectRejectedBeforeExecution(res);
         expect(res.body.errors?.[0]?.message, JSON.stringify(res.body)).toMatch(/introspection/i);
@@ -1058,15 +1255,13 @@ describe('production (NODE_ENV=production)', () => {
   });
 
   it('an unexpected failure is masked: a generic message, INTERNAL_SERVER_ERROR, no stack or internals', async () => {
-    const token = await server.tokens.user(newUserId());
-    // A NUL character reaches PostgreSQL, which refuses it: an error no resolver expects.
-    const res = await server.gql('query($s: String) { loras(search: $s) { total } }', { s: 'a\u0000b' }, { token });
+    const res = await provokeUnexpectedFailure(proxied);
     expect(res.body.data ?? null).toBeNull();
     expect(res.body.errors).toHaveLength(1);
     expect(res.body.errors?.[0]).toMatchObject({ message: 'Unexpected error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } });
     const text = JSON.stringify(res.body);
     expect(text).not.toMatch(STACK_TRACE);
-    expect(text).not.toMatch(/prisma|postgres|byte sequence|22021|queryRaw/i);
+    expect(text).not.toMatch(/prisma|postgres|azure|blob|403|ServerBusy|injected|broken\//i);
   });
 
   it('no response to any provoked failure carries a stack trace or server paths', async () => {
@@ -1075,25 +1270,64 @@ describe('production (NODE_ENV=production)', () => {
     const json = { 'content-type': 'application/json', ...auth };
     const url = server.graphqlUrl;
     const responses = await Promise.all([
-      postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: 'query($s: String) { loras(search: $s) { total } }', variables: { s: '\u0000' } }) }),
+      postRaw(url, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ query: 'query($s: String) { loras(search: $s) { total } }', variables: { s: 'a\u0000b' } }),
+      }),
       postRaw(url, { method: 'POST', headers: json, body: '{"query": "{ loraQuota' }),
       postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: '{ loraQuota { loraCount }' }) }),
       postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: 42 }) }),
       postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({}) }),
-      postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: '{ loraQuota { loraCount } }', operationName: 'Nope' }) }),
-      postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: 'query($n: Int!) { loras(limit: $n) { total } }', variables: { n: 'many' } }) }),
+      postRaw(url, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ query: '{ loraQuota { loraCount } }', operationName: 'Nope' }),
+      }),
+      postRaw(url, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ query: 'query($n: Int!) { loras(limit: $n) { total } }', variables: { n: 'many' } }),
+      }),
       postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: '{ loras(limit: 100000) { total } }' }) }),
-      postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: 'query($id: ID!) { lora(id: $id) { __typename } }', variables: { id: { $gt: '' } } }) }),
-      postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: 'mutation { setUserLoraQuota(userId: "x", maxStorageBytes: -1) { userId } }' }) }),
+      postRaw(url, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ query: 'query($id: ID!) { lora(id: $id) { __typename } }', variables: { id: { $gt: '' } } }),
+      }),
+      postRaw(url, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ query: 'mutation { setUserLoraQuota(userId: "x", maxStorageBytes: -1) { userId } }' }),
+      }),
       postRaw(url, { method: 'POST', headers: json, body: JSON.stringify([{ query: '{ __typename }' }]) }),
-      postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: `{ loraQuota { ${nestedInlineFragments('loraCount', 'LoraQuota', 20)} } }` }) }),
+      postRaw(url, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ query: `{ loraQuota { ${nestedInlineFragments('loraCount', 'LoraQuota', 20)} } }` }),
+      }),
       postRaw(url, { method: 'POST', headers: json, body: JSON.stringify({ query: `{ __typename } #${'x'.repeat(20_001)}` }) }),
-      postRaw(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer a.b.c' }, body: JSON.stringify({ query: '{ __typename }' }) }),
-      postRaw(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ loraQuota { loraCount } }' }) }),
+      postRaw(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer a.b.c' },
+        body: JSON.stringify({ query: '{ __typename }' }),
+      }),
+      postRaw(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query: '{ loraQuota { loraCount } }' }),
+      }),
       postRaw(url, { method: 'POST', headers: { 'content-type': 'text/plain', ...auth }, body: '{ __typename }' }),
-      postRaw(url, { method: 'POST', headers: { 'content-type': 'multipart/form-data; boundary=xyz', ...auth, ...CSRF_HEADER }, body: '--xyz\r\nContent-Disposition: form-data; name="operations"\r\n\r\n{bad json\r\n--xyz--\r\n' }),
+      postRaw(url, {
+        method: 'POST',
+        headers: { 'content-type': 'multipart/form-data; boundary=xyz', ...auth, ...CSRF_HEADER },
+        body: '--xyz\r\nContent-Disposition: form-data; name="operations"\r\n\r\n{bad json\r\n--xyz--\r\n',
+      }),
       postRaw(url, { method: 'POST', headers: json, body: `{"query":"{ __typename }","pad":"${'x'.repeat(1_100_000)}"}` }),
-      postRaw(`${url}?query=${encodeURIComponent('mutation { setUserLoraQuota(userId: "x") { userId } }')}`, { method: 'GET', headers: { ...auth, ...CSRF_HEADER } }),
+      postRaw(`${url}?query=${encodeURIComponent('mutation { setUserLoraQuota(userId: "x") { userId } }')}`, {
+        method: 'GET',
+        headers: { ...auth, ...CSRF_HEADER },
+      }),
       postRaw(`${url}?query=${encodeURIComponent('{ loraQuota { loraCount }')}`, { method: 'GET', headers: { ...auth, ...CSRF_HEADER } }),
       postRaw(url, { method: 'PUT', headers: json, body: JSON.stringify({ query: '{ __typename }' }) }),
     ]);
@@ -1121,9 +1355,15 @@ describe('CSRF prevention', () => {
 
   const getUrl = (query: string) => `${server.graphqlUrl}?query=${encodeURIComponent(query)}`;
 
-  function multipartBody(operations: object, boundary = `----lv${randomUUID().replaceAll('-', '')}`): { body: string; contentType: string } {
+  function multipartBody(
+    operations: object,
+    boundary = `----lv${randomUUID().replaceAll('-', '')}`,
+  ): { body: string; contentType: string } {
     const part = (name: string, value: string) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
-    return { body: `${part('operations', JSON.stringify(operations))}${part('map', '{}')}--${boundary}--\r\n`, contentType: `multipart/form-data; boundary=${boundary}` };
+    return {
+      body: `${part('operations', JSON.stringify(operations))}${part('map', '{}')}--${boundary}--\r\n`,
+      contentType: `multipart/form-data; boundary=${boundary}`,
+    };
   }
 
   function expectCsrfRefusal(res: { status: number; text: string }): void {
@@ -1134,14 +1374,16 @@ describe('CSRF prevention', () => {
 
   it('a GET with a query but no CSRF header is refused with 403', async () => {
     const user = newUserId();
-    const res = await postRaw(getUrl('{ loraQuota { userId } }'), { headers: { authorization: `Bearer ${await server.tokens.user(user)}` } });
+    const res = await postRaw(getUrl('{ loraQuota { userId } }'), {
+      headers: { authorization: `Bearer ${await server.tokens.user(user)}` },
+    });
     expectCsrfRefusal(res);
   });
 
   it('a GET with x-graphql-yoga-csrf or apollo-require-preflight is served', async () => {
     const user = newUserId();
     const token = await server.tokens.user(user);
-    for (const header of [{ 'x-graphql-yoga-csrf': '1' }, { 'apollo-require-preflight': 'true' }]) {
+    for (const header of CSRF_HEADERS) {
       const res = await postRaw(getUrl('{ loraQuota { userId } }'), { headers: { authorization: `Bearer ${token}`, ...header } });
       expect(res.status).toBe(200);
       expect(res.json).toEqual({ data: { loraQuota: { userId: user } } });
@@ -1161,9 +1403,24 @@ describe('CSRF prevention', () => {
     const target = newUserId();
     const operations = { query: `mutation { setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { userId } }` };
     const { body, contentType } = multipartBody(operations);
-    expectCsrfRefusal(await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': contentType, authorization: `Bearer ${admin}` }, body }));
+    expectCsrfRefusal(
+      await postRaw(server.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': contentType, authorization: `Bearer ${admin}` },
+        body,
+      }),
+    );
     const upper = multipartBody(operations);
-    expectCsrfRefusal(await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': upper.contentType.replace('multipart/form-data', 'Multipart/Form-Data'), authorization: `Bearer ${admin}` }, body: upper.body }));
+    expectCsrfRefusal(
+      await postRaw(server.graphqlUrl, {
+        method: 'POST',
+        headers: {
+          'content-type': upper.contentType.replace('multipart/form-data', 'Multipart/Form-Data'),
+          authorization: `Bearer ${admin}`,
+        },
+        body: upper.body,
+      }),
+    );
     const form = new FormData();
     form.set('operations', JSON.stringify(operations));
     form.set('map', '{}');
@@ -1171,24 +1428,36 @@ describe('CSRF prevention', () => {
     expect(await quotaRow(server, target)).toBeNull();
   });
 
-  it('a multipart/form-data POST with the header is not refused for CSRF', async () => {
+  it('a multipart/form-data POST with the header passes CSRF but is not executed until the streaming upload parser lands', async () => {
     const target = newUserId();
-    const { body, contentType } = multipartBody({ query: `mutation { setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { userId } }` });
-    for (const header of [{ 'x-graphql-yoga-csrf': '1' }, { 'apollo-require-preflight': 'true' }]) {
-      const res = await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': contentType, authorization: `Bearer ${admin}`, ...header }, body });
+    const { body, contentType } = multipartBody({
+      query: `mutation { setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { userId } }`,
+    });
+    for (const header of CSRF_HEADERS) {
+      const res = await postRaw(server.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': contentType, authorization: `Bearer ${admin}`, ...header },
+        body,
+      });
       expect(res.status, res.text).not.toBe(403);
       expect(res.text).not.toContain('CSRF');
-      expect(res.json).toEqual({ data: { setUserLoraQuota: { userId: target } } });
+      // Yoga's own multipart parsing (which buffers whole files) is off: a 4xx, never a 5xx.
+      expect(res.status, res.text).toBeGreaterThanOrEqual(400);
+      expect(res.status, res.text).toBeLessThan(500);
     }
-    expect((await quotaRow(server, target))?.max_lora_count).toBe(9);
+    expect(await quotaRow(server, target)).toBeNull();
   });
 
   it('text/plain, form-urlencoded and content-type-less POSTs need the header; application/json does not', async () => {
     const target = newUserId();
     const payload = JSON.stringify({ query: `mutation { setUserLoraQuota(userId: "${target}", maxLoraCount: 9) { userId } }` });
     const auth = { authorization: `Bearer ${admin}` };
-    expectCsrfRefusal(await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'text/plain', ...auth }, body: payload }));
-    expectCsrfRefusal(await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'text/plain;charset=UTF-8', ...auth }, body: payload }));
+    expectCsrfRefusal(
+      await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'text/plain', ...auth }, body: payload }),
+    );
+    expectCsrfRefusal(
+      await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'text/plain;charset=UTF-8', ...auth }, body: payload }),
+    );
     expectCsrfRefusal(
       await postRaw(server.graphqlUrl, {
         method: 'POST',
@@ -1199,10 +1468,18 @@ describe('CSRF prevention', () => {
     expectCsrfRefusal(await postRaw(server.graphqlUrl, { method: 'POST', headers: auth, body: new Blob([payload]) }));
     expect(await quotaRow(server, target)).toBeNull();
     // With the header, text/plain is no longer a CSRF matter (Yoga may still not parse it).
-    const withHeader = await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'text/plain', ...auth, ...CSRF_HEADER }, body: payload });
+    const withHeader = await postRaw(server.graphqlUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain', ...auth, ...CSRF_HEADER },
+      body: payload,
+    });
     expect(withHeader.text).not.toContain('CSRF');
     // application/json always triggers a browser preflight, so it needs no header.
-    const jsonRes = await postRaw(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: payload });
+    const jsonRes = await postRaw(server.graphqlUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...auth },
+      body: payload,
+    });
     expect(jsonRes.status).toBe(200);
     expect(jsonRes.json).toEqual({ data: { setUserLoraQuota: { userId: target } } });
   });

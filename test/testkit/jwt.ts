@@ -1,4 +1,4 @@
-import { SignJWT, UnsecuredJWT, type JWTPayload } from 'jose';
+import { type JWTPayload, SignJWT, UnsecuredJWT } from 'jose';
 
 /**
  * Odd tokens for authentication tests: signed with any secret/algorithm/claims, unsigned
