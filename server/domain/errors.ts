@@ -78,6 +78,54 @@ export class ValidationFailedError extends DomainError {
   }
 }
 
+/** The bytes are not a LoRA we accept (decided by content, never by the extension). */
+export class InvalidFileFormatError extends DomainError {
+  override name = 'InvalidFileFormatError';
+  readonly code = ErrorCode.INVALID_FILE_FORMAT;
+  constructor(
+    /** What the bytes look like: safetensors, pt-zip, pt-pickle, zip, png, empty, unknown, … */
+    readonly detectedFormat: string,
+    /** Which check failed, in words a user can act on. */
+    readonly reason: string,
+  ) {
+    super(`Invalid LoRA file (${detectedFormat}): ${reason}`);
+  }
+}
+
+export interface UnsafeFinding {
+  /** e.g. GLOBAL / STACK_GLOBAL / REDUCE / unknown-opcode */
+  kind: string;
+  /** e.g. "os.system", "builtins.eval" */
+  detail: string;
+  /** Which pickle inside the file (archive entry name, or "<file>" for a legacy pickle). */
+  location: string;
+}
+
+/** A .pt whose pickle would run or import something outside the allowlist. */
+export class UnsafeFileError extends DomainError {
+  override name = 'UnsafeFileError';
+  readonly code = ErrorCode.UNSAFE_FILE;
+  constructor(readonly findings: UnsafeFinding[]) {
+    super(`Unsafe file: its pickle imports ${findings.map((f) => f.detail).join(', ') || 'something not allowed'}`);
+  }
+}
+
+export class FileTooLargeError extends DomainError {
+  override name = 'FileTooLargeError';
+  readonly code = ErrorCode.FILE_TOO_LARGE;
+  constructor(readonly maxBytes: number) {
+    super(`File is larger than the limit of ${maxBytes} bytes`);
+  }
+}
+
+export class UploadInterruptedError extends DomainError {
+  override name = 'UploadInterruptedError';
+  readonly code = ErrorCode.UPLOAD_INTERRUPTED;
+  constructor(reason = 'the upload stream ended early') {
+    super(`Upload interrupted: ${reason}`);
+  }
+}
+
 /** Thrown (not returned) request errors carry one of these codes. */
 export class RequestError extends Error {
   override name = 'RequestError';
