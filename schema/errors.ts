@@ -1,9 +1,13 @@
 import {
   type DomainError,
   ErrorCode,
+  FileTooLargeError,
+  InvalidFileFormatError,
   InvalidGrantError,
   LoraNotFoundError,
   QuotaExceededError,
+  UnsafeFileError,
+  UploadInterruptedError,
   ValidationFailedError,
 } from '../server/domain/errors.ts';
 import { builder } from './builder.ts';
@@ -54,4 +58,42 @@ builder.objectType(ValidationFailedError, {
   name: 'ValidationError',
   interfaces: [ErrorInterface],
   fields: (t) => ({ issues: t.field({ type: [ValidationIssue], resolve: (e) => e.issues }) }),
+});
+
+builder.objectType(InvalidFileFormatError, {
+  name: 'InvalidFileError',
+  description: 'The bytes are not a LoRA we accept (decided by content, never by the extension).',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({
+    detectedFormat: t.exposeString('detectedFormat', { description: 'safetensors, pt-zip, pt-pickle, png, empty, unknown, …' }),
+    reason: t.exposeString('reason', { description: 'Which check failed' }),
+  }),
+});
+
+const UnsafeFinding = builder.objectRef<UnsafeFileError['findings'][number]>('UnsafeFinding').implement({
+  fields: (t) => ({
+    kind: t.exposeString('kind'),
+    detail: t.exposeString('detail', { description: 'e.g. os.system' }),
+    location: t.exposeString('location', { description: 'Which pickle in the file' }),
+  }),
+});
+
+builder.objectType(UnsafeFileError, {
+  name: 'UnsafeFileError',
+  description: 'A .pt whose pickle imports something outside the allowlist (it is never unpickled).',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ findings: t.field({ type: [UnsafeFinding], resolve: (e) => e.findings }) }),
+});
+
+builder.objectType(FileTooLargeError, {
+  name: 'FileTooLargeError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ maxBytes: t.field({ type: 'Bytes', resolve: (e) => e.maxBytes }) }),
+});
+
+builder.objectType(UploadInterruptedError, {
+  name: 'UploadInterruptedError',
+  description: 'The upload stream ended before the file did; nothing was stored.',
+  interfaces: [ErrorInterface],
+  fields: () => ({}),
 });

@@ -5,6 +5,7 @@ import './errors.ts';
 import './modules/quotas.ts';
 import './modules/loras.ts';
 import './modules/machines.ts';
+import './modules/uploads.ts';
 
 let schema: GraphQLSchema | undefined;
 

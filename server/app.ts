@@ -54,10 +54,12 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   const bus = createInMemoryEventBus();
   const jobs = createJobRunner({
     databaseUrl: config.databaseUrl,
+    db,
     blobs,
     logger,
     workers: config.jobsEnabled,
     pollingIntervalSeconds: config.jobsPollSeconds,
+    uploadStaleAfterMs: config.uploadStaleMs,
   });
   const services = createServices({
     config,
@@ -73,7 +75,14 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     issuer: config.auth.issuer,
     audience: config.auth.audience,
   });
-  const yoga = createYogaServer({ services, verify, logger, production: config.production, graphiql: config.graphiql });
+  const yoga = createYogaServer({
+    services,
+    verify,
+    logger,
+    production: config.production,
+    graphiql: config.graphiql,
+    maxUploadBytes: config.maxUploadBytes,
+  });
 
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
@@ -115,6 +124,9 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       json(res, 413, { errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] });
       return;
     }
+    // A multipart response may come before the whole body was read (a refusal, a too-large
+    // file): the connection then closes rather than reading up to 2 GiB nobody wants.
+    if (multipart) res.setHeader('connection', 'close');
     void yoga.handle(req, res);
   }
 

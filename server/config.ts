@@ -58,6 +58,8 @@ const envSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Run the background job workers (pg-boss) in this process. */
     JOBS_ENABLED: boolish.default(true),
+    /** Uploads (and blobs without a LoRA) older than this are leftovers of a crash. */
+    UPLOAD_STALE_SECONDS: positiveInt.default(3 * 3600),
     /** How often idle job workers poll for work (pg-boss's minimum is 0.5). */
     JOBS_POLL_SECONDS: z.coerce.number().min(0.5).max(600).default(2),
     /** Seconds to wait for in-flight requests on shutdown. */
@@ -113,6 +115,7 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   jobsEnabled: boolean;
   jobsPollSeconds: number;
+  uploadStaleMs: number;
   shutdownGraceMs: number;
 }
 
@@ -160,6 +163,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     logLevel: env.LOG_LEVEL,
     jobsEnabled: env.JOBS_ENABLED,
     jobsPollSeconds: env.JOBS_POLL_SECONDS,
+    uploadStaleMs: env.UPLOAD_STALE_SECONDS * 1000,
     shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
   });
 }

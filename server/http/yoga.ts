@@ -11,6 +11,7 @@ import type { TokenVerifier } from '../auth/tokens.ts';
 import type { Context } from '../context.ts';
 import { RequestErrorCode } from '../domain/errors.ts';
 import type { Services } from '../services/index.ts';
+import { useStreamingUploads } from '../uploads/multipart.ts';
 import { principalOf, useAuth } from './auth-plugin.ts';
 import { createMaskError, withoutSuggestions } from './errors.ts';
 
@@ -30,6 +31,7 @@ export interface YogaDeps {
   logger: Logger;
   production: boolean;
   graphiql: boolean;
+  maxUploadBytes: number;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -88,13 +90,14 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
     renderGraphiQL,
     logging: yogaLogger(deps.logger),
     maskedErrors: { maskError: createMaskError(deps.logger, deps.production) },
-    // Multipart requests get their own streaming parser with the uploads work; until then, none.
+    // Yoga's multipart parsing buffers whole files: off; useStreamingUploads parses them as streams.
     multipart: false,
     plugins: [
       useRequestId(),
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
       useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
+      useStreamingUploads({ maxFileBytes: deps.maxUploadBytes }),
       armor,
       ...(deps.production ? [useNoSuggestions()] : []),
     ],

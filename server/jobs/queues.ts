@@ -4,6 +4,8 @@ import type { Tx } from '../db/client.ts';
 export const Queue = {
   /** Delete a soft-deleted LoRA's blob. Idempotent; a storage 404 counts as done. */
   DELETE_LORA_BLOB: 'lora.delete-blob',
+  /** Remove leftovers of interrupted uploads (scheduled; see jobs/reconciler.ts). */
+  RECONCILE_UPLOADS: 'lora.reconcile-uploads',
 } as const;
 
 export interface DeleteLoraBlobJob {
@@ -14,6 +16,7 @@ export interface DeleteLoraBlobJob {
 
 export interface JobPayloads {
   [Queue.DELETE_LORA_BLOB]: DeleteLoraBlobJob;
+  [Queue.RECONCILE_UPLOADS]: Record<string, never>;
 }
 
 /** Enqueues a job inside the caller's Prisma transaction: it exists iff the transaction commits. */

@@ -1,8 +1,9 @@
 import PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
-import type { Tx } from '../db/client.ts';
+import type { Db, Tx } from '../db/client.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { type DeleteLoraBlobJob, type JobPayloads, type JobQueue, Queue } from './queues.ts';
+import { executeReconcile, planReconcile, type ReconcilePlan } from './reconciler.ts';
 
 /**
  * pg-boss 10 in the application database (schema `pgboss`). Producers enqueue inside their
@@ -12,15 +13,22 @@ import { type DeleteLoraBlobJob, type JobPayloads, type JobQueue, Queue } from '
 
 export interface JobRunnerOptions {
   databaseUrl: string;
+  db: Db;
   blobs: BlobStore;
   logger: Logger;
   /** Run workers in this process. @default true */
   workers?: boolean;
   /** How often idle workers poll. @default 2 s (pg-boss's minimum is 0.5 s) */
   pollingIntervalSeconds?: number;
+  /** Cron of the upload reconciler. @default every 15 minutes */
+  reconcileCron?: string;
+  /** Uploads older than this are leftovers. @default 3 hours */
+  uploadStaleAfterMs?: number;
 }
 
 export interface JobRunner extends JobQueue {
+  /** Runs the upload reconciler at once (it also runs on a schedule). */
+  reconcileNow(): Promise<ReconcilePlan>;
   start(): Promise<void>;
   stop(): Promise<void>;
   boss: PgBoss;
@@ -38,12 +46,24 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     logger.info({ loraId: job.loraId, blobPath: job.blobPath, outcome }, 'deleted LoRA blob');
   }
 
+  async function reconcileNow(): Promise<ReconcilePlan> {
+    const plan = await planReconcile(options.db, blobs, { staleAfterMs: options.uploadStaleAfterMs });
+    await executeReconcile(options.db, blobs, plan, logger);
+    return plan;
+  }
+
   return {
     boss,
+    reconcileNow,
     async start() {
       await boss.start();
       await boss.createQueue(Queue.DELETE_LORA_BLOB, { name: Queue.DELETE_LORA_BLOB, ...QUEUE_OPTIONS });
+      await boss.createQueue(Queue.RECONCILE_UPLOADS, { name: Queue.RECONCILE_UPLOADS, policy: 'singleton', retryLimit: 0 });
+      await boss.schedule(Queue.RECONCILE_UPLOADS, options.reconcileCron ?? '*/15 * * * *');
       if (options.workers ?? true) {
+        await boss.work(Queue.RECONCILE_UPLOADS, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
+          await reconcileNow();
+        });
         await boss.work<DeleteLoraBlobJob>(
           Queue.DELETE_LORA_BLOB,
           { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: 1 },

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { GrantSigner } from '../auth/grants.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/client.ts';
@@ -10,6 +11,7 @@ import { GrantService } from './grants.ts';
 import { LoraService } from './loras.ts';
 import { QuotaService } from './quotas.ts';
 import { LoraRegistry } from './registry.ts';
+import { UploadService } from './uploads.ts';
 
 export interface ServiceDeps {
   config: Config;
@@ -26,12 +28,17 @@ export type Services = ReturnType<typeof createServices>;
 export function createServices({ config, db, blobs, jobs, bus, grantSigner }: ServiceDeps) {
   const quotas = new QuotaService(db, config.quota);
   const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds);
+  const registry = new LoraRegistry(db, blobs, quotas);
   return {
     quotas,
     grants,
     loras: new LoraService(db, quotas, jobs, bus),
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
     cacheStats: new CacheStatsService(db),
-    registry: new LoraRegistry(db, blobs, quotas),
+    registry,
+    uploads: new UploadService(blobs, registry, quotas, bus, {
+      maxUploadBytes: config.maxUploadBytes,
+      spoolDir: join(config.dataDir, 'spool'),
+    }),
   };
 }

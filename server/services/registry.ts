@@ -31,6 +31,8 @@ export interface FinalizeInput {
   rank: number | null;
   alpha: number | null;
   metadata: ExtractedMetadata;
+  /** What the uploader set (overrides what was extracted). */
+  userMetadata?: Record<string, unknown>;
   uploadSource: string;
   /** Extra hashes etc. recorded in gen_out_data. */
   extra?: Record<string, unknown>;
@@ -91,6 +93,7 @@ export class LoraRegistry {
           rank: input.rank,
           alpha: input.alpha,
           metadata: { ...input.metadata, detectedBaseModel: input.baseModel, detectedBaseModelSource: input.baseModelSource } as object,
+          user_metadata: (input.userMetadata ?? {}) as object,
           created_at: now,
           updated_at: now,
         },
@@ -123,11 +126,12 @@ export class LoraRegistry {
     return toLoraView(row);
   }
 
-  /** Marks an unfinished upload FAILED (invisible; the reconciler removes what is left). */
-  async fail(fileId: bigint, reason: string): Promise<void> {
-    await this.db.lora.updateMany({
-      where: { file_id: fileId, status: 'UPLOADING' },
-      data: { status: 'FAILED', updated_at: new Date(), metadata: { failure: reason } },
+  /** Removes an upload that never became READY (its rows; the caller removes any blob). */
+  async discard(fileId: bigint): Promise<void> {
+    await this.db.$transaction(async (tx) => {
+      const row = await tx.lora.findUnique({ where: { file_id: fileId }, select: { status: true } });
+      if (row && row.status !== 'UPLOADING' && row.status !== 'FAILED') return;
+      await tx.flat_file.deleteMany({ where: { id: fileId } });
     });
   }
 }

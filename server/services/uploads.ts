@@ -1,0 +1,148 @@
+import { basename, extname } from 'node:path';
+import type { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { Principal } from '../auth/principal.ts';
+import { FileTooLargeError, RequestError } from '../domain/errors.ts';
+import type { LoraView } from '../domain/lora.ts';
+import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
+import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import { BlockStager } from '../uploads/block-stager.ts';
+import { autoV2 } from '../uploads/inspectors.ts';
+import { runUploadPipeline } from '../uploads/pipeline.ts';
+import type { QuotaService, QuotaView } from './quotas.ts';
+import type { LoraRegistry } from './registry.ts';
+
+/**
+ * uploadLora: a stream of up to MAX_UPLOAD_BYTES becomes a READY LoRA — or a typed error with
+ * nothing left behind (no visible row, no committed blob, quota untouched).
+ */
+
+export interface IncomingFile {
+  filename: string;
+  createReadStream(): Readable;
+}
+
+export interface UploadInput {
+  file: IncomingFile;
+  name?: string | null;
+  tags?: string[] | null;
+  metadata?: unknown;
+  uploadId?: string | null;
+  sizeBytes?: number | null;
+}
+
+export interface UploadOptions {
+  maxUploadBytes: number;
+  spoolDir: string;
+  /** At most this many progress events per second per upload. @default 10 */
+  progressPerSecond?: number;
+}
+
+const uploadArgs = z.object({
+  name: z.string().transform(sanitizeDisplayName).pipe(z.string().min(1, 'must not be empty').max(LIMITS.nameMaxChars)).nullish(),
+  tags: userTags.nullish(),
+  metadata: userMetadata.nullish(),
+  uploadId: z.uuid('must be a UUID').nullish(),
+  sizeBytes: z.number().int().min(0).nullish(),
+});
+
+export class UploadService {
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly registry: LoraRegistry,
+    private readonly quotas: QuotaService,
+    private readonly bus: EventBus,
+    private readonly options: UploadOptions,
+  ) {}
+
+  async upload(principal: Principal, input: UploadInput): Promise<{ lora: LoraView; quota: QuotaView }> {
+    if (principal.role !== 'user') throw new RequestError('FORBIDDEN', 'Only users upload LoRAs');
+    const userId = principal.userId;
+    const stream = input.file.createReadStream();
+    const progress = this.progressReporter(input.uploadId ?? null, userId, input.sizeBytes ?? null);
+    let fileId: bigint | undefined;
+    let blobPath: string | undefined;
+    let stager: BlockStager | undefined;
+    let committed = false;
+    try {
+      const args = parseArgs(uploadArgs, { ...input, file: undefined });
+      if (args.sizeBytes != null) {
+        if (args.sizeBytes > this.options.maxUploadBytes) throw new FileTooLargeError(this.options.maxUploadBytes);
+        await this.quotas.precheck(userId, args.sizeBytes);
+      }
+      const fileName = displayFileName(input.file.filename);
+      const name =
+        args.name ?? (sanitizeDisplayName(basename(fileName, extname(fileName))).slice(0, LIMITS.nameMaxChars) || 'Untitled LoRA');
+      progress('RECEIVING', 0);
+      const result = await runUploadPipeline({
+        stream,
+        maxBytes: this.options.maxUploadBytes,
+        spoolDir: this.options.spoolDir,
+        onProgress: progress,
+        openStager: async (format) => {
+          const begun = await this.registry.begin({ userId, name, fileName, format, tags: args.tags ?? [] });
+          fileId = begun.fileId;
+          blobPath = begun.blobPath;
+          stager = new BlockStager(this.blobs.loras.getBlockBlobClient(begun.blobPath));
+          return stager;
+        },
+      });
+      progress('STORING', result.sizeBytes);
+      await result.stager.commit('application/octet-stream');
+      committed = true;
+      const lora = await this.registry.finalize(principal, {
+        fileId: fileId as bigint,
+        sizeBytes: result.sizeBytes,
+        sha256: result.sha256,
+        baseModel: args.metadata?.baseModel ?? result.baseModel,
+        baseModelSource: args.metadata?.baseModel ? 'USER' : result.baseModelSource,
+        rank: result.rank,
+        alpha: result.alpha,
+        metadata: result.metadata,
+        userMetadata: args.metadata ?? {},
+        uploadSource: 'graphql-upload',
+        extra: { format: result.format, autov2: autoV2(result.sha256), autov3: result.hashes.autoV3 },
+      });
+      progress('DONE', result.sizeBytes, { loraId: lora.id });
+      return { lora, quota: await this.quotas.get(principal) };
+    } catch (error) {
+      stream.destroy();
+      await stager?.abort();
+      if (committed && blobPath) await this.blobs.delete(blobPath).catch(() => {});
+      if (fileId !== undefined) await this.registry.discard(fileId).catch(() => {});
+      progress('FAILED', 0, { error: (error as { code?: string }).code ?? 'INTERNAL_SERVER_ERROR' });
+      throw error;
+    }
+  }
+
+  private progressReporter(uploadId: string | null, userId: string, totalBytes: number | null) {
+    const minGapMs = 1000 / (this.options.progressPerSecond ?? 10);
+    let lastPhase: UploadPhase | undefined;
+    let lastAt = 0;
+    let lastBytes = 0;
+    return (phase: UploadPhase, bytes: number, extra: { loraId?: string; error?: string } = {}) => {
+      if (!uploadId) return;
+      const now = Date.now();
+      if (phase === 'RECEIVING' && phase === lastPhase && now - lastAt < minGapMs) return;
+      lastPhase = phase;
+      lastAt = now;
+      lastBytes = Math.max(lastBytes, bytes);
+      void this.bus.publish(Topic.UPLOAD_PROGRESS, uploadId, {
+        uploadId,
+        userId,
+        phase,
+        bytesReceived: lastBytes,
+        totalBytes,
+        loraId: extra.loraId ?? null,
+        error: extra.error ?? null,
+      });
+    };
+  }
+}
+
+/** The user's file name for display: sanitized, bounded; never part of any path. */
+export function displayFileName(raw: string | undefined): string {
+  const cleaned = sanitizeDisplayName(basename((raw ?? '').replaceAll('\\', '/')));
+  return cleaned.slice(0, 255) || 'upload';
+}

@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { request } from 'node:http';
+
+/**
+ * A GraphQL multipart request (the upload spec) written by hand over node:http, streaming the
+ * file — so tests can also send what well-behaved clients never do: cut the body halfway, put
+ * parts out of order, lie about sizes.
+ */
+
+export const UPLOAD_MUTATION = `mutation Upload($file: Upload!, $name: String, $tags: [String!], $metadata: JSON, $uploadId: ID, $sizeBytes: Bytes) {
+  uploadLora(file: $file, name: $name, tags: $tags, metadata: $metadata, uploadId: $uploadId, sizeBytes: $sizeBytes) {
+    __typename
+    ... on Error { code message }
+    ... on InvalidFileError { detectedFormat reason }
+    ... on UnsafeFileError { findings { kind detail location } }
+    ... on FileTooLargeError { maxBytes }
+    ... on QuotaExceededError { currentUsageBytes maxQuotaBytes availableBytes currentCount maxCount }
+    ... on ValidationError { issues { path message } }
+    ... on UploadLoraSuccess {
+      lora { id name fileName format sizeBytes sha256 tags status metadata { baseModel baseModelSource rank alpha networkModule triggerWords title description tensorCount trainingEpochs trainingImages raw } }
+      quota { usedStorageBytes loraCount warning }
+    }
+  }
+}`;
+
+export type FileSource = Buffer | { path: string; size: number };
+
+export interface MultipartRequest {
+  url: string;
+  token?: string | null;
+  file?: FileSource;
+  filename?: string;
+  variables?: Record<string, unknown>;
+  query?: string;
+  /** Send the CSRF header. @default true */
+  csrf?: boolean;
+  /** Replace the generated parts before the file (raw multipart text, boundary `XBOUNDARY`). */
+  rawPreamble?: string;
+  /** Stop sending (and destroy the socket) after this many file bytes. */
+  abortAfterBytes?: number;
+  headers?: Record<string, string>;
+}
+
+export interface MultipartResponse {
+  status: number;
+  body: any;
+  text: string;
+  aborted: boolean;
+}
+
+export const BOUNDARY = 'XBOUNDARY';
+
+function sizeOf(file: FileSource): number {
+  return Buffer.isBuffer(file) ? file.length : file.size;
+}
+
+export function postMultipart(req: MultipartRequest): Promise<MultipartResponse> {
+  const file = req.file ?? Buffer.alloc(0);
+  const operations = JSON.stringify({ query: req.query ?? UPLOAD_MUTATION, variables: { ...req.variables, file: null } });
+  const preamble =
+    req.rawPreamble ??
+    `--${BOUNDARY}\r\nContent-Disposition: form-data; name="operations"\r\n\r\n${operations}\r\n` +
+      `--${BOUNDARY}\r\nContent-Disposition: form-data; name="map"\r\n\r\n${JSON.stringify({ 0: ['variables.file'] })}\r\n`;
+  const fileHead = `--${BOUNDARY}\r\nContent-Disposition: form-data; name="0"; filename="${req.filename ?? 'lora.safetensors'}"\r\nContent-Type: application/octet-stream\r\n\r\n`;
+  const tail = `\r\n--${BOUNDARY}--\r\n`;
+  const length = Buffer.byteLength(preamble) + Buffer.byteLength(fileHead) + sizeOf(file) + Buffer.byteLength(tail);
+  const headers: Record<string, string> = {
+    'content-type': `multipart/form-data; boundary=${BOUNDARY}`,
+    'content-length': String(length),
+    ...(req.csrf === false ? {} : { 'x-graphql-yoga-csrf': '1' }),
+    ...(req.token ? { authorization: `Bearer ${req.token}` } : {}),
+    ...req.headers,
+  };
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const done = (value: MultipartResponse) => {
+      if (!settled) {
+        settled = true;
+        resolve(value);
+      }
+    };
+    const r = request(req.url, { method: 'POST', headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        done({ status: res.statusCode ?? 0, body, text, aborted: false });
+      });
+      res.on('error', () => done({ status: res.statusCode ?? 0, body: undefined, text: '', aborted: true }));
+    });
+    r.on('error', (error) => {
+      if (req.abortAfterBytes !== undefined) done({ status: 0, body: undefined, text: '', aborted: true });
+      else if (!settled) reject(error);
+    });
+    void (async () => {
+      const write = (chunk: Buffer | string) =>
+        new Promise<void>((ok) => {
+          if (r.destroyed) return ok();
+          if (r.write(chunk)) ok();
+          else r.once('drain', ok);
+        });
+      await write(preamble);
+      await write(fileHead);
+      let sent = 0;
+      const source = Buffer.isBuffer(file) ? [file] : createReadStream(file.path, { highWaterMark: 1024 * 1024 });
+      for await (const raw of source) {
+        let chunk = raw as Buffer;
+        if (req.abortAfterBytes !== undefined && sent + chunk.length >= req.abortAfterBytes) {
+          chunk = chunk.subarray(0, req.abortAfterBytes - sent);
+          await write(chunk);
+          await new Promise((t) => setTimeout(t, 200));
+          r.destroy();
+          setTimeout(() => done({ status: 0, body: undefined, text: '', aborted: true }), 50);
+          return;
+        }
+        sent += chunk.length;
+        if (r.destroyed) return;
+        await write(chunk);
+      }
+      r.end(tail);
+    })().catch((error) => {
+      if (!settled) reject(error);
+    });
+  });
+}
+
+export function newUploadId(): string {
+  return randomUUID();
+}
