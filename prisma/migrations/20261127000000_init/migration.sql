@@ -2,6 +2,8 @@
 -- schema language cannot say (extensions, partial and expression indexes).
 
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
+-- GIN operator classes for scalar types (uuid): lets one GIN index hold an owner and name trigrams.
+CREATE EXTENSION IF NOT EXISTS btree_gin;
 
 -- The platform's existing table (CREATE IF NOT EXISTS: on a platform database it is already there).
 CREATE TABLE IF NOT EXISTS "flat_file" (
@@ -55,7 +57,10 @@ CREATE INDEX "lora_ready_user_created_idx" ON "lora"("user_id", "created_at", "f
 CREATE INDEX "lora_ready_user_name_idx" ON "lora"("user_id", lower("name") COLLATE "C", "file_id") WHERE "status" = 'READY';
 CREATE INDEX "lora_ready_user_size_idx" ON "lora"("user_id", "size_bytes", "file_id") WHERE "status" = 'READY';
 CREATE INDEX "lora_ready_user_last_used_idx" ON "lora"("user_id", "last_used_at" DESC NULLS LAST, "file_id" DESC) WHERE "status" = 'READY';
-CREATE INDEX "lora_ready_name_trgm_idx" ON "lora" USING GIN (lower("name") gin_trgm_ops) WHERE "status" = 'READY';
+-- Name search: owner and name trigrams in one GIN index, so a user's search reads only that
+-- user's matches (a trigram-only index returns every user's matches, then filters them by owner).
+-- GIN serves any subset of its columns equally well: admin searches across users use it too.
+CREATE INDEX "lora_ready_user_name_trgm_idx" ON "lora" USING GIN ("user_id", lower("name") gin_trgm_ops) WHERE "status" = 'READY';
 CREATE INDEX "lora_status_updated_idx" ON "lora"("status", "updated_at") WHERE "status" <> 'READY';
 
 CREATE TABLE "user_lora_quota" (
