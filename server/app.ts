@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { createGrantSigner } from './auth/grants.ts';
 import { createTokenVerifier } from './auth/tokens.ts';
@@ -45,6 +46,7 @@ export const MAX_JSON_BODY_BYTES = 1024 * 1024;
 export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {}): App {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'lora-vault' } });
   const db = createDb(config.databaseUrl);
+  const reads = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
   const blobs = new BlobStore({
     connectionString: config.storage.connectionString,
     loraContainer: config.storage.loraContainer,
@@ -64,6 +66,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   const services = createServices({
     config,
     db,
+    reads,
     blobs,
     jobs,
     bus,
@@ -180,6 +183,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       }
       await jobs.stop().catch((error: unknown) => logger.warn({ err: error }, 'job runner stop failed'));
       await db.$disconnect();
+      await reads.end();
     },
   };
 }

@@ -55,12 +55,13 @@ export interface LoraView {
 
 /** The row shape every LoRA query selects (see services/lora-queries.ts). */
 export interface LoraRow {
-  file_id: bigint;
+  /** bigint from Prisma, string from node-postgres (int8) */
+  file_id: bigint | string;
   user_id: string;
   name: string;
   file_name: string;
   format: LoraFormat;
-  size_bytes: bigint;
+  size_bytes: bigint | string;
   sha256: string;
   status: LoraStatus;
   tags: string[] | null;
@@ -80,7 +81,7 @@ export function toLoraView(row: LoraRow): LoraView {
   const extracted = (row.metadata ?? {}) as ExtractedMetadata;
   const user = (row.user_metadata ?? {}) as UserMetadata;
   return {
-    id: row.file_id.toString(),
+    id: String(row.file_id),
     userId: row.user_id,
     name: row.name,
     fileName: row.file_name,

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { useGraphQlJit } from '@envelop/graphql-jit';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
@@ -99,6 +100,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
       useStreamingUploads({ maxFileBytes: deps.maxUploadBytes }),
       armor,
+      useGraphQlJit(),
       ...(deps.production ? [useNoSuggestions()] : []),
     ],
     context: async ({ request }) => {

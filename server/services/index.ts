@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import type pg from 'pg';
 import type { GrantSigner } from '../auth/grants.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/client.ts';
@@ -16,6 +17,8 @@ import { UploadService } from './uploads.ts';
 export interface ServiceDeps {
   config: Config;
   db: Db;
+  /** node-postgres pool for the hot list reads (see lora-queries.ts). */
+  reads: pg.Pool;
   blobs: BlobStore;
   jobs: JobQueue;
   bus: EventBus;
@@ -25,14 +28,14 @@ export interface ServiceDeps {
 export type Services = ReturnType<typeof createServices>;
 
 /** Every service, wired once per process; resolvers reach them through `ctx.services`. */
-export function createServices({ config, db, blobs, jobs, bus, grantSigner }: ServiceDeps) {
+export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner }: ServiceDeps) {
   const quotas = new QuotaService(db, config.quota);
   const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds);
   const registry = new LoraRegistry(db, blobs, quotas);
   return {
     quotas,
     grants,
-    loras: new LoraService(db, quotas, jobs, bus),
+    loras: new LoraService(db, reads, quotas, jobs, bus),
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
     cacheStats: new CacheStatsService(db),
     registry,

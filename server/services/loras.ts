@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
@@ -61,6 +62,7 @@ const updateArgs = z.object({
 export class LoraService {
   constructor(
     private readonly db: Db,
+    private readonly reads: pg.Pool,
     private readonly quotas: QuotaService,
     private readonly jobs: JobQueue,
     private readonly bus: EventBus,
@@ -77,7 +79,7 @@ export class LoraService {
       userId = principal.userId;
     } else throw new RequestError('FORBIDDEN', 'Not allowed');
     const { rows, total } = await listLoraRows(
-      this.db,
+      this.reads,
       { userId, search: args.search || null, tags: args.tags ?? null, baseModel: args.baseModel ?? null, statuses: ['READY'] },
       { sort: input.sort ?? 'CREATED_AT', order: input.order ?? 'DESC', limit, offset },
     );
@@ -101,7 +103,7 @@ export class LoraService {
       const mergedUserMetadata = metadataPatch ? { ...((row.user_metadata ?? {}) as object), ...metadataPatch } : undefined;
       const baseModelOverride = metadataPatch && 'baseModel' in metadataPatch ? metadataPatch.baseModel : undefined;
       await tx.lora.update({
-        where: { file_id: row.file_id },
+        where: { file_id: BigInt(row.file_id) },
         data: {
           updated_at: now,
           ...(args.name ? { name: args.name } : {}),
@@ -115,14 +117,14 @@ export class LoraService {
       });
       if (args.name || args.tags) {
         await tx.flat_file.update({
-          where: { id: row.file_id },
+          where: { id: BigInt(row.file_id) },
           data: { ...(args.name ? { name: args.name } : {}), ...(args.tags ? { tags: storedTags(args.tags) } : {}) },
         });
       }
       await audit(tx, principal, {
         action: AuditAction.UPDATE,
         userId: row.user_id,
-        loraId: row.file_id,
+        loraId: BigInt(row.file_id),
         details: { name: args.name ?? undefined, tags: args.tags ?? undefined, metadata: metadataPatch },
       });
     });
