@@ -491,8 +491,8 @@ function captureServerSql(
 ): { text: string; values: unknown[] }[] {
   const captured: { text: string; values: unknown[] }[] = [];
   const recorder = {
-    query: (config: { text: string; values: unknown[] }) => {
-      captured.push(config);
+    query: (config: string | { text: string; values: unknown[] }, values: unknown[] = []) => {
+      captured.push(typeof config === 'string' ? { text: config, values } : config);
       return Promise.resolve({ rows: [] });
     },
   } as unknown as pg.Pool;
@@ -668,7 +668,7 @@ async function main(): Promise<number> {
       run: () => Promise.all([pool.query(defaultCase.sql, [bigUser]), pool.query(countOnlySql, [bigUser])]),
     },
     {
-      label: 'service list() (Prisma page ‖ count)',
+      label: 'service list() (page ‖ total)',
       run: () => app.services.loras.list({ role: 'user', userId: bigUser }, { limit: 50, sort: 'CREATED_AT', order: 'DESC' }),
     },
     { label: 'HTTP POST /healthz (keep-alive node:http)', run: async () => (await postJson(`${url}/healthz`, {}, '')).text },

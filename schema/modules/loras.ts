@@ -50,6 +50,11 @@ export const LoraRef = builder.objectRef<LoraView>('Lora').implement({
     format: t.expose('format', { type: LoraFormatEnum }),
     sizeBytes: t.expose('sizeBytes', { type: 'Bytes' }),
     sha256: t.exposeString('sha256'),
+    autoV2: t.exposeString('autoV2', { description: 'AutoV2 hash: the first 10 hex characters of sha256 (as Civitai and A1111 look LoRAs up)' }),
+    autoV3: t.exposeString('autoV3', {
+      nullable: true,
+      description: 'AutoV3 hash: sha256 of the tensor data after the safetensors header (unchanged by metadata edits); null for .pt',
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
     tags: t.exposeStringList('tags', { description: "User tags; the implicit 'lora' tag is not shown" }),

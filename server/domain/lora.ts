@@ -19,6 +19,8 @@ export interface ExtractedMetadata {
   trainingImages?: number | null;
   tensorCount?: number | null;
   raw?: Record<string, string> | null;
+  /** sha256 of the bytes after the safetensors header (survives metadata edits). */
+  autoV3?: string | null;
 }
 
 export interface LoraMetadataView {
@@ -51,6 +53,9 @@ export interface LoraView {
   usageCount: number;
   lastUsedAt: Date | null;
   metadata: LoraMetadataView;
+  /** The hashes the ecosystem looks LoRAs up by: AutoV2 = first 10 hex of sha256; AutoV3 (safetensors). */
+  autoV2: string;
+  autoV3: string | null;
 }
 
 /** The row shape every LoRA query selects (see services/lora-queries.ts). */
@@ -94,6 +99,8 @@ export function toLoraView(row: LoraRow): LoraView {
     updatedAt: row.updated_at,
     usageCount: row.usage_count,
     lastUsedAt: row.last_used_at,
+    autoV2: row.sha256.trim().slice(0, 10),
+    autoV3: extracted.autoV3 ?? null,
     metadata: {
       baseModel: row.base_model,
       baseModelSource: row.base_model_source,

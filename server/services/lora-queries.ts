@@ -86,15 +86,32 @@ export async function listLoraRows(
     WHERE ${where}
     ORDER BY ${orderBy(page.sort, page.order)}
     LIMIT ${page.limit} OFFSET ${page.offset}`;
+  const [rows, total] = await Promise.all([
+    reads.query<LoraRow>({ text: pageQuery.text, values: pageQuery.values as unknown[] }),
+    countLoras(reads, filter, where),
+  ]);
+  return { rows: rows.rows, total };
+}
+
+/**
+ * The list's total. One user's unfiltered READY count is `user_lora_quota.lora_count`, which the
+ * transactions that ready and delete LoRAs keep exact under the quota row lock (a primary-key
+ * read instead of counting up to thousands of index entries); anything filtered is counted.
+ */
+async function countLoras(reads: pg.Pool, filter: LoraListFilter, where: Prisma.Sql): Promise<number> {
+  const unfiltered = !filter.search && !filter.tags?.length && !filter.baseModel;
+  if (filter.userId && unfiltered && filter.statuses.length === 1 && filter.statuses[0] === 'READY') {
+    const { rows } = await reads.query<{ lora_count: number }>('SELECT lora_count FROM user_lora_quota WHERE user_id = $1::uuid', [
+      filter.userId,
+    ]);
+    return rows[0]?.lora_count ?? 0;
+  }
   const countQuery = Prisma.sql`
     SELECT count(*) AS total
     FROM lora l ${filter.tags?.length ? Prisma.sql`JOIN flat_file f ON f.id = l.file_id` : Prisma.empty}
     WHERE ${where}`;
-  const [rows, count] = await Promise.all([
-    reads.query<LoraRow>({ text: pageQuery.text, values: pageQuery.values as unknown[] }),
-    reads.query<{ total: string }>({ text: countQuery.text, values: countQuery.values as unknown[] }),
-  ]);
-  return { rows: rows.rows, total: Number(count.rows[0]?.total ?? 0) };
+  const { rows } = await reads.query<{ total: string }>({ text: countQuery.text, values: countQuery.values as unknown[] });
+  return Number(rows[0]?.total ?? 0);
 }
 
 /** One LoRA by id, whatever its owner and status; callers decide visibility. */

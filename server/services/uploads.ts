@@ -99,7 +99,7 @@ export class UploadService {
         baseModelSource: args.metadata?.baseModel ? 'USER' : result.baseModelSource,
         rank: result.rank,
         alpha: result.alpha,
-        metadata: result.metadata,
+        metadata: { ...result.metadata, autoV3: result.hashes.autoV3 },
         userMetadata: args.metadata ?? {},
         uploadSource: 'graphql-upload',
         extra: { format: result.format, autov2: autoV2(result.sha256), autov3: result.hashes.autoV3 },

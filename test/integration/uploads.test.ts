@@ -69,11 +69,11 @@ describe('uploadLora: a valid file', () => {
     const out = ff.gen_out_data as Record<string, unknown>;
     expect(out).toMatchObject({ size_bytes: file.length, file_hash: sha, validation_status: 'valid', autov2: sha.slice(0, 10) });
     const headerLength = Number(file.readBigUInt64LE(0));
-    expect(out.autov3).toBe(
-      createHash('sha256')
-        .update(file.subarray(8 + headerLength))
-        .digest('hex'),
-    );
+    const autoV3 = createHash('sha256')
+      .update(file.subarray(8 + headerLength))
+      .digest('hex');
+    expect(out.autov3).toBe(autoV3);
+    expect(result.lora).toMatchObject({ autoV2: sha.slice(0, 10), autoV3 });
 
     const listed = await server.gql('{ loras { total loras { id } } }', {}, { token });
     expect(listed.body.data!.loras).toEqual({ total: 1, loras: [{ id: result.lora.id }] });
@@ -221,6 +221,10 @@ describe('uploadLora: interruptions and concurrency', () => {
     const blobs: string[] = [];
     for await (const b of server.app.blobs.loras.listBlobsFlat({ prefix: `users/${id}/` })) blobs.push(b.name);
     expect(blobs).toHaveLength(10);
+    // the list's total (read from the quota counter) agrees with the rows
+    const listed = await server.gql('{ loras { total loras { id } } }', {}, { token });
+    expect(listed.body.data?.loras.total).toBe(10);
+    expect(listed.body.data?.loras.loras).toHaveLength(10);
   }, 60_000);
 });
 

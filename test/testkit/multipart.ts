@@ -18,7 +18,7 @@ export const UPLOAD_MUTATION = `mutation Upload($file: Upload!, $name: String, $
     ... on QuotaExceededError { currentUsageBytes maxQuotaBytes availableBytes currentCount maxCount }
     ... on ValidationError { issues { path message } }
     ... on UploadLoraSuccess {
-      lora { id name fileName format sizeBytes sha256 tags status metadata { baseModel baseModelSource rank alpha networkModule triggerWords title description tensorCount trainingEpochs trainingImages raw } }
+      lora { id name fileName format sizeBytes sha256 autoV2 autoV3 tags status metadata { baseModel baseModelSource rank alpha networkModule triggerWords title description tensorCount trainingEpochs trainingImages raw } }
       quota { usedStorageBytes loraCount warning }
     }
   }
