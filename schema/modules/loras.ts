@@ -50,7 +50,9 @@ export const LoraRef = builder.objectRef<LoraView>('Lora').implement({
     format: t.expose('format', { type: LoraFormatEnum }),
     sizeBytes: t.expose('sizeBytes', { type: 'Bytes' }),
     sha256: t.exposeString('sha256'),
-    autoV2: t.exposeString('autoV2', { description: 'AutoV2 hash: the first 10 hex characters of sha256 (as Civitai and A1111 look LoRAs up)' }),
+    autoV2: t.exposeString('autoV2', {
+      description: 'AutoV2 hash: the first 10 hex characters of sha256 (as Civitai and A1111 look LoRAs up)',
+    }),
     autoV3: t.exposeString('autoV3', {
       nullable: true,
       description: 'AutoV3 hash: sha256 of the tensor data after the safetensors header (unchanged by metadata edits); null for .pt',
