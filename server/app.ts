@@ -8,6 +8,8 @@ import type { Config } from './config.ts';
 import { createDb, type Db } from './db/client.ts';
 import { migrate } from './db/migrate.ts';
 import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
+import { createRedisEventBus } from './events/redis.ts';
+import { attachSubscriptions } from './http/subscriptions.ts';
 import { createYogaServer } from './http/yoga.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createServices, type Services } from './services/index.ts';
@@ -53,7 +55,8 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     sharedContainer: config.storage.sharedContainer,
     sharedPrefix: config.storage.sharedPrefix,
   });
-  const bus = createInMemoryEventBus();
+  const busHandle = config.redisUrl ? createRedisEventBus(config.redisUrl) : createInMemoryEventBus();
+  const bus = busHandle.bus;
   const jobs = createJobRunner({
     databaseUrl: config.databaseUrl,
     db,
@@ -134,6 +137,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   }
 
   const server = createServer(handle);
+  const subscriptions = attachSubscriptions({ server, yoga, verify, logger, production: config.production });
   server.requestTimeout = 0; // uploads of 2 GiB take a while; idle sockets are bounded below
   server.headersTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
@@ -157,6 +161,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       const result = await migrate(config.databaseUrl);
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
       await blobs.ensureContainers();
+      await busHandle.connect();
       await jobs.start();
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -171,6 +176,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
     },
     async stop() {
+      await subscriptions.close();
       if (started) {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
@@ -184,6 +190,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       await jobs.stop().catch((error: unknown) => logger.warn({ err: error }, 'job runner stop failed'));
       await db.$disconnect();
       await reads.end();
+      await busHandle.close();
     },
   };
 }

@@ -49,8 +49,15 @@ export type BusTopics = {
 
 export type EventBus = PubSub<BusTopics>;
 
-export function createInMemoryEventBus(): EventBus {
-  return createPubSub<BusTopics>();
+/** A bus and its lifecycle (a Redis bus connects on start and disconnects on stop). */
+export interface BusHandle {
+  bus: EventBus;
+  connect(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createInMemoryEventBus(): BusHandle {
+  return { bus: createPubSub<BusTopics>(), connect: async () => {}, close: async () => {} };
 }
 
 export function cacheEvent(type: CacheEventType, fields: Partial<Omit<CacheEvent, 'type' | 'at'>>): CacheEvent {

@@ -45,8 +45,8 @@ export function useAuth(options: { verify: TokenVerifier; introspectionForAdmins
     },
     onValidate({ context, addValidationRule }) {
       if (!options.introspectionForAdminsOnly) return;
-      const request = (context as { request?: Request }).request;
-      const principal = request ? resolved.get(request) : undefined;
+      const { request, principal: wsPrincipal } = context as { request?: Request; principal?: Principal };
+      const principal = wsPrincipal ?? (request ? resolved.get(request) : undefined);
       if (principal?.role !== 'admin') addValidationRule(NoSchemaIntrospectionCustomRule);
     },
   };

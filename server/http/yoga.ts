@@ -4,10 +4,11 @@ import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import DataLoader from 'dataloader';
-import { GraphQLError } from 'graphql';
+import { type ExecutionArgs, GraphQLError, Kind, type OperationDefinitionNode } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { buildSchema } from '../../schema/index.ts';
+import { ANONYMOUS, type Principal } from '../auth/principal.ts';
 import type { TokenVerifier } from '../auth/tokens.ts';
 import type { Context } from '../context.ts';
 import { RequestErrorCode } from '../domain/errors.ts';
@@ -100,12 +101,16 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
       useStreamingUploads({ maxFileBytes: deps.maxUploadBytes }),
       armor,
-      useGraphQlJit(),
+      // Compiled execution for queries and mutations; subscriptions keep graphql-js (graphql-jit's
+      // subscribe path does not see the operation's variables).
+      useGraphQlJit({}, { enableIf: (args) => !isSubscription(args) }),
       ...(deps.production ? [useNoSuggestions()] : []),
     ],
-    context: async ({ request }) => {
-      const principal = await principalOf(request);
-      const requestId = requestIds.get(request) ?? randomUUID();
+    context: async (initial) => {
+      // HTTP requests are authenticated by useAuth; WebSocket connections bring their principal
+      const ws = (initial as { principal?: Principal }).principal;
+      const principal = ws ?? (initial.request ? await principalOf(initial.request) : ANONYMOUS);
+      const requestId = (initial.request && requestIds.get(initial.request)) || randomUUID();
       return {
         principal,
         services: deps.services,
@@ -133,4 +138,12 @@ query MyLoras {
 function yogaLogger(logger: Logger) {
   const debug = (...args: unknown[]) => logger.debug({ args }, 'yoga');
   return { debug, info: debug, warn: (...args: unknown[]) => logger.warn({ args }, 'yoga'), error: debug };
+}
+
+function isSubscription(args: ExecutionArgs): boolean {
+  const operation = args.document.definitions.find(
+    (d): d is OperationDefinitionNode =>
+      d.kind === Kind.OPERATION_DEFINITION && (!args.operationName || d.name?.value === args.operationName),
+  );
+  return operation?.operation === 'subscription';
 }

@@ -8,6 +8,7 @@ import type { JobQueue } from '../jobs/queues.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { CacheStatsService } from './cache-stats.ts';
 import { DownloadService } from './downloads.ts';
+import { EventService } from './events.ts';
 import { GrantService } from './grants.ts';
 import { LoraService } from './loras.ts';
 import { QuotaService } from './quotas.ts';
@@ -32,14 +33,16 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
   const quotas = new QuotaService(db, config.quota);
   const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds);
   const registry = new LoraRegistry(db, blobs, quotas);
+  const events = new EventService(db, bus);
   return {
+    events,
     quotas,
     grants,
     loras: new LoraService(db, reads, quotas, jobs, bus),
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
     cacheStats: new CacheStatsService(db),
     registry,
-    uploads: new UploadService(blobs, registry, quotas, bus, {
+    uploads: new UploadService(blobs, registry, quotas, events, bus, {
       maxUploadBytes: config.maxUploadBytes,
       spoolDir: join(config.dataDir, 'spool'),
     }),

@@ -2,7 +2,7 @@ import { basename, extname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
-import { FileTooLargeError, RequestError } from '../domain/errors.ts';
+import { FileTooLargeError, RequestError, ValidationFailedError } from '../domain/errors.ts';
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
 import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
@@ -10,6 +10,7 @@ import type { BlobStore } from '../storage/blob-store.ts';
 import { BlockStager } from '../uploads/block-stager.ts';
 import { autoV2 } from '../uploads/inspectors.ts';
 import { runUploadPipeline } from '../uploads/pipeline.ts';
+import type { EventService } from './events.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';
 import type { LoraRegistry } from './registry.ts';
 
@@ -52,6 +53,7 @@ export class UploadService {
     private readonly blobs: BlobStore,
     private readonly registry: LoraRegistry,
     private readonly quotas: QuotaService,
+    private readonly events: EventService,
     private readonly bus: EventBus,
     private readonly options: UploadOptions,
   ) {}
@@ -67,6 +69,9 @@ export class UploadService {
     let committed = false;
     try {
       const args = parseArgs(uploadArgs, { ...input, file: undefined });
+      if (args.uploadId && !(await this.events.claimUpload(userId, args.uploadId))) {
+        throw new ValidationFailedError([{ path: 'uploadId', message: 'already used by another upload' }]);
+      }
       if (args.sizeBytes != null) {
         if (args.sizeBytes > this.options.maxUploadBytes) throw new FileTooLargeError(this.options.maxUploadBytes);
         await this.quotas.precheck(userId, args.sizeBytes);

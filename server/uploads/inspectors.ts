@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -115,11 +116,7 @@ class PtInspector implements Inspector {
   async push(chunk: Buffer): Promise<void> {
     await this.ready;
     const out = this.out as WriteStream;
-    if (!out.write(chunk))
-      await new Promise<void>((resolve, reject) => {
-        out.once('drain', resolve);
-        out.once('error', reject);
-      });
+    if (!out.write(chunk)) await once(out, 'drain'); // rejects (and cleans up) on a write error
   }
 
   async finish(totalBytes: number): Promise<Inspection> {

@@ -47,3 +47,8 @@ export type machine_cache_report = Prisma.machine_cache_reportModel
  * Who did what to which LoRA.
  */
 export type audit_log = Prisma.audit_logModel
+/**
+ * Model upload_claim
+ * Who owns a client-chosen uploadId (first subscriber or uploader claims it).
+ */
+export type upload_claim = Prisma.upload_claimModel

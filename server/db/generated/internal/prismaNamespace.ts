@@ -402,7 +402,8 @@ export const ModelName = {
   user_lora_quota: 'user_lora_quota',
   lora_workflow_usage: 'lora_workflow_usage',
   machine_cache_report: 'machine_cache_report',
-  audit_log: 'audit_log'
+  audit_log: 'audit_log',
+  upload_claim: 'upload_claim'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -418,7 +419,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log"
+    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log" | "upload_claim"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -866,6 +867,80 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         }
       }
     }
+    upload_claim: {
+      payload: Prisma.$upload_claimPayload<ExtArgs>
+      fields: Prisma.upload_claimFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.upload_claimFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.upload_claimFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>
+        }
+        findFirst: {
+          args: Prisma.upload_claimFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.upload_claimFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>
+        }
+        findMany: {
+          args: Prisma.upload_claimFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>[]
+        }
+        create: {
+          args: Prisma.upload_claimCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>
+        }
+        createMany: {
+          args: Prisma.upload_claimCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.upload_claimCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>[]
+        }
+        delete: {
+          args: Prisma.upload_claimDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>
+        }
+        update: {
+          args: Prisma.upload_claimUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>
+        }
+        deleteMany: {
+          args: Prisma.upload_claimDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.upload_claimUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.upload_claimUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>[]
+        }
+        upsert: {
+          args: Prisma.upload_claimUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_claimPayload>
+        }
+        aggregate: {
+          args: Prisma.Upload_claimAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateUpload_claim>
+        }
+        groupBy: {
+          args: Prisma.upload_claimGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Upload_claimGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.upload_claimCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Upload_claimCountAggregateOutputType> | number
+        }
+      }
+    }
   }
 } & {
   other: {
@@ -1001,6 +1076,15 @@ export const Audit_logScalarFieldEnum = {
 } as const
 
 export type Audit_logScalarFieldEnum = (typeof Audit_logScalarFieldEnum)[keyof typeof Audit_logScalarFieldEnum]
+
+
+export const Upload_claimScalarFieldEnum = {
+  upload_id: 'upload_id',
+  user_id: 'user_id',
+  created_at: 'created_at'
+} as const
+
+export type Upload_claimScalarFieldEnum = (typeof Upload_claimScalarFieldEnum)[keyof typeof Upload_claimScalarFieldEnum]
 
 
 export const SortOrder = {
@@ -1332,6 +1416,7 @@ export type GlobalOmitConfig = {
   lora_workflow_usage?: Prisma.lora_workflow_usageOmit
   machine_cache_report?: Prisma.machine_cache_reportOmit
   audit_log?: Prisma.audit_logOmit
+  upload_claim?: Prisma.upload_claimOmit
 }
 
 /* Types for Logging */

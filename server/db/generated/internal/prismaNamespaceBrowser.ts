@@ -56,7 +56,8 @@ export const ModelName = {
   user_lora_quota: 'user_lora_quota',
   lora_workflow_usage: 'lora_workflow_usage',
   machine_cache_report: 'machine_cache_report',
-  audit_log: 'audit_log'
+  audit_log: 'audit_log',
+  upload_claim: 'upload_claim'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -171,6 +172,15 @@ export const Audit_logScalarFieldEnum = {
 } as const
 
 export type Audit_logScalarFieldEnum = (typeof Audit_logScalarFieldEnum)[keyof typeof Audit_logScalarFieldEnum]
+
+
+export const Upload_claimScalarFieldEnum = {
+  upload_id: 'upload_id',
+  user_id: 'user_id',
+  created_at: 'created_at'
+} as const
+
+export type Upload_claimScalarFieldEnum = (typeof Upload_claimScalarFieldEnum)[keyof typeof Upload_claimScalarFieldEnum]
 
 
 export const SortOrder = {

@@ -1,0 +1,190 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sdxlLora } from '../testkit/lora-files.ts';
+import { newUploadId, postMultipart } from '../testkit/multipart.ts';
+import { newUserId, seedLora } from '../testkit/seed.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { collect, rawSocket, wsClient } from '../testkit/ws.ts';
+
+/** Subscriptions over real WebSockets (graphql-ws) against the real server. */
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(() => server?.stop());
+
+const PROGRESS = 'subscription($id: ID!) { uploadProgress(uploadId: $id) { uploadId phase bytesReceived totalBytes loraId error } }';
+const CACHE_EVENTS = 'subscription($m: String) { cacheEvents(machineId: $m) { type loraId userId machineId sharedName reason at } }';
+
+/** Resolves once the server has this many subscribers on a topic (so no event is published too early). */
+async function subscribed(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 300));
+}
+
+describe('uploadProgress', () => {
+  it('the owner sees RECEIVING → VALIDATING → STORING → DONE in order, ending with the LoRA id', async () => {
+    const userId = newUserId();
+    const token = await server.tokens.user(userId);
+    const client = wsClient(server.graphqlUrl, token);
+    const uploadId = newUploadId();
+    const progress = collect<{ uploadProgress: { phase: string; loraId: string | null } }>(client, PROGRESS, { id: uploadId }, (v) =>
+      ['DONE', 'FAILED'].includes(v.at(-1)?.uploadProgress.phase ?? ''),
+    );
+    await subscribed();
+    const file = sdxlLora();
+    const res = await postMultipart({ url: server.graphqlUrl, token, file, variables: { uploadId, sizeBytes: file.length } });
+    const { values, errors } = await progress;
+    await client.dispose();
+    expect(errors).toEqual([]);
+    const phases = values.map((v) => v.uploadProgress.phase).filter((p, i, all) => all[i - 1] !== p);
+    expect(phases).toEqual(['RECEIVING', 'VALIDATING', 'STORING', 'DONE']);
+    expect(values.at(-1)?.uploadProgress).toMatchObject({
+      loraId: res.body.data.uploadLora.lora.id,
+      bytesReceived: file.length,
+      totalBytes: file.length,
+    });
+  });
+
+  it("a stranger cannot follow someone else's upload, and cannot hijack its uploadId", async () => {
+    const owner = await server.tokens.user(newUserId());
+    const stranger = await server.tokens.user(newUserId());
+    const uploadId = newUploadId();
+    const ownerClient = wsClient(server.graphqlUrl, owner);
+    const ownerSub = collect(ownerClient, PROGRESS, { id: uploadId }, () => false, 1_000);
+    await subscribed(); // the owner claimed the id first
+    const strangerClient = wsClient(server.graphqlUrl, stranger);
+    const refused = await collect(strangerClient, PROGRESS, { id: uploadId }, () => true);
+    expect(refused.values).toEqual([]);
+    expect(JSON.stringify(refused.errors)).toMatch(/FORBIDDEN|belongs to someone else/);
+    const hijack = await postMultipart({ url: server.graphqlUrl, token: stranger, file: sdxlLora(), variables: { uploadId } });
+    expect(hijack.body.data.uploadLora).toMatchObject({ __typename: 'ValidationError', issues: [{ path: 'uploadId' }] });
+    expect((await ownerSub).values).toEqual([]); // nothing of the stranger's attempt reached the owner
+    await ownerClient.dispose();
+    await strangerClient.dispose();
+  });
+});
+
+describe('cacheEvents', () => {
+  it('a delete reaches every machine and admin subscriber within a second; a rename sends LORA_UPDATED', async () => {
+    const userId = newUserId();
+    const token = await server.tokens.user(userId);
+    const lora = await seedLora(server.app, userId);
+    const machine = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-a'));
+    const admin = wsClient(server.graphqlUrl, await server.tokens.admin());
+    const until = (v: { cacheEvents: { type: string; loraId: string } }[]) =>
+      v.some((e) => e.cacheEvents.type === 'LORA_DELETED' && e.cacheEvents.loraId === lora.id);
+    const machineSeen = collect(machine, CACHE_EVENTS, {}, until);
+    const adminSeen = collect(admin, CACHE_EVENTS, {}, until);
+    await subscribed();
+    await server.gql('mutation($id: ID!) { updateLora(id: $id, name: "renamed") { __typename } }', { id: lora.id }, { token });
+    const started = Date.now();
+    await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: lora.id }, { token });
+    const [m, a] = await Promise.all([machineSeen, adminSeen]);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    for (const seen of [m, a]) {
+      expect(seen.errors).toEqual([]);
+      const mine = seen.values.map((v) => v.cacheEvents).filter((e) => e.loraId === lora.id);
+      expect(mine.map((e) => e.type)).toEqual(['LORA_UPDATED', 'LORA_DELETED']);
+      expect(mine[1]).toMatchObject({ userId, machineId: null });
+      expect(JSON.stringify(mine)).not.toMatch(/https?:|blob/);
+    }
+    await machine.dispose();
+    await admin.dispose();
+  });
+
+  it("machines' reports reach admins (all, or of one machine) and the reporting machine, not other machines", async () => {
+    const reporterToken = await server.tokens.machine('gpu-report');
+    const admin = wsClient(server.graphqlUrl, await server.tokens.admin());
+    const adminOfOther = wsClient(server.graphqlUrl, await server.tokens.admin());
+    const reporter = wsClient(server.graphqlUrl, reporterToken);
+    const other = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-other'));
+    const gotReport = (v: { cacheEvents: { type: string } }[]) => v.some((e) => e.cacheEvents.type === 'EVICTED');
+    const subs = [
+      collect(admin, CACHE_EVENTS, {}, gotReport, 3_000),
+      collect(reporter, CACHE_EVENTS, {}, gotReport, 3_000),
+      collect(other, CACHE_EVENTS, {}, gotReport, 1_500),
+      collect(adminOfOther, CACHE_EVENTS, { m: 'gpu-other' }, gotReport, 1_500),
+    ];
+    await subscribed();
+    const res = await server.gql(
+      'mutation($i: CacheEventInput!) { reportCacheEvent(input: $i) { __typename ... on CacheEvent { type loraId machineId reason } } }',
+      { i: { type: 'EVICTED', loraId: '42', reason: 'lru' } },
+      { token: reporterToken },
+    );
+    expect(res.body.data?.reportCacheEvent).toEqual({
+      __typename: 'CacheEvent',
+      type: 'EVICTED',
+      loraId: '42',
+      machineId: 'gpu-report',
+      reason: 'lru',
+    });
+    const [a, r, o, ao] = (await Promise.all(subs)) as [any, any, any, any];
+    expect(a.values.at(-1)?.cacheEvents).toMatchObject({ type: 'EVICTED', machineId: 'gpu-report' });
+    expect(r.values.at(-1)?.cacheEvents).toMatchObject({ type: 'EVICTED', machineId: 'gpu-report' });
+    expect(o.values.filter((v: any) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
+    expect(ao.values.filter((v: any) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
+    for (const c of [admin, adminOfOther, reporter, other]) await c.dispose();
+  });
+
+  it('users cannot subscribe to cache events; a machine cannot follow another machine', async () => {
+    const user = wsClient(server.graphqlUrl, await server.tokens.user(newUserId()));
+    const refused = await collect(user, CACHE_EVENTS, {}, () => true);
+    expect(JSON.stringify(refused.errors)).toMatch(/FORBIDDEN|Not allowed/);
+    const machine = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-x'));
+    const other = await collect(machine, CACHE_EVENTS, { m: 'gpu-y' }, () => true);
+    expect(JSON.stringify(other.errors)).toMatch(/FORBIDDEN|own machine/);
+    await user.dispose();
+    await machine.dispose();
+  });
+});
+
+describe('reconciling after a reconnect', () => {
+  it('lorasStillValid confirms only READY LoRAs named with their right sha256', async () => {
+    const userId = newUserId();
+    const token = await server.tokens.user(userId);
+    const [kept, deleted] = [await seedLora(server.app, userId), await seedLora(server.app, userId)];
+    await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: deleted.id }, { token });
+    const res = await server.gql(
+      'query($l: [CachedLoraInput!]!) { lorasStillValid(loras: $l) }',
+      {
+        l: [
+          { id: kept.id, sha256: kept.sha256 },
+          { id: deleted.id, sha256: deleted.sha256 },
+          { id: kept.id === '1' ? '2' : '1', sha256: kept.sha256 }, // an id it does not hold
+          { id: '999999999999', sha256: '0'.repeat(64) },
+        ],
+      },
+      { token: await server.tokens.machine('gpu-r') },
+    );
+    expect(res.body.data?.lorasStillValid).toEqual([kept.id]);
+    const asUser = await server.gql('query { lorasStillValid(loras: []) }', {}, { token });
+    expect(asUser.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+  });
+});
+
+describe('the WebSocket endpoint refuses bad peers', () => {
+  it('no token or a forged one: closed with 4403', async () => {
+    for (const params of [{}, { authorization: 'Bearer forged.token.here' }]) {
+      const closed = await rawSocket(server.url + '/graphql', (s) => s.send(JSON.stringify({ type: 'connection_init', payload: params })));
+      expect(closed.code).toBe(4403);
+    }
+  });
+
+  it('no connection_init within the timeout: closed with 4408', async () => {
+    const started = Date.now();
+    const closed = await rawSocket(server.url + '/graphql', () => {});
+    expect(closed.code).toBe(4408);
+    expect(Date.now() - started).toBeLessThan(6_000);
+  });
+
+  it('an oversized frame: closed with 1009', async () => {
+    const token = await server.tokens.admin();
+    const closed = await rawSocket(server.url + '/graphql', (s) => {
+      s.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } }));
+      s.send(
+        JSON.stringify({ id: '1', type: 'subscribe', payload: { query: `subscription { cacheEvents { type } } #${'x'.repeat(100_000)}` } }),
+      );
+    });
+    expect(closed.code).toBe(1009);
+  });
+});
