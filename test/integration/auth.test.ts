@@ -285,6 +285,24 @@ const OPERATIONS: OperationCase[] = [
       expect(rows).toHaveLength(0);
     },
   },
+  {
+    op: 'lorasStillValid',
+    allowed: ['machine'],
+    document: 'query($l: [CachedLoraInput!]!) { lorasStillValid(loras: $l) }',
+    variables: (fx) => ({ l: [{ id: fx.lora.id, sha256: fx.lora.sha256 }] }),
+    expectAllowed: (data, fx) => {
+      expect(data.lorasStillValid).toEqual([fx.lora.id]);
+    },
+  },
+  {
+    op: 'reportCacheEvent',
+    allowed: ['machine'],
+    document: 'mutation($i: CacheEventInput!) { reportCacheEvent(input: $i) { __typename ... on CacheEvent { type machineId loraId } } }',
+    variables: (fx) => ({ i: { type: 'DOWNLOADED', loraId: fx.lora.id } }),
+    expectAllowed: (data, fx) => {
+      expect(data.reportCacheEvent).toEqual({ __typename: 'CacheEvent', type: 'DOWNLOADED', machineId: fx.machineId, loraId: fx.lora.id });
+    },
+  },
 ];
 
 describe('roles: every operation × every role', () => {
@@ -355,7 +373,7 @@ describe('roles: every operation × every role', () => {
     const data = res.body.data ?? {};
     const fields = [...(data.q?.fields ?? []), ...(data.m?.fields ?? [])].map((f: { name: string }) => f.name);
     expect(fields.length).toBeGreaterThan(0);
-    // uploadLora needs a multipart request: its roles are checked by the next test
+    // uploadLora needs a multipart request (checked by the next test); subscriptions are in events.test.ts
     expect(new Set(fields)).toEqual(new Set([...OPERATIONS.map((o) => o.op), 'uploadLora']));
   });
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sdxlLora } from '../testkit/lora-files.ts';
+import { makeLora, sdxlLora } from '../testkit/lora-files.ts';
 import { newUploadId, postMultipart } from '../testkit/multipart.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -142,7 +142,12 @@ describe('reconciling after a reconnect', () => {
   it('lorasStillValid confirms only READY LoRAs named with their right sha256', async () => {
     const userId = newUserId();
     const token = await server.tokens.user(userId);
-    const [kept, deleted] = [await seedLora(server.app, userId), await seedLora(server.app, userId)];
+    const unique = () => makeLora('SD1', 'kohya', { extra: { ss_output_name: newUploadId() } });
+    const [kept, deleted] = [
+      await seedLora(server.app, userId, { bytes: unique() }),
+      await seedLora(server.app, userId, { bytes: unique() }),
+    ];
+    const someoneElses = await seedLora(server.app, newUserId(), { bytes: unique() });
     await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: deleted.id }, { token });
     const res = await server.gql(
       'query($l: [CachedLoraInput!]!) { lorasStillValid(loras: $l) }',
@@ -150,7 +155,7 @@ describe('reconciling after a reconnect', () => {
         l: [
           { id: kept.id, sha256: kept.sha256 },
           { id: deleted.id, sha256: deleted.sha256 },
-          { id: kept.id === '1' ? '2' : '1', sha256: kept.sha256 }, // an id it does not hold
+          { id: someoneElses.id, sha256: kept.sha256 }, // an id it does not hold, guessed with another hash
           { id: '999999999999', sha256: '0'.repeat(64) },
         ],
       },
