@@ -166,6 +166,16 @@ function source(document: DocumentNode): string {
   return text;
 }
 
+/**
+ * The document's persisted hash (generated with it), sent along as
+ * `extensions.persistedQuery.sha256Hash` so a server that accepts only trusted documents
+ * recognises it whatever the query text's formatting.
+ */
+function extensionsOf(document: DocumentNode): { persistedQuery: { version: 1; sha256Hash: string } } | undefined {
+  const hash = (document as { __meta__?: { hash?: string } }).__meta__?.hash;
+  return hash ? { persistedQuery: { version: 1, sha256Hash: hash.replace(/^sha256:/, '') } } : undefined;
+}
+
 function operationOf(document: DocumentNode): OperationDefinitionNode {
   const operation = document.definitions.find((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
   if (!operation) throw new TypeError('The document has no operation');
@@ -266,7 +276,12 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
           'content-type': 'application/json',
           accept: 'application/graphql-response+json, application/json',
         },
-        body: JSON.stringify({ query: source(document), variables, operationName: operationOf(document).name?.value }),
+        body: JSON.stringify({
+          query: source(document),
+          variables,
+          operationName: operationOf(document).name?.value,
+          extensions: extensionsOf(document),
+        }),
         signal: controller.signal,
       });
       const text = await response.text();
@@ -320,6 +335,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
       query: source(document),
       variables: (variables ?? {}) as Record<string, unknown>,
       operationName: operationOf(document).name?.value ?? null,
+      extensions: extensionsOf(document),
     });
     return (async function* () {
       try {
@@ -344,6 +360,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
       JSON.stringify({
         query: source(UploadLoraDocument),
         operationName: 'UploadLora',
+        extensions: extensionsOf(UploadLoraDocument),
         variables: { ...rest, ...(size === undefined ? {} : { sizeBytes: size }), file: null },
       });
     if (!isBlob) {

@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { createGrantSigner } from './auth/grants.ts';
@@ -10,6 +12,7 @@ import { migrate } from './db/migrate.ts';
 import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
+import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createServices, type Services } from './services/index.ts';
@@ -41,6 +44,8 @@ export interface App {
   start(): Promise<string>;
   stop(): Promise<void>;
 }
+
+const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** Largest ordinary (non-multipart) request body. */
 export const MAX_JSON_BODY_BYTES = 1024 * 1024;
@@ -81,7 +86,9 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     issuer: config.auth.issuer,
     audience: config.auth.audience,
   });
+  const trustedDocuments = loadTrustedDocuments(resolve(PACKAGE_ROOT, config.trustedDocuments.file), config.trustedDocuments.only);
   const yoga = createYogaServer({
+    trustedDocuments,
     services,
     verify,
     logger,
@@ -137,7 +144,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   }
 
   const server = createServer(handle);
-  const subscriptions = attachSubscriptions({ server, yoga, verify, logger, production: config.production });
+  const subscriptions = attachSubscriptions({ server, yoga, verify, logger, production: config.production, trustedDocuments });
   server.requestTimeout = 0; // uploads of 2 GiB take a while; idle sockets are bounded below
   server.headersTimeout = 30_000;
   server.keepAliveTimeout = 5_000;

@@ -62,6 +62,10 @@ const envSchema = z
     UPLOAD_STALE_SECONDS: positiveInt.default(3 * 3600),
     /** How often idle job workers poll for work (pg-boss's minimum is 0.5). */
     JOBS_POLL_SECONDS: z.coerce.number().min(0.5).max(600).default(2),
+    /** Accept only the SDK's trusted documents (by hash) from non-admins. */
+    TRUSTED_DOCUMENTS_ONLY: boolish.default(false),
+    /** The hash → document map generated with the SDK. */
+    TRUSTED_DOCUMENTS_FILE: z.string().min(1).default('sdk/gql/persisted-documents.json'),
     /** Seconds to wait for in-flight requests on shutdown. */
     SHUTDOWN_GRACE_SECONDS: positiveInt.default(10),
   })
@@ -117,6 +121,7 @@ export interface Config {
   jobsPollSeconds: number;
   uploadStaleMs: number;
   shutdownGraceMs: number;
+  trustedDocuments: { only: boolean; file: string };
 }
 
 export class ConfigError extends Error {
@@ -165,6 +170,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     jobsPollSeconds: env.JOBS_POLL_SECONDS,
     uploadStaleMs: env.UPLOAD_STALE_SECONDS * 1000,
     shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
+    trustedDocuments: { only: env.TRUSTED_DOCUMENTS_ONLY, file: env.TRUSTED_DOCUMENTS_FILE },
   });
 }
 

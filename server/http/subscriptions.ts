@@ -1,13 +1,14 @@
 import type { Server } from 'node:http';
-import type { ExecutionArgs } from 'graphql';
+import type { ExecutionArgs, GraphQLError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { YogaServerInstance } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
-import type { Principal } from '../auth/principal.ts';
+import { ANONYMOUS, type Principal } from '../auth/principal.ts';
 import type { TokenVerifier } from '../auth/tokens.ts';
 import type { Context } from '../context.ts';
 import { bearerToken } from './auth-plugin.ts';
+import type { TrustedDocuments } from './trusted-documents.ts';
 
 /**
  * Subscriptions over graphql-ws (the `graphql-transport-ws` protocol) on the HTTP server's own
@@ -29,6 +30,7 @@ export interface SubscriptionServerOptions {
   connectionInitWaitMs?: number;
   /** Ping interval; a peer that misses a pong is dropped. @default 12 s */
   keepAliveMs?: number;
+  trustedDocuments: TrustedDocuments;
 }
 
 interface ConnectionExtra extends Record<PropertyKey, unknown> {
@@ -61,7 +63,14 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
       },
       execute: (args) => (args.rootValue as EnvelopedRoot).execute(args),
       subscribe: (args) => (args.rootValue as EnvelopedRoot).subscribe(args),
-      onSubscribe: async (ctx, _id, payload) => {
+      onSubscribe: async (ctx, _id, incoming) => {
+        let payload = incoming;
+        try {
+          const query = options.trustedDocuments.resolve(incoming, ctx.extra.principal ?? ANONYMOUS);
+          if (query !== undefined && query !== incoming.query) payload = { ...incoming, query };
+        } catch (error) {
+          return [error as GraphQLError];
+        }
         const enveloped = yoga.getEnveloped({
           principal: ctx.extra.principal,
           params: payload,

@@ -16,6 +16,7 @@ import type { Services } from '../services/index.ts';
 import { useStreamingUploads } from '../uploads/multipart.ts';
 import { principalOf, useAuth } from './auth-plugin.ts';
 import { createMaskError, withoutSuggestions } from './errors.ts';
+import { type TrustedDocuments, useTrustedDocuments } from './trusted-documents.ts';
 
 /** Request limits applied before execution (THREATS.md row 9). */
 export const QUERY_LIMITS = {
@@ -34,6 +35,7 @@ export interface YogaDeps {
   production: boolean;
   graphiql: boolean;
   maxUploadBytes: number;
+  trustedDocuments: TrustedDocuments;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -99,6 +101,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
       useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
+      useTrustedDocuments(deps.trustedDocuments),
       useStreamingUploads({ maxFileBytes: deps.maxUploadBytes }),
       armor,
       // Compiled execution for queries and mutations; subscriptions keep graphql-js (graphql-jit's
