@@ -132,6 +132,12 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     }
     const length = Number(req.headers['content-length'] ?? 0);
     const multipart = (req.headers['content-type'] ?? '').startsWith('multipart/');
+    if (!multipart && req.method === 'POST' && req.headers['content-length'] === undefined) {
+      // a chunked body of unknown size could not be held to the 1 MiB limit
+      res.setHeader('connection', 'close');
+      json(res, 411, { errors: [{ message: 'Content-Length is required', extensions: { code: 'BAD_USER_INPUT' } }] });
+      return;
+    }
     if (!multipart && length > MAX_JSON_BODY_BYTES) {
       res.setHeader('connection', 'close');
       json(res, 413, { errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] });

@@ -96,6 +96,9 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
     maskedErrors: { maskError: createMaskError(deps.logger, deps.production) },
     // Yoga's multipart parsing buffers whole files: off; useStreamingUploads parses them as streams.
     multipart: false,
+    // Yoga's 25 MB body limit would also refuse uploads: off. Ordinary bodies are capped at 1 MiB
+    // by the HTTP handler (app.ts), files at MAX_UPLOAD_BYTES by the upload pipeline.
+    maxRequestBodySize: false,
     plugins: [
       useRequestId(),
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
