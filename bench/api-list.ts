@@ -16,19 +16,15 @@
  *   BENCH_KEEP=1      keep the temp dir (path printed) — processes are stopped regardless
  */
 import { createHash } from 'node:crypto';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { type App, buildApp, type RuntimeConfig } from '../server/app.ts';
+import { type App, buildApp } from '../server/app.ts';
 import { signToken } from '../server/auth/tokens.ts';
-import { loadConfig } from '../server/config.ts';
 import { migrate } from '../server/db/migrate.ts';
-import { type AzuriteHandle, startAzurite } from '../server/embedded/azurite.ts';
-import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '../server/embedded/postgres.ts';
 import { type LoraSort, listLoraRows, type SortOrder } from '../server/services/lora-queries.ts';
+import { isCleaningUp, log, onCleanup, runBench, runtimeConfig, startServices, timed } from './harness.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -50,91 +46,6 @@ const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
 if (!(SCALE > 0) || !Number.isInteger(ITERATIONS) || ITERATIONS < 10) {
   console.error('BENCH_SCALE must be > 0 and BENCH_ITERATIONS an integer ≥ 10');
   process.exit(2);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Lifecycle: everything started here is stopped (and the temp dir removed) on success, failure
-// and SIGINT/SIGTERM.
-
-const stops: { what: string; stop: () => Promise<void> }[] = [];
-let tempDir: string | undefined;
-let cleaning: Promise<void> | undefined;
-
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const { what, stop } of stops.reverse()) {
-      try {
-        await stop();
-      } catch (error) {
-        console.error(`cleanup: stopping ${what} failed: ${(error as Error).message}`);
-      }
-    }
-    if (tempDir && process.env.BENCH_KEEP !== '1') await rm(tempDir, { recursive: true, force: true });
-    else if (tempDir) console.log(`kept ${tempDir}`);
-  })();
-  return cleaning;
-}
-
-// Last resort (an 'error' event nobody listens to, a stray rejection): still stop what we started.
-for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
-  process.on(event, (error: unknown) => {
-    console.error(`${event}:`, error);
-    void cleanup().finally(() => process.exit(1));
-  });
-}
-
-// `process.on`, not `once`: Ctrl-C signals the whole process group and tsx relays it again, so a
-// second SIGINT arrives while cleaning up and must not kill us with the default action.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    if (cleaning) return;
-    console.error(`\n${signal}: cleaning up`);
-    void cleanup().finally(() => {
-      console.error('stopped everything this run started');
-      process.exit(130);
-    });
-  });
-}
-
-function log(msg: string): void {
-  console.log(`[${(performance.now() / 1000).toFixed(1).padStart(6)} s] ${msg}`);
-}
-
-async function timed<T>(what: string, fn: () => Promise<T>): Promise<[T, number]> {
-  const t0 = performance.now();
-  const result = await fn();
-  const ms = performance.now() - t0;
-  log(`${what}: ${(ms / 1000).toFixed(2)} s`);
-  return [result, ms];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Services
-
-async function startServices(): Promise<{ pgHandle: EmbeddedPostgresHandle; azurite: AzuriteHandle }> {
-  tempDir = await mkdtemp(join(tmpdir(), 'lora-vault-bench-'));
-  await chmod(tempDir, 0o755); // as root, postgres runs as the 'postgres' user and must reach it
-  const pgDir = join(tempDir, 'postgres');
-  const azuritePromise = startAzurite({ dataDir: join(tempDir, 'azurite') });
-  azuritePromise.then(
-    (a) => stops.push({ what: 'Azurite', stop: a.stop }),
-    () => {},
-  );
-
-  // First start initialises the cluster; preload pg_stat_statements (it needs a restart) so the
-  // statement count in step 5 is read from the server itself.
-  const first = await startEmbeddedPostgres({ dataDir: pgDir });
-  stops.push({ what: 'PostgreSQL (first start)', stop: first.stop }); // idempotent
-  const admin = new pg.Client({ connectionString: first.url });
-  await admin.connect();
-  await admin.query(`ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'`);
-  await admin.query(`ALTER SYSTEM SET pg_stat_statements.track = 'top'`);
-  await admin.end();
-  await first.stop();
-  const pgHandle = await startEmbeddedPostgres({ dataDir: pgDir });
-  stops.push({ what: 'PostgreSQL', stop: pgHandle.stop });
-  const azurite = await azuritePromise;
-  return { pgHandle, azurite };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,7 +468,10 @@ async function countStatements(pool: pg.Pool, gql: ReturnType<typeof makeGql>, l
 
 async function main(): Promise<number> {
   log(`lora-vault list benchmark: ${TOTAL_FILES.toLocaleString('en')} flat_file rows, ${ITERATIONS} timed requests per case and method`);
-  const [{ pgHandle, azurite }] = await timed('started embedded PostgreSQL (pg_stat_statements preloaded) + Azurite', startServices);
+  const [{ pgHandle, azurite }] = await timed('started embedded PostgreSQL (pg_stat_statements preloaded) + Azurite', () =>
+    // preloaded (it needs a restart) so the statement count is read from the server itself
+    startServices({ postgresSettings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'top' } }),
+  );
   const [migrated] = await timed('migrated', () => migrate(pgHandle.url));
   log(`applied migrations: ${migrated.applied.join(', ')}`);
 
@@ -565,9 +479,9 @@ async function main(): Promise<number> {
   // pool.end() resolves before the sockets are closed: an idle client may still see postgres's
   // shutdown (57P01) — expected then, reported otherwise.
   pool.on('error', (error) => {
-    if (!cleaning) console.error('pg pool client error:', error.message);
+    if (!isCleaningUp()) console.error('pg pool client error:', error.message);
   });
-  stops.push({ what: 'pg pool', stop: () => pool.end() });
+  onCleanup('pg pool', () => pool.end());
   await pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
 
   const seedTimes = await seed(pgHandle.url);
@@ -595,7 +509,7 @@ async function main(): Promise<number> {
   );
 
   // The real app, configured like test/testkit/server.ts (without vitest's inject).
-  const loaded = loadConfig({
+  const config = runtimeConfig({
     NODE_ENV: 'test',
     PORT: '0',
     HOST: '127.0.0.1',
@@ -605,15 +519,8 @@ async function main(): Promise<number> {
     LOG_LEVEL: 'silent',
     JOBS_ENABLED: 'false',
   });
-  if (!loaded.databaseUrl || !loaded.storage.connectionString) throw new Error('config lacks database or storage');
-  const config: RuntimeConfig = {
-    ...loaded,
-    databaseUrl: loaded.databaseUrl,
-    storage: { ...loaded.storage, connectionString: loaded.storage.connectionString },
-    auth: { ...loaded.auth, grantSecret: loaded.auth.grantSecret ?? JWT_SECRET },
-  };
   const app: App = buildApp(config);
-  stops.push({ what: 'app', stop: () => app.stop() });
+  onCleanup('app', () => app.stop());
   const [url] = await timed('app started', () => app.start());
   const gql = makeGql(`${url}/graphql`, await signToken(JWT_SECRET, { role: 'user', sub: bigUser }));
 
@@ -791,15 +698,4 @@ async function main(): Promise<number> {
   return ok ? 0 : 1;
 }
 
-let exitCode = 1;
-try {
-  exitCode = await main();
-} catch (error) {
-  console.error('benchmark failed:', error);
-  exitCode = 1;
-} finally {
-  const t = performance.now();
-  await cleanup();
-  log(`cleaned up in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-}
-process.exit(exitCode);
+await runBench(main);
