@@ -1,0 +1,299 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { Client } from 'graphql-ws';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sdxlLora } from '../testkit/lora-files.ts';
+import { newUploadId, postMultipart } from '../testkit/multipart.ts';
+import { startRedis } from '../testkit/redis.ts';
+import { newUserId, seedLora } from '../testkit/seed.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { wsClient } from '../testkit/ws.ts';
+
+/**
+ * Two replicas of the API — two apps, each with its own HTTP + graphql-ws server and its own
+ * Redis connections — over one PostgreSQL and one real redis-server (started here, on a free
+ * port): what a client does on one replica must reach subscribers connected to the other.
+ * Without redis-server the Redis half reports itself skipped, with the reason.
+ *
+ * The replicas run in this process (like two pods, they share nothing but PostgreSQL and Redis:
+ * the bus, the pub/sub and the WebSocket server are per app); the in-memory control below proves
+ * that nothing in-process carries events between them.
+ */
+
+const redis = await startRedis();
+const skipReason = 'unavailable' in redis ? redis.unavailable : undefined;
+if (skipReason) console.warn(`[replicas.test.ts] SKIPPED the Redis replica tests: ${skipReason}`);
+
+const CACHE_EVENTS = 'subscription($m: String) { cacheEvents(machineId: $m) { type loraId userId machineId sharedName reason at } }';
+const PROGRESS = 'subscription($id: ID!) { uploadProgress(uploadId: $id) { uploadId phase bytesReceived totalBytes loraId error } }';
+const REPORT =
+  'mutation($i: CacheEventInput!) { reportCacheEvent(input: $i) { __typename ... on CacheEvent { type machineId sharedName } } }';
+const DELETE = 'mutation($id: ID!) { deleteLora(id: $id) { __typename ... on DeleteLoraSuccess { loraId } } }';
+
+interface CacheEventData {
+  cacheEvents: {
+    type: string;
+    loraId: string | null;
+    userId: string | null;
+    machineId: string | null;
+    sharedName: string | null;
+    reason: string | null;
+    at: string;
+  };
+}
+interface ProgressData {
+  uploadProgress: {
+    uploadId: string;
+    phase: string;
+    bytesReceived: number;
+    totalBytes: number | null;
+    loraId: string | null;
+    error: string | null;
+  };
+}
+
+/** One live subscription: every result with the time it arrived (performance.now()). */
+interface Follower<T> {
+  values: { value: T; receivedAt: number }[];
+  errors: unknown[];
+  completed: boolean;
+  /** Resolves with the first arrival for which `match` holds (already arrived or not). */
+  waitFor(match: (value: T) => boolean, timeoutMs: number, what: string): Promise<{ value: T; receivedAt: number }>;
+  /** Resolves once the subscription completed. */
+  waitComplete(timeoutMs: number): Promise<void>;
+}
+
+function follow<T>(client: Client, query: string, variables: Record<string, unknown> = {}): Follower<T> {
+  const f: Follower<T> = {
+    values: [],
+    errors: [],
+    completed: false,
+    async waitFor(match, timeoutMs, what) {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const hit = f.values.find((v) => match(v.value));
+        if (hit) return hit;
+        if (f.errors.length || f.completed || performance.now() > deadline) {
+          throw new Error(
+            `no ${what} within ${timeoutMs} ms (completed: ${f.completed}; errors: ${JSON.stringify(f.errors)}; got: ${JSON.stringify(f.values.map((v) => v.value))})`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+    async waitComplete(timeoutMs) {
+      const deadline = performance.now() + timeoutMs;
+      while (!f.completed) {
+        if (performance.now() > deadline) throw new Error(`subscription did not complete within ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+  };
+  client.subscribe<T>(
+    { query, variables },
+    {
+      next: (result) => {
+        if (result.errors) f.errors.push(...result.errors);
+        if (result.data) f.values.push({ value: result.data as T, receivedAt: performance.now() });
+      },
+      error: (error) => {
+        f.errors.push(error);
+      },
+      complete: () => {
+        f.completed = true;
+      },
+    },
+  );
+  return f;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits until a cacheEvents subscription is live end to end (its replica's Redis SUBSCRIBE done,
+ * its listener registered): a machine reports a probe event to `server` until `follower` sees it.
+ * The probe reaches `follower` only if it is an admin or that same machine.
+ */
+async function live(server: TestServer, machineToken: string, follower: Follower<CacheEventData>): Promise<void> {
+  const probe = `probe/${randomUUID()}`;
+  const deadline = performance.now() + 5_000;
+  for (;;) {
+    const res = await server.gql(REPORT, { i: { type: 'DOWNLOADED', sharedName: probe } }, { token: machineToken });
+    expect(res.body.data?.reportCacheEvent).toMatchObject({ __typename: 'CacheEvent', sharedName: probe });
+    try {
+      await follower.waitFor((v) => v.cacheEvents.sharedName === probe, 200, 'probe');
+      return;
+    } catch (error) {
+      if (performance.now() > deadline) throw error;
+    }
+  }
+}
+
+describe.skipIf(skipReason !== undefined)(
+  skipReason ? `two replicas over one redis-server — SKIPPED: ${skipReason}` : 'two replicas over one redis-server',
+  () => {
+    let a: TestServer;
+    let b: TestServer;
+    let inspector: Redis;
+    const clients: Client[] = [];
+    const connect = (server: TestServer, token: string) => {
+      const client = wsClient(server.graphqlUrl, token);
+      clients.push(client);
+      return client;
+    };
+
+    beforeAll(async () => {
+      if ('unavailable' in redis) throw new Error('unreachable');
+      // One after the other: two replicas starting at once on a database whose pg-boss queues do
+      // not exist yet can deadlock in boss.createQueue (server/jobs/runner.ts) — not what this tests.
+      a = await startTestServer({ REDIS_URL: redis.url });
+      b = await startTestServer({ REDIS_URL: redis.url });
+      inspector = new Redis(redis.url, { lazyConnect: true });
+      await inspector.connect();
+    });
+    afterAll(async () => {
+      await Promise.allSettled(clients.map((c) => c.dispose()));
+      await Promise.allSettled([a?.stop(), b?.stop()]);
+      inspector?.disconnect();
+      if (!('unavailable' in redis)) await redis.stop();
+    });
+
+    it('the replicas are distinct servers on the same redis-server', async () => {
+      expect(a.url).not.toBe(b.url);
+      expect(a.app.bus).not.toBe(b.app.bus);
+      // each replica holds its own publish and subscribe connections
+      const list = String(await inspector.call('CLIENT', 'LIST'));
+      expect(list.split('\n').filter((line) => line.includes('cmd=')).length).toBeGreaterThanOrEqual(5); // 2 × 2 + this one
+    });
+
+    it("a deleteLora on replica A reaches a machine's cacheEvents subscriber on replica B within a second, once", async () => {
+      const userId = newUserId();
+      const owner = await a.tokens.user(userId);
+      const lora = await seedLora(a.app, userId);
+      const machineToken = await b.tokens.machine('gpu-on-b');
+      const onB = follow<CacheEventData>(connect(b, machineToken), CACHE_EVENTS);
+      const adminOnA = follow<CacheEventData>(connect(a, await a.tokens.admin()), CACHE_EVENTS);
+      await live(b, machineToken, onB);
+      await live(a, await a.tokens.machine('probe-a'), adminOnA);
+
+      const started = performance.now();
+      const res = await a.gql(DELETE, { id: lora.id }, { token: owner });
+      expect(res.body.data?.deleteLora).toEqual({ __typename: 'DeleteLoraSuccess', loraId: lora.id });
+      const deleted = (v: CacheEventData) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
+      const seenOnB = await onB.waitFor(deleted, 1_000, 'LORA_DELETED on replica B');
+      expect(seenOnB.receivedAt - started).toBeLessThan(1_000);
+      expect(seenOnB.value.cacheEvents).toMatchObject({ type: 'LORA_DELETED', loraId: lora.id, userId, machineId: null });
+      expect(Date.parse(seenOnB.value.cacheEvents.at)).toBeGreaterThan(Date.now() - 5_000);
+      await adminOnA.waitFor(deleted, 1_000, 'LORA_DELETED on replica A');
+
+      await sleep(300); // no duplicate (e.g. delivered both locally and through Redis)
+      expect(onB.values.filter((v) => deleted(v.value))).toHaveLength(1);
+      expect(adminOnA.values.filter((v) => deleted(v.value))).toHaveLength(1);
+      expect(onB.errors).toEqual([]);
+    });
+
+    it("an upload's progress posted to replica A reaches its owner subscribed on replica B, in order, ending DONE", async () => {
+      const userId = newUserId();
+      const token = await b.tokens.user(userId);
+      const uploadId = newUploadId();
+      const progress = follow<ProgressData>(connect(b, token), PROGRESS, { id: uploadId });
+      // Live once B has subscribed its Redis connection to this upload's channel (nobody else has).
+      const channel = `upload-progress:${uploadId}`;
+      const deadline = performance.now() + 5_000;
+      for (;;) {
+        const [, count] = (await inspector.call('PUBSUB', 'NUMSUB', channel)) as [string, number];
+        if (Number(count) >= 1) break;
+        if (progress.errors.length || performance.now() > deadline) throw new Error(`B never subscribed ${channel}: ${progress.errors}`);
+        await sleep(10);
+      }
+
+      const file = sdxlLora();
+      const res = await postMultipart({ url: a.graphqlUrl, token, file, variables: { uploadId, sizeBytes: file.length } });
+      expect(res.body.data?.uploadLora?.__typename).toBe('UploadLoraSuccess');
+      await progress.waitComplete(5_000); // the subscription ends after DONE
+
+      expect(progress.errors).toEqual([]);
+      const updates = progress.values.map((v) => v.value.uploadProgress);
+      const phases = updates.map((p) => p.phase).filter((p, i, all) => all[i - 1] !== p);
+      expect(phases).toEqual(['RECEIVING', 'VALIDATING', 'STORING', 'DONE']);
+      const bytes = updates.map((p) => p.bytesReceived);
+      expect(bytes).toEqual([...bytes].sort((x, y) => x - y)); // never goes back
+      expect(updates.every((p) => p.uploadId === uploadId && p.totalBytes === file.length)).toBe(true);
+      expect(updates.at(-1)).toMatchObject({ phase: 'DONE', loraId: res.body.data.uploadLora.lora.id, bytesReceived: file.length });
+      // and the LoRA is there for B's clients too (same database)
+      const onB = await b.gql('query($id: ID!) { lora(id: $id) { ... on Lora { id status } } }', { id: updates.at(-1)?.loraId }, { token });
+      expect(onB.body.data?.lora).toEqual({ id: res.body.data.uploadLora.lora.id, status: 'READY' });
+    });
+
+    it('a reportCacheEvent on replica B reaches an admin subscribed on replica A, once, and not other machines', async () => {
+      const admin = await a.tokens.admin();
+      const adminOnA = follow<CacheEventData>(connect(a, admin), CACHE_EVENTS);
+      const adminOfReporterOnA = follow<CacheEventData>(connect(a, admin), CACHE_EVENTS, { m: 'gpu-reporter' });
+      const otherToken = await a.tokens.machine('gpu-other');
+      const otherMachineOnA = follow<CacheEventData>(connect(a, otherToken), CACHE_EVENTS);
+      await live(a, await a.tokens.machine('probe-a2'), adminOnA);
+      await live(a, otherToken, otherMachineOnA);
+      // adminOfReporterOnA shares A's Redis subscription (one per channel per replica), which is live now
+
+      const reason = `lru-${randomUUID()}`;
+      const started = performance.now();
+      const res = await b.gql(
+        'mutation($i: CacheEventInput!) { reportCacheEvent(input: $i) { __typename ... on CacheEvent { type loraId machineId reason } } }',
+        { i: { type: 'EVICTED', loraId: '42', reason } },
+        { token: await b.tokens.machine('gpu-reporter') },
+      );
+      expect(res.body.data?.reportCacheEvent).toEqual({
+        __typename: 'CacheEvent',
+        type: 'EVICTED',
+        loraId: '42',
+        machineId: 'gpu-reporter',
+        reason,
+      });
+      const mine = (v: CacheEventData) => v.cacheEvents.reason === reason;
+      const seen = await adminOnA.waitFor(mine, 1_000, 'the EVICTED report on replica A');
+      expect(seen.receivedAt - started).toBeLessThan(1_000);
+      expect(seen.value.cacheEvents).toMatchObject({ type: 'EVICTED', loraId: '42', machineId: 'gpu-reporter', userId: null });
+      await adminOfReporterOnA.waitFor(mine, 1_000, 'the report for the admin following gpu-reporter');
+
+      await sleep(300);
+      expect(adminOnA.values.filter((v) => mine(v.value))).toHaveLength(1);
+      expect(adminOfReporterOnA.values.filter((v) => mine(v.value))).toHaveLength(1);
+      expect(otherMachineOnA.values.filter((v) => mine(v.value))).toEqual([]);
+      expect([adminOnA.errors, adminOfReporterOnA.errors, otherMachineOnA.errors]).toEqual([[], [], []]);
+    });
+  },
+);
+
+describe('control: two replicas without Redis (in-memory buses)', () => {
+  let a: TestServer;
+  let b: TestServer;
+  const clients: Client[] = [];
+
+  beforeAll(async () => {
+    a = await startTestServer(); // one after the other: see above
+    b = await startTestServer();
+  });
+  afterAll(async () => {
+    await Promise.allSettled(clients.map((c) => c.dispose()));
+    await Promise.allSettled([a?.stop(), b?.stop()]);
+  });
+
+  it('share nothing in this process: a delete on A reaches A only (so the Redis tests above prove Redis carries events)', async () => {
+    const userId = newUserId();
+    const lora = await seedLora(a.app, userId);
+    const [machineA, machineB] = [await a.tokens.machine('ctl-a'), await b.tokens.machine('ctl-b')];
+    const clientA = wsClient(a.graphqlUrl, machineA);
+    const clientB = wsClient(b.graphqlUrl, machineB);
+    clients.push(clientA, clientB);
+    const onA = follow<CacheEventData>(clientA, CACHE_EVENTS);
+    const onB = follow<CacheEventData>(clientB, CACHE_EVENTS);
+    await live(a, machineA, onA);
+    await live(b, machineB, onB);
+    await a.gql(DELETE, { id: lora.id }, { token: await a.tokens.user(userId) });
+    const deleted = (v: CacheEventData) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
+    await onA.waitFor(deleted, 1_000, 'LORA_DELETED on A');
+    await sleep(500);
+    expect(onB.values.filter((v) => deleted(v.value))).toEqual([]);
+  });
+});
