@@ -7,7 +7,8 @@
  * 1. Embedded PostgreSQL + Azurite in a temp dir (bench/harness.ts), migrated; 2 × 1,000 LoRAs
  *    (+ one per run to rename) seeded through the real registry (as test/testkit/seed.ts does).
  * 2. Per bus: the real app in a child process of its own (this file with --serve), so its memory
- *    is its own (VmRSS / VmHWM from /proc/<pid>/status); jobs off (blob deletion is not measured).
+ *    is its own (VmRSS / VmHWM from /proc/<pid>/status); NODE_ENV=production, jobs off (blob
+ *    deletion is not measured).
  * 3. 1,000 graphql-ws clients (one socket each, machine tokens, in this process) subscribe; a
  *    LoRA is renamed until every one of them saw the LORA_UPDATED (all live), then WARMUP renames.
  * 4. 1,000 `deleteLora` mutations over HTTP, open loop at RATE per second (not waiting for
@@ -259,7 +260,7 @@ interface Deliveries {
 
 interface Fleet {
   clients: Client[];
-  /** How many LORA_UPDATED events each subscriber saw for a name (probe / warm-up). */
+  /** How many LORA_UPDATED events (probe and warm-up renames) each subscriber has seen. */
   updatesSeen: Uint32Array;
   deliveries: Deliveries;
   /** loraId → event index, and when its delete was sent (wall clock, ms). */
@@ -284,6 +285,7 @@ async function openFleet(url: string, deletes: { id: string }[]): Promise<Fleet>
   };
   const updatesSeen = new Uint32Array(SUBSCRIBERS);
   const clients: Client[] = [];
+  let closing = false;
   const fleet: Fleet = {
     clients,
     updatesSeen,
@@ -291,6 +293,7 @@ async function openFleet(url: string, deletes: { id: string }[]): Promise<Fleet>
     eventIndex,
     sentAt,
     async close() {
+      closing = true;
       await Promise.allSettled(clients.map((c) => c.dispose()));
     },
   };
@@ -303,6 +306,7 @@ async function openFleet(url: string, deletes: { id: string }[]): Promise<Fleet>
         const s = start + k;
         const token = await signToken(JWT_SECRET, { role: 'machine', sub: `gpu-${s}`, machineId: `gpu-${s}` });
         await new Promise<void>((resolve, reject) => {
+          let connected = false;
           const client = createClient({
             url: wsUrl,
             webSocketImpl: WebSocket,
@@ -310,7 +314,17 @@ async function openFleet(url: string, deletes: { id: string }[]): Promise<Fleet>
             lazy: false,
             retryAttempts: 0,
             keepAlive: 0,
-            on: { connected: () => resolve(), closed: (e) => reject(new Error(`subscriber ${s} closed: ${(e as { code: number }).code}`)) },
+            on: {
+              connected: () => {
+                connected = true;
+                resolve();
+              },
+              closed: (e) => {
+                const message = `subscriber ${s} closed: ${(e as { code: number }).code}`;
+                if (!connected) reject(new Error(message));
+                else if (!closing && deliveries.errors.length < 5) deliveries.errors.push(message); // dropped by the server
+              },
+            },
             onNonLazyError: (e) => reject(e),
           });
           clients.push(client);
@@ -344,7 +358,8 @@ async function openFleet(url: string, deletes: { id: string }[]): Promise<Fleet>
                 deliveries.count++;
               },
               error: (error) => {
-                if (deliveries.errors.length < 5) deliveries.errors.push(String((error as Error)?.message ?? JSON.stringify(error)));
+                if (!closing && deliveries.errors.length < 5)
+                  deliveries.errors.push(String((error as Error)?.message ?? JSON.stringify(error)));
               },
               complete: () => {},
             },
