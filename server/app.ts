@@ -60,7 +60,9 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     sharedContainer: config.storage.sharedContainer,
     sharedPrefix: config.storage.sharedPrefix,
   });
-  const busHandle = config.redisUrl ? createRedisEventBus(config.redisUrl) : createInMemoryEventBus();
+  const busHandle = config.redisUrl
+    ? createRedisEventBus(config.redisUrl, (error) => logger.warn({ err: error }, 'redis event bus'))
+    : createInMemoryEventBus();
   const bus = busHandle.bus;
   const jobs = createJobRunner({
     databaseUrl: config.databaseUrl,

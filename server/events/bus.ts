@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { createPubSub, type PubSub } from 'graphql-yoga';
 
 /**
@@ -57,7 +58,9 @@ export interface BusHandle {
 }
 
 export function createInMemoryEventBus(): BusHandle {
-  return { bus: createPubSub<BusTopics>(), connect: async () => {}, close: async () => {} };
+  const eventTarget = new EventTarget();
+  setMaxListeners(0, eventTarget); // one listener per subscriber: thousands are expected
+  return { bus: createPubSub<BusTopics>({ eventTarget }), connect: async () => {}, close: async () => {} };
 }
 
 export function cacheEvent(type: CacheEventType, fields: Partial<Omit<CacheEvent, 'type' | 'at'>>): CacheEvent {

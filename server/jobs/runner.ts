@@ -57,8 +57,11 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     reconcileNow,
     async start() {
       await boss.start();
-      await boss.createQueue(Queue.DELETE_LORA_BLOB, { name: Queue.DELETE_LORA_BLOB, ...QUEUE_OPTIONS });
-      await boss.createQueue(Queue.RECONCILE_UPLOADS, { name: Queue.RECONCILE_UPLOADS, policy: 'singleton', retryLimit: 0 });
+      // pg-boss 10 creates queues without a lock: replicas starting together can deadlock (40P01)
+      await retryOnDeadlock(() => boss.createQueue(Queue.DELETE_LORA_BLOB, { name: Queue.DELETE_LORA_BLOB, ...QUEUE_OPTIONS }));
+      await retryOnDeadlock(() =>
+        boss.createQueue(Queue.RECONCILE_UPLOADS, { name: Queue.RECONCILE_UPLOADS, policy: 'singleton', retryLimit: 0 }),
+      );
       await boss.schedule(Queue.RECONCILE_UPLOADS, options.reconcileCron ?? '*/15 * * * *');
       if (options.workers ?? true) {
         await boss.work(Queue.RECONCILE_UPLOADS, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
@@ -87,4 +90,15 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       });
     },
   };
+}
+
+async function retryOnDeadlock<T>(operation: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await operation();
+    } catch (error) {
+      if ((error as { code?: string }).code !== '40P01' || attempt >= attempts) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50 * attempt + Math.random() * 100));
+    }
+  }
 }
