@@ -49,7 +49,7 @@ export class EventService {
     }
     const source = this.bus.subscribe(Topic.UPLOAD_PROGRESS, id);
     const mine = (p: UploadProgress) => principal.role === 'admin' || (principal.role === 'user' && p.userId === principal.userId);
-    return untilTerminal(source, mine);
+    return filtered(source, mine, (p) => p.phase === 'DONE' || p.phase === 'FAILED');
   }
 
   /**
@@ -109,21 +109,9 @@ export class EventService {
   }
 }
 
-function filtered<T>(source: AsyncIterable<T>, keep: (value: T) => boolean): AsyncIterable<T> {
+/** The values `keep` accepts, until the source ends or `last` says the value just sent was the final one. */
+function filtered<T>(source: AsyncIterable<T>, keep: (value: T) => boolean, last: (value: T) => boolean = () => false): AsyncIterable<T> {
   return new Repeater<T>(async (push, stop) => {
-    const iterator = source[Symbol.asyncIterator]();
-    stop.then(() => iterator.return?.());
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done) break;
-      if (keep(next.value)) await push(next.value);
-    }
-    stop();
-  });
-}
-
-function untilTerminal(source: AsyncIterable<UploadProgress>, keep: (p: UploadProgress) => boolean): AsyncIterable<UploadProgress> {
-  return new Repeater<UploadProgress>(async (push, stop) => {
     const iterator = source[Symbol.asyncIterator]();
     stop.then(() => iterator.return?.());
     for (;;) {
@@ -131,7 +119,7 @@ function untilTerminal(source: AsyncIterable<UploadProgress>, keep: (p: UploadPr
       if (next.done) break;
       if (!keep(next.value)) continue;
       await push(next.value);
-      if (next.value.phase === 'DONE' || next.value.phase === 'FAILED') break;
+      if (last(next.value)) break;
     }
     stop();
   });

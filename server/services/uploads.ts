@@ -6,9 +6,9 @@ import { FileTooLargeError, RequestError, ValidationFailedError } from '../domai
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
 import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
+import { autoV2 } from '../formats/lora-metadata.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { BlockStager } from '../uploads/block-stager.ts';
-import { autoV2 } from '../uploads/inspectors.ts';
 import { runUploadPipeline } from '../uploads/pipeline.ts';
 import type { EventService } from './events.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';

@@ -5,7 +5,7 @@ import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidFileFormatError } from '../domain/errors.ts';
 import type { ExtractedMetadata, LoraFormat } from '../domain/lora.ts';
-import { autoV2, autoV3Range, extractLoraMetadata } from '../formats/lora-metadata.ts';
+import { autoV3Range, extractLoraMetadata } from '../formats/lora-metadata.ts';
 import { checkPtFile } from '../formats/pt.ts';
 import { assertCompleteSize, type SafetensorsHeader, SafetensorsHeaderReader } from '../formats/safetensors.ts';
 import { SNIFF_BYTES, sniffFormat } from '../formats/sniff.ts';
@@ -147,5 +147,3 @@ class PtInspector implements Inspector {
     await rm(this.path, { force: true });
   }
 }
-
-export { autoV2 };
