@@ -22,10 +22,10 @@
  * Knobs: BENCH_RUNS=2 (rounds)  BENCH_FILE_MB=1024 (MiB)  BENCH_KEEP=1 (keep the temp dir)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
-import { open, statfs } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import http from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +38,7 @@ import { UploadLoraDocument } from '../sdk/gql/graphql.ts';
 import { createLoraClient, type LoraClient, LoraSdkError } from '../sdk/index.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { BlobStore } from '../server/storage/blob-store.ts';
+import { type BenchFile, deleteAllBlobs, writeSafetensorsFile } from './files.ts';
 import { benchTempDir, log, median, onCleanup, runBench, runtimeConfig, SERVER_READY_PREFIX, startServices, timed } from './harness.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -69,77 +70,6 @@ if (!Number.isInteger(RUNS) || RUNS < 1) {
 
 // ---------------------------------------------------------------------------------------------
 // A safetensors file on disk
-
-interface BenchFile {
-  path: string;
-  size: number;
-  sha256: string;
-}
-
-/**
- * 8-byte length + JSON header (padded with spaces) for `totalBytes` of file: F16 tensors of
- * 64 MiB ([4096, 8192]) and one smaller for the rest, with kohya metadata.
- */
-function safetensorsHeader(totalBytes: number): Buffer {
-  if (totalBytes % 8 !== 0) throw new Error('file size must be a multiple of 8');
-  const build = (dataBytes: number): Buffer => {
-    const header: Record<string, unknown> = {
-      __metadata__: { ss_network_dim: '64', ss_network_alpha: '32', ss_base_model_version: 'sdxl_base_v1-0', ss_output_name: 'bench' },
-    };
-    const perTensor = 4096 * 8192;
-    let elements = dataBytes / 2;
-    let offset = 0;
-    for (let i = 0; elements > 0; i++) {
-      const n = Math.min(perTensor, elements);
-      header[`lora_unet_bench_block_${i}.lora_up.weight`] = {
-        dtype: 'F16',
-        shape: n === perTensor ? [4096, 8192] : [n],
-        data_offsets: [offset, offset + 2 * n],
-      };
-      offset += 2 * n;
-      elements -= n;
-    }
-    return Buffer.from(JSON.stringify(header), 'utf8');
-  };
-  // The header's length barely depends on the data size: fix it (a multiple of 8, with room) first.
-  const headerBytes = Math.ceil((build(totalBytes - 8).length + 64) / 8) * 8;
-  const json = build(totalBytes - 8 - headerBytes);
-  if (json.length > headerBytes) throw new Error('safetensors header grew unexpectedly');
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(headerBytes));
-  return Buffer.concat([prefix, json, Buffer.alloc(headerBytes - json.length, 0x20)]);
-}
-
-/** Writes the file in 4 MiB chunks of a pseudo-random pattern, hashing as it goes. */
-async function writeSafetensorsFile(path: string, totalBytes: number): Promise<BenchFile> {
-  const pattern = Buffer.alloc(4 * MiB);
-  let x = 0x2545f491;
-  for (let i = 0; i < pattern.length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    pattern.writeUInt32LE(x >>> 0, i);
-  }
-  const hash = createHash('sha256');
-  const handle = await open(path, 'wx', 0o600);
-  try {
-    const put = async (chunk: Buffer) => {
-      hash.update(chunk);
-      const { bytesWritten } = await handle.write(chunk);
-      if (bytesWritten !== chunk.length) throw new Error(`short write to ${path}`);
-    };
-    const header = safetensorsHeader(totalBytes);
-    await put(header);
-    for (let left = totalBytes - header.length; left > 0; ) {
-      const n = Math.min(left, pattern.length);
-      await put(pattern.subarray(0, n));
-      left -= n;
-    }
-  } finally {
-    await handle.close();
-  }
-  return { path, size: totalBytes, sha256: hash.digest('hex') };
-}
 
 // ---------------------------------------------------------------------------------------------
 // The server in a child process (bench/upload-server.ts)
@@ -581,21 +511,6 @@ async function main(): Promise<number> {
 }
 
 /** Deletes every blob (committed or not) in both containers; best effort when Azurite is already down. */
-async function deleteAllBlobs(store: BlobStore): Promise<void> {
-  let count = 0;
-  let bytes = 0;
-  for (const container of [store.loras, store.shared]) {
-    if (!(await container.exists())) continue;
-    for await (const b of container.listBlobsFlat({ includeUncommitedBlobs: true })) {
-      await container.deleteBlob(b.name, { deleteSnapshots: 'include' }).catch((error: { statusCode?: number }) => {
-        if (error.statusCode !== 404) throw error;
-      });
-      count++;
-      bytes += b.properties.contentLength ?? 0;
-    }
-  }
-  log(`deleted ${count} blobs (${mb(bytes)} MB)`);
-}
 
 if (process.argv.includes(CLIENT_FLAG)) await clientMain();
 else await runBench(main);
