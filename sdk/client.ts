@@ -91,6 +91,11 @@ export interface LoraClientOptions {
   retry?: RetryOptions | false;
   /** graphql-ws reconnection attempts after an abnormal close. @default 5 */
   wsRetryAttempts?: number;
+  /**
+   * Called each time the WebSocket is (re)connected and acknowledged; `wasRetry` is true after a
+   * lost connection. Subscribers that may have missed events while away reconcile here.
+   */
+  onConnected?: (wasRetry: boolean) => void;
 }
 
 export interface CallOptions {
@@ -317,6 +322,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
       ...(options.webSocketImpl ? { webSocketImpl: options.webSocketImpl } : {}),
       lazy: true,
       retryAttempts: options.wsRetryAttempts ?? 5,
+      ...(options.onConnected ? { on: { connected: (_socket, _payload, wasRetry) => options.onConnected?.(wasRetry) } } : {}),
       connectionParams: async () => {
         const bearer = await token();
         return bearer ? { authorization: `Bearer ${bearer}` } : {};

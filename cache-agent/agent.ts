@@ -1,0 +1,317 @@
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { LoraClient } from '@lora-vault/sdk';
+import type { Logger } from 'pino';
+import type { AgentConfig } from './config.ts';
+import { type DownloadOptions, type DownloadTarget, downloadToTemp } from './downloader.ts';
+import { AgentError } from './errors.ts';
+import { fromSdkError } from './sdk-errors.ts';
+import { type Layout, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
+import { type DownloadLock, isLocked, tryLock } from './lock.ts';
+import { diskFreeBytes, executeEviction, planForSpace } from './maintenance.ts';
+import type { Reporter } from './reporter.ts';
+import type { CacheEntry, CacheStore } from './store.ts';
+
+/**
+ * ensure(ref) → a local path: the hit path (index lookup, stat, touch) and the miss path (make
+ * room, one download per LoRA across callers and processes, verify, rename, register).
+ */
+
+export type LoraRef = { source: 'user'; id: string; grant: string } | { source: 'shared'; name: string };
+
+export interface EnsureOptions {
+  /** Protect the file from eviction until released or expired. */
+  lease?: { ttlSeconds?: number; holder?: string | null } | null;
+  /** Record a use of a user LoRA with the API (prefetch records one batch instead). @default true */
+  recordUsage?: boolean;
+  workflowId?: string | null;
+  workflowName?: string | null;
+  onProgress?: (bytesDone: number, totalBytes: number) => void;
+}
+
+export interface EnsureResult {
+  path: string;
+  hit: boolean;
+  sizeBytes: number;
+  sha256: string | null;
+  source: 'user' | 'shared';
+  loraId: string | null;
+  sharedName: string | null;
+  lease: { leaseId: string; expiresAt: string } | null;
+}
+
+export interface CacheCoreDeps {
+  config: AgentConfig;
+  store: CacheStore;
+  layout: Layout;
+  client: LoraClient | null;
+  logger: Logger;
+  reporter: Reporter;
+  now: () => Date;
+  /** Test and benchmark tuning of the downloader (part size, retry delays). */
+  downloadTuning?: Partial<Pick<DownloadOptions, 'partBytes' | 'concurrency' | 'retries' | 'baseDelayMs' | 'maxDelayMs' | 'stallMs'>>;
+}
+
+/** How often a process waiting on another process's download looks again. */
+const LOCK_POLL_MS = 150;
+
+export class CacheCore {
+  private readonly inflight = new Map<string, Promise<CacheEntry>>();
+  private reservedBytes = 0;
+  private stopping = false;
+  readonly downloads = { started: 0, failed: 0 };
+
+  constructor(private readonly deps: CacheCoreDeps) {}
+
+  get inflightCount(): number {
+    return this.inflight.size;
+  }
+
+  stop(): void {
+    this.stopping = true;
+  }
+
+  async ensure(ref: LoraRef, options: EnsureOptions = {}): Promise<EnsureResult> {
+    if (this.stopping) throw new AgentError('SHUTTING_DOWN', 'the agent is stopping');
+    const grantUser = ref.source === 'user' ? checkGrant(ref.grant, this.deps.now()) : null;
+    const cached = await this.hit(ref, grantUser);
+    let entry: CacheEntry;
+    let hit = true;
+    if (cached) {
+      entry = cached;
+    } else {
+      hit = false;
+      const key = lockKey(ref);
+      let pending = this.inflight.get(key);
+      if (!pending) {
+        pending = this.fetchIntoCache(ref, key, options).finally(() => this.inflight.delete(key));
+        this.inflight.set(key, pending);
+      }
+      entry = await pending;
+      if (ref.source === 'user' && entry.userId !== grantUser) throw notFound(ref.id);
+    }
+    const now = this.deps.now();
+    const lease = options.lease
+      ? this.deps.store.acquireLease(entry.path, (options.lease.ttlSeconds ?? this.deps.config.leaseTtlSeconds) * 1000, options.lease.holder ?? null, now)
+      : null;
+    if (ref.source === 'user' && options.recordUsage !== false) {
+      this.deps.reporter.usage(ref.grant, [ref.id], options.workflowId ?? null, options.workflowName ?? null);
+    }
+    return {
+      path: entry.path,
+      hit,
+      sizeBytes: entry.sizeBytes,
+      sha256: entry.sha256,
+      source: entry.source,
+      loraId: entry.loraId,
+      sharedName: entry.sharedName,
+      lease: lease ? { leaseId: lease.leaseId, expiresAt: lease.expiresAt.toISOString() } : null,
+    };
+  }
+
+  /** The hit path: index row, owner check, file present with the indexed size → touch. */
+  private async hit(ref: LoraRef, grantUser: string | null): Promise<CacheEntry | null> {
+    const { store } = this.deps;
+    const entry = ref.source === 'user' ? store.findUser(ref.id) : store.findShared(ref.name);
+    if (!entry) return null;
+    if (entry.pendingDelete || (ref.source === 'user' && entry.userId !== grantUser)) throw notFound(ref.source === 'user' ? ref.id : ref.name);
+    const size = await stat(entry.path).then(
+      (s) => s.size,
+      () => null,
+    );
+    if (size !== entry.sizeBytes) {
+      this.deps.logger.warn({ path: entry.path, size, expected: entry.sizeBytes }, 'cached file missing or changed; downloading again');
+      store.forget(entry.path);
+      return null;
+    }
+    const now = this.deps.now();
+    try {
+      if (!store.hasModelRow(entry.path)) store.register({ ...entry, fileName: entry.path.split('/').pop() ?? entry.path }, now);
+      else store.touch(entry.path, now);
+    } catch (error) {
+      // The Python nodes hold the write lock past our busy timeout: the file is still good.
+      this.deps.logger.warn({ err: error, path: entry.path }, 'could not record the hit in model_cache.db');
+    }
+    return entry;
+  }
+
+  /** One download for `key` in this process; across processes a lock file avoids duplicates. */
+  private async fetchIntoCache(ref: LoraRef, key: string, options: EnsureOptions): Promise<CacheEntry> {
+    const { layout } = this.deps;
+    for (;;) {
+      const lock = await tryLock(layout.locksDir, key);
+      if (lock) {
+        try {
+          // Another process may have finished between our miss and taking the lock.
+          const done = this.lookup(ref);
+          if (done) return done;
+          return await this.download(ref, lock, options);
+        } finally {
+          await lock.release();
+        }
+      }
+      while (await isLocked(layout.locksDir, key)) {
+        if (this.stopping) throw new AgentError('SHUTTING_DOWN', 'the agent is stopping');
+        await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+      }
+      const done = this.lookup(ref);
+      if (done) return done;
+    }
+  }
+
+  private lookup(ref: LoraRef): CacheEntry | null {
+    const entry = ref.source === 'user' ? this.deps.store.findUser(ref.id) : this.deps.store.findShared(ref.name);
+    return entry && !entry.pendingDelete ? entry : null;
+  }
+
+  private async download(ref: LoraRef, lock: DownloadLock, options: EnsureOptions): Promise<CacheEntry> {
+    const { store, layout, logger, reporter, config } = this.deps;
+    const client = this.deps.client;
+    if (!client) throw new AgentError('API_UNAVAILABLE', 'no API configured (LORA_VAULT_URL / LORA_VAULT_TOKEN): only cached LoRAs can be served');
+    const details = await this.details(client, ref);
+    const finalPath =
+      ref.source === 'user'
+        ? userLoraPath(layout, details.userId ?? '', ref.id, details.fileName)
+        : sharedLoraPath(layout, ref.name);
+    const started = Date.now();
+    this.downloads.started++;
+    store.countMiss(this.deps.now());
+    this.reservedBytes += details.sizeBytes;
+    const refresh = setInterval(() => void lock.refresh(), 30_000);
+    try {
+      await this.makeRoom(details.sizeBytes);
+      await mkdir(layout.processTempDir, { recursive: true });
+      let target: DownloadTarget = details;
+      const result = await downloadToTemp({
+        source: {
+          current: async () => target,
+          refresh: async () => {
+            target = await this.details(client, ref);
+            return target;
+          },
+        },
+        sizeBytes: details.sizeBytes,
+        sha256: details.sha256 as string,
+        tempDir: layout.processTempDir,
+        partBytes: config.download.partBytes,
+        concurrency: config.download.concurrency,
+        retries: config.download.retries,
+        ...this.deps.downloadTuning,
+        ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      });
+      try {
+        await mkdir(dirname(finalPath), { recursive: true });
+        await rename(result.tempPath, finalPath);
+        await fsyncDir(dirname(finalPath));
+      } catch (error) {
+        await rm(result.tempPath, { force: true });
+        throw error;
+      }
+      const entry: CacheEntry = {
+        path: finalPath,
+        source: ref.source,
+        loraId: ref.source === 'user' ? ref.id : null,
+        userId: ref.source === 'user' ? (details.userId?.toLowerCase() ?? null) : null,
+        sharedName: ref.source === 'shared' ? ref.name : null,
+        sha256: result.sha256,
+        etag: target.etag,
+        sizeBytes: result.sizeBytes,
+        pendingDelete: false,
+        verified: true,
+      };
+      store.register({ ...entry, fileName: details.fileName }, this.deps.now());
+      const seconds = (Date.now() - started) / 1000;
+      logger.info(
+        { path: finalPath, bytes: result.sizeBytes, seconds, restarts: result.restarts, retries: result.retries, urlRefreshes: result.urlRefreshes },
+        `downloaded ${refLabel(ref)} (${(result.sizeBytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)} MB/s)`,
+      );
+      reporter.event({ type: 'DOWNLOADED', ...refIds(ref) });
+      return entry;
+    } catch (error) {
+      this.downloads.failed++;
+      const agentError = error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message, { cause: error });
+      logger.warn({ err: agentError, code: agentError.code, details: agentError.details }, `download of ${refLabel(ref)} failed`);
+      reporter.event({ type: 'DOWNLOAD_FAILED', ...refIds(ref), reason: `${agentError.code}: ${agentError.message}`.slice(0, 500) });
+      throw agentError;
+    } finally {
+      clearInterval(refresh);
+      this.reservedBytes -= details.sizeBytes;
+    }
+  }
+
+  private async details(client: LoraClient, ref: LoraRef): Promise<DownloadTarget & { sha256: string | null; sizeBytes: number; fileName: string; userId: string | null }> {
+    try {
+      const d = ref.source === 'user' ? await client.getDownload({ id: ref.id, grant: ref.grant }) : await client.getSharedDownload({ name: ref.name });
+      return {
+        url: d.url,
+        etag: d.etag ?? null,
+        expiresAt: d.expiresAt ? Date.parse(String(d.expiresAt)) : null,
+        sha256: d.sha256 ?? null,
+        sizeBytes: Number(d.sizeBytes),
+        fileName: d.fileName,
+        userId: d.userId ?? null,
+      };
+    } catch (error) {
+      throw fromSdkError(error, refLabel(ref));
+    }
+  }
+
+  /** Space eviction before a download: plan, then execute; CACHE_FULL when it cannot fit. */
+  private async makeRoom(neededBytes: number): Promise<void> {
+    const { store, logger, reporter, layout } = this.deps;
+    const settings = store.settings();
+    const now = this.deps.now();
+    const diskFree = await diskFreeBytes(layout.root);
+    // reservedBytes already includes this download.
+    const plan = planForSpace(store, settings, { neededBytes, reservedBytes: this.reservedBytes - neededBytes, diskFree }, now);
+    if (plan.victims.length && settings.evictionEnabled) {
+      await executeEviction(plan, `space for a ${neededBytes}-byte download`, {
+        store,
+        logger,
+        now,
+        onEvicted: (_row, entry) => reporter.evicted(entry, 'space'),
+      });
+    }
+    if (!plan.fits || (plan.victims.length > 0 && !settings.evictionEnabled)) {
+      throw new AgentError('CACHE_FULL', `cannot make room for ${neededBytes} bytes: ${plan.shortfallBytes} bytes short (the rest is protected, ignored or leased${settings.evictionEnabled ? '' : '; eviction is disabled'})`, {
+        retryable: true,
+        details: { neededBytes, shortfallBytes: plan.shortfallBytes || neededBytes, reason: plan.reason },
+      });
+    }
+  }
+}
+
+function notFound(what: string): AgentError {
+  return new AgentError('LORA_NOT_FOUND', `LoRA ${what} not found`);
+}
+
+/** The grant's user and expiry, read (not verified: the API verifies) to keep hits per-user. */
+export function checkGrant(grant: string, now: Date): string {
+  const payload = grant.split('.')[1];
+  let claims: { sub?: unknown; exp?: unknown } = {};
+  try {
+    claims = JSON.parse(Buffer.from(payload ?? '', 'base64url').toString('utf8'));
+  } catch {
+    // handled below
+  }
+  if (typeof claims.sub !== 'string' || typeof claims.exp !== 'number') throw new AgentError('INVALID_GRANT', 'the job grant is malformed');
+  if (claims.exp * 1000 <= now.getTime()) throw new AgentError('INVALID_GRANT', 'the job grant has expired');
+  return claims.sub.toLowerCase();
+}
+
+function refLabel(ref: LoraRef): string {
+  return ref.source === 'user' ? `user LoRA ${ref.id}` : `shared LoRA ${ref.name}`;
+}
+
+function refIds(ref: LoraRef): { loraId?: string; sharedName?: string } {
+  return ref.source === 'user' ? { loraId: ref.id } : { sharedName: ref.name };
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,125 @@
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+/**
+ * The agent's configuration: the only reader of `process.env` in the agent. Parsed once; every
+ * problem is reported together (`AgentConfigError`). Defaults are documented in README.md.
+ *
+ * The three cache settings (`lora_cache_max_gb`, `lora_max_age_days`, `lora_eviction_enabled`)
+ * live in `model_cache.db`'s `settings` table like the Python nodes expect; an environment value
+ * here overrides the table (and is written back to it so both sides agree).
+ */
+
+const boolish = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
+const positiveInt = z.coerce.number().int().positive();
+const nonNegative = z.coerce.number().nonnegative();
+
+const envSchema = z.object({
+  /** The API's GraphQL endpoint, e.g. https://lora-vault.example.com/graphql. Needed to download. */
+  LORA_VAULT_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** A `machine` bearer token (or LORA_VAULT_TOKEN_FILE, read once at start). */
+  LORA_VAULT_TOKEN: z.string().min(1).optional(),
+  LORA_VAULT_TOKEN_FILE: z.string().min(1).optional(),
+  /** Identifies this machine in logs and events. @default the host name */
+  MACHINE_ID: z.string().min(1).max(200).optional(),
+  /** ComfyUI's installation folder. @default the working directory */
+  COMFYUI_DIR: z.string().min(1).default('.'),
+  /** ComfyUI's LoRA folder; the agent owns `users/`, `shared/` and `.lora-cache-tmp/` below it. @default COMFYUI_DIR/models/loras */
+  LORA_DIR: z.string().min(1).optional(),
+  /** The index shared with the Python nodes. @default COMFYUI_DIR/custom_nodes/emprops_comfy_nodes/db/model_cache.db */
+  MODEL_CACHE_DB: z.string().min(1).optional(),
+  /** Overrides of the `settings` table. */
+  LORA_CACHE_MAX_GB: nonNegative.optional(),
+  LORA_MAX_AGE_DAYS: nonNegative.optional(),
+  LORA_EVICTION_ENABLED: boolish.optional(),
+  MIN_FREE_SPACE_GB: nonNegative.optional(),
+  /** Local interface: TCP on 127.0.0.1:7433 unless AGENT_SOCKET (a unix socket path) is set. */
+  AGENT_HOST: z.string().min(1).default('127.0.0.1'),
+  AGENT_PORT: z.coerce.number().int().min(0).max(65535).default(7433),
+  AGENT_SOCKET: z.string().min(1).optional(),
+  /** Parallel range requests per download, and size of each range. */
+  DOWNLOAD_CONCURRENCY: positiveInt.max(32).default(4),
+  DOWNLOAD_PART_MB: positiveInt.max(1024).default(16),
+  /** Further attempts per download failure kind before DOWNLOAD_FAILED. */
+  DOWNLOAD_RETRIES: z.coerce.number().int().min(0).max(20).default(5),
+  /** LoRAs of one workflow downloaded at once by prefetch. */
+  PREFETCH_CONCURRENCY: positiveInt.max(16).default(3),
+  /** How long a lease protects a file when the caller does not say. */
+  LEASE_TTL_SECONDS: positiveInt.default(3600),
+  /** How often stats are reported to the API (0 = never). */
+  STATS_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(60),
+  /** When age-based eviction runs (cron, local time); it also runs at start-up. */
+  AGE_EVICTION_CRON: z.string().min(1).default('0 3 * * *'),
+  /** SQLite busy timeout: how long to wait for the Python nodes' locks. */
+  DB_BUSY_TIMEOUT_MS: positiveInt.default(5000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export interface SettingOverrides {
+  maxCacheGb?: number;
+  maxAgeDays?: number;
+  evictionEnabled?: boolean;
+  minFreeSpaceGb?: number;
+}
+
+export interface AgentConfig {
+  api: { url: string | null; token: string | null };
+  machineId: string;
+  loraDir: string;
+  dbPath: string;
+  overrides: SettingOverrides;
+  listen: { host: string; port: number } | { socket: string };
+  download: { concurrency: number; partBytes: number; retries: number };
+  prefetchConcurrency: number;
+  leaseTtlSeconds: number;
+  statsIntervalSeconds: number;
+  ageEvictionCron: string;
+  dbBusyTimeoutMs: number;
+  logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
+}
+
+export class AgentConfigError extends Error {
+  override readonly name = 'AgentConfigError';
+  constructor(readonly problems: string[]) {
+    super(`invalid cache-agent configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+export function loadAgentConfig(env: Record<string, string | undefined>, readFile?: (path: string) => string): AgentConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new AgentConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const e = parsed.data;
+  let token = e.LORA_VAULT_TOKEN ?? null;
+  if (!token && e.LORA_VAULT_TOKEN_FILE) {
+    if (!readFile) throw new AgentConfigError(['LORA_VAULT_TOKEN_FILE: cannot be read here']);
+    try {
+      token = readFile(e.LORA_VAULT_TOKEN_FILE).trim();
+    } catch (error) {
+      throw new AgentConfigError([`LORA_VAULT_TOKEN_FILE: ${(error as Error).message}`]);
+    }
+  }
+  const comfy = resolve(e.COMFYUI_DIR);
+  const overrides: SettingOverrides = {};
+  if (e.LORA_CACHE_MAX_GB !== undefined) overrides.maxCacheGb = e.LORA_CACHE_MAX_GB;
+  if (e.LORA_MAX_AGE_DAYS !== undefined) overrides.maxAgeDays = e.LORA_MAX_AGE_DAYS;
+  if (e.LORA_EVICTION_ENABLED !== undefined) overrides.evictionEnabled = e.LORA_EVICTION_ENABLED;
+  if (e.MIN_FREE_SPACE_GB !== undefined) overrides.minFreeSpaceGb = e.MIN_FREE_SPACE_GB;
+  return {
+    api: { url: e.LORA_VAULT_URL ?? null, token },
+    machineId: e.MACHINE_ID ?? hostname(),
+    loraDir: resolve(e.LORA_DIR ?? resolve(comfy, 'models/loras')),
+    dbPath: resolve(e.MODEL_CACHE_DB ?? resolve(comfy, 'custom_nodes/emprops_comfy_nodes/db/model_cache.db')),
+    overrides,
+    listen: e.AGENT_SOCKET ? { socket: resolve(e.AGENT_SOCKET) } : { host: e.AGENT_HOST, port: e.AGENT_PORT },
+    download: { concurrency: e.DOWNLOAD_CONCURRENCY, partBytes: e.DOWNLOAD_PART_MB * 1024 * 1024, retries: e.DOWNLOAD_RETRIES },
+    prefetchConcurrency: e.PREFETCH_CONCURRENCY,
+    leaseTtlSeconds: e.LEASE_TTL_SECONDS,
+    statsIntervalSeconds: e.STATS_INTERVAL_SECONDS,
+    ageEvictionCron: e.AGE_EVICTION_CRON,
+    dbBusyTimeoutMs: e.DB_BUSY_TIMEOUT_MS,
+    logLevel: e.LOG_LEVEL,
+  };
+}

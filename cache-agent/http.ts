@@ -1,0 +1,139 @@
+import { chmod, rm } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { Agent } from './app.ts';
+import { AgentError, HTTP_STATUS } from './errors.ts';
+import { normaliseLoraId, normaliseSharedName } from './workflow.ts';
+
+/**
+ * The local interface for ComfyUI nodes and job runners, on 127.0.0.1 (or a unix socket):
+ *   POST /ensure   {source:'user', id, grant} | {source:'shared', name}  (+ lease, workflowId)
+ *   POST /prefetch {workflow, grant?, lease?, workflowId?, workflowName?}
+ *   POST /release  {leaseId} | {holder}
+ *   GET  /stats, GET /health
+ * Errors: `{ error: { code, message, retryable, details } }` with the status of the code.
+ */
+
+const MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+const lease = z
+  .union([z.boolean(), z.object({ ttlSeconds: z.number().int().positive().max(7 * 86_400).optional(), holder: z.string().min(1).max(200).optional() })])
+  .optional();
+const common = { lease, workflowId: z.string().max(200).optional(), workflowName: z.string().max(500).optional() };
+const loraId = z.unknown().transform((v, ctx) => normaliseLoraId(v) ?? (ctx.addIssue({ code: 'custom', message: 'a LoRA id (a positive integer)' }), z.NEVER));
+const sharedName = z.unknown().transform((v, ctx) => normaliseSharedName(v) ?? (ctx.addIssue({ code: 'custom', message: 'a relative file name inside the shared library' }), z.NEVER));
+const ensureBody = z.discriminatedUnion('source', [
+  z.object({ source: z.literal('user'), id: loraId, grant: z.string().min(1).max(8192), ...common }),
+  z.object({ source: z.literal('shared'), name: sharedName, ...common }),
+]);
+const prefetchBody = z.object({ workflow: z.unknown(), grant: z.string().min(1).max(8192).optional(), ...common });
+const releaseBody = z.union([z.object({ leaseId: z.string().min(1).max(100) }), z.object({ holder: z.string().min(1).max(200) })]);
+
+type LeaseInput = z.infer<typeof lease>;
+const leaseOption = (value: LeaseInput) => (value === undefined || value === true ? {} : value === false ? null : value);
+
+export interface AgentHttpServer {
+  address: string;
+  close(): Promise<void>;
+}
+
+export async function startHttpInterface(agent: Agent, listen: { host: string; port: number } | { socket: string }, logger: Logger): Promise<AgentHttpServer> {
+  const server = createServer((req, res) => {
+    handle(agent, req, res).catch((error: unknown) => {
+      const agentError = error instanceof AgentError ? error : null;
+      if (!agentError) logger.error({ err: error, url: req.url }, 'local interface: unexpected error');
+      const e = agentError ?? new AgentError('DOWNLOAD_FAILED', 'internal error', { retryable: true });
+      const status = agentError ? ((error as { status?: number }).status ?? HTTP_STATUS[e.code]) : 500;
+      send(res, status, { error: e.toJSON() });
+    });
+  });
+  server.keepAliveTimeout = 5000;
+  if ('socket' in listen) {
+    await rm(listen.socket, { force: true });
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(listen.socket, resolve));
+    await chmod(listen.socket, 0o660);
+  } else {
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(listen.port, listen.host, resolve));
+  }
+  const address = 'socket' in listen ? listen.socket : `http://${listen.host}:${(server.address() as AddressInfo).port}`;
+  return {
+    address,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0];
+  const route = `${req.method} ${path}`;
+  switch (route) {
+    case 'GET /health':
+      return send(res, 200, agent.health());
+    case 'GET /stats':
+      return send(res, 200, agent.stats());
+    case 'POST /ensure': {
+      const body = parse(ensureBody, await readJson(req));
+      const options = { lease: leaseOption(body.lease), workflowId: body.workflowId ?? null, workflowName: body.workflowName ?? null };
+      const ref = body.source === 'user' ? { source: 'user' as const, id: body.id, grant: body.grant } : { source: 'shared' as const, name: body.name };
+      return send(res, 200, await agent.ensure(ref, options));
+    }
+    case 'POST /prefetch': {
+      const body = parse(prefetchBody, await readJson(req));
+      const result = await agent.prefetch(body.workflow, body.grant ?? null, {
+        lease: leaseOption(body.lease),
+        workflowId: body.workflowId ?? null,
+        workflowName: body.workflowName ?? null,
+      });
+      return send(res, result.items.some((i) => i.error) ? 207 : 200, result);
+    }
+    case 'POST /release':
+      return send(res, 200, await agent.release(parse(releaseBody, await readJson(req))));
+    default: {
+      const known = ['/health', '/stats', '/ensure', '/prefetch', '/release'].includes(path ?? '');
+      res.setHeader('allow', path === '/health' || path === '/stats' ? 'GET' : 'POST');
+      throw Object.assign(new AgentError('INVALID_REQUEST', known ? `${req.method} is not allowed on ${path}` : `no route ${path}`), {
+        status: known ? 405 : 404,
+      });
+    }
+  }
+}
+
+function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  throw new AgentError('INVALID_REQUEST', 'the request body is not valid', {
+    details: { issues: result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) },
+  });
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const type = req.headers['content-type'] ?? '';
+  if (!/^application\/json\b/i.test(type)) throw new AgentError('INVALID_REQUEST', 'send a JSON body (content-type: application/json)');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new AgentError('INVALID_REQUEST', `the body exceeds ${MAX_BODY_BYTES} bytes`, { details: { maxBytes: MAX_BODY_BYTES } });
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new AgentError('INVALID_REQUEST', 'the body is not valid JSON');
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,376 @@
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { CacheRow } from './eviction.ts';
+import { parseCacheTime, toPythonIso } from './timefmt.ts';
+
+/**
+ * `model_cache.db`: the seed's `models` and `settings` tables, shared with the Python ComfyUI
+ * nodes (columns unchanged), plus the agent's own tables for what the seed has no column for.
+ * WAL, a busy timeout, `BEGIN IMMEDIATE` for every write, short transactions (the Python side
+ * opens a connection per call and waits 5 s at most).
+ */
+
+const GiB = 1024 ** 3;
+
+export const USER_LORA = 'user_lora';
+export const SHARED_LORA = 'shared_lora';
+
+const SEED_SCHEMA = `
+CREATE TABLE IF NOT EXISTS models (
+  id INTEGER PRIMARY KEY, path TEXT UNIQUE, model_type TEXT, filename TEXT, size_bytes INTEGER,
+  last_used TIMESTAMP, use_count INTEGER DEFAULT 0, download_date TIMESTAMP,
+  protected BOOLEAN DEFAULT 0, is_ignore BOOLEAN DEFAULT 0);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
+INSERT OR IGNORE INTO settings (key, value) VALUES ('min_free_space_gb', '10');
+INSERT OR IGNORE INTO settings (key, value) VALUES ('lora_cache_max_gb', '50');
+INSERT OR IGNORE INTO settings (key, value) VALUES ('lora_max_age_days', '7');
+INSERT OR IGNORE INTO settings (key, value) VALUES ('lora_eviction_enabled', 'true');`;
+
+const AGENT_SCHEMA = `
+CREATE TABLE IF NOT EXISTS lora_cache_entries (
+  path TEXT PRIMARY KEY, source TEXT NOT NULL CHECK (source IN ('user', 'shared')),
+  lora_id TEXT, user_id TEXT, shared_name TEXT, sha256 TEXT, etag TEXT, size_bytes INTEGER NOT NULL,
+  pending_delete INTEGER NOT NULL DEFAULT 0, verified INTEGER NOT NULL DEFAULT 1);
+CREATE UNIQUE INDEX IF NOT EXISTS lora_cache_entries_lora ON lora_cache_entries (lora_id) WHERE source = 'user';
+CREATE UNIQUE INDEX IF NOT EXISTS lora_cache_entries_shared ON lora_cache_entries (shared_name) WHERE source = 'shared';
+CREATE TABLE IF NOT EXISTS lora_cache_leases (
+  lease_id TEXT PRIMARY KEY, path TEXT NOT NULL, holder TEXT, expires_at_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS lora_cache_leases_path ON lora_cache_leases (path);
+CREATE TABLE IF NOT EXISTS lora_cache_counters (
+  hour INTEGER PRIMARY KEY, hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,
+  evictions INTEGER NOT NULL DEFAULT 0);`;
+
+export interface CacheSettings {
+  maxCacheBytes: number;
+  maxAgeDays: number;
+  evictionEnabled: boolean;
+  minFreeBytes: number;
+}
+
+export interface CacheEntry {
+  path: string;
+  source: 'user' | 'shared';
+  loraId: string | null;
+  userId: string | null;
+  sharedName: string | null;
+  sha256: string | null;
+  etag: string | null;
+  sizeBytes: number;
+  pendingDelete: boolean;
+  /** False for a file re-registered from disk whose hash the API has not confirmed yet. */
+  verified: boolean;
+}
+
+export interface Counters24h {
+  hits: number;
+  misses: number;
+  evictions: number;
+}
+
+interface EntrySqlRow {
+  path: string;
+  source: 'user' | 'shared';
+  lora_id: string | null;
+  user_id: string | null;
+  shared_name: string | null;
+  sha256: string | null;
+  etag: string | null;
+  size_bytes: number;
+  pending_delete: number;
+  verified: number;
+}
+
+const toEntry = (r: EntrySqlRow): CacheEntry => ({
+  path: r.path,
+  source: r.source,
+  loraId: r.lora_id,
+  userId: r.user_id,
+  sharedName: r.shared_name,
+  sha256: r.sha256,
+  etag: r.etag,
+  sizeBytes: r.size_bytes,
+  pendingDelete: r.pending_delete === 1,
+  verified: r.verified === 1,
+});
+
+export interface OpenStoreOptions {
+  busyTimeoutMs?: number;
+  /** Told when a corrupt database was moved aside (the index is then rebuilt from disk). */
+  onCorrupt?: (movedTo: string, error: unknown) => void;
+}
+
+/** Opens (creating if needed) the index; a corrupt file is moved aside and a fresh one created. */
+export function openStore(dbPath: string, options: OpenStoreOptions = {}): CacheStore {
+  mkdirSync(dirname(dbPath), { recursive: true });
+  try {
+    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 5000));
+  } catch (error) {
+    if (!isCorruption(error)) throw error;
+    const aside = `${dbPath}.corrupt-${Date.now()}`;
+    for (const suffix of ['', '-wal', '-shm']) {
+      if (existsSync(dbPath + suffix)) renameSync(dbPath + suffix, aside + suffix);
+    }
+    options.onCorrupt?.(aside, error);
+    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 5000));
+  }
+}
+
+function openChecked(dbPath: string, busyTimeoutMs: number): Database.Database {
+  const db = new Database(dbPath, { timeout: busyTimeoutMs });
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    const check = db.pragma('quick_check', { simple: true });
+    if (check !== 'ok') throw Object.assign(new Error(`quick_check: ${String(check)}`), { code: 'SQLITE_CORRUPT' });
+    db.exec(SEED_SCHEMA);
+    db.exec(AGENT_SCHEMA);
+    return db;
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
+
+function isCorruption(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? '';
+  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT');
+}
+
+const hourOf = (ms: number) => Math.floor(ms / 3_600_000);
+
+export class CacheStore {
+  private readonly s;
+
+  constructor(readonly db: Database.Database) {
+    this.s = {
+      setting: db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE key = ?'),
+      putSetting: db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
+      userEntry: db.prepare<[string], EntrySqlRow>("SELECT * FROM lora_cache_entries WHERE source = 'user' AND lora_id = ?"),
+      sharedEntry: db.prepare<[string], EntrySqlRow>("SELECT * FROM lora_cache_entries WHERE source = 'shared' AND shared_name = ?"),
+      entryByPath: db.prepare<[string], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE path = ?'),
+      entries: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries'),
+      touch: db.prepare('UPDATE models SET last_used = ?, use_count = COALESCE(use_count, 0) + 1 WHERE path = ?'),
+      count: db.prepare(
+        'INSERT INTO lora_cache_counters (hour, hits, misses, evictions) VALUES (@hour, @hits, @misses, @evictions) ' +
+          'ON CONFLICT(hour) DO UPDATE SET hits = hits + @hits, misses = misses + @misses, evictions = evictions + @evictions',
+      ),
+      upsertModel: db.prepare(
+        'INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore) ' +
+          'VALUES (@path, @modelType, @filename, @sizeBytes, @now, 1, @now, 0, 0) ' +
+          'ON CONFLICT(path) DO UPDATE SET model_type = excluded.model_type, filename = excluded.filename, ' +
+          'size_bytes = excluded.size_bytes, last_used = excluded.last_used, use_count = COALESCE(models.use_count, 0) + 1, ' +
+          'download_date = excluded.download_date',
+      ),
+      upsertEntry: db.prepare(
+        'INSERT OR REPLACE INTO lora_cache_entries (path, source, lora_id, user_id, shared_name, sha256, etag, size_bytes, pending_delete, verified) ' +
+          'VALUES (@path, @source, @loraId, @userId, @sharedName, @sha256, @etag, @sizeBytes, 0, @verified)',
+      ),
+      deleteModel: db.prepare('DELETE FROM models WHERE path = ?'),
+      deleteEntry: db.prepare('DELETE FROM lora_cache_entries WHERE path = ?'),
+      deleteLeasesOf: db.prepare('DELETE FROM lora_cache_leases WHERE path = ?'),
+      modelRows: db.prepare<
+        [string, string],
+        {
+          path: string;
+          model_type: string;
+          size_bytes: number | null;
+          last_used: unknown;
+          download_date: unknown;
+          protected: number | null;
+          is_ignore: number | null;
+        }
+      >(
+        'SELECT path, model_type, size_bytes, last_used, download_date, protected, is_ignore FROM models WHERE model_type IN (?, ?)',
+      ),
+      modelExists: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM models WHERE path = ?'),
+      markPending: db.prepare("UPDATE lora_cache_entries SET pending_delete = 1 WHERE source = 'user' AND lora_id = ?"),
+      pending: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE pending_delete = 1'),
+      setVerified: db.prepare('UPDATE lora_cache_entries SET verified = 1 WHERE path = ?'),
+      addLease: db.prepare('INSERT INTO lora_cache_leases (lease_id, path, holder, expires_at_ms) VALUES (?, ?, ?, ?)'),
+      leaseById: db.prepare<[string], { path: string }>('SELECT path FROM lora_cache_leases WHERE lease_id = ?'),
+      deleteLease: db.prepare('DELETE FROM lora_cache_leases WHERE lease_id = ?'),
+      leasesOfHolder: db.prepare<[string], { lease_id: string; path: string }>('SELECT lease_id, path FROM lora_cache_leases WHERE holder = ?'),
+      liveLeases: db.prepare<[number], { path: string }>('SELECT DISTINCT path FROM lora_cache_leases WHERE expires_at_ms > ?'),
+      liveLeaseOn: db.prepare<[string, number], { one: number }>('SELECT 1 AS one FROM lora_cache_leases WHERE path = ? AND expires_at_ms > ? LIMIT 1'),
+      pruneLeases: db.prepare('DELETE FROM lora_cache_leases WHERE expires_at_ms <= ?'),
+      counters: db.prepare<[number], { hits: number | null; misses: number | null; evictions: number | null }>(
+        'SELECT SUM(hits) AS hits, SUM(misses) AS misses, SUM(evictions) AS evictions FROM lora_cache_counters WHERE hour >= ?',
+      ),
+      pruneCounters: db.prepare('DELETE FROM lora_cache_counters WHERE hour < ?'),
+    };
+  }
+
+  /** The seed's settings, with environment overrides written back so the Python side agrees. */
+  settings(): CacheSettings {
+    const num = (key: string, fallback: number) => {
+      const value = Number.parseFloat(this.s.setting.get(key)?.value ?? '');
+      return Number.isFinite(value) && value >= 0 ? value : fallback;
+    };
+    const enabled = (this.s.setting.get('lora_eviction_enabled')?.value ?? 'true').trim().toLowerCase();
+    return {
+      maxCacheBytes: Math.floor(num('lora_cache_max_gb', 50) * GiB),
+      maxAgeDays: num('lora_max_age_days', 7),
+      evictionEnabled: !['false', '0', 'no', 'off'].includes(enabled),
+      minFreeBytes: Math.floor(num('min_free_space_gb', 10) * GiB),
+    };
+  }
+
+  putSettings(values: Record<string, string>): void {
+    this.write(() => {
+      for (const [key, value] of Object.entries(values)) this.s.putSetting.run(key, value);
+    });
+  }
+
+  findUser(loraId: string): CacheEntry | null {
+    const row = this.s.userEntry.get(loraId);
+    return row ? toEntry(row) : null;
+  }
+
+  findShared(name: string): CacheEntry | null {
+    const row = this.s.sharedEntry.get(name);
+    return row ? toEntry(row) : null;
+  }
+
+  findByPath(path: string): CacheEntry | null {
+    const row = this.s.entryByPath.get(path);
+    return row ? toEntry(row) : null;
+  }
+
+  entries(): CacheEntry[] {
+    return this.s.entries.all().map(toEntry);
+  }
+
+  hasModelRow(path: string): boolean {
+    return this.s.modelExists.get(path) !== undefined;
+  }
+
+  /** A cache hit: the seed's `last_used`/`use_count` bump plus the hour's hit counter. */
+  touch(path: string, now: Date): void {
+    this.write(() => {
+      this.s.touch.run(toPythonIso(now), path);
+      this.s.count.run({ hour: hourOf(now.getTime()), hits: 1, misses: 0, evictions: 0 });
+    });
+  }
+
+  countMiss(now: Date): void {
+    this.write(() => this.s.count.run({ hour: hourOf(now.getTime()), hits: 0, misses: 1, evictions: 0 }));
+  }
+
+  /** A file now in place: its `models` row (model_type user_lora / shared_lora) and our facts. */
+  register(entry: Omit<CacheEntry, 'pendingDelete'> & { fileName: string }, now: Date): void {
+    this.write(() => {
+      this.s.upsertModel.run({
+        path: entry.path,
+        modelType: entry.source === 'user' ? USER_LORA : SHARED_LORA,
+        filename: entry.fileName,
+        sizeBytes: entry.sizeBytes,
+        now: toPythonIso(now),
+      });
+      this.s.upsertEntry.run({ ...entry, verified: entry.verified ? 1 : 0 });
+    });
+  }
+
+  /**
+   * Removes the rows of `path` unless a live lease holds it (checked in the same IMMEDIATE
+   * transaction, so a lease taken by another process after planning still wins).
+   */
+  removeUnlessLeased(path: string, now: Date, counts: { eviction: boolean }): boolean {
+    return this.write(() => {
+      if (this.s.liveLeaseOn.get(path, now.getTime())) return false;
+      this.dropRows(path);
+      if (counts.eviction) this.s.count.run({ hour: hourOf(now.getTime()), hits: 0, misses: 0, evictions: 1 });
+      return true;
+    });
+  }
+
+  /** Removes the rows of a file that is gone from disk (no lease check: there is nothing to protect). */
+  forget(path: string): void {
+    this.write(() => this.dropRows(path));
+  }
+
+  private dropRows(path: string): void {
+    this.s.deleteModel.run(path);
+    this.s.deleteEntry.run(path);
+    this.s.deleteLeasesOf.run(path);
+  }
+
+  /** `models` rows the agent manages, parsed for the planners. */
+  cacheRows(): CacheRow[] {
+    return this.s.modelRows.all(USER_LORA, SHARED_LORA).map((r) => ({
+      path: r.path,
+      modelType: r.model_type,
+      sizeBytes: Number(r.size_bytes ?? 0),
+      lastUsedMs: parseCacheTime(r.last_used),
+      downloadDateMs: parseCacheTime(r.download_date),
+      protected: Boolean(r.protected),
+      ignored: Boolean(r.is_ignore),
+    }));
+  }
+
+  markPendingDelete(loraId: string): CacheEntry | null {
+    this.write(() => this.s.markPending.run(loraId));
+    return this.findUser(loraId);
+  }
+
+  pendingDeletes(): CacheEntry[] {
+    return this.s.pending.all().map(toEntry);
+  }
+
+  markVerified(path: string): void {
+    this.write(() => this.s.setVerified.run(path));
+  }
+
+  acquireLease(path: string, ttlMs: number, holder: string | null, now: Date): { leaseId: string; expiresAt: Date } {
+    const leaseId = randomUUID();
+    const expires = now.getTime() + ttlMs;
+    this.write(() => this.s.addLease.run(leaseId, path, holder, expires));
+    return { leaseId, expiresAt: new Date(expires) };
+  }
+
+  /** Releases one lease (by id) or every lease of a holder; returns the paths they covered. */
+  releaseLeases(by: { leaseId: string } | { holder: string }): string[] {
+    return this.write(() => {
+      if ('leaseId' in by) {
+        const row = this.s.leaseById.get(by.leaseId);
+        if (!row) return [];
+        this.s.deleteLease.run(by.leaseId);
+        return [row.path];
+      }
+      const rows = this.s.leasesOfHolder.all(by.holder);
+      for (const r of rows) this.s.deleteLease.run(r.lease_id);
+      return [...new Set(rows.map((r) => r.path))];
+    });
+  }
+
+  leasedPaths(now: Date): Set<string> {
+    return new Set(this.s.liveLeases.all(now.getTime()).map((r) => r.path));
+  }
+
+  isLeased(path: string, now: Date): boolean {
+    return this.s.liveLeaseOn.get(path, now.getTime()) !== undefined;
+  }
+
+  /** Drops expired leases and counters older than two days. */
+  prune(now: Date): void {
+    this.write(() => {
+      this.s.pruneLeases.run(now.getTime());
+      this.s.pruneCounters.run(hourOf(now.getTime()) - 48);
+    });
+  }
+
+  counters24h(now: Date): Counters24h {
+    const row = this.s.counters.get(hourOf(now.getTime()) - 23);
+    return { hits: row?.hits ?? 0, misses: row?.misses ?? 0, evictions: row?.evictions ?? 0 };
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /** One short BEGIN IMMEDIATE transaction (waits up to the busy timeout for other writers). */
+  private write<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+}

@@ -1,0 +1,183 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Agent } from '../../cache-agent/app.ts';
+import { startTestAgent, userWithLoras } from '../testkit/agent.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+
+/** The agent's local HTTP interface, its coexistence with the Python nodes, and index repair. */
+
+let server: TestServer;
+const agents: Agent[] = [];
+
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  for (const a of agents) await a.stop().catch(() => {});
+  await server?.stop();
+});
+
+async function agentWith(options: Parameters<typeof startTestAgent>[1] = {}): Promise<Agent> {
+  const agent = await startTestAgent(server, options);
+  agents.push(agent);
+  return agent;
+}
+
+async function call(agent: Agent, method: string, path: string, body?: unknown, contentType = 'application/json') {
+  const res = await fetch(`${agent.address}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': contentType },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+describe('local HTTP interface', () => {
+  it('ensure, prefetch, release, stats and health over 127.0.0.1', async () => {
+    const agent = await agentWith({ listen: true });
+    expect(agent.address).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const { grant, loras } = await userWithLoras(server, [40_000, 30_000]);
+
+    const ensured = await call(agent, 'POST', '/ensure', { source: 'user', id: loras[0]!.id, grant, lease: { holder: 'job-7' } });
+    expect(ensured.status).toBe(200);
+    expect(ensured.body).toMatchObject({ hit: false, sizeBytes: 40_000, loraId: loras[0]!.id });
+    expect(ensured.body.lease.leaseId).toMatch(/[0-9a-f-]{36}/);
+    expect(existsSync(ensured.body.path)).toBe(true);
+
+    const workflow = {
+      '3': { class_type: 'KSampler', inputs: { seed: 1 } },
+      '14': { class_type: 'EmProps_Lora_Loader', inputs: { lora_source: 'user', lora_identifier: loras[1]!.id, strength_model: 1, strength_clip: 1 } },
+      '15': { class_type: 'EmProps_Lora_Loader', inputs: { lora_source: 'user', lora_identifier: '999999999', strength_model: 1, strength_clip: 1 } },
+    };
+    const prefetched = await call(agent, 'POST', '/prefetch', { workflow, grant, workflowId: 'wf-1', lease: { holder: 'job-7' } });
+    expect(prefetched.status).toBe(207); // one of two failed
+    expect(prefetched.body.items.find((i: any) => i.ref.id === loras[1]!.id).result.hit).toBe(false);
+    expect(prefetched.body.items.find((i: any) => i.ref.id === '999999999').error.code).toBe('LORA_NOT_FOUND');
+
+    const stats = await call(agent, 'GET', '/stats');
+    expect(stats.body).toMatchObject({ userLoraCount: 2, totalLoraCacheBytes: 70_000, leasedFiles: 2 });
+    expect((await call(agent, 'POST', '/release', { holder: 'job-7' })).body).toEqual({ released: 2 });
+    expect((await call(agent, 'GET', '/stats')).body.leasedFiles).toBe(0);
+    expect((await call(agent, 'POST', '/release', { leaseId: ensured.body.lease.leaseId })).status).toBe(404);
+    expect((await call(agent, 'GET', '/health')).body.ok).toBe(true);
+  });
+
+  it('bad requests get clear 4xx errors with codes, never a 500', async () => {
+    const agent = await agentWith({ listen: true });
+    const cases: [string, string, unknown, number, string, string?][] = [
+      ['POST', '/ensure', '{not json', 400, 'INVALID_REQUEST'],
+      ['POST', '/ensure', { source: 'user', id: '../../etc/passwd', grant: 'g' }, 400, 'INVALID_REQUEST'],
+      ['POST', '/ensure', { source: 'user', id: '12' }, 400, 'INVALID_REQUEST'],
+      ['POST', '/ensure', { source: 'shared', name: '../../x.safetensors' }, 400, 'INVALID_REQUEST'],
+      ['POST', '/ensure', { source: 'magic', id: '1' }, 400, 'INVALID_REQUEST'],
+      ['POST', '/ensure', { source: 'user', id: '12', grant: 'not-a-grant' }, 403, 'INVALID_GRANT'],
+      ['POST', '/ensure', { source: 'user', id: '1' }, 400, 'INVALID_REQUEST', 'text/plain'],
+      ['POST', '/prefetch', { workflow: 42 }, 400, 'INVALID_WORKFLOW'],
+      ['POST', '/release', { nothing: true }, 400, 'INVALID_REQUEST'],
+      ['GET', '/ensure', undefined, 405, 'INVALID_REQUEST'],
+      ['GET', '/nope', undefined, 404, 'INVALID_REQUEST'],
+    ];
+    for (const [method, path, body, status, code, type] of cases) {
+      const res = await call(agent, method, path, body, type);
+      expect({ path, body, status: res.status, code: res.body.error?.code }).toEqual({ path, body, status, code });
+    }
+    const huge = await call(agent, 'POST', '/prefetch', JSON.stringify({ workflow: { pad: 'x'.repeat(9 * 1024 * 1024) } }));
+    expect(huge.status).toBe(400);
+    expect((await call(agent, 'GET', '/health')).status).toBe(200); // still serving
+  });
+});
+
+describe('model_cache.db shared with the Python nodes', () => {
+  it('a Python process writing the index concurrently (as the nodes do) causes no error and loses no update', async () => {
+    const agent = await agentWith();
+    const { grant, loras } = await userWithLoras(server, Array.from({ length: 12 }, () => 20_000));
+    const first = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
+    const script = `
+import sqlite3, sys, datetime, time
+db, path, other = sys.argv[1], sys.argv[2], sys.argv[3]
+bumps = 0
+end = time.time() + 3
+while time.time() < end:
+    for p in (path, other + str(bumps % 5)):
+        conn = sqlite3.connect(db)   # a connection per call, default 5 s timeout, like db/model_cache.py
+        cur = conn.cursor()
+        cur.execute("SELECT id FROM models WHERE path = ?", (p,))
+        now = datetime.datetime.now().isoformat()
+        if cur.fetchone():
+            cur.execute("UPDATE models SET last_used = ?, use_count = use_count + 1 WHERE path = ?", (now, p))
+        else:
+            cur.execute("INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date) VALUES (?, 'loras', ?, 1, ?, 1, ?)", (p, p, now, now))
+        conn.commit()
+        cur.execute("SELECT path FROM models ORDER BY last_used ASC LIMIT 5")
+        cur.fetchall()
+        conn.close()
+    bumps += 1
+print(bumps)
+`;
+    const python = spawn('python3', ['-c', script, agent.config.dbPath, first.path, join(agent.config.loraDir, 'stock-lora-')]);
+    let out = '';
+    let err = '';
+    python.stdout.on('data', (d) => (out += d));
+    python.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((resolve) => python.on('exit', resolve));
+
+    let hits = 0;
+    const deadline = Date.now() + 2500;
+    const downloads = Promise.all(loras.slice(1).map((l) => agent.ensure({ source: 'user', id: l.id, grant })));
+    while (Date.now() < deadline) {
+      await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
+      hits++;
+    }
+    await downloads;
+    expect(await exited).toBe(0);
+    expect(err).toBe('');
+    const pythonBumps = Number(out.trim());
+    expect(pythonBumps).toBeGreaterThan(10);
+    const row = agent.store.db.prepare('SELECT use_count FROM models WHERE path = ?').get(first.path) as { use_count: number };
+    expect(row.use_count).toBe(1 + hits + pythonBumps); // every bump from both sides counted
+    expect(agent.stats().userLoraCount).toBe(12);
+    // The Python side's rows for stock LoRAs are tolerated and never evicted by the agent.
+    expect((agent.store.db.prepare("SELECT COUNT(*) AS n FROM models WHERE model_type = 'loras'").get() as { n: number }).n).toBe(5);
+  });
+
+  it('a corrupt model_cache.db is moved aside and the index rebuilt from the files on disk (then confirmed by the API)', async () => {
+    const first = await agentWith();
+    const { grant, loras } = await userWithLoras(server, [15_000, 15_000]);
+    const a = await first.ensure({ source: 'user', id: loras[0]!.id, grant });
+    const b = await first.ensure({ source: 'user', id: loras[1]!.id, grant });
+    await first.stop();
+    for (const suffix of ['-wal', '-shm']) if (existsSync(first.config.dbPath + suffix)) writeFileSync(first.config.dbPath + suffix, '');
+    writeFileSync(first.config.dbPath, Buffer.alloc(8192, 0x5a)); // garbage
+
+    const again = await agentWith({ comfyDir: first.config.loraDir.replace(/\/models\/loras$/, ''), subscribe: true });
+    expect(readdirSync(join(first.config.dbPath, '..')).some((f) => f.includes('.corrupt-'))).toBe(true);
+    expect(again.store.findUser(loras[0]!.id)).toMatchObject({ path: a.path, verified: false });
+    const hit = await again.ensure({ source: 'user', id: loras[1]!.id, grant });
+    expect(hit).toMatchObject({ hit: true, path: b.path });
+  });
+
+  it('start-up cleanup: temp leftovers removed, rows without files dropped, stray files removed', async () => {
+    const first = await agentWith();
+    const { grant, loras } = await userWithLoras(server, [12_000, 12_000]);
+    const kept = await first.ensure({ source: 'user', id: loras[0]!.id, grant });
+    const lost = await first.ensure({ source: 'user', id: loras[1]!.id, grant });
+    await first.stop();
+    const deadTemp = join(first.layout.tempRoot, '999999-deadbeef');
+    mkdirSync(deadTemp, { recursive: true });
+    writeFileSync(join(deadTemp, 'x.part'), 'partial');
+    const { rmSync } = await import('node:fs');
+    rmSync(lost.path);
+    const stray = join(first.layout.usersDir, 'not-a-lora.txt');
+    writeFileSync(stray, 'junk');
+
+    const again = await agentWith({ comfyDir: first.config.loraDir.replace(/\/models\/loras$/, '') });
+    expect(again.health().cleanup).toMatchObject({ tempRemoved: 1, rowsDropped: 1, filesDropped: 1 });
+    expect(existsSync(deadTemp)).toBe(false);
+    expect(existsSync(stray)).toBe(false);
+    expect(again.store.findUser(loras[1]!.id)).toBeNull();
+    expect((await again.ensure({ source: 'user', id: loras[0]!.id, grant })).path).toBe(kept.path);
+    expect((await again.ensure({ source: 'user', id: loras[1]!.id, grant })).hit).toBe(false); // downloaded again
+  });
+});

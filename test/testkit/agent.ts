@@ -1,0 +1,77 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLoraClient, type LoraClient } from '@lora-vault/sdk';
+import { pino } from 'pino';
+import WebSocket from 'ws';
+import { type Agent, type AgentOptions, buildAgent } from '../../cache-agent/app.ts';
+import { type AgentConfig, loadAgentConfig } from '../../cache-agent/config.ts';
+import type { LoraView } from '../../server/domain/lora.ts';
+import { newUserId, seedLora } from './seed.ts';
+import type { TestServer } from './server.ts';
+
+/**
+ * A real cache agent in a temp ComfyUI folder, talking to a real test server through the SDK.
+ * Small download parts and short retry delays so the fault paths run quickly.
+ */
+
+export const FAST_DOWNLOADS = { partBytes: 64 * 1024, concurrency: 4, baseDelayMs: 20, maxDelayMs: 200, stallMs: 3000 } as const;
+
+export async function agentConfig(server: TestServer, env: Record<string, string> = {}, comfyDir?: string): Promise<AgentConfig> {
+  const dir = comfyDir ?? (await mkdtemp(join(tmpdir(), 'lora-agent-')));
+  return loadAgentConfig({
+    LORA_VAULT_URL: server.graphqlUrl,
+    LORA_VAULT_TOKEN: await server.tokens.machine(`agent-${dir.slice(-6)}`),
+    COMFYUI_DIR: dir,
+    AGENT_PORT: '0',
+    MIN_FREE_SPACE_GB: '0',
+    STATS_INTERVAL_SECONDS: '0',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...env,
+  });
+}
+
+export interface TestAgentOptions extends AgentOptions {
+  env?: Record<string, string>;
+  comfyDir?: string;
+  listen?: boolean;
+  subscribe?: boolean;
+}
+
+export async function startTestAgent(server: TestServer, options: TestAgentOptions = {}): Promise<Agent> {
+  const config = await agentConfig(server, options.env, options.comfyDir);
+  const agent = buildAgent(config, {
+    logger: pino({ level: config.logLevel }),
+    downloadTuning: FAST_DOWNLOADS,
+    ...options,
+  });
+  await agent.start({ listen: options.listen ?? false, subscribe: options.subscribe ?? false, schedule: false });
+  return agent;
+}
+
+/** A user with LoRAs of exact sizes (random bytes: the seed path stores them as they are) and a job grant. */
+export async function userWithLoras(server: TestServer, sizes: number[]): Promise<{ userId: string; grant: string; loras: (LoraView & { bytes: Buffer })[] }> {
+  const userId = newUserId();
+  const loras = [];
+  for (const size of sizes) {
+    const bytes = randomBytes(size);
+    loras.push({ ...(await seedLora(server.app, userId, { bytes })), bytes });
+  }
+  return { userId, grant: await grantFor(server, userId), loras };
+}
+
+export async function grantFor(server: TestServer, userId: string, ttlSeconds = 3600): Promise<string> {
+  const res = await server.gql(
+    'mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) { token } }',
+    { u: userId, j: `job-${userId.slice(0, 8)}`, t: ttlSeconds },
+    { token: await server.tokens.service() },
+  );
+  const token = res.body.data?.createJobGrant?.token;
+  if (!token) throw new Error(`createJobGrant failed: ${JSON.stringify(res.body)}`);
+  return token;
+}
+
+export async function userClient(server: TestServer, userId: string): Promise<LoraClient> {
+  return createLoraClient({ url: server.graphqlUrl, token: await server.tokens.user(userId), webSocketImpl: WebSocket });
+}
