@@ -62,7 +62,9 @@ export class Invalidator {
     this.reconciling = (async () => {
       do {
         this.again = false;
-        await this.reconcileOnce().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'reconcile with the API failed; will retry on the next connection'));
+        await this.reconcileOnce().catch((error: unknown) =>
+          this.deps.logger.warn({ err: error }, 'reconcile with the API failed; will retry on the next connection'),
+        );
       } while (this.again);
     })().finally(() => {
       this.reconciling = null;
@@ -110,7 +112,8 @@ export class Invalidator {
           failures++;
           logger.warn({ err: error, failures }, 'cache event subscription lost; re-subscribing');
         }
-        if (this.running) await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** Math.min(failures, 6)) * (0.5 + Math.random() / 2)));
+        if (this.running)
+          await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** Math.min(failures, 6)) * (0.5 + Math.random() / 2)));
       }
     })();
   }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { MultiBar, Presets } from 'cli-progress';
 import { Command } from 'commander';
+import { pino } from 'pino';
 import { type Agent, buildAgent } from './app.ts';
 import { AgentConfigError, loadAgentConfig } from './config.ts';
 import { AgentError } from './errors.ts';
@@ -20,7 +21,10 @@ function config() {
 
 /** Builds the agent without the local interface or subscription, runs `work`, stops. */
 async function oneShot<T>(work: (agent: Agent) => Promise<T>): Promise<T> {
-  const agent = buildAgent({ ...config(), logLevel: process.env.LOG_LEVEL ? config().logLevel : 'warn' });
+  const cfg = config();
+  // Logs go to stderr so stdout stays the command's JSON answer.
+  const logger = pino({ level: process.env.LOG_LEVEL ? cfg.logLevel : 'warn', base: { machineId: cfg.machineId } }, pino.destination(2));
+  const agent = buildAgent(cfg, { logger });
   await agent.start({ listen: false, subscribe: false, schedule: false });
   try {
     return await work(agent);
@@ -35,7 +39,10 @@ function print(value: unknown): void {
 
 function progressBars() {
   if (!process.stderr.isTTY) return { onProgress: undefined, stop: () => {} };
-  const bars = new MultiBar({ stream: process.stderr, format: ' {bar} {percentage}% | {mb}/{totalMb} MB', hideCursor: true }, Presets.shades_classic);
+  const bars = new MultiBar(
+    { stream: process.stderr, format: ' {bar} {percentage}% | {mb}/{totalMb} MB', hideCursor: true },
+    Presets.shades_classic,
+  );
   let bar: ReturnType<MultiBar['create']> | null = null;
   return {
     onProgress: (done: number, total: number) => {
@@ -83,7 +90,7 @@ program
 
 program
   .command('prefetch')
-  .description("ensure every LoRA a ComfyUI workflow references (API or node-list format)")
+  .description('ensure every LoRA a ComfyUI workflow references (API or node-list format)')
   .argument('<workflow.json>', 'the workflow file')
   .option('--grant <token>', 'the job grant (default $LORA_GRANT)')
   .action(async (file: string, opts: { grant?: string }) => {
@@ -120,7 +127,10 @@ program
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof AgentConfigError) process.stderr.write(`${error.message}\n`);
-  else if (error instanceof AgentError) process.stderr.write(`lora-cache: ${error.code}: ${error.message}\n${Object.keys(error.details).length ? `${JSON.stringify(error.details)}\n` : ''}`);
+  else if (error instanceof AgentError)
+    process.stderr.write(
+      `lora-cache: ${error.code}: ${error.message}\n${Object.keys(error.details).length ? `${JSON.stringify(error.details)}\n` : ''}`,
+    );
   else process.stderr.write(`lora-cache: ${(error as Error)?.stack ?? String(error)}\n`);
   process.exitCode = 2;
 });

@@ -65,13 +65,17 @@ describe('ensure: cold download, then hits', () => {
     await user.close();
   });
 
-  it("a grant for another user never gets a cached LoRA (LORA_NOT_FOUND, as the API would answer)", async () => {
+  it('a grant for another user never gets a cached LoRA (LORA_NOT_FOUND, as the API would answer)', async () => {
     const agent = await agentWith();
     const owner = await userWithLoras(server, [10_000]);
     const other = await userWithLoras(server, []);
     await agent.ensure({ source: 'user', id: owner.loras[0]!.id, grant: owner.grant });
-    await expect(agent.ensure({ source: 'user', id: owner.loras[0]!.id, grant: other.grant })).rejects.toMatchObject({ code: 'LORA_NOT_FOUND' });
-    await expect(agent.ensure({ source: 'user', id: owner.loras[0]!.id, grant: 'not-a-jwt' })).rejects.toMatchObject({ code: 'INVALID_GRANT' });
+    await expect(agent.ensure({ source: 'user', id: owner.loras[0]!.id, grant: other.grant })).rejects.toMatchObject({
+      code: 'LORA_NOT_FOUND',
+    });
+    await expect(agent.ensure({ source: 'user', id: owner.loras[0]!.id, grant: 'not-a-jwt' })).rejects.toMatchObject({
+      code: 'INVALID_GRANT',
+    });
     await expect(agent.ensure({ source: 'user', id: '999999999', grant: owner.grant })).rejects.toMatchObject({ code: 'LORA_NOT_FOUND' });
   });
 
@@ -88,9 +92,35 @@ describe('ensure: cold download, then hits', () => {
     const a = await agentWith();
     const b = await agentWith({ comfyDir: a.config.loraDir.replace(/\/models\/loras$/, '') });
     const { grant, loras } = await userWithLoras(server, [3_000_000]);
-    const [ra, rb] = await Promise.all([a.ensure({ source: 'user', id: loras[0]!.id, grant }), b.ensure({ source: 'user', id: loras[0]!.id, grant })]);
+    const [ra, rb] = await Promise.all([
+      a.ensure({ source: 'user', id: loras[0]!.id, grant }),
+      b.ensure({ source: 'user', id: loras[0]!.id, grant }),
+    ]);
     expect(ra.path).toBe(rb.path);
     expect(a.core.downloads.started + b.core.downloads.started).toBe(1);
+  });
+});
+
+describe('shared library', () => {
+  it("shared LoRAs go to shared/{name} as 'shared_lora', are never space-evicted for user LoRAs, and cannot escape the folder", async () => {
+    const size = 60_000;
+    const agent = await agentWith({ env: { LORA_CACHE_MAX_GB: String((2 * size) / GiB) } });
+    const name = `styles/${Date.now()}-ink.safetensors`;
+    const bytes = Buffer.alloc(size, 7);
+    await server.app.blobs.putShared(name, bytes);
+
+    const shared = await agent.ensure({ source: 'shared', name });
+    expect(shared.path).toBe(`${agent.layout.sharedDir}/${name}`);
+    expect(shared.sha256).toBe(sha(bytes));
+    expect(modelRow(agent, shared.path)?.model_type).toBe('shared_lora');
+    expect((await agent.ensure({ source: 'shared', name })).hit).toBe(true);
+
+    const { grant, loras } = await userWithLoras(server, [size, size, size]);
+    for (const l of loras) await agent.ensure({ source: 'user', id: l.id, grant });
+    expect(existsSync(shared.path)).toBe(true); // the user-LoRA cap evicted user LoRAs only
+    expect(agent.stats()).toMatchObject({ sharedLoraCount: 1, userLoraCount: 2 });
+
+    await expect(agent.ensure({ source: 'shared', name: 'missing/none.safetensors' })).rejects.toMatchObject({ code: 'LORA_NOT_FOUND' });
   });
 });
 

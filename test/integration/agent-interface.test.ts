@@ -48,8 +48,14 @@ describe('local HTTP interface', () => {
 
     const workflow = {
       '3': { class_type: 'KSampler', inputs: { seed: 1 } },
-      '14': { class_type: 'EmProps_Lora_Loader', inputs: { lora_source: 'user', lora_identifier: loras[1]!.id, strength_model: 1, strength_clip: 1 } },
-      '15': { class_type: 'EmProps_Lora_Loader', inputs: { lora_source: 'user', lora_identifier: '999999999', strength_model: 1, strength_clip: 1 } },
+      '14': {
+        class_type: 'EmProps_Lora_Loader',
+        inputs: { lora_source: 'user', lora_identifier: loras[1]!.id, strength_model: 1, strength_clip: 1 },
+      },
+      '15': {
+        class_type: 'EmProps_Lora_Loader',
+        inputs: { lora_source: 'user', lora_identifier: '999999999', strength_model: 1, strength_clip: 1 },
+      },
     };
     const prefetched = await call(agent, 'POST', '/prefetch', { workflow, grant, workflowId: 'wf-1', lease: { holder: 'job-7' } });
     expect(prefetched.status).toBe(207); // one of two failed
@@ -92,7 +98,10 @@ describe('local HTTP interface', () => {
 describe('model_cache.db shared with the Python nodes', () => {
   it('a Python process writing the index concurrently (as the nodes do) causes no error and loses no update', async () => {
     const agent = await agentWith();
-    const { grant, loras } = await userWithLoras(server, Array.from({ length: 12 }, () => 20_000));
+    const { grant, loras } = await userWithLoras(
+      server,
+      Array.from({ length: 12 }, () => 20_000),
+    );
     const first = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
     const script = `
 import sqlite3, sys, datetime, time

@@ -1,0 +1,95 @@
+import { execFile } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { userWithLoras } from '../testkit/agent.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+
+/** `lora-cache` as operators run it: the published bin in a process of its own. */
+
+const BIN = join(import.meta.dirname, '../../cache-agent/bin/lora-cache.mjs');
+const run = promisify(execFile);
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      timeout: 60_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+describe('lora-cache CLI', () => {
+  it('ensure, prefetch, stats, evict --dry-run and verify on one ComfyUI folder', async () => {
+    const comfy = await mkdtemp(join(tmpdir(), 'lora-cli-'));
+    const env = {
+      LORA_VAULT_URL: server.graphqlUrl,
+      LORA_VAULT_TOKEN: await server.tokens.machine('cli-machine'),
+      COMFYUI_DIR: comfy,
+      MIN_FREE_SPACE_GB: '0',
+      STATS_INTERVAL_SECONDS: '0',
+    };
+    const { grant, loras } = await userWithLoras(server, [30_000, 20_000]);
+
+    const ensured = await cli(['ensure', loras[0]!.id, '--grant', grant], env);
+    expect(ensured.code).toBe(0);
+    const result = JSON.parse(ensured.stdout) as { path: string; hit: boolean; sizeBytes: number };
+    expect(result).toMatchObject({ hit: false, sizeBytes: 30_000 });
+    expect(existsSync(result.path)).toBe(true);
+    expect(JSON.parse((await cli(['ensure', loras[0]!.id], { ...env, LORA_GRANT: grant })).stdout).hit).toBe(true);
+
+    const workflowFile = join(comfy, 'workflow.json');
+    writeFileSync(
+      workflowFile,
+      JSON.stringify({
+        '14': { class_type: 'EmProps_Lora_Loader', inputs: { lora_source: 'user', lora_identifier: loras[1]!.id, strength_model: 1 } },
+      }),
+    );
+    const prefetched = await cli(['prefetch', workflowFile, '--grant', grant], env);
+    expect(prefetched.code).toBe(0);
+    expect(JSON.parse(prefetched.stdout).items[0].result.loraId).toBe(loras[1]!.id);
+
+    const stats = JSON.parse((await cli(['stats'], env)).stdout);
+    expect(stats).toMatchObject({ userLoraCount: 2, totalLoraCacheBytes: 50_000 });
+    const plan = JSON.parse((await cli(['evict', '--dry-run'], { ...env, LORA_CACHE_MAX_GB: String(25_000 / 1024 ** 3) })).stdout);
+    expect(plan.dryRun).toBe(true);
+    expect(plan.overCap.victims).toEqual([result.path]); // 50,000 bytes over a 25,000-byte cap: the LRU 30,000 is enough
+    expect(existsSync(result.path)).toBe(true); // nothing executed
+
+    expect((await cli(['verify'], env)).code).toBe(0);
+    writeFileSync(result.path, Buffer.alloc(30_000, 1)); // same size, different bytes
+    const verify = await cli(['verify'], env);
+    expect(verify.code).toBe(1);
+    expect(JSON.parse(verify.stdout).corrupt).toEqual([result.path]);
+    expect(existsSync(result.path)).toBe(false);
+  });
+
+  it('bad configuration and bad input: every problem listed, typed codes, non-zero exit', async () => {
+    const bad = await cli(['stats'], { LORA_CACHE_MAX_GB: 'lots', AGENT_PORT: '99999' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('LORA_CACHE_MAX_GB');
+    expect(bad.stderr).toContain('AGENT_PORT');
+
+    const comfy = await mkdtemp(join(tmpdir(), 'lora-cli-'));
+    const offline = await cli(['ensure', '123', '--grant', 'x.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.y'], { COMFYUI_DIR: comfy });
+    expect(offline.code).toBe(2);
+    expect(offline.stderr).toContain('API_UNAVAILABLE');
+    const badWorkflow = await cli(['prefetch', join(comfy, 'missing.json')], { COMFYUI_DIR: comfy });
+    expect(badWorkflow.stderr).toContain('INVALID_WORKFLOW');
+  });
+});
