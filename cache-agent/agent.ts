@@ -5,11 +5,11 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
 import { type DownloadOptions, type DownloadTarget, downloadToTemp } from './downloader.ts';
 import { AgentError } from './errors.ts';
-import { fromSdkError } from './sdk-errors.ts';
 import { type Layout, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
 import { type DownloadLock, isLocked, tryLock } from './lock.ts';
 import { diskFreeBytes, executeEviction, planForSpace } from './maintenance.ts';
 import type { Reporter } from './reporter.ts';
+import { fromSdkError } from './sdk-errors.ts';
 import type { CacheEntry, CacheStore } from './store.ts';
 
 /**
@@ -92,7 +92,12 @@ export class CacheCore {
     }
     const now = this.deps.now();
     const lease = options.lease
-      ? this.deps.store.acquireLease(entry.path, (options.lease.ttlSeconds ?? this.deps.config.leaseTtlSeconds) * 1000, options.lease.holder ?? null, now)
+      ? this.deps.store.acquireLease(
+          entry.path,
+          (options.lease.ttlSeconds ?? this.deps.config.leaseTtlSeconds) * 1000,
+          options.lease.holder ?? null,
+          now,
+        )
       : null;
     if (ref.source === 'user' && options.recordUsage !== false) {
       this.deps.reporter.usage(ref.grant, [ref.id], options.workflowId ?? null, options.workflowName ?? null);
@@ -114,7 +119,8 @@ export class CacheCore {
     const { store } = this.deps;
     const entry = ref.source === 'user' ? store.findUser(ref.id) : store.findShared(ref.name);
     if (!entry) return null;
-    if (entry.pendingDelete || (ref.source === 'user' && entry.userId !== grantUser)) throw notFound(ref.source === 'user' ? ref.id : ref.name);
+    if (entry.pendingDelete || (ref.source === 'user' && entry.userId !== grantUser))
+      throw notFound(ref.source === 'user' ? ref.id : ref.name);
     const size = await stat(entry.path).then(
       (s) => s.size,
       () => null,
@@ -167,12 +173,11 @@ export class CacheCore {
   private async download(ref: LoraRef, lock: DownloadLock, options: EnsureOptions): Promise<CacheEntry> {
     const { store, layout, logger, reporter, config } = this.deps;
     const client = this.deps.client;
-    if (!client) throw new AgentError('API_UNAVAILABLE', 'no API configured (LORA_VAULT_URL / LORA_VAULT_TOKEN): only cached LoRAs can be served');
+    if (!client)
+      throw new AgentError('API_UNAVAILABLE', 'no API configured (LORA_VAULT_URL / LORA_VAULT_TOKEN): only cached LoRAs can be served');
     const details = await this.details(client, ref);
     const finalPath =
-      ref.source === 'user'
-        ? userLoraPath(layout, details.userId ?? '', ref.id, details.fileName)
-        : sharedLoraPath(layout, ref.name);
+      ref.source === 'user' ? userLoraPath(layout, details.userId ?? '', ref.id, details.fileName) : sharedLoraPath(layout, ref.name);
     const started = Date.now();
     this.downloads.started++;
     store.countMiss(this.deps.now());
@@ -222,14 +227,22 @@ export class CacheCore {
       store.register({ ...entry, fileName: details.fileName }, this.deps.now());
       const seconds = (Date.now() - started) / 1000;
       logger.info(
-        { path: finalPath, bytes: result.sizeBytes, seconds, restarts: result.restarts, retries: result.retries, urlRefreshes: result.urlRefreshes },
+        {
+          path: finalPath,
+          bytes: result.sizeBytes,
+          seconds,
+          restarts: result.restarts,
+          retries: result.retries,
+          urlRefreshes: result.urlRefreshes,
+        },
         `downloaded ${refLabel(ref)} (${(result.sizeBytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)} MB/s)`,
       );
       reporter.event({ type: 'DOWNLOADED', ...refIds(ref) });
       return entry;
     } catch (error) {
       this.downloads.failed++;
-      const agentError = error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message, { cause: error });
+      const agentError =
+        error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message, { cause: error });
       logger.warn({ err: agentError, code: agentError.code, details: agentError.details }, `download of ${refLabel(ref)} failed`);
       reporter.event({ type: 'DOWNLOAD_FAILED', ...refIds(ref), reason: `${agentError.code}: ${agentError.message}`.slice(0, 500) });
       throw agentError;
@@ -239,9 +252,15 @@ export class CacheCore {
     }
   }
 
-  private async details(client: LoraClient, ref: LoraRef): Promise<DownloadTarget & { sha256: string | null; sizeBytes: number; fileName: string; userId: string | null }> {
+  private async details(
+    client: LoraClient,
+    ref: LoraRef,
+  ): Promise<DownloadTarget & { sha256: string | null; sizeBytes: number; fileName: string; userId: string | null }> {
     try {
-      const d = ref.source === 'user' ? await client.getDownload({ id: ref.id, grant: ref.grant }) : await client.getSharedDownload({ name: ref.name });
+      const d =
+        ref.source === 'user'
+          ? await client.getDownload({ id: ref.id, grant: ref.grant })
+          : await client.getSharedDownload({ name: ref.name });
       return {
         url: d.url,
         etag: d.etag ?? null,
@@ -273,10 +292,14 @@ export class CacheCore {
       });
     }
     if (!plan.fits || (plan.victims.length > 0 && !settings.evictionEnabled)) {
-      throw new AgentError('CACHE_FULL', `cannot make room for ${neededBytes} bytes: ${plan.shortfallBytes} bytes short (the rest is protected, ignored or leased${settings.evictionEnabled ? '' : '; eviction is disabled'})`, {
-        retryable: true,
-        details: { neededBytes, shortfallBytes: plan.shortfallBytes || neededBytes, reason: plan.reason },
-      });
+      throw new AgentError(
+        'CACHE_FULL',
+        `cannot make room for ${neededBytes} bytes: ${plan.shortfallBytes} bytes short (the rest is protected, ignored or leased${settings.evictionEnabled ? '' : '; eviction is disabled'})`,
+        {
+          retryable: true,
+          details: { neededBytes, shortfallBytes: plan.shortfallBytes || neededBytes, reason: plan.reason },
+        },
+      );
     }
   }
 }

@@ -10,7 +10,16 @@ import type { EvictionPlan } from './eviction.ts';
 import { type AgentHttpServer, startHttpInterface } from './http.ts';
 import { Invalidator } from './invalidation.ts';
 import { layoutFor } from './layout.ts';
-import { type CleanupReport, executeEviction, planForAge, planForSpace, startupCleanup, type VerifyReport, verifyAll, diskFreeBytes } from './maintenance.ts';
+import {
+  type CleanupReport,
+  diskFreeBytes,
+  executeEviction,
+  planForAge,
+  planForSpace,
+  startupCleanup,
+  type VerifyReport,
+  verifyAll,
+} from './maintenance.ts';
 import { type CacheStats, computeStats, createReporter } from './reporter.ts';
 import { type CacheStore, openStore } from './store.ts';
 import { scanWorkflow, type WorkflowLoraRef } from './workflow.ts';
@@ -63,7 +72,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   const now = options.now ?? (() => new Date());
   const store = openStore(config.dbPath, {
     busyTimeoutMs: config.dbBusyTimeoutMs,
-    onCorrupt: (movedTo, error) => logger.error({ err: error, movedTo }, 'model_cache.db was corrupt: moved aside, rebuilding the index from the files on disk'),
+    onCorrupt: (movedTo, error) =>
+      logger.error({ err: error, movedTo }, 'model_cache.db was corrupt: moved aside, rebuilding the index from the files on disk'),
   });
   applyOverrides(store, config.overrides);
   const layout = layoutFor(config.loraDir);
@@ -82,7 +92,16 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         : null;
   const ownsClient = options.client === undefined;
   const reporter = createReporter(client, logger);
-  const core = new CacheCore({ config, store, layout, client, logger, reporter, now, ...(options.downloadTuning ? { downloadTuning: options.downloadTuning } : {}) });
+  const core = new CacheCore({
+    config,
+    store,
+    layout,
+    client,
+    logger,
+    reporter,
+    now,
+    ...(options.downloadTuning ? { downloadTuning: options.downloadTuning } : {}),
+  });
   invalidator = new Invalidator({ store, client, logger, reporter, now });
   const timers: NodeJS.Timeout[] = [];
   let cron: Cron | null = null;
@@ -94,7 +113,12 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     if (!settings.evictionEnabled) return 0;
     const t = now();
     const plan = planForAge(store, settings, t);
-    const result = await executeEviction(plan, `unused for ${settings.maxAgeDays} days`, { store, logger, now: t, onEvicted: (_r, e) => reporter.evicted(e, 'age') });
+    const result = await executeEviction(plan, `unused for ${settings.maxAgeDays} days`, {
+      store,
+      logger,
+      now: t,
+      onEvicted: (_r, e) => reporter.evicted(e, 'age'),
+    });
     return result.evicted.length;
   }
 
@@ -102,7 +126,12 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     const settings = store.settings();
     const t = now();
     const age = planForAge(store, settings, t);
-    const overCap: EvictionPlan = planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) }, t);
+    const overCap: EvictionPlan = planForSpace(
+      store,
+      settings,
+      { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) },
+      t,
+    );
     const report: EvictReport = {
       dryRun,
       age: { victims: age.victims.map((v) => v.path), bytesFreed: age.bytesFreed },
@@ -110,25 +139,37 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     };
     if (!dryRun) {
       await executeEviction(age, 'age (manual)', { store, logger, now: t, onEvicted: (_r, e) => reporter.evicted(e, 'age') });
-      await executeEviction(planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) }, t), 'over the cap (manual)', {
-        store,
-        logger,
-        now: t,
-        onEvicted: (_r, e) => reporter.evicted(e, 'space'),
-      });
+      await executeEviction(
+        planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) }, t),
+        'over the cap (manual)',
+        {
+          store,
+          logger,
+          now: t,
+          onEvicted: (_r, e) => reporter.evicted(e, 'space'),
+        },
+      );
     }
     return report;
   }
 
-  async function prefetch(workflow: unknown, grant: string | null, opts: Omit<EnsureOptions, 'recordUsage' | 'onProgress'> = {}): Promise<PrefetchResult> {
+  async function prefetch(
+    workflow: unknown,
+    grant: string | null,
+    opts: Omit<EnsureOptions, 'recordUsage' | 'onProgress'> = {},
+  ): Promise<PrefetchResult> {
     const scan = scanWorkflow(workflow);
     const items: PrefetchItem[] = scan.refs.map((ref) => ({ ref }));
     const queue = [...items];
     const worker = async () => {
       for (let item = queue.shift(); item; item = queue.shift()) {
         try {
-          if (item.ref.source === 'user' && !grant) throw new AgentError('INVALID_GRANT', 'the workflow references user LoRAs: a job grant is required');
-          const ref: LoraRef = item.ref.source === 'user' ? { source: 'user', id: item.ref.id, grant: grant as string } : { source: 'shared', name: item.ref.name };
+          if (item.ref.source === 'user' && !grant)
+            throw new AgentError('INVALID_GRANT', 'the workflow references user LoRAs: a job grant is required');
+          const ref: LoraRef =
+            item.ref.source === 'user'
+              ? { source: 'user', id: item.ref.id, grant: grant as string }
+              : { source: 'shared', name: item.ref.name };
           item.result = await core.ensure(ref, { ...opts, recordUsage: false });
         } catch (error) {
           item.error = (error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message)).toJSON();
@@ -143,7 +184,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
 
   async function release(by: { leaseId: string } | { holder: string }): Promise<{ released: number }> {
     const paths = store.releaseLeases(by);
-    if ('leaseId' in by && paths.length === 0) throw new AgentError('LEASE_NOT_FOUND', `no lease ${by.leaseId} (released already, or expired)`);
+    if ('leaseId' in by && paths.length === 0)
+      throw new AgentError('LEASE_NOT_FOUND', `no lease ${by.leaseId} (released already, or expired)`);
     await invalidator?.evictPending();
     return { released: paths.length };
   }

@@ -19,11 +19,29 @@ import { normaliseLoraId, normaliseSharedName } from './workflow.ts';
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
 const lease = z
-  .union([z.boolean(), z.object({ ttlSeconds: z.number().int().positive().max(7 * 86_400).optional(), holder: z.string().min(1).max(200).optional() })])
+  .union([
+    z.boolean(),
+    z.object({
+      ttlSeconds: z
+        .number()
+        .int()
+        .positive()
+        .max(7 * 86_400)
+        .optional(),
+      holder: z.string().min(1).max(200).optional(),
+    }),
+  ])
   .optional();
 const common = { lease, workflowId: z.string().max(200).optional(), workflowName: z.string().max(500).optional() };
-const loraId = z.unknown().transform((v, ctx) => normaliseLoraId(v) ?? (ctx.addIssue({ code: 'custom', message: 'a LoRA id (a positive integer)' }), z.NEVER));
-const sharedName = z.unknown().transform((v, ctx) => normaliseSharedName(v) ?? (ctx.addIssue({ code: 'custom', message: 'a relative file name inside the shared library' }), z.NEVER));
+const loraId = z
+  .unknown()
+  .transform((v, ctx) => normaliseLoraId(v) ?? (ctx.addIssue({ code: 'custom', message: 'a LoRA id (a positive integer)' }), z.NEVER));
+const sharedName = z
+  .unknown()
+  .transform(
+    (v, ctx) =>
+      normaliseSharedName(v) ?? (ctx.addIssue({ code: 'custom', message: 'a relative file name inside the shared library' }), z.NEVER),
+  );
 const ensureBody = z.discriminatedUnion('source', [
   z.object({ source: z.literal('user'), id: loraId, grant: z.string().min(1).max(8192), ...common }),
   z.object({ source: z.literal('shared'), name: sharedName, ...common }),
@@ -39,7 +57,11 @@ export interface AgentHttpServer {
   close(): Promise<void>;
 }
 
-export async function startHttpInterface(agent: Agent, listen: { host: string; port: number } | { socket: string }, logger: Logger): Promise<AgentHttpServer> {
+export async function startHttpInterface(
+  agent: Agent,
+  listen: { host: string; port: number } | { socket: string },
+  logger: Logger,
+): Promise<AgentHttpServer> {
   const server = createServer((req, res) => {
     handle(agent, req, res).catch((error: unknown) => {
       const agentError = error instanceof AgentError ? error : null;
@@ -79,7 +101,10 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): 
     case 'POST /ensure': {
       const body = parse(ensureBody, await readJson(req));
       const options = { lease: leaseOption(body.lease), workflowId: body.workflowId ?? null, workflowName: body.workflowName ?? null };
-      const ref = body.source === 'user' ? { source: 'user' as const, id: body.id, grant: body.grant } : { source: 'shared' as const, name: body.name };
+      const ref =
+        body.source === 'user'
+          ? { source: 'user' as const, id: body.id, grant: body.grant }
+          : { source: 'shared' as const, name: body.name };
       return send(res, 200, await agent.ensure(ref, options));
     }
     case 'POST /prefetch': {
@@ -118,7 +143,8 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new AgentError('INVALID_REQUEST', `the body exceeds ${MAX_BODY_BYTES} bytes`, { details: { maxBytes: MAX_BODY_BYTES } });
+    if (size > MAX_BODY_BYTES)
+      throw new AgentError('INVALID_REQUEST', `the body exceeds ${MAX_BODY_BYTES} bytes`, { details: { maxBytes: MAX_BODY_BYTES } });
     chunks.push(chunk as Buffer);
   }
   try {

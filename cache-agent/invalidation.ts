@@ -75,18 +75,24 @@ export class Invalidator {
   private async reconcileOnce(): Promise<void> {
     const { store, client, logger } = this.deps;
     if (!client) return;
-    const users = store.entries().filter((e) => e.source === 'user' && e.loraId && e.sha256 && !e.pendingDelete);
+    const users = store
+      .entries()
+      .flatMap((e) =>
+        e.source === 'user' && e.loraId && e.sha256 && !e.pendingDelete
+          ? [{ path: e.path, loraId: e.loraId, sha256: e.sha256, verified: e.verified }]
+          : [],
+      );
     let invalid = 0;
     for (let i = 0; i < users.length; i += RECONCILE_BATCH) {
       const batch = users.slice(i, i + RECONCILE_BATCH);
-      const valid = new Set(await client.lorasStillValid({ loras: batch.map((e) => ({ id: e.loraId!, sha256: e.sha256! })) }));
+      const valid = new Set(await client.lorasStillValid({ loras: batch.map((e) => ({ id: e.loraId, sha256: e.sha256 })) }));
       for (const entry of batch) {
-        if (valid.has(entry.loraId!)) {
+        if (valid.has(entry.loraId)) {
           if (!entry.verified) store.markVerified(entry.path);
           continue;
         }
         invalid++;
-        store.markPendingDelete(entry.loraId!);
+        store.markPendingDelete(entry.loraId);
       }
     }
     const evicted = await this.evictPending();

@@ -118,13 +118,30 @@ async function reRegister(store: CacheStore, layout: Layout, path: string, sourc
     const ids = parseUserLoraPath(layout, path);
     if (!ids || store.findUser(ids.loraId)) return false;
     const sha256 = await sha256File(path);
-    store.register({ path, source, loraId: ids.loraId, userId: ids.userId, sharedName: null, sha256, etag: null, sizeBytes: size, verified: false, fileName }, now);
+    store.register(
+      {
+        path,
+        source,
+        loraId: ids.loraId,
+        userId: ids.userId,
+        sharedName: null,
+        sha256,
+        etag: null,
+        sizeBytes: size,
+        verified: false,
+        fileName,
+      },
+      now,
+    );
     return true;
   }
   const name = normaliseSharedName(relative(layout.sharedDir, path).split(sep).join('/'));
   if (!name || store.findShared(name)) return false;
   const sha256 = await sha256File(path);
-  store.register({ path, source, loraId: null, userId: null, sharedName: name, sha256, etag: null, sizeBytes: size, verified: true, fileName }, now);
+  store.register(
+    { path, source, loraId: null, userId: null, sharedName: name, sha256, etag: null, sizeBytes: size, verified: true, fileName },
+    now,
+  );
   return true;
 }
 

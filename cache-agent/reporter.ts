@@ -1,6 +1,6 @@
 import type { CacheEventType, LoraClient } from '@lora-vault/sdk';
 import type { Logger } from 'pino';
-import type { CacheSettings, CacheEntry, CacheStore } from './store.ts';
+import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
 import { SHARED_LORA, USER_LORA } from './store.ts';
 
 /**
@@ -51,7 +51,12 @@ export function computeStats(store: CacheStore, settings: CacheSettings, now: Da
 
 export interface Reporter {
   usage(grant: string, loraIds: string[], workflowId: string | null, workflowName: string | null): void;
-  event(event: { type: Extract<CacheEventType, 'DOWNLOADED' | 'EVICTED' | 'DOWNLOAD_FAILED'>; loraId?: string; sharedName?: string; reason?: string }): void;
+  event(event: {
+    type: Extract<CacheEventType, 'DOWNLOADED' | 'EVICTED' | 'DOWNLOAD_FAILED'>;
+    loraId?: string;
+    sharedName?: string;
+    reason?: string;
+  }): void;
   evicted(entry: CacheEntry | null, reason: string): void;
   stats(stats: CacheStats): Promise<boolean>;
   /** Waits for reports in flight (at shutdown). */
@@ -60,9 +65,9 @@ export interface Reporter {
 
 export function createReporter(client: LoraClient | null, logger: Logger): Reporter {
   const pending = new Set<Promise<unknown>>();
-  const track = (what: string, work: () => Promise<unknown>) => {
+  const track = (what: string, work: (api: LoraClient) => Promise<unknown>) => {
     if (!client) return;
-    const p = work()
+    const p = work(client)
       .catch((error: unknown) => logger.warn({ err: error }, `could not report ${what} to the API`))
       .finally(() => pending.delete(p));
     pending.add(p);
@@ -70,14 +75,19 @@ export function createReporter(client: LoraClient | null, logger: Logger): Repor
   const reporter: Reporter = {
     usage(grant, loraIds, workflowId, workflowName) {
       if (loraIds.length === 0) return;
-      track('usage', () => client!.recordUsage({ grant, loraIds, workflowId, workflowName }));
+      track('usage', (api) => api.recordUsage({ grant, loraIds, workflowId, workflowName }));
     },
     event(event) {
-      track(`a ${event.type} event`, () => client!.reportCacheEvent({ input: { ...event, reason: event.reason?.slice(0, 500) ?? null } }));
+      track(`a ${event.type} event`, (api) => api.reportCacheEvent({ input: { ...event, reason: event.reason?.slice(0, 500) ?? null } }));
     },
     evicted(entry, reason) {
       if (!entry) return;
-      reporter.event({ type: 'EVICTED', ...(entry.loraId ? { loraId: entry.loraId } : {}), ...(entry.sharedName ? { sharedName: entry.sharedName } : {}), reason });
+      reporter.event({
+        type: 'EVICTED',
+        ...(entry.loraId ? { loraId: entry.loraId } : {}),
+        ...(entry.sharedName ? { sharedName: entry.sharedName } : {}),
+        reason,
+      });
     },
     async stats(stats) {
       if (!client) return false;

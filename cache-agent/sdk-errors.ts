@@ -5,7 +5,10 @@ import { AgentError } from './errors.ts';
 export function fromSdkError(error: unknown, what: string): AgentError {
   if (error instanceof AgentError) return error;
   if (!(error instanceof LoraSdkError)) {
-    return new AgentError('API_UNAVAILABLE', `asking the API about ${what} failed: ${(error as Error)?.message ?? String(error)}`, { retryable: true, cause: error });
+    return new AgentError('API_UNAVAILABLE', `asking the API about ${what} failed: ${(error as Error)?.message ?? String(error)}`, {
+      retryable: true,
+      cause: error,
+    });
   }
   switch (error.code) {
     case 'LORA_NOT_FOUND':
@@ -17,7 +20,9 @@ export function fromSdkError(error: unknown, what: string): AgentError {
       return new AgentError('INVALID_REQUEST', `the API refused the request for ${what}: ${error.message}`, { cause: error });
     case 'UNAUTHENTICATED':
     case 'FORBIDDEN':
-      return new AgentError('API_UNAVAILABLE', `the API refused the agent's machine token (${error.code}): check LORA_VAULT_TOKEN`, { cause: error });
+      return new AgentError('API_UNAVAILABLE', `the API refused the agent's machine token (${error.code}): check LORA_VAULT_TOKEN`, {
+        cause: error,
+      });
     default:
       return new AgentError('API_UNAVAILABLE', `asking the API about ${what} failed (${error.code}): ${error.message}`, {
         retryable: error.retryable || error.kind === 'network',

@@ -181,9 +181,7 @@ export class CacheStore {
           protected: number | null;
           is_ignore: number | null;
         }
-      >(
-        'SELECT path, model_type, size_bytes, last_used, download_date, protected, is_ignore FROM models WHERE model_type IN (?, ?)',
-      ),
+      >('SELECT path, model_type, size_bytes, last_used, download_date, protected, is_ignore FROM models WHERE model_type IN (?, ?)'),
       modelExists: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM models WHERE path = ?'),
       markPending: db.prepare("UPDATE lora_cache_entries SET pending_delete = 1 WHERE source = 'user' AND lora_id = ?"),
       pending: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE pending_delete = 1'),
@@ -191,9 +189,13 @@ export class CacheStore {
       addLease: db.prepare('INSERT INTO lora_cache_leases (lease_id, path, holder, expires_at_ms) VALUES (?, ?, ?, ?)'),
       leaseById: db.prepare<[string], { path: string }>('SELECT path FROM lora_cache_leases WHERE lease_id = ?'),
       deleteLease: db.prepare('DELETE FROM lora_cache_leases WHERE lease_id = ?'),
-      leasesOfHolder: db.prepare<[string], { lease_id: string; path: string }>('SELECT lease_id, path FROM lora_cache_leases WHERE holder = ?'),
+      leasesOfHolder: db.prepare<[string], { lease_id: string; path: string }>(
+        'SELECT lease_id, path FROM lora_cache_leases WHERE holder = ?',
+      ),
       liveLeases: db.prepare<[number], { path: string }>('SELECT DISTINCT path FROM lora_cache_leases WHERE expires_at_ms > ?'),
-      liveLeaseOn: db.prepare<[string, number], { one: number }>('SELECT 1 AS one FROM lora_cache_leases WHERE path = ? AND expires_at_ms > ? LIMIT 1'),
+      liveLeaseOn: db.prepare<[string, number], { one: number }>(
+        'SELECT 1 AS one FROM lora_cache_leases WHERE path = ? AND expires_at_ms > ? LIMIT 1',
+      ),
       pruneLeases: db.prepare('DELETE FROM lora_cache_leases WHERE expires_at_ms <= ?'),
       counters: db.prepare<[number], { hits: number | null; misses: number | null; evictions: number | null }>(
         'SELECT SUM(hits) AS hits, SUM(misses) AS misses, SUM(evictions) AS evictions FROM lora_cache_counters WHERE hour >= ?',

@@ -135,7 +135,8 @@ describe('eviction', () => {
     for (const lora of loras.slice(0, 4)) {
       paths.push((await agent.ensure({ source: 'user', id: lora.id, grant })).path);
       // Make last_used strictly ordered, as Python would after real use.
-      agent.store.db.prepare('UPDATE models SET last_used = ? WHERE path = ?').run(toPythonIso(new Date((clock += 60_000))), paths.at(-1));
+      clock += 60_000;
+      agent.store.db.prepare('UPDATE models SET last_used = ? WHERE path = ?').run(toPythonIso(new Date(clock)), paths.at(-1));
     }
     // The oldest is protected by the Python side's flag; the second oldest is leased by a running job.
     agent.store.db.prepare('UPDATE models SET protected = 1 WHERE path = ?').run(paths[0]);

@@ -51,7 +51,10 @@ export async function startTestAgent(server: TestServer, options: TestAgentOptio
 }
 
 /** A user with LoRAs of exact sizes (random bytes: the seed path stores them as they are) and a job grant. */
-export async function userWithLoras(server: TestServer, sizes: number[]): Promise<{ userId: string; grant: string; loras: (LoraView & { bytes: Buffer })[] }> {
+export async function userWithLoras(
+  server: TestServer,
+  sizes: number[],
+): Promise<{ userId: string; grant: string; loras: (LoraView & { bytes: Buffer })[] }> {
   const userId = newUserId();
   const loras = [];
   for (const size of sizes) {
