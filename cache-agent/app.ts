@@ -233,6 +233,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       await mkdir(layout.sharedDir, { recursive: true });
       await mkdir(layout.locksDir, { recursive: true });
       cleanup = await startupCleanup(store, layout, logger, now());
+      timers.push(setInterval(() => store.flushTouches(), 1000));
       await evictByAge();
       if (startOptions.subscribe !== false) invalidator?.start();
       if (startOptions.schedule !== false) {
@@ -255,7 +256,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       for (const t of timers) clearInterval(t);
       await http?.close();
       await invalidator?.stop();
-      await reporter.flush();
+      await reporter.close();
       if (ownsClient) await client?.close();
       await rm(layout.processTempDir, { recursive: true, force: true });
       store.close();

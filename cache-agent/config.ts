@@ -51,8 +51,11 @@ const envSchema = z.object({
   STATS_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(60),
   /** When age-based eviction runs (cron, local time); it also runs at start-up. */
   AGE_EVICTION_CRON: z.string().min(1).default('0 3 * * *'),
-  /** SQLite busy timeout: how long to wait for the Python nodes' locks. */
-  DB_BUSY_TIMEOUT_MS: positiveInt.default(5000),
+  /**
+   * SQLite busy timeout: the longest one write waits for a lock the Python nodes hold (the event
+   * loop waits with it). Hits are buffered and flushed every second, so they never wait.
+   */
+  DB_BUSY_TIMEOUT_MS: positiveInt.default(1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

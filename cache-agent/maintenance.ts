@@ -190,11 +190,16 @@ export interface SpaceRequest {
 }
 
 export function planForSpace(store: CacheStore, settings: CacheSettings, request: SpaceRequest, now: Date): EvictionPlan {
+  const need = request.neededBytes + request.reservedBytes;
+  // The common case — it fits — without reading and parsing every row.
+  if (store.userLoraBytes() + need <= settings.maxCacheBytes && request.diskFree - need >= settings.minFreeBytes) {
+    return { victims: [], bytesFreed: 0, fits: true, shortfallBytes: 0, reason: 'none-needed' };
+  }
   return planSpaceEviction({
     rows: store.cacheRows(),
-    neededBytes: request.neededBytes + request.reservedBytes,
+    neededBytes: need,
     maxCacheBytes: settings.maxCacheBytes,
-    diskFreeBytes: request.diskFree + request.reservedBytes,
+    diskFreeBytes: request.diskFree,
     minFreeBytes: settings.minFreeBytes,
     leased: store.leasedPaths(now),
   });

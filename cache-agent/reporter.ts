@@ -50,6 +50,7 @@ export function computeStats(store: CacheStore, settings: CacheSettings, now: Da
 }
 
 export interface Reporter {
+  /** Queues a use of user LoRAs by a job; sent in batches (see createReporter). */
   usage(grant: string, loraIds: string[], workflowId: string | null, workflowName: string | null): void;
   event(event: {
     type: Extract<CacheEventType, 'DOWNLOADED' | 'EVICTED' | 'DOWNLOAD_FAILED'>;
@@ -59,11 +60,25 @@ export interface Reporter {
   }): void;
   evicted(entry: CacheEntry | null, reason: string): void;
   stats(stats: CacheStats): Promise<boolean>;
-  /** Waits for reports in flight (at shutdown). */
+  /** Sends queued usage now and waits for every report in flight (at shutdown). */
   flush(): Promise<void>;
+  /** Stops the batching timer (after a final flush). */
+  close(): Promise<void>;
 }
 
-export function createReporter(client: LoraClient | null, logger: Logger): Reporter {
+export interface ReporterOptions {
+  /** How long usage waits to be batched. @default 1000 */
+  usageBatchMs?: number;
+  /** Job grants remembered for deduplication. @default 10000 */
+  rememberGrants?: number;
+}
+
+/**
+ * Usage counts one use per job (grant) and LoRA, however often the job ensures it: the hit path
+ * only adds to an in-memory batch, which one request at a time sends (one `recordLoraUsage` per
+ * job and workflow). Everything else is sent at once, fire-and-forget.
+ */
+export function createReporter(client: LoraClient | null, logger: Logger, options: ReporterOptions = {}): Reporter {
   const pending = new Set<Promise<unknown>>();
   const track = (what: string, work: (api: LoraClient) => Promise<unknown>) => {
     if (!client) return;
@@ -72,10 +87,52 @@ export function createReporter(client: LoraClient | null, logger: Logger): Repor
       .finally(() => pending.delete(p));
     pending.add(p);
   };
+  /** grant → LoRA ids already counted for that job (oldest grants forgotten first). */
+  const counted = new Map<string, Set<string>>();
+  /** `grant \0 workflowId \0 workflowName` → LoRA ids waiting to be sent. */
+  const queued = new Map<string, { grant: string; workflowId: string | null; workflowName: string | null; ids: Set<string> }>();
+  let sending: Promise<void> | null = null;
+  const timer = client ? setInterval(() => void sendUsage(), options.usageBatchMs ?? 1000) : null;
+  timer?.unref();
+
+  function sendUsage(): Promise<void> {
+    if (sending || queued.size === 0 || !client) return sending ?? Promise.resolve();
+    const api = client;
+    const batches = [...queued.values()];
+    queued.clear();
+    sending = (async () => {
+      for (const b of batches) {
+        try {
+          await api.recordUsage({ grant: b.grant, loraIds: [...b.ids], workflowId: b.workflowId, workflowName: b.workflowName });
+        } catch (error) {
+          logger.warn({ err: error, loraIds: [...b.ids] }, 'could not report LoRA usage to the API');
+        }
+      }
+    })().finally(() => {
+      sending = null;
+    });
+    return sending;
+  }
+
   const reporter: Reporter = {
     usage(grant, loraIds, workflowId, workflowName) {
-      if (loraIds.length === 0) return;
-      track('usage', (api) => api.recordUsage({ grant, loraIds, workflowId, workflowName }));
+      if (!client) return;
+      let seen = counted.get(grant);
+      if (!seen) {
+        seen = new Set();
+        counted.set(grant, seen);
+        if (counted.size > (options.rememberGrants ?? 10_000)) counted.delete(counted.keys().next().value as string);
+      }
+      const fresh = loraIds.filter((id) => !seen.has(id));
+      if (fresh.length === 0) return;
+      for (const id of fresh) seen.add(id);
+      const key = `${grant}\0${workflowId ?? ''}\0${workflowName ?? ''}`;
+      let batch = queued.get(key);
+      if (!batch) {
+        batch = { grant, workflowId, workflowName, ids: new Set() };
+        queued.set(key, batch);
+      }
+      for (const id of fresh) batch.ids.add(id);
     },
     event(event) {
       track(`a ${event.type} event`, (api) => api.reportCacheEvent({ input: { ...event, reason: event.reason?.slice(0, 500) ?? null } }));
@@ -100,7 +157,13 @@ export function createReporter(client: LoraClient | null, logger: Logger): Repor
       }
     },
     async flush() {
+      await sending;
+      await sendUsage();
       await Promise.allSettled([...pending]);
+    },
+    async close() {
+      await reporter.flush();
+      if (timer) clearInterval(timer);
     },
   };
   return reporter;

@@ -105,7 +105,7 @@ export interface OpenStoreOptions {
 export function openStore(dbPath: string, options: OpenStoreOptions = {}): CacheStore {
   mkdirSync(dirname(dbPath), { recursive: true });
   try {
-    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 5000));
+    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 1000));
   } catch (error) {
     if (!isCorruption(error)) throw error;
     const aside = `${dbPath}.corrupt-${Date.now()}`;
@@ -113,7 +113,7 @@ export function openStore(dbPath: string, options: OpenStoreOptions = {}): Cache
       if (existsSync(dbPath + suffix)) renameSync(dbPath + suffix, aside + suffix);
     }
     options.onCorrupt?.(aside, error);
-    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 5000));
+    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 1000));
   }
 }
 
@@ -140,8 +140,23 @@ function isCorruption(error: unknown): boolean {
 
 const hourOf = (ms: number) => Math.floor(ms / 3_600_000);
 
+/** Runs a write, retrying (with async pauses) while another process holds the lock. */
+export async function retryBusy<T>(write: () => T, attempts = 5): Promise<T> {
+  for (let n = 1; ; n++) {
+    try {
+      return write();
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || n >= attempts) throw error;
+      await new Promise((r) => setTimeout(r, 50 * n + Math.random() * 50));
+    }
+  }
+}
+
 export class CacheStore {
   private readonly s;
+  /** Hits not yet written: path → uses and the latest time (flushed in one transaction). */
+  private touches = new Map<string, { uses: number; last: Date }>();
+  private hitsByHour = new Map<number, number>();
 
   constructor(readonly db: Database.Database) {
     this.s = {
@@ -151,7 +166,8 @@ export class CacheStore {
       sharedEntry: db.prepare<[string], EntrySqlRow>("SELECT * FROM lora_cache_entries WHERE source = 'shared' AND shared_name = ?"),
       entryByPath: db.prepare<[string], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE path = ?'),
       entries: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries'),
-      touch: db.prepare('UPDATE models SET last_used = ?, use_count = COALESCE(use_count, 0) + 1 WHERE path = ?'),
+      touchMany: db.prepare('UPDATE models SET last_used = ?, use_count = COALESCE(use_count, 0) + ? WHERE path = ?'),
+      userBytes: db.prepare<[string], { bytes: number | null }>('SELECT SUM(size_bytes) AS bytes FROM models WHERE model_type = ?'),
       count: db.prepare(
         'INSERT INTO lora_cache_counters (hour, hits, misses, evictions) VALUES (@hour, @hits, @misses, @evictions) ' +
           'ON CONFLICT(hour) DO UPDATE SET hits = hits + @hits, misses = misses + @misses, evictions = evictions + @evictions',
@@ -248,12 +264,37 @@ export class CacheStore {
     return this.s.modelExists.get(path) !== undefined;
   }
 
-  /** A cache hit: the seed's `last_used`/`use_count` bump plus the hour's hit counter. */
+  /**
+   * A cache hit: the seed's `last_used`/`use_count` bump plus the hour's hit counter, kept in
+   * memory until the next flush so the hit path never waits on a lock the Python nodes hold.
+   */
   touch(path: string, now: Date): void {
-    this.write(() => {
-      this.s.touch.run(toPythonIso(now), path);
-      this.s.count.run({ hour: hourOf(now.getTime()), hits: 1, misses: 0, evictions: 0 });
-    });
+    const t = this.touches.get(path);
+    if (t) {
+      t.uses++;
+      if (now > t.last) t.last = now;
+    } else this.touches.set(path, { uses: 1, last: now });
+    const hour = hourOf(now.getTime());
+    this.hitsByHour.set(hour, (this.hitsByHour.get(hour) ?? 0) + 1);
+  }
+
+  /** Writes buffered hits in one short transaction; on a lock held elsewhere they wait for the next flush. */
+  flushTouches(): boolean {
+    if (this.touches.size === 0 && this.hitsByHour.size === 0) return true;
+    const touches = this.touches;
+    const hits = this.hitsByHour;
+    try {
+      this.write(() => {
+        for (const [path, t] of touches) this.s.touchMany.run(toPythonIso(t.last), t.uses, path);
+        for (const [hour, n] of hits) this.s.count.run({ hour, hits: n, misses: 0, evictions: 0 });
+      });
+      this.touches = new Map();
+      this.hitsByHour = new Map();
+      return true;
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_BUSY') return false;
+      throw error;
+    }
   }
 
   countMiss(now: Date): void {
@@ -298,8 +339,14 @@ export class CacheStore {
     this.s.deleteLeasesOf.run(path);
   }
 
-  /** `models` rows the agent manages, parsed for the planners. */
+  /** Bytes of user LoRAs in the index (what the cap limits). */
+  userLoraBytes(): number {
+    return Number(this.s.userBytes.get(USER_LORA)?.bytes ?? 0);
+  }
+
+  /** `models` rows the agent manages, parsed for the planners (buffered hits written first). */
   cacheRows(): CacheRow[] {
+    this.flushTouches();
     return this.s.modelRows.all(USER_LORA, SHARED_LORA).map((r) => ({
       path: r.path,
       modelType: r.model_type,
@@ -363,12 +410,15 @@ export class CacheStore {
   }
 
   counters24h(now: Date): Counters24h {
+    this.flushTouches();
     const row = this.s.counters.get(hourOf(now.getTime()) - 23);
     return { hits: row?.hits ?? 0, misses: row?.misses ?? 0, evictions: row?.evictions ?? 0 };
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    this.flushTouches();
+    this.db.close();
   }
 
   /** One short BEGIN IMMEDIATE transaction (waits up to the busy timeout for other writers). */

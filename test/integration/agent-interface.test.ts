@@ -144,6 +144,7 @@ print(bumps)
     expect(err).toBe('');
     const pythonBumps = Number(out.trim());
     expect(pythonBumps).toBeGreaterThan(10);
+    agent.store.flushTouches();
     const row = agent.store.db.prepare('SELECT use_count FROM models WHERE path = ?').get(first.path) as { use_count: number };
     expect(row.use_count).toBe(1 + hits + pythonBumps); // every bump from both sides counted
     expect(agent.stats().userLoraCount).toBe(12);
