@@ -8,10 +8,15 @@
  * `onCleanup` registers a stop; stops run in reverse order of registration (last started, first
  * stopped). BENCH_KEEP=1 keeps the temp dir (its path is printed); processes are stopped regardless.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { RuntimeConfig } from '../server/app.ts';
 import { loadConfig } from '../server/config.ts';
@@ -183,6 +188,83 @@ export function runtimeConfig(env: Record<string, string | undefined>): RuntimeC
 
 /** The line bench/upload-server.ts prints once listening, followed by {"url", "pid"} as JSON. */
 export const SERVER_READY_PREFIX = 'UPLOAD_SERVER_READY ';
+
+// ---------------------------------------------------------------------------------------------
+// The real server in a child process
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export interface ServerChild {
+  /** `http://127.0.0.1:<port>` (append `/graphql` for the API). */
+  url: string;
+  /** The server process's pid (for its RSS and CPU time in /proc). */
+  pid: number;
+  /** SIGTERM (app.stop(), then exit), SIGKILL after 15 s; idempotent. Also registered with onCleanup. */
+  stop(): Promise<void>;
+}
+
+export interface ServerChildOptions {
+  /** Extra node flags for the server process (e.g. `--cpu-prof`), after `--import tsx`. @default none */
+  nodeArgs?: readonly string[];
+}
+
+/**
+ * The real app (bench/upload-server.ts: buildApp configured from `env`) in a child process of its
+ * own, so that its CPU work, event loop and memory are not the benchmark's. Resolves once the
+ * server prints its ready line; rejects when it exits first or does not start within 60 s. Its
+ * output goes to stderr prefixed `[server]`. It is stopped by cleanup (registered here), and
+ * stops by itself when this process goes away (the IPC channel closes).
+ */
+export async function startServerChild(env: Record<string, string>, options: ServerChildOptions = {}): Promise<ServerChild> {
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--import', 'tsx', ...(options.nodeArgs ?? []), join(ROOT, 'bench', 'upload-server.ts')],
+    {
+      cwd: ROOT, // `--import tsx` is resolved from here
+      env,
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'], // the IPC channel: the server stops when this process goes away
+    },
+  );
+  const exited = once(child, 'exit');
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM'); // app.stop(), then exit (and a CPU profile written, if asked for)
+      const done = await Promise.race([exited.then(() => true), sleep(15_000, false)]);
+      if (!done) {
+        console.error('upload server did not stop within 15 s: SIGKILL');
+        child.kill('SIGKILL');
+        await exited;
+      }
+    })();
+    return stopping;
+  };
+  onCleanup('upload server', stop);
+
+  let ready: (value: { url: string; pid: number }) => void = () => {};
+  const readyLine = new Promise<{ url: string; pid: number }>((r) => {
+    ready = r;
+  });
+  if (child.stdout)
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line.startsWith(SERVER_READY_PREFIX)) ready(JSON.parse(line.slice(SERVER_READY_PREFIX.length)));
+      else console.error(`[server] ${line}`);
+    });
+  if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => console.error(`[server] ${line}`));
+  const died = exited.then(([code, signal]) => {
+    throw new Error(`upload server exited during start-up (${signal ?? `code ${code}`})`);
+  });
+  const info = await Promise.race([
+    readyLine,
+    died,
+    sleep(60_000).then(() => {
+      throw new Error('upload server did not start within 60 s');
+    }),
+  ]);
+  died.catch(() => {});
+  return { ...info, stop };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Statistics

@@ -21,7 +21,7 @@
  * stopped on every exit path (also SIGINT). MB = 10^6 bytes.
  * Knobs: BENCH_RUNS=2 (rounds)  BENCH_FILE_MB=1024 (MiB)  BENCH_KEEP=1 (keep the temp dir)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,6 @@ import http from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { print } from 'graphql';
@@ -39,7 +38,7 @@ import { createLoraClient, type LoraClient, LoraSdkError } from '../sdk/index.ts
 import { signToken } from '../server/auth/tokens.ts';
 import { BlobStore } from '../server/storage/blob-store.ts';
 import { type BenchFile, deleteAllBlobs, writeSafetensorsFile } from './files.ts';
-import { benchTempDir, log, median, onCleanup, runBench, runtimeConfig, SERVER_READY_PREFIX, startServices, timed } from './harness.ts';
+import { benchTempDir, log, median, onCleanup, runBench, runtimeConfig, startServerChild, startServices, timed } from './harness.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -66,58 +65,6 @@ if (!Number.isInteger(FILE_BYTES) || FILE_BYTES < 64 * MiB || FILE_BYTES > 2 * G
 if (!Number.isInteger(RUNS) || RUNS < 1) {
   console.error('BENCH_RUNS must be an integer ≥ 1');
   process.exit(2);
-}
-
-// ---------------------------------------------------------------------------------------------
-// A safetensors file on disk
-
-// ---------------------------------------------------------------------------------------------
-// The server in a child process (bench/upload-server.ts)
-
-async function startServerChild(env: Record<string, string>): Promise<{ url: string; pid: number }> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'upload-server.ts')], {
-    cwd: ROOT, // `--import tsx` is resolved from here
-    env,
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'], // the IPC channel: the server stops when this process goes away
-  });
-  const exited = once(child, 'exit');
-  let stopping: Promise<void> | undefined;
-  onCleanup('upload server', () => {
-    stopping ??= (async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const done = await Promise.race([exited.then(() => true), sleep(15_000, false)]);
-      if (!done) {
-        console.error('upload server did not stop within 15 s: SIGKILL');
-        child.kill('SIGKILL');
-        await exited;
-      }
-    })();
-    return stopping;
-  });
-
-  let ready: (value: { url: string; pid: number }) => void = () => {};
-  const readyLine = new Promise<{ url: string; pid: number }>((r) => {
-    ready = r;
-  });
-  if (child.stdout)
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      if (line.startsWith(SERVER_READY_PREFIX)) ready(JSON.parse(line.slice(SERVER_READY_PREFIX.length)));
-      else console.error(`[server] ${line}`);
-    });
-  if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => console.error(`[server] ${line}`));
-  const died = exited.then(([code, signal]) => {
-    throw new Error(`upload server exited during start-up (${signal ?? `code ${code}`})`);
-  });
-  const info = await Promise.race([
-    readyLine,
-    died,
-    sleep(60_000).then(() => {
-      throw new Error('upload server did not start within 60 s');
-    }),
-  ]);
-  died.catch(() => {});
-  return info;
 }
 
 // ---------------------------------------------------------------------------------------------

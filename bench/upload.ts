@@ -29,7 +29,6 @@
  *   BENCH_BOUNDARY=XBOUNDARY   the multipart boundary (default: curl-like, 40 characters)
  *   BENCH_KEEP=1         keep the temp dir (path printed)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -38,9 +37,7 @@ import http from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import type { BlockBlobClient } from '@azure/storage-blob';
 import { signToken } from '../server/auth/tokens.ts';
 import { BlobStore } from '../server/storage/blob-store.ts';
@@ -54,7 +51,7 @@ import {
   onCleanup,
   runBench,
   runtimeConfig,
-  SERVER_READY_PREFIX,
+  startServerChild,
   startServices,
   timed,
 } from './harness.ts';
@@ -76,7 +73,6 @@ const SAMPLE_MS = 50;
 const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
 const SDK_MODE = process.env.BENCH_SDK === 'file' ? 'file' : 'stream';
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : undefined;
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 // The server's staging parameters, read from BlockStager itself so the SDK baseline follows them.
 const stagerDefaults = new BlockStager({} as BlockBlobClient) as unknown as { blockBytes: number; concurrency: number };
@@ -98,67 +94,15 @@ if (!Number.isInteger(RUNS) || RUNS < 1) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Safetensors files on disk
+// The server in a child process (bench/harness.ts startServerChild), with this benchmark's flags
 
-// ---------------------------------------------------------------------------------------------
-// The server in a child process
-
-interface ServerChild {
-  url: string;
-  pid: number;
-  stop(): Promise<void>;
-}
-
-async function startServerChild(env: Record<string, string>): Promise<ServerChild> {
-  const args = ['--import', 'tsx', ...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)];
+async function serverNodeArgs(): Promise<string[]> {
+  const args = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   if (CPU_PROF_DIR) {
     await mkdir(CPU_PROF_DIR, { recursive: true });
     args.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`);
   }
-  const child: ChildProcess = spawn(process.execPath, [...args, join(ROOT, 'bench', 'upload-server.ts')], {
-    cwd: ROOT, // `--import tsx` is resolved from here
-    env,
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  });
-  const exited = once(child, 'exit');
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM'); // app.stop(), then exit (and the CPU profile written)
-      const done = await Promise.race([exited.then(() => true), sleep(15_000, false)]);
-      if (!done) {
-        console.error('upload server did not stop within 15 s: SIGKILL');
-        child.kill('SIGKILL');
-        await exited;
-      }
-    })();
-    return stopping;
-  };
-  onCleanup('upload server', stop);
-
-  let ready: (value: { url: string; pid: number }) => void = () => {};
-  const readyLine = new Promise<{ url: string; pid: number }>((r) => {
-    ready = r;
-  });
-  if (child.stdout)
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      if (line.startsWith(SERVER_READY_PREFIX)) ready(JSON.parse(line.slice(SERVER_READY_PREFIX.length)));
-      else console.error(`[server] ${line}`);
-    });
-  if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => console.error(`[server] ${line}`));
-  const died = exited.then(([code, signal]) => {
-    throw new Error(`upload server exited during start-up (${signal ?? `code ${code}`})`);
-  });
-  const info = await Promise.race([
-    readyLine,
-    died,
-    sleep(60_000).then(() => {
-      throw new Error('upload server did not start within 60 s');
-    }),
-  ]);
-  died.catch(() => {});
-  return { ...info, stop };
+  return args;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,7 +428,8 @@ async function main(): Promise<number> {
   // Registered after Azurite and before the server: runs after the server stopped, before Azurite does.
   onCleanup('blob deletion', () => deleteAllBlobs(store));
 
-  const [server] = await timed('upload server started (child process)', () => startServerChild(env));
+  const nodeArgs = await serverNodeArgs();
+  const [server] = await timed('upload server started (child process)', () => startServerChild(env, { nodeArgs }));
   log(`server ${server.url} pid ${server.pid}${CPU_PROF_DIR ? ` (CPU profile → ${CPU_PROF_DIR})` : ''}; Azurite pid ${azuritePid ?? '?'}`);
   const graphqlUrl = `${server.url}/graphql`;
   const userId = randomUUID();

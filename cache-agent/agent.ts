@@ -196,7 +196,7 @@ export class CacheCore {
           },
         },
         sizeBytes: details.sizeBytes,
-        sha256: details.sha256 as string,
+        sha256: details.sha256,
         tempDir: layout.processTempDir,
         partBytes: config.download.partBytes,
         concurrency: config.download.concurrency,

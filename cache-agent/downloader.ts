@@ -42,21 +42,27 @@ export interface DownloadOptions {
   source: DownloadSource;
   /** Expected size in bytes (from the API). */
   sizeBytes: number;
-  /** Expected sha256, hex (from the API). */
-  sha256: string;
+  /** Expected sha256, hex, either case (from the API); null when the API has none (the shared library): size only is verified. */
+  sha256: string | null;
   /** Existing directory for the temp file, on the same filesystem as the final folder. */
   tempDir: string;
   /** Bytes per range request. @default 16 MiB */
   partBytes?: number;
   /** Range requests in flight at once. @default 4 */
   concurrency?: number;
-  /** Further attempts per failure kind: per part for transient errors, per download for restarts. @default 5 */
+  /**
+   * Further attempts per failure kind: per part for transient errors, per download for restarts.
+   * (403s are bounded apart: 3 fresh URLs in a row without a byte arriving.) @default 5
+   */
   retries?: number;
   /** Backoff base: attempt n waits random() × min(maxDelayMs, baseDelayMs × 2^(n-1)). @default 250 */
   baseDelayMs?: number;
   /** Backoff cap, also for Retry-After. @default 8000 */
   maxDelayMs?: number;
-  /** A request that receives nothing (headers or body) this long is aborted and retried. @default 30000 */
+  /**
+   * A request that receives nothing (headers or body) this long is aborted and resumed (undici's
+   * timers: ~1 s granularity; time the body waits for our own disk writes does not count). @default 30000
+   */
   stallMs?: number;
   /**
    * Start writing dirty pages back (fdatasync in the background) every this many bytes, so that
@@ -122,6 +128,13 @@ interface Part {
 
 type Settings = Required<Omit<DownloadOptions, 'signal' | 'onProgress' | 'dispatcher'>> & Pick<DownloadOptions, 'signal' | 'onProgress'>;
 
+/**
+ * Memory: per part in flight, at most ~2 MiB of body (one batch being written, one being gathered),
+ * plus 1 MiB for the hash read-back. Throws `AgentError`: `DOWNLOAD_FAILED` (retries or restarts
+ * exhausted, with `details.attempts` and `lastError`, and `expectedSha256`/`actualSha256` after a
+ * mismatch; `details.aborted` after an abort), `DISK_FULL`, `LORA_NOT_FOUND`, `INVALID_REQUEST`
+ * (bad options), or whatever `AgentError` the source threw.
+ */
 export async function downloadToTemp(options: DownloadOptions): Promise<DownloadResult> {
   const settings = resolve(options);
   throwIfAborted(settings.signal);
@@ -157,7 +170,8 @@ class Download {
       let reason: string;
       try {
         const sha256 = await attempt.run(this.parts());
-        if (sha256 === this.s.sha256) return { tempPath: attempt.tempPath, sizeBytes: this.s.sizeBytes, sha256, ...this.counts };
+        if (this.s.sha256 === null || sha256 === this.s.sha256)
+          return { tempPath: attempt.tempPath, sizeBytes: this.s.sizeBytes, sha256, ...this.counts };
         this.actualSha256 = sha256;
         reason = `sha256 mismatch: expected ${this.s.sha256}, got ${sha256}`;
       } catch (error) {
@@ -195,8 +209,9 @@ class Download {
   /** The target to use for the next request, refreshed first when it expires within 5 s. */
   async usableTarget(signal: AbortSignal): Promise<{ target: DownloadTarget; generation: number }> {
     const { expiresAt } = this.target;
-    const stale = expiresAt !== null && expiresAt - Date.now() < EXPIRY_MARGIN_MS && Date.now() - this.targetAt > 1_000;
-    if (stale) await this.refresh(this.generation, signal);
+    const expiring = expiresAt !== null && expiresAt - Date.now() < EXPIRY_MARGIN_MS;
+    const justRefreshed = this.generation > 1 && Date.now() - this.targetAt < 1_000; // the API has nothing longer
+    if (expiring && !justRefreshed) await this.refresh(this.generation, signal);
     return { target: this.target, generation: this.generation };
   }
 
@@ -214,10 +229,10 @@ class Download {
       this.refreshesWithoutProgress++;
       this.counts.urlRefreshes++;
       const fresh = await callSource(() => this.s.source.refresh());
-      if (fresh.etag !== null && this.etag !== null && normalizeEtag(fresh.etag) !== normalizeEtag(this.etag)) {
-        throw new Restart('the blob changed (new ETag from the API)');
-      }
       this.setTarget(fresh);
+      if (fresh.etag !== null && this.etag !== null && normalizeEtag(fresh.etag) !== normalizeEtag(this.etag)) {
+        throw new Restart(`the blob changed (the API now says ETag ${fresh.etag})`);
+      }
     })().finally(() => {
       this.refreshing = null;
     });
@@ -277,6 +292,7 @@ class Attempt {
     const stop = () => this.controller.abort(this.s.signal?.reason);
     this.s.signal?.addEventListener('abort', stop, { once: true });
     try {
+      this.s.signal?.throwIfAborted();
       this.file = await open(this.tempPath, 'wx+').catch((error: unknown) => {
         throw diskError(error, 'cannot create the temp file');
       });
@@ -338,6 +354,7 @@ class Attempt {
       } catch (error) {
         response?.body.destroy();
         if (signal.aborted || error instanceof Restart || error instanceof AgentError) throw error;
+        if (isInvalidUrl(error)) throw new AgentError('DOWNLOAD_FAILED', `unusable URL: ${errorMessage(error)}`, { cause: error });
         if (error instanceof Refused) {
           await this.d.refresh(generation, signal);
           continue;
@@ -398,10 +415,11 @@ class Attempt {
     try {
       for await (const chunk of body) {
         const room = part.end + 1 - cursor;
-        batch.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
-        batchBytes += Math.min(chunk.length, room);
-        cursor += Math.min(chunk.length, room);
-        if (batchBytes >= WRITE_BATCH_BYTES || chunk.length >= room) {
+        const take = chunk.length > room ? chunk.subarray(0, room) : chunk;
+        if (take.length > 0) batch.push(take);
+        batchBytes += take.length;
+        cursor += take.length;
+        if (batchBytes >= WRITE_BATCH_BYTES || (cursor > part.end && batchBytes > 0)) {
           await writing;
           writing = this.write(part, batch, batchBytes);
           writing.catch(() => {}); // awaited before the next write or below
@@ -537,7 +555,7 @@ function resolve(o: DownloadOptions): Settings {
   const s: Settings = {
     source: o.source,
     sizeBytes: o.sizeBytes,
-    sha256: o.sha256.toLowerCase(),
+    sha256: o.sha256?.toLowerCase() ?? null,
     tempDir: o.tempDir,
     partBytes: o.partBytes ?? 16 * MiB,
     concurrency: o.concurrency ?? 4,
@@ -552,7 +570,7 @@ function resolve(o: DownloadOptions): Settings {
   };
   const problems = [
     !Number.isSafeInteger(s.sizeBytes) || s.sizeBytes < 0 ? 'sizeBytes' : '',
-    /^[0-9a-f]{64}$/.test(s.sha256) ? '' : 'sha256',
+    s.sha256 === null || /^[0-9a-f]{64}$/.test(s.sha256) ? '' : 'sha256',
     ...(['partBytes', 'concurrency', 'stallMs', 'flushBytes'] as const).map((k) => (Number.isSafeInteger(s[k]) && s[k] > 0 ? '' : k)),
     ...(['retries', 'baseDelayMs', 'maxDelayMs'] as const).map((k) => (Number.isSafeInteger(s[k]) && s[k] >= 0 ? '' : k)),
   ].filter(Boolean);
@@ -644,6 +662,11 @@ function asAgentError(error: unknown): AgentError {
     retryable: true,
     details: { lastError: errorMessage(error) },
   });
+}
+
+function isInvalidUrl(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'ERR_INVALID_URL' || code === 'UND_ERR_INVALID_ARG';
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
