@@ -50,7 +50,18 @@ import { createLoraClient, type LoraClient } from '../sdk/index.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { BlobStore } from '../server/storage/blob-store.ts';
 import { type BenchFile, deleteAllBlobs, writeSafetensorsFile } from './files.ts';
-import { benchTempDir, log, median, onCleanup, runBench, runtimeConfig, startServerChild, startServices, timed } from './harness.ts';
+import {
+  benchTempDir,
+  log,
+  median,
+  onCleanup,
+  runBench,
+  runtimeConfig,
+  serverChildEnv,
+  startServerChild,
+  startServices,
+  timed,
+} from './harness.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -520,22 +531,7 @@ async function main(): Promise<number> {
   }));
 
   const [{ pgHandle, azurite }] = await timed('started embedded PostgreSQL + Azurite', () => startServices());
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
-    HOME: process.env.HOME ?? '',
-    TMPDIR: dir,
-    NODE_ENV: 'test',
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATA_DIR: join(dir, 'data'),
-    DATABASE_URL: pgHandle.url,
-    AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
-    JWT_SECRET,
-    LOG_LEVEL: 'warn',
-    JOBS_ENABLED: 'false',
-    QUOTA_DEFAULT_MAX_BYTES: String(16 * GiB),
-    SHUTDOWN_GRACE_SECONDS: '2',
-  };
+  const env = serverChildEnv(dir, { pgHandle, azurite }, JWT_SECRET, { QUOTA_DEFAULT_MAX_BYTES: String(16 * GiB) });
   const config = runtimeConfig(env);
   const blobs = new BlobStore({
     connectionString: azurite.connectionString,

@@ -186,6 +186,34 @@ export function runtimeConfig(env: Record<string, string | undefined>): RuntimeC
   };
 }
 
+/**
+ * The environment of the API server child (bench/upload-server.ts) over the run's services: test
+ * mode on a free port, no job workers, warnings only; `overrides` add or replace variables.
+ */
+export function serverChildEnv(
+  dir: string,
+  services: Pick<Services, 'pgHandle' | 'azurite'>,
+  jwtSecret: string,
+  overrides: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    TMPDIR: dir, // the server's spool dir for .pt files stays in the temp dir
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: join(dir, 'data'),
+    DATABASE_URL: services.pgHandle.url,
+    AZURE_STORAGE_CONNECTION_STRING: services.azurite.connectionString,
+    JWT_SECRET: jwtSecret,
+    LOG_LEVEL: 'warn',
+    JOBS_ENABLED: 'false',
+    SHUTDOWN_GRACE_SECONDS: '2',
+    ...overrides,
+  };
+}
+
 /** The line bench/upload-server.ts prints once listening, followed by {"url", "pid"} as JSON. */
 export const SERVER_READY_PREFIX = 'UPLOAD_SERVER_READY ';
 

@@ -51,6 +51,7 @@ import {
   onCleanup,
   runBench,
   runtimeConfig,
+  serverChildEnv,
   startServerChild,
   startServices,
   timed,
@@ -400,22 +401,7 @@ async function main(): Promise<number> {
   const [{ pgHandle, azurite }] = await timed('started embedded PostgreSQL + Azurite', () => startServices());
   const azuritePid = findAzuritePid();
 
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
-    HOME: process.env.HOME ?? '',
-    TMPDIR: dir, // the server's spool dir for .pt files (unused by safetensors) stays in the temp dir
-    NODE_ENV: 'test',
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATA_DIR: join(dir, 'data'),
-    DATABASE_URL: pgHandle.url,
-    AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
-    JWT_SECRET,
-    LOG_LEVEL: 'warn',
-    JOBS_ENABLED: 'false',
-    QUOTA_DEFAULT_MAX_BYTES: String(64 * GiB), // room for every upload of the run (default 10 GiB)
-    SHUTDOWN_GRACE_SECONDS: '2',
-  };
+  const env = serverChildEnv(dir, { pgHandle, azurite }, JWT_SECRET, { QUOTA_DEFAULT_MAX_BYTES: String(64 * GiB) });
   const config = runtimeConfig(env);
   if (config.maxUploadBytes !== MAX_UPLOAD_BYTES)
     throw new Error(`MAX_UPLOAD_BYTES is ${config.maxUploadBytes}, expected the default ${MAX_UPLOAD_BYTES}`);

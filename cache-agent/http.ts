@@ -33,15 +33,18 @@ const lease = z
   ])
   .optional();
 const common = { lease, workflowId: z.string().max(200).optional(), workflowName: z.string().max(500).optional() };
-const loraId = z
-  .unknown()
-  .transform((v, ctx) => normaliseLoraId(v) ?? (ctx.addIssue({ code: 'custom', message: 'a LoRA id (a positive integer)' }), z.NEVER));
-const sharedName = z
-  .unknown()
-  .transform(
-    (v, ctx) =>
-      normaliseSharedName(v) ?? (ctx.addIssue({ code: 'custom', message: 'a relative file name inside the shared library' }), z.NEVER),
-  );
+/** A value checked (and normalised) by `normalise`, or the issue `message`. */
+const checked = (normalise: (v: unknown) => string | null, message: string) =>
+  z.unknown().transform((v, ctx) => {
+    const value = normalise(v);
+    if (value === null) {
+      ctx.addIssue({ code: 'custom', message });
+      return z.NEVER;
+    }
+    return value;
+  });
+const loraId = checked(normaliseLoraId, 'a LoRA id (a positive integer)');
+const sharedName = checked(normaliseSharedName, 'a relative file name inside the shared library');
 const ensureBody = z.discriminatedUnion('source', [
   z.object({ source: z.literal('user'), id: loraId, grant: z.string().min(1).max(8192), ...common }),
   z.object({ source: z.literal('shared'), name: sharedName, ...common }),

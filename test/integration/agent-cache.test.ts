@@ -4,29 +4,25 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
 import { AgentError } from '../../cache-agent/errors.ts';
 import { parseCacheTime, toPythonIso } from '../../cache-agent/timefmt.ts';
-import { grantFor, startTestAgent, userClient, userWithLoras } from '../testkit/agent.ts';
+import { agentPool, grantFor, type TestAgentOptions, userClient, userWithLoras } from '../testkit/agent.ts';
 import { eventually } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /** The cache agent against the real server and Azurite: hits and misses, eviction, leases, invalidation. */
 
 let server: TestServer;
-const agents: Agent[] = [];
+const agents = agentPool(() => server);
 const GiB = 1024 ** 3;
 
 beforeAll(async () => {
   server = await startTestServer();
 });
 afterAll(async () => {
-  for (const a of agents) await a.stop().catch(() => {});
+  await agents.stopAll();
   await server?.stop();
 });
 
-async function agentWith(options: Parameters<typeof startTestAgent>[1] = {}): Promise<Agent> {
-  const agent = await startTestAgent(server, options);
-  agents.push(agent);
-  return agent;
-}
+const agentWith = (options?: TestAgentOptions) => agents.start(options);
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { type CacheEvent, createLoraClient } from '@lora-vault/sdk';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import WebSocket from 'ws';
-import type { Agent } from '../../cache-agent/app.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
-import { FAST_DOWNLOADS, startTestAgent, userWithLoras } from '../testkit/agent.ts';
+import { agentPool, FAST_DOWNLOADS, userWithLoras } from '../testkit/agent.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { eventually } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -25,7 +24,7 @@ const MiB = 1024 * 1024;
 
 let proxy: CorruptingProxy;
 let server: TestServer;
-const agents: Agent[] = [];
+const agents = agentPool(() => server);
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
@@ -36,7 +35,7 @@ beforeAll(async () => {
 beforeEach(() => proxy.reset());
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
-  for (const a of agents) await a.stop().catch(() => {});
+  await agents.stopAll();
   await server?.stop();
   await proxy?.close();
 });
@@ -86,8 +85,7 @@ describe('cache agent under faults', () => {
     expect(existsSync(partial)).toBe(true); // the leftover is in the temp folder only
 
     proxy.reset();
-    const agent = await startTestAgent(server, { comfyDir: comfy });
-    agents.push(agent);
+    const agent = await agents.start({ comfyDir: comfy });
     expect(existsSync(partial)).toBe(false);
     expect(agent.health().cleanup?.tempRemoved).toBeGreaterThanOrEqual(1);
     const result = await agent.ensure({ source: 'user', id: loras[0]!.id, grant }); // the dead process's lock does not block
@@ -96,8 +94,7 @@ describe('cache agent under faults', () => {
   });
 
   it('a body that never verifies fails DOWNLOAD_FAILED after bounded retries, leaves nothing, and the API hears about it (THREATS 18)', async () => {
-    const agent = await startTestAgent(server);
-    agents.push(agent);
+    const agent = await agents.start();
     const { grant, loras } = await userWithLoras(server, [512 * 1024]);
     const admin = createLoraClient({ url: server.graphqlUrl, token: await server.tokens.admin(), webSocketImpl: WebSocket });
     const events = admin.cacheEvents();
@@ -125,8 +122,7 @@ describe('cache agent under faults', () => {
 
   it('a SAS URL that expires mid-download: a fresh URL comes from the API and the download completes (THREATS 24)', async () => {
     // A stall limit above the delay, so the held request really reaches storage late.
-    const agent = await startTestAgent(server, { downloadTuning: { ...FAST_DOWNLOADS, stallMs: 20_000 } });
-    agents.push(agent);
+    const agent = await agents.start({ downloadTuning: { ...FAST_DOWNLOADS, stallMs: 20_000 } });
     const { grant, loras } = await userWithLoras(server, [MiB]);
     // Hold one range request past the 6 s SAS lifetime; real Azurite then refuses it (403).
     proxy.add({ fault: { kind: 'delay', ms: 7000 }, times: 1, match: isBlobGet });

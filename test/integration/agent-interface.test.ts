@@ -3,27 +3,23 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
-import { startTestAgent, userWithLoras } from '../testkit/agent.ts';
+import { agentPool, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /** The agent's local HTTP interface, its coexistence with the Python nodes, and index repair. */
 
 let server: TestServer;
-const agents: Agent[] = [];
+const agents = agentPool(() => server);
 
 beforeAll(async () => {
   server = await startTestServer();
 });
 afterAll(async () => {
-  for (const a of agents) await a.stop().catch(() => {});
+  await agents.stopAll();
   await server?.stop();
 });
 
-async function agentWith(options: Parameters<typeof startTestAgent>[1] = {}): Promise<Agent> {
-  const agent = await startTestAgent(server, options);
-  agents.push(agent);
-  return agent;
-}
+const agentWith = (options?: TestAgentOptions) => agents.start(options);
 
 async function call(agent: Agent, method: string, path: string, body?: unknown, contentType = 'application/json') {
   const res = await fetch(`${agent.address}${path}`, {

@@ -78,3 +78,18 @@ export async function grantFor(server: TestServer, userId: string, ttlSeconds = 
 export async function userClient(server: TestServer, userId: string): Promise<LoraClient> {
   return createLoraClient({ url: server.graphqlUrl, token: await server.tokens.user(userId), webSocketImpl: WebSocket });
 }
+
+/** Agents a test file starts, all stopped by `stopAll()` in its afterAll. */
+export function agentPool(server: () => TestServer) {
+  const started: Agent[] = [];
+  return {
+    async start(options: TestAgentOptions = {}): Promise<Agent> {
+      const agent = await startTestAgent(server(), options);
+      started.push(agent);
+      return agent;
+    },
+    async stopAll(): Promise<void> {
+      for (const agent of started.splice(0)) await agent.stop().catch(() => {});
+    },
+  };
+}
