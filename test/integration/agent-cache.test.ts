@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { type CacheEvent, createLoraClient } from '@lora-vault/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { Agent } from '../../cache-agent/app.ts';
 import { AgentError } from '../../cache-agent/errors.ts';
 import { parseCacheTime, toPythonIso } from '../../cache-agent/timefmt.ts';
@@ -237,6 +239,52 @@ describe('invalidation', () => {
     expect(existsSync(kept.path)).toBe(true);
     expect(statSync(kept.path).size).toBe(10_000);
     expect(again.store.findUser(loras[1]!.id)?.verified).toBe(true);
+  });
+});
+
+describe('reporting', () => {
+  it('stats reach the API through the SDK (the seed figures), and DOWNLOADED / EVICTED events reach subscribers', async () => {
+    const size = 40_000;
+    const agent = await agentWith({ env: { LORA_CACHE_MAX_GB: String(size / GiB) } });
+    const admin = createLoraClient({ url: server.graphqlUrl, token: await server.tokens.admin(), webSocketImpl: WebSocket });
+    const seen: CacheEvent[] = [];
+    const events = admin.cacheEvents({ machineId: agent.config.machineId });
+    const collecting = (async () => {
+      for await (const e of events) seen.push(e);
+    })();
+    await new Promise((r) => setTimeout(r, 300)); // subscribed
+
+    const { grant, loras } = await userWithLoras(server, [size, size]);
+    const first = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
+    await agent.ensure({ source: 'user', id: loras[0]!.id, grant }); // a hit
+    await agent.ensure({ source: 'user', id: loras[1]!.id, grant }); // evicts the first (cap = one file)
+    expect(existsSync(first.path)).toBe(false);
+    await eventually(
+      async () => seen.filter((e) => e.type === 'DOWNLOADED').length === 2 && seen.some((e) => e.type === 'EVICTED'),
+      5000,
+      'events',
+    );
+    expect(seen.find((e) => e.type === 'EVICTED')).toMatchObject({
+      loraId: loras[0]!.id,
+      machineId: agent.config.machineId,
+      reason: 'space',
+    });
+
+    expect(await agent.reportStats()).toBe(true);
+    const [stats] = await admin.getCacheStats({ machineId: agent.config.machineId });
+    expect(stats).toMatchObject({
+      machineId: agent.config.machineId,
+      totalLoraCacheBytes: size,
+      maxLoraCacheBytes: size,
+      userLoraCount: 1,
+      sharedLoraCount: 0,
+      evictions24h: 1,
+    });
+    expect(stats?.cacheHitRate24h).toBeCloseTo(1 / 3, 5);
+    expect(stats?.utilizationPercent).toBeCloseTo(100, 5);
+    void events.return(undefined); // returns once the socket closes
+    await admin.close();
+    void collecting;
   });
 });
 

@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
@@ -64,6 +67,24 @@ describe('local HTTP interface', () => {
     expect((await call(agent, 'GET', '/stats')).body.leasedFiles).toBe(0);
     expect((await call(agent, 'POST', '/release', { leaseId: ensured.body.lease.leaseId })).status).toBe(404);
     expect((await call(agent, 'GET', '/health')).body.ok).toBe(true);
+  });
+
+  it('listens on a unix socket instead of TCP when AGENT_SOCKET is set (mode 660)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lora-sock-'));
+    const socket = join(dir, 'agent.sock');
+    const agent = await agentWith({ listen: true, env: { AGENT_SOCKET: socket } });
+    expect(agent.address).toBe(socket);
+    expect(statSync(socket).mode & 0o777).toBe(0o660);
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = request({ socketPath: socket, path: '/health', method: 'GET' }, (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve(text));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(JSON.parse(body)).toMatchObject({ ok: true, api: 'configured' });
   });
 
   it('bad requests get clear 4xx errors with codes, never a 500', async () => {

@@ -20,9 +20,11 @@ export const FAST_DOWNLOADS = { partBytes: 64 * 1024, concurrency: 4, baseDelayM
 
 export async function agentConfig(server: TestServer, env: Record<string, string> = {}, comfyDir?: string): Promise<AgentConfig> {
   const dir = comfyDir ?? (await mkdtemp(join(tmpdir(), 'lora-agent-')));
+  const machineId = `agent-${dir.slice(-6)}`;
   return loadAgentConfig({
     LORA_VAULT_URL: server.graphqlUrl,
-    LORA_VAULT_TOKEN: await server.tokens.machine(`agent-${dir.slice(-6)}`),
+    LORA_VAULT_TOKEN: await server.tokens.machine(machineId),
+    MACHINE_ID: machineId,
     COMFYUI_DIR: dir,
     AGENT_PORT: '0',
     MIN_FREE_SPACE_GB: '0',
