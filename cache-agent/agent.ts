@@ -127,7 +127,7 @@ export class CacheCore {
     );
     if (size !== entry.sizeBytes) {
       this.deps.logger.warn({ path: entry.path, size, expected: entry.sizeBytes }, 'cached file missing or changed; downloading again');
-      store.forget(entry.path);
+      await retryBusy(() => store.forget(entry.path));
       return null;
     }
     const now = this.deps.now();

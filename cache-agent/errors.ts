@@ -24,6 +24,8 @@ export const AgentErrorCode = {
   LEASE_NOT_FOUND: 'LEASE_NOT_FOUND',
   /** The agent is stopping. HTTP 503. */
   SHUTTING_DOWN: 'SHUTTING_DOWN',
+  /** model_cache.db stayed locked by another process (the Python nodes) through every retry. HTTP 503. */
+  INDEX_BUSY: 'INDEX_BUSY',
 } as const;
 export type AgentErrorCode = (typeof AgentErrorCode)[keyof typeof AgentErrorCode];
 
@@ -38,6 +40,7 @@ export const HTTP_STATUS: Record<AgentErrorCode, number> = {
   API_UNAVAILABLE: 503,
   LEASE_NOT_FOUND: 404,
   SHUTTING_DOWN: 503,
+  INDEX_BUSY: 503,
 };
 
 export interface AgentErrorOptions {

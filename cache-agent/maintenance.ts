@@ -5,7 +5,7 @@ import { join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { type CacheRow, type EvictionPlan, planAgeEviction, planSpaceEviction } from './eviction.ts';
 import { type Layout, parseUserLoraPath } from './layout.ts';
-import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
+import { type CacheEntry, type CacheSettings, type CacheStore, retryBusy } from './store.ts';
 import { normaliseSharedName } from './workflow.ts';
 
 /**
@@ -80,13 +80,13 @@ export async function startupCleanup(store: CacheStore, layout: Layout, logger: 
   }
   for (const entry of store.entries()) {
     if ((await sizeOf(entry.path)) !== entry.sizeBytes) {
-      store.forget(entry.path);
+      await retryBusy(() => store.forget(entry.path));
       report.rowsDropped++;
     }
   }
   for (const row of store.cacheRows()) {
     if (!store.findByPath(row.path) && (await sizeOf(row.path)) === null) {
-      store.forget(row.path);
+      await retryBusy(() => store.forget(row.path));
       report.rowsDropped++;
     }
   }
@@ -118,30 +118,37 @@ async function reRegister(store: CacheStore, layout: Layout, path: string, sourc
     const ids = parseUserLoraPath(layout, path);
     if (!ids || store.findUser(ids.loraId)) return false;
     const sha256 = await sha256File(path);
-    store.register(
-      {
-        path,
-        source,
-        loraId: ids.loraId,
-        userId: ids.userId,
-        sharedName: null,
-        sha256,
-        etag: null,
-        sizeBytes: size,
-        verified: false,
-        fileName,
-      },
-      now,
-    );
+    const entry = {
+      path,
+      source,
+      loraId: ids.loraId,
+      userId: ids.userId,
+      sharedName: null,
+      sha256,
+      etag: null,
+      sizeBytes: size,
+      verified: false,
+      fileName,
+    };
+    await retryBusy(() => store.register(entry, now));
     return true;
   }
   const name = normaliseSharedName(relative(layout.sharedDir, path).split(sep).join('/'));
   if (!name || store.findShared(name)) return false;
   const sha256 = await sha256File(path);
-  store.register(
-    { path, source, loraId: null, userId: null, sharedName: name, sha256, etag: null, sizeBytes: size, verified: true, fileName },
-    now,
-  );
+  const entry = {
+    path,
+    source,
+    loraId: null,
+    userId: null,
+    sharedName: name,
+    sha256,
+    etag: null,
+    sizeBytes: size,
+    verified: true,
+    fileName,
+  };
+  await retryBusy(() => store.register(entry, now));
   return true;
 }
 
@@ -162,7 +169,7 @@ export async function executeEviction(
   const result: EvictionResult = { reason, evicted: [], bytesFreed: 0, skipped: [] };
   for (const victim of plan.victims) {
     const entry = deps.store.findByPath(victim.path);
-    if (!deps.store.removeUnlessLeased(victim.path, deps.now, { eviction: true })) {
+    if (!(await retryBusy(() => deps.store.removeUnlessLeased(victim.path, deps.now, { eviction: true })))) {
       result.skipped.push(victim.path);
       continue;
     }
@@ -225,7 +232,7 @@ export async function verifyAll(store: CacheStore, logger: Logger): Promise<Veri
     report.checked++;
     const size = await sizeOf(entry.path);
     if (size === null) {
-      store.forget(entry.path);
+      await retryBusy(() => store.forget(entry.path));
       report.missing.push(entry.path);
       continue;
     }
@@ -233,7 +240,7 @@ export async function verifyAll(store: CacheStore, logger: Logger): Promise<Veri
       report.ok++;
       continue;
     }
-    store.forget(entry.path);
+    await retryBusy(() => store.forget(entry.path));
     await unlink(entry.path).catch(() => {});
     report.corrupt.push(entry.path);
     logger.warn({ path: entry.path }, 'verify: size or sha256 differs from the index; file removed');

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { AgentError } from './errors.ts';
 import type { CacheRow } from './eviction.ts';
 import { parseCacheTime, toPythonIso } from './timefmt.ts';
 
@@ -140,13 +141,22 @@ function isCorruption(error: unknown): boolean {
 
 const hourOf = (ms: number) => Math.floor(ms / 3_600_000);
 
-/** Runs a write, retrying (with async pauses) while another process holds the lock. */
+/**
+ * Runs a write, retrying (with async pauses, so the event loop keeps serving) while another
+ * process holds the lock; INDEX_BUSY when it never frees. Each attempt itself waits up to the
+ * connection's busy timeout.
+ */
 export async function retryBusy<T>(write: () => T, attempts = 5): Promise<T> {
   for (let n = 1; ; n++) {
     try {
       return write();
     } catch (error) {
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || n >= attempts) throw error;
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
+      if (n >= attempts)
+        throw new AgentError('INDEX_BUSY', `model_cache.db stayed locked by another process through ${attempts} attempts`, {
+          retryable: true,
+          cause: error,
+        });
       await new Promise((r) => setTimeout(r, 50 * n + Math.random() * 50));
     }
   }
@@ -156,7 +166,7 @@ export class CacheStore {
   private readonly s;
   /** Hits not yet written: path → uses and the latest time (flushed in one transaction). */
   private touches = new Map<string, { uses: number; last: Date }>();
-  private hitsByHour = new Map<number, number>();
+  private lookups = new Map<number, { hits: number; misses: number }>();
 
   constructor(readonly db: Database.Database) {
     this.s = {
@@ -274,31 +284,38 @@ export class CacheStore {
       t.uses++;
       if (now > t.last) t.last = now;
     } else this.touches.set(path, { uses: 1, last: now });
+    this.countLookup(now, 'hits');
+  }
+
+  /** A miss (a download started), buffered like hits. */
+  countMiss(now: Date): void {
+    this.countLookup(now, 'misses');
+  }
+
+  private countLookup(now: Date, kind: 'hits' | 'misses'): void {
     const hour = hourOf(now.getTime());
-    this.hitsByHour.set(hour, (this.hitsByHour.get(hour) ?? 0) + 1);
+    const c = this.lookups.get(hour) ?? { hits: 0, misses: 0 };
+    c[kind]++;
+    this.lookups.set(hour, c);
   }
 
   /** Writes buffered hits in one short transaction; on a lock held elsewhere they wait for the next flush. */
   flushTouches(): boolean {
-    if (this.touches.size === 0 && this.hitsByHour.size === 0) return true;
+    if (this.touches.size === 0 && this.lookups.size === 0) return true;
     const touches = this.touches;
-    const hits = this.hitsByHour;
+    const lookups = this.lookups;
     try {
       this.write(() => {
         for (const [path, t] of touches) this.s.touchMany.run(toPythonIso(t.last), t.uses, path);
-        for (const [hour, n] of hits) this.s.count.run({ hour, hits: n, misses: 0, evictions: 0 });
+        for (const [hour, c] of lookups) this.s.count.run({ hour, hits: c.hits, misses: c.misses, evictions: 0 });
       });
       this.touches = new Map();
-      this.hitsByHour = new Map();
+      this.lookups = new Map();
       return true;
     } catch (error) {
       if ((error as { code?: string }).code === 'SQLITE_BUSY') return false;
       throw error;
     }
-  }
-
-  countMiss(now: Date): void {
-    this.write(() => this.s.count.run({ hour: hourOf(now.getTime()), hits: 0, misses: 1, evictions: 0 }));
   }
 
   /** A file now in place: its `models` row (model_type user_lora / shared_lora) and our facts. */

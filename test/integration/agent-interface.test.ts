@@ -169,6 +169,29 @@ print(bumps)
     expect((agent.store.db.prepare("SELECT COUNT(*) AS n FROM models WHERE model_type = 'loras'").get() as { n: number }).n).toBe(5);
   });
 
+  it('a Python process holding the write lock for 2.5 s: hits answer at once, a download waits and then registers (THREATS 23)', async () => {
+    const agent = await agentWith();
+    const { grant, loras } = await userWithLoras(server, [20_000, 20_000]);
+    const cached = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
+    const holder = spawn('python3', [
+      '-c',
+      'import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute("BEGIN EXCLUSIVE")\nprint("locked", flush=True)\ntime.sleep(2.5)\nc.execute("COMMIT")\n',
+      agent.config.dbPath,
+    ]);
+    await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+    const exited = new Promise<number | null>((resolve) => holder.on('exit', resolve));
+
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) expect((await agent.ensure({ source: 'user', id: loras[0]!.id, grant })).hit).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(500); // 50 hits, none waiting on the lock
+    const downloaded = await agent.ensure({ source: 'user', id: loras[1]!.id, grant }); // registers once the lock is gone
+    expect(await exited).toBe(0);
+    expect(agent.store.findUser(loras[1]!.id)?.path).toBe(downloaded.path);
+    agent.store.flushTouches();
+    const row = agent.store.db.prepare('SELECT use_count FROM models WHERE path = ?').get(cached.path) as { use_count: number };
+    expect(row.use_count).toBe(51); // the buffered hits were written after the lock was released
+  });
+
   it('a corrupt model_cache.db is moved aside and the index rebuilt from the files on disk (then confirmed by the API)', async () => {
     const first = await agentWith();
     const { grant, loras } = await userWithLoras(server, [15_000, 15_000]);
