@@ -10,7 +10,7 @@ import { type DownloadLock, isLocked, tryLock } from './lock.ts';
 import { diskFreeBytes, executeEviction, planForSpace } from './maintenance.ts';
 import type { Reporter } from './reporter.ts';
 import { fromSdkError } from './sdk-errors.ts';
-import { type CacheEntry, type CacheStore, retryBusy } from './store.ts';
+import type { CacheEntry, CacheStore } from './store.ts';
 
 /**
  * ensure(ref) → a local path: the hit path (index lookup, stat, touch) and the miss path (make
@@ -127,7 +127,7 @@ export class CacheCore {
     );
     if (size !== entry.sizeBytes) {
       this.deps.logger.warn({ path: entry.path, size, expected: entry.sizeBytes }, 'cached file missing or changed; downloading again');
-      await retryBusy(() => store.forget(entry.path));
+      await store.retry(() => store.forget(entry.path));
       return null;
     }
     const now = this.deps.now();
@@ -224,7 +224,7 @@ export class CacheCore {
         pendingDelete: false,
         verified: true,
       };
-      await retryBusy(() => store.register({ ...entry, fileName: details.fileName }, this.deps.now()));
+      await store.retry(() => store.register({ ...entry, fileName: details.fileName }, this.deps.now()));
       const seconds = (Date.now() - started) / 1000;
       logger.info(
         {

@@ -21,7 +21,7 @@ import {
   verifyAll,
 } from './maintenance.ts';
 import { type CacheStats, computeStats, createReporter } from './reporter.ts';
-import { type CacheStore, openStore, retryBusy } from './store.ts';
+import { type CacheStore, openStore } from './store.ts';
 import { scanWorkflow, type WorkflowLoraRef } from './workflow.ts';
 
 /**
@@ -183,7 +183,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   }
 
   async function release(by: { leaseId: string } | { holder: string }): Promise<{ released: number }> {
-    const paths = await retryBusy(() => store.releaseLeases(by));
+    const paths = await store.retry(() => store.releaseLeases(by));
     if ('leaseId' in by && paths.length === 0)
       throw new AgentError('LEASE_NOT_FOUND', `no lease ${by.leaseId} (released already, or expired)`);
     await invalidator?.evictPending();
@@ -200,7 +200,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   }
 
   async function sweep(): Promise<void> {
-    await retryBusy(() => store.prune(now()));
+    await store.retry(() => store.prune(now()));
     await invalidator?.evictPending();
   }
 

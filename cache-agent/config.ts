@@ -52,10 +52,11 @@ const envSchema = z.object({
   /** When age-based eviction runs (cron, local time); it also runs at start-up. */
   AGE_EVICTION_CRON: z.string().min(1).default('0 3 * * *'),
   /**
-   * SQLite busy timeout: the longest one write waits for a lock the Python nodes hold (the event
-   * loop waits with it). Hits are buffered and flushed every second, so they never wait.
+   * How long an index write keeps retrying while the Python nodes hold model_cache.db's lock
+   * (in 50 ms tries; the event loop is free between them), then INDEX_BUSY. Hits are buffered
+   * and written every second, so they never wait.
    */
-  DB_BUSY_TIMEOUT_MS: positiveInt.default(1000),
+  DB_BUSY_TIMEOUT_MS: positiveInt.default(5000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

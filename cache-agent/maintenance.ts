@@ -5,7 +5,7 @@ import { join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { type CacheRow, type EvictionPlan, planAgeEviction, planSpaceEviction } from './eviction.ts';
 import { type Layout, parseUserLoraPath } from './layout.ts';
-import { type CacheEntry, type CacheSettings, type CacheStore, retryBusy } from './store.ts';
+import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
 import { normaliseSharedName } from './workflow.ts';
 
 /**
@@ -80,13 +80,13 @@ export async function startupCleanup(store: CacheStore, layout: Layout, logger: 
   }
   for (const entry of store.entries()) {
     if ((await sizeOf(entry.path)) !== entry.sizeBytes) {
-      await retryBusy(() => store.forget(entry.path));
+      await store.retry(() => store.forget(entry.path));
       report.rowsDropped++;
     }
   }
   for (const row of store.cacheRows()) {
     if (!store.findByPath(row.path) && (await sizeOf(row.path)) === null) {
-      await retryBusy(() => store.forget(row.path));
+      await store.retry(() => store.forget(row.path));
       report.rowsDropped++;
     }
   }
@@ -130,7 +130,7 @@ async function reRegister(store: CacheStore, layout: Layout, path: string, sourc
       verified: false,
       fileName,
     };
-    await retryBusy(() => store.register(entry, now));
+    await store.retry(() => store.register(entry, now));
     return true;
   }
   const name = normaliseSharedName(relative(layout.sharedDir, path).split(sep).join('/'));
@@ -148,7 +148,7 @@ async function reRegister(store: CacheStore, layout: Layout, path: string, sourc
     verified: true,
     fileName,
   };
-  await retryBusy(() => store.register(entry, now));
+  await store.retry(() => store.register(entry, now));
   return true;
 }
 
@@ -169,7 +169,7 @@ export async function executeEviction(
   const result: EvictionResult = { reason, evicted: [], bytesFreed: 0, skipped: [] };
   for (const victim of plan.victims) {
     const entry = deps.store.findByPath(victim.path);
-    if (!(await retryBusy(() => deps.store.removeUnlessLeased(victim.path, deps.now, { eviction: true })))) {
+    if (!(await deps.store.retry(() => deps.store.removeUnlessLeased(victim.path, deps.now, { eviction: true })))) {
       result.skipped.push(victim.path);
       continue;
     }
@@ -232,7 +232,7 @@ export async function verifyAll(store: CacheStore, logger: Logger): Promise<Veri
     report.checked++;
     const size = await sizeOf(entry.path);
     if (size === null) {
-      await retryBusy(() => store.forget(entry.path));
+      await store.retry(() => store.forget(entry.path));
       report.missing.push(entry.path);
       continue;
     }
@@ -240,7 +240,7 @@ export async function verifyAll(store: CacheStore, logger: Logger): Promise<Veri
       report.ok++;
       continue;
     }
-    await retryBusy(() => store.forget(entry.path));
+    await store.retry(() => store.forget(entry.path));
     await unlink(entry.path).catch(() => {});
     report.corrupt.push(entry.path);
     logger.warn({ path: entry.path }, 'verify: size or sha256 differs from the index; file removed');

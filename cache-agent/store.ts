@@ -96,7 +96,11 @@ const toEntry = (r: EntrySqlRow): CacheEntry => ({
   verified: r.verified === 1,
 });
 
+/** The connection's busy timeout: the longest one statement blocks the event loop on a lock. */
+const LOCK_WAIT_MS = 50;
+
 export interface OpenStoreOptions {
+  /** How long writes keep retrying a lock held elsewhere (CacheStore.retry). @default 5000 */
   busyTimeoutMs?: number;
   /** Told when a corrupt database was moved aside (the index is then rebuilt from disk). */
   onCorrupt?: (movedTo: string, error: unknown) => void;
@@ -106,7 +110,7 @@ export interface OpenStoreOptions {
 export function openStore(dbPath: string, options: OpenStoreOptions = {}): CacheStore {
   mkdirSync(dirname(dbPath), { recursive: true });
   try {
-    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 1000));
+    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 5000), options.busyTimeoutMs ?? 5000);
   } catch (error) {
     if (!isCorruption(error)) throw error;
     const aside = `${dbPath}.corrupt-${Date.now()}`;
@@ -114,12 +118,13 @@ export function openStore(dbPath: string, options: OpenStoreOptions = {}): Cache
       if (existsSync(dbPath + suffix)) renameSync(dbPath + suffix, aside + suffix);
     }
     options.onCorrupt?.(aside, error);
-    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 1000));
+    return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 5000), options.busyTimeoutMs ?? 5000);
   }
 }
 
-function openChecked(dbPath: string, busyTimeoutMs: number): Database.Database {
-  const db = new Database(dbPath, { timeout: busyTimeoutMs });
+/** Opens with the whole budget as busy timeout (start-up may wait), then drops to LOCK_WAIT_MS. */
+function openChecked(dbPath: string, busyBudgetMs: number): Database.Database {
+  const db = new Database(dbPath, { timeout: busyBudgetMs });
   try {
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
@@ -127,6 +132,7 @@ function openChecked(dbPath: string, busyTimeoutMs: number): Database.Database {
     if (check !== 'ok') throw Object.assign(new Error(`quick_check: ${String(check)}`), { code: 'SQLITE_CORRUPT' });
     db.exec(SEED_SCHEMA);
     db.exec(AGENT_SCHEMA);
+    db.pragma(`busy_timeout = ${LOCK_WAIT_MS}`);
     return db;
   } catch (error) {
     db.close();
@@ -141,34 +147,21 @@ function isCorruption(error: unknown): boolean {
 
 const hourOf = (ms: number) => Math.floor(ms / 3_600_000);
 
-/**
- * Runs a write, retrying (with async pauses, so the event loop keeps serving) while another
- * process holds the lock; INDEX_BUSY when it never frees. Each attempt itself waits up to the
- * connection's busy timeout.
- */
-export async function retryBusy<T>(write: () => T, attempts = 5): Promise<T> {
-  for (let n = 1; ; n++) {
-    try {
-      return write();
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
-      if (n >= attempts)
-        throw new AgentError('INDEX_BUSY', `model_cache.db stayed locked by another process through ${attempts} attempts`, {
-          retryable: true,
-          cause: error,
-        });
-      await new Promise((r) => setTimeout(r, 50 * n + Math.random() * 50));
-    }
-  }
-}
-
 export class CacheStore {
   private readonly s;
   /** Hits not yet written: path → uses and the latest time (flushed in one transaction). */
   private touches = new Map<string, { uses: number; last: Date }>();
   private lookups = new Map<number, { hits: number; misses: number }>();
 
-  constructor(readonly db: Database.Database) {
+  /**
+   * @param busyBudgetMs how long a write may keep retrying while another process (the Python
+   *   nodes) holds the lock. Each try waits at most the connection's short busy timeout
+   *   (LOCK_WAIT_MS), so the event loop is never blocked for long; between tries it is free.
+   */
+  constructor(
+    readonly db: Database.Database,
+    private readonly busyBudgetMs = 5000,
+  ) {
     this.s = {
       setting: db.prepare<[string], { value: string }>('SELECT value FROM settings WHERE key = ?'),
       putSetting: db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
@@ -245,10 +238,16 @@ export class CacheStore {
     };
   }
 
+  /** At start-up (may block up to the busy budget: nothing is served yet). */
   putSettings(values: Record<string, string>): void {
-    this.write(() => {
-      for (const [key, value] of Object.entries(values)) this.s.putSetting.run(key, value);
-    });
+    this.db.pragma(`busy_timeout = ${this.busyBudgetMs}`);
+    try {
+      this.write(() => {
+        for (const [key, value] of Object.entries(values)) this.s.putSetting.run(key, value);
+      });
+    } finally {
+      this.db.pragma(`busy_timeout = ${LOCK_WAIT_MS}`);
+    }
   }
 
   findUser(loraId: string): CacheEntry | null {
@@ -438,7 +437,29 @@ export class CacheStore {
     this.db.close();
   }
 
-  /** One short BEGIN IMMEDIATE transaction (waits up to the busy timeout for other writers). */
+  /**
+   * Runs a write, retrying with async pauses while another process holds the lock; INDEX_BUSY
+   * once the budget is spent.
+   */
+  async retry<T>(write: () => T): Promise<T> {
+    const deadline = Date.now() + this.busyBudgetMs;
+    for (let n = 1; ; n++) {
+      try {
+        return write();
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
+        if (Date.now() >= deadline) {
+          throw new AgentError('INDEX_BUSY', `model_cache.db stayed locked by another process for ${this.busyBudgetMs} ms`, {
+            retryable: true,
+            cause: error,
+          });
+        }
+        await new Promise((r) => setTimeout(r, Math.min(250, 20 * n) + Math.random() * 20));
+      }
+    }
+  }
+
+  /** One short BEGIN IMMEDIATE transaction (waits at most LOCK_WAIT_MS for other writers). */
   private write<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
   }
