@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -35,7 +36,8 @@ export async function tryLock(locksDir: string, key: string, options: LockOption
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
       const handle = await open(path, 'wx');
-      await handle.writeFile(JSON.stringify({ pid: process.pid, at: Date.now() }));
+      const token = randomUUID();
+      await handle.writeFile(JSON.stringify({ pid: process.pid, at: Date.now(), token }));
       await handle.close();
       let released = false;
       return {
@@ -45,7 +47,9 @@ export async function tryLock(locksDir: string, key: string, options: LockOption
         release: async () => {
           if (released) return;
           released = true;
-          await unlink(path).catch(() => {});
+          // Only our own lock: after a takeover (we looked abandoned) the file is someone else's.
+          const owner = await readFile(path, 'utf8').catch(() => '');
+          if (owner.includes(token)) await unlink(path).catch(() => {});
         },
       };
     } catch (error) {

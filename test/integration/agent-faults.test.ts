@@ -93,6 +93,38 @@ describe('cache agent under faults', () => {
     expect(sha(readFileSync(result.path))).toBe(sha(loras[0]!.bytes));
   });
 
+  it('two processes asking for one LoRA at once → one download (lock file), both get the path (THREATS 20)', async () => {
+    const comfy = await mkdtemp(join(tmpdir(), 'lora-two-'));
+    const { grant, loras } = await userWithLoras(server, [2 * MiB]);
+    proxy.add({ fault: { kind: 'delay', ms: 150 }, times: Number.POSITIVE_INFINITY, match: isBlobGet }); // long enough to overlap
+    const agent = await agents.start({ comfyDir: comfy });
+    const child = spawn(process.execPath, [BIN, 'ensure', loras[0]!.id, '--grant', grant], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        LORA_VAULT_URL: server.graphqlUrl,
+        LORA_VAULT_TOKEN: await server.tokens.machine('two-processes'),
+        COMFYUI_DIR: comfy,
+        MIN_FREE_SPACE_GB: '0',
+        DOWNLOAD_PART_MB: '1',
+      },
+    });
+    children.push(child);
+    let out = '';
+    child.stdout?.on('data', (d) => (out += d));
+    const childDone = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    await eventually(async () => proxy.log.some(isBlobGet), 20_000, 'the child started downloading');
+    const mine = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
+    expect(await childDone).toBe(0);
+    expect(JSON.parse(out).path).toBe(mine.path);
+    expect(agent.core.downloads.started).toBe(0); // this process waited for the other one
+    const requested = proxy.log.filter(isBlobGet).reduce((sum, e) => {
+      const m = /bytes=(\d+)-(\d+)/.exec(e.range ?? '');
+      return sum + (m ? Number(m[2]) - Number(m[1]) + 1 : 0);
+    }, 0);
+    expect(requested).toBe(2 * MiB); // every byte fetched exactly once
+    expect(sha(readFileSync(mine.path))).toBe(sha(loras[0]!.bytes));
+  });
+
   it('a body that never verifies fails DOWNLOAD_FAILED after bounded retries, leaves nothing, and the API hears about it (THREATS 18)', async () => {
     const agent = await agents.start();
     const { grant, loras } = await userWithLoras(server, [512 * 1024]);
