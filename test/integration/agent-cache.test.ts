@@ -223,6 +223,31 @@ describe('invalidation', () => {
     await user.close();
   });
 
+  it('a LoRA deleted while the API was unreachable is evicted once the subscription reconnects (reconcile on reconnect)', async () => {
+    const flaky = await startTestServer();
+    const port = new URL(flaky.url).port;
+    const agent = await agents.start({ subscribe: true, server: flaky });
+    const { userId, grant, loras } = await userWithLoras(server, [10_000]);
+    const { path } = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
+    await eventually(async () => agent.invalidator.reconciliations > 0, 5000, 'first connection');
+    const before = agent.invalidator.reconciliations;
+
+    await flaky.stop(); // the agent's API goes away; the deletion happens on another replica (same database)
+    const user = await userClient(server, userId);
+    await user.deleteLora({ id: loras[0]!.id });
+    await user.close();
+    expect(existsSync(path)).toBe(true); // the event never reached this agent
+
+    const back = await startTestServer({ PORT: port });
+    try {
+      await eventually(async () => !existsSync(path), 30_000, 'evicted after the reconnect');
+      expect(agent.invalidator.reconciliations).toBeGreaterThan(before);
+    } finally {
+      await agents.stopAll();
+      await back.stop();
+    }
+  }, 45_000);
+
   it('a LoRA deleted while the agent was offline is evicted after it reconnects (reconcile, THREATS 25)', async () => {
     const first = await agentWith();
     const { userId, grant, loras } = await userWithLoras(server, [10_000, 10_000]);

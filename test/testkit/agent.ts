@@ -39,6 +39,8 @@ export interface TestAgentOptions extends AgentOptions {
   comfyDir?: string;
   listen?: boolean;
   subscribe?: boolean;
+  /** Another API server than the pool's. */
+  server?: TestServer;
 }
 
 export async function startTestAgent(server: TestServer, options: TestAgentOptions = {}): Promise<Agent> {
@@ -86,7 +88,7 @@ export function agentPool(server: () => TestServer) {
   const started: Agent[] = [];
   return {
     async start(options: TestAgentOptions = {}): Promise<Agent> {
-      const agent = await startTestAgent(server(), options);
+      const agent = await startTestAgent(options.server ?? server(), options);
       started.push(agent);
       return agent;
     },
