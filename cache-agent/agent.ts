@@ -91,12 +91,11 @@ export class CacheCore {
       if (ref.source === 'user' && entry.userId !== grantUser) throw notFound(ref.id);
     }
     const now = this.deps.now();
-    const lease = options.lease
-      ? this.deps.store.acquireLease(
-          entry.path,
-          (options.lease.ttlSeconds ?? this.deps.config.leaseTtlSeconds) * 1000,
-          options.lease.holder ?? null,
-          now,
+    const { store, config } = this.deps;
+    const leaseOptions = options.lease;
+    const lease = leaseOptions
+      ? await store.retry(() =>
+          store.acquireLease(entry.path, (leaseOptions.ttlSeconds ?? config.leaseTtlSeconds) * 1000, leaseOptions.holder ?? null, now),
         )
       : null;
     if (ref.source === 'user' && options.recordUsage !== false) {
@@ -135,7 +134,7 @@ export class CacheCore {
       if (!store.hasModelRow(entry.path)) store.register({ ...entry, fileName: entry.path.split('/').pop() ?? entry.path }, now);
       else store.touch(entry.path, now);
     } catch (error) {
-      // The Python nodes hold the write lock past our busy timeout: the file is still good.
+      // Re-adding a models row the Python side removed met its lock: the file is still good; next hit retries.
       this.deps.logger.warn({ err: error, path: entry.path }, 'could not record the hit in model_cache.db');
     }
     return entry;
