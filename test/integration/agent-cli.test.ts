@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,6 +77,45 @@ describe('lora-cache CLI', () => {
     expect(verify.code).toBe(1);
     expect(JSON.parse(verify.stdout).corrupt).toEqual([result.path]);
     expect(existsSync(result.path)).toBe(false);
+  });
+
+  it('start runs the daemon (local interface up, JSON logs) and stops cleanly on SIGTERM', async () => {
+    const comfy = await mkdtemp(join(tmpdir(), 'lora-daemon-'));
+    const daemon = spawn(process.execPath, [BIN, 'start'], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        LORA_VAULT_URL: server.graphqlUrl,
+        LORA_VAULT_TOKEN: await server.tokens.machine('daemon'),
+        COMFYUI_DIR: comfy,
+        AGENT_PORT: '0',
+        MIN_FREE_SPACE_GB: '0',
+      },
+    });
+    const exited = new Promise<number | null>((resolve) => daemon.on('exit', resolve));
+    const address = await new Promise<string>((resolve, reject) => {
+      let buffered = '';
+      daemon.stdout.on('data', (d) => {
+        buffered += d;
+        for (const line of buffered.split('\n')) {
+          const parsed = line.startsWith('{') ? (JSON.parse(line) as { msg?: string; address?: string }) : null;
+          if (parsed?.msg === 'cache agent started' && parsed.address) resolve(parsed.address);
+        }
+      });
+      setTimeout(() => reject(new Error(`no start line: ${buffered}`)), 20_000);
+    });
+    const health = (await (await fetch(`${address}/health`)).json()) as { ok: boolean };
+    expect(health.ok).toBe(true);
+    const { grant, loras } = await userWithLoras(server, [10_000]);
+    const ensured = await fetch(`${address}/ensure`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ source: 'user', id: loras[0]!.id, grant }),
+    });
+    expect(ensured.status).toBe(200);
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(existsSync(join(comfy, 'models/loras/.lora-cache-tmp'))).toBe(true);
+    expect(readdirSync(join(comfy, 'models/loras/.lora-cache-tmp')).filter((d) => d !== 'locks')).toEqual([]); // its temp folder removed
   });
 
   it('bad configuration and bad input: every problem listed, typed codes, non-zero exit', async () => {
