@@ -4,8 +4,8 @@
  *
  * 1. Cache hit: `agent.ensure(ref)` of a cached user LoRA vs a bare `fs.promises.stat` of the same
  *    file, HIT_CALLS (2,000) calls each after a warm-up, in alternating blocks of 500 (usage reports
- *    drained before each block). Every hit fires the real usage report (recordLoraUsage) at the API,
- *    fire-and-forget: its requests and answers share this event loop, the server's work runs in its
+ *    drained before each block). Every hit queues its usage with the real reporter, which sends one
+ *    batched recordLoraUsage per job (grant) from this event loop; the server's work runs in its
  *    own process. Target: ensure p99 < 1 ms. Informational: `recordUsage: false`, for the report's cost.
  * 2. Cold download of a BENCH_AGENT_FILE_MB (1024) MiB LoRA: `ensure` in a fresh ComfyUI folder (a
  *    new agent each time, download settings from the config's defaults) vs a plain `fetch` of the SAS
