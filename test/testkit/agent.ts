@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,10 +68,11 @@ export async function userWithLoras(
   return { userId, grant: await grantFor(server, userId), loras };
 }
 
+/** A job grant for a new job (each call a different job id, so a different grant). */
 export async function grantFor(server: TestServer, userId: string, ttlSeconds = 3600): Promise<string> {
   const res = await server.gql(
     'mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) { token } }',
-    { u: userId, j: `job-${userId.slice(0, 8)}`, t: ttlSeconds },
+    { u: userId, j: `job-${randomUUID()}`, t: ttlSeconds },
     { token: await server.tokens.service() },
   );
   const token = res.body.data?.createJobGrant?.token;
