@@ -20,7 +20,8 @@ export interface LockOptions {
   staleMs?: number;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid runs (EPERM: it does, as another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -72,7 +73,7 @@ async function lockState(path: string, staleMs: number): Promise<'held' | 'stale
       // Half-written by an owner that is creating it right now: judge by age alone.
       return Date.now() - info.mtimeMs > 5000 ? 'stale' : 'held';
     }
-    if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return 'stale';
+    if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return 'stale';
     return Date.now() - info.mtimeMs > staleMs ? 'stale' : 'held';
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'gone';

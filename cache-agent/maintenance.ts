@@ -5,6 +5,7 @@ import { join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { type CacheRow, type EvictionPlan, planAgeEviction, planSpaceEviction } from './eviction.ts';
 import { type Layout, parseUserLoraPath } from './layout.ts';
+import { processAlive } from './lock.ts';
 import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
 import { normaliseSharedName } from './workflow.ts';
 
@@ -45,15 +46,6 @@ async function* walk(dir: string): AsyncGenerator<string> {
     const full = join(dir, d.name);
     if (d.isDirectory()) yield* walk(full);
     else if (d.isFile()) yield full;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

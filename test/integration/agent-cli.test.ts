@@ -5,12 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { userWithLoras } from '../testkit/agent.ts';
+import { cliEnv, LORA_CACHE_BIN, userWithLoras } from '../testkit/agent.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /** `lora-cache` as operators run it: the published bin in a process of its own. */
 
-const BIN = join(import.meta.dirname, '../../cache-agent/bin/lora-cache.mjs');
 const run = promisify(execFile);
 
 let server: TestServer;
@@ -23,7 +22,7 @@ afterAll(async () => {
 
 async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+    const { stdout, stderr } = await run(process.execPath, [LORA_CACHE_BIN, ...args], {
       env: { PATH: process.env.PATH ?? '', ...env },
       timeout: 60_000,
     });
@@ -37,13 +36,7 @@ async function cli(args: string[], env: Record<string, string>): Promise<{ code:
 describe('lora-cache CLI', () => {
   it('ensure, prefetch, stats, evict --dry-run and verify on one ComfyUI folder', async () => {
     const comfy = await mkdtemp(join(tmpdir(), 'lora-cli-'));
-    const env = {
-      LORA_VAULT_URL: server.graphqlUrl,
-      LORA_VAULT_TOKEN: await server.tokens.machine('cli-machine'),
-      COMFYUI_DIR: comfy,
-      MIN_FREE_SPACE_GB: '0',
-      STATS_INTERVAL_SECONDS: '0',
-    };
+    const env = await cliEnv(server, comfy);
     const { grant, loras } = await userWithLoras(server, [30_000, 20_000]);
 
     const ensured = await cli(['ensure', loras[0]!.id, '--grant', grant], env);
@@ -81,16 +74,7 @@ describe('lora-cache CLI', () => {
 
   it('start runs the daemon (local interface up, JSON logs) and stops cleanly on SIGTERM', async () => {
     const comfy = await mkdtemp(join(tmpdir(), 'lora-daemon-'));
-    const daemon = spawn(process.execPath, [BIN, 'start'], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        LORA_VAULT_URL: server.graphqlUrl,
-        LORA_VAULT_TOKEN: await server.tokens.machine('daemon'),
-        COMFYUI_DIR: comfy,
-        AGENT_PORT: '0',
-        MIN_FREE_SPACE_GB: '0',
-      },
-    });
+    const daemon = spawn(process.execPath, [LORA_CACHE_BIN, 'start'], { env: await cliEnv(server, comfy, { AGENT_PORT: '0' }) });
     const exited = new Promise<number | null>((resolve) => daemon.on('exit', resolve));
     const address = await new Promise<string>((resolve, reject) => {
       let buffered = '';

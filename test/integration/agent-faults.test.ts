@@ -8,7 +8,7 @@ import { type CacheEvent, createLoraClient } from '@lora-vault/sdk';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import WebSocket from 'ws';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
-import { agentPool, FAST_DOWNLOADS, userWithLoras } from '../testkit/agent.ts';
+import { agentPool, cliEnv, FAST_DOWNLOADS, LORA_CACHE_BIN, userWithLoras } from '../testkit/agent.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { eventually } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -19,7 +19,6 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  * a SAS that really expires mid-download (24). The downloader's own tests cover each fault in depth.
  */
 
-const BIN = join(import.meta.dirname, '../../cache-agent/bin/lora-cache.mjs');
 const MiB = 1024 * 1024;
 
 let proxy: CorruptingProxy;
@@ -53,16 +52,8 @@ describe('cache agent under faults', () => {
       times: Number.POSITIVE_INFINITY,
       match: (r) => isBlobGet(r) && !/^bytes=0-/.test(r.range ?? ''),
     });
-    const child = spawn(process.execPath, [BIN, 'ensure', loras[0]!.id, '--grant', grant], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        LORA_VAULT_URL: server.graphqlUrl,
-        LORA_VAULT_TOKEN: await server.tokens.machine('kill-test'),
-        COMFYUI_DIR: comfy,
-        MIN_FREE_SPACE_GB: '0',
-        DOWNLOAD_PART_MB: '1',
-        DOWNLOAD_CONCURRENCY: '3',
-      },
+    const child = spawn(process.execPath, [LORA_CACHE_BIN, 'ensure', loras[0]!.id, '--grant', grant], {
+      env: await cliEnv(server, comfy, { DOWNLOAD_PART_MB: '1', DOWNLOAD_CONCURRENCY: '3' }),
       stdio: 'ignore',
     });
     children.push(child);
@@ -98,15 +89,8 @@ describe('cache agent under faults', () => {
     const { grant, loras } = await userWithLoras(server, [2 * MiB]);
     proxy.add({ fault: { kind: 'delay', ms: 150 }, times: Number.POSITIVE_INFINITY, match: isBlobGet }); // long enough to overlap
     const agent = await agents.start({ comfyDir: comfy });
-    const child = spawn(process.execPath, [BIN, 'ensure', loras[0]!.id, '--grant', grant], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        LORA_VAULT_URL: server.graphqlUrl,
-        LORA_VAULT_TOKEN: await server.tokens.machine('two-processes'),
-        COMFYUI_DIR: comfy,
-        MIN_FREE_SPACE_GB: '0',
-        DOWNLOAD_PART_MB: '1',
-      },
+    const child = spawn(process.execPath, [LORA_CACHE_BIN, 'ensure', loras[0]!.id, '--grant', grant], {
+      env: await cliEnv(server, comfy, { DOWNLOAD_PART_MB: '1' }),
     });
     children.push(child);
     let out = '';

@@ -16,6 +16,22 @@ import type { TestServer } from './server.ts';
  * Small download parts and short retry delays so the fault paths run quickly.
  */
 
+/** The published `lora-cache` bin, for tests that run it as operators do. */
+export const LORA_CACHE_BIN = join(import.meta.dirname, '../../cache-agent/bin/lora-cache.mjs');
+
+/** The environment of a `lora-cache` process for `comfyDir` against `server` (a machine token of its own). */
+export async function cliEnv(server: TestServer, comfyDir: string, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  return {
+    PATH: process.env.PATH ?? '',
+    LORA_VAULT_URL: server.graphqlUrl,
+    LORA_VAULT_TOKEN: await server.tokens.machine(`cli-${comfyDir.slice(-6)}`),
+    COMFYUI_DIR: comfyDir,
+    MIN_FREE_SPACE_GB: '0',
+    STATS_INTERVAL_SECONDS: '0',
+    ...extra,
+  };
+}
+
 export const FAST_DOWNLOADS = { partBytes: 64 * 1024, concurrency: 4, baseDelayMs: 20, maxDelayMs: 200, stallMs: 3000 } as const;
 
 export async function agentConfig(server: TestServer, env: Record<string, string> = {}, comfyDir?: string): Promise<AgentConfig> {
