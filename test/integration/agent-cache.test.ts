@@ -9,6 +9,7 @@ import { parseCacheTime, toPythonIso } from '../../cache-agent/timefmt.ts';
 import { agentPool, grantFor, type TestAgentOptions, userClient, userWithLoras } from '../testkit/agent.ts';
 import { eventually } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { startTcpProxy } from '../testkit/tcp-proxy.ts';
 
 /** The cache agent against the real server and Azurite: hits and misses, eviction, leases, invalidation. */
 
@@ -223,28 +224,26 @@ describe('invalidation', () => {
     await user.close();
   });
 
-  it('a LoRA deleted while the API was unreachable is evicted once the subscription reconnects (reconcile on reconnect)', async () => {
-    const flaky = await startTestServer();
-    const port = new URL(flaky.url).port;
-    const agent = await agents.start({ subscribe: true, server: flaky });
+  it('a LoRA deleted while the network to the API was down is evicted once the subscription reconnects (reconcile on reconnect)', async () => {
+    const network = await startTcpProxy(Number(new URL(server.url).port));
+    const agent = await agentWith({ subscribe: true, server: { ...server, graphqlUrl: `http://127.0.0.1:${network.port}/graphql` } });
     const { userId, grant, loras } = await userWithLoras(server, [10_000]);
     const { path } = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
     await eventually(async () => agent.invalidator.reconciliations > 0, 5000, 'first connection');
     const before = agent.invalidator.reconciliations;
-
-    await flaky.stop(); // the agent's API goes away; the deletion happens on another replica (same database)
-    const user = await userClient(server, userId);
-    await user.deleteLora({ id: loras[0]!.id });
-    await user.close();
-    expect(existsSync(path)).toBe(true); // the event never reached this agent
-
-    const back = await startTestServer({ PORT: port });
     try {
+      network.down(); // the agent's connections are cut; the LORA_DELETED event goes out while it is away
+      const user = await userClient(server, userId);
+      await user.deleteLora({ id: loras[0]!.id });
+      await user.close();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(existsSync(path)).toBe(true); // the event never reached this agent
+
+      network.up();
       await eventually(async () => !existsSync(path), 30_000, 'evicted after the reconnect');
       expect(agent.invalidator.reconciliations).toBeGreaterThan(before);
     } finally {
-      await agents.stopAll();
-      await back.stop();
+      await network.close();
     }
   }, 45_000);
 
