@@ -669,7 +669,7 @@ async function main(): Promise<number> {
         `baseline filter + sort, same victims: ${f2(p.naiveMs)} ms │ ratio ${f2(p.planMs / p.naiveMs)} │ target < ${MAX_PLAN_MS} ms: ${verdict(p.planMs < MAX_PLAN_MS)}`,
     );
   out.push(
-    `4b. store.cacheRows() + plan (what each download pays before it starts): median ${f1(ev.readPlanMs)} ms │ baseline bare SQLite read of the ` +
+    `4b. store.cacheRows() + plan (paid by a download that needs eviction; one that fits costs a SUM query): median ${f1(ev.readPlanMs)} ms │ baseline bare SQLite read of the ` +
       `same rows: ${f1(ev.rawReadMs)} ms (cacheRows() alone ${f1(ev.parseMs)} ms) │ ratio ${f2(ev.readPlanMs / ev.rawReadMs)} │ informational, no target`,
   );
   if (warnings.length) {
