@@ -102,6 +102,15 @@ describe('lora-cache CLI', () => {
     expect(readdirSync(join(comfy, 'models/loras/.lora-cache-tmp')).filter((d) => d !== 'locks')).toEqual([]); // its temp folder removed
   });
 
+  it('on a terminal, ensure draws a progress bar (a real pseudo-terminal via script(1))', async () => {
+    const comfy = await mkdtemp(join(tmpdir(), 'lora-tty-'));
+    const { grant, loras } = await userWithLoras(server, [3 * 1024 * 1024]);
+    const command = `'${process.execPath}' '${LORA_CACHE_BIN}' ensure ${loras[0]!.id} --grant ${grant}`;
+    const { stdout } = await run('script', ['-qec', command, '/dev/null'], { env: await cliEnv(server, comfy), timeout: 60_000 });
+    expect(stdout).toMatch(/[█░]+ 100% \| 3\.1\/3\.1 MB/); // stderr is the terminal: the bar reached the end
+    expect(stdout).toContain('"hit": false');
+  });
+
   it('bad configuration and bad input: every problem listed, typed codes, non-zero exit', async () => {
     const bad = await cli(['stats'], { LORA_CACHE_MAX_GB: 'lots', AGENT_PORT: '99999' });
     expect(bad.code).toBe(2);
