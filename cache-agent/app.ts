@@ -45,6 +45,12 @@ export interface StartOptions {
   subscribe?: boolean;
   /** Daily age eviction, minute stats, lease sweeps. @default true */
   schedule?: boolean;
+  /**
+   * Start-up cleanup (temp leftovers, rows without files, files without rows) and age eviction.
+   * The daemon does it; one-shot CLI commands (`stats`, `evict --dry-run`, …) must change nothing
+   * they were not asked to. @default true
+   */
+  maintain?: boolean;
 }
 
 export interface PrefetchItem {
@@ -232,9 +238,11 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       await mkdir(layout.usersDir, { recursive: true });
       await mkdir(layout.sharedDir, { recursive: true });
       await mkdir(layout.locksDir, { recursive: true });
-      cleanup = await startupCleanup(store, layout, logger, now());
+      if (startOptions.maintain !== false) {
+        cleanup = await startupCleanup(store, layout, logger, now());
+        await evictByAge();
+      }
       timers.push(setInterval(() => store.flushTouches(), 1000));
-      await evictByAge();
       if (startOptions.subscribe !== false) invalidator?.start();
       if (startOptions.schedule !== false) {
         cron = new Cron(config.ageEvictionCron, { protect: true }, async () => {

@@ -19,13 +19,13 @@ function config() {
   return loadAgentConfig(process.env, (path) => readFileSync(path, 'utf8'));
 }
 
-/** Builds the agent without the local interface or subscription, runs `work`, stops. */
+/** Builds the agent without the local interface, subscription or maintenance, runs `work`, stops. */
 async function oneShot<T>(work: (agent: Agent) => Promise<T>): Promise<T> {
   const cfg = config();
   // Logs go to stderr so stdout stays the command's JSON answer.
   const logger = pino({ level: process.env.LOG_LEVEL ? cfg.logLevel : 'warn', base: { machineId: cfg.machineId } }, pino.destination(2));
   const agent = buildAgent(cfg, { logger });
-  await agent.start({ listen: false, subscribe: false, schedule: false });
+  await agent.start({ listen: false, subscribe: false, schedule: false, maintain: false });
   try {
     return await work(agent);
   } finally {

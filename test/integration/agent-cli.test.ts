@@ -59,8 +59,10 @@ describe('lora-cache CLI', () => {
 
     const stats = JSON.parse((await cli(['stats'], env)).stdout);
     expect(stats).toMatchObject({ userLoraCount: 2, totalLoraCacheBytes: 50_000 });
-    const plan = JSON.parse((await cli(['evict', '--dry-run'], { ...env, LORA_CACHE_MAX_GB: String(25_000 / 1024 ** 3) })).stdout);
+    const tinyLimits = { ...env, LORA_CACHE_MAX_GB: String(25_000 / 1024 ** 3), LORA_MAX_AGE_DAYS: '0.000001' };
+    const plan = JSON.parse((await cli(['evict', '--dry-run'], tinyLimits)).stdout);
     expect(plan.dryRun).toBe(true);
+    expect(plan.age.victims).toHaveLength(2); // both older than ~0.1 s: planned, not executed
     expect(plan.overCap.victims).toEqual([result.path]); // 50,000 bytes over a 25,000-byte cap: the LRU 30,000 is enough
     expect(existsSync(result.path)).toBe(true); // nothing executed
 
