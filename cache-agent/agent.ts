@@ -94,9 +94,7 @@ export class CacheCore {
     const { store, config } = this.deps;
     const leaseOptions = options.lease;
     const lease = leaseOptions
-      ? await store.retry(() =>
-          store.acquireLease(entry.path, (leaseOptions.ttlSeconds ?? config.leaseTtlSeconds) * 1000, leaseOptions.holder ?? null, now),
-        )
+      ? await store.acquireLease(entry.path, (leaseOptions.ttlSeconds ?? config.leaseTtlSeconds) * 1000, leaseOptions.holder ?? null, now)
       : null;
     if (ref.source === 'user' && options.recordUsage !== false) {
       this.deps.reporter.usage(ref.grant, [ref.id], options.workflowId ?? null, options.workflowName ?? null);
@@ -126,16 +124,16 @@ export class CacheCore {
     );
     if (size !== entry.sizeBytes) {
       this.deps.logger.warn({ path: entry.path, size, expected: entry.sizeBytes }, 'cached file missing or changed; downloading again');
-      await store.retry(() => store.forget(entry.path));
+      await store.forget(entry.path);
       return null;
     }
     const now = this.deps.now();
-    try {
-      if (!store.hasModelRow(entry.path)) store.register({ ...entry, fileName: entry.path.split('/').pop() ?? entry.path }, now);
-      else store.touch(entry.path, now);
-    } catch (error) {
-      // Re-adding a models row the Python side removed met its lock: the file is still good; next hit retries.
-      this.deps.logger.warn({ err: error, path: entry.path }, 'could not record the hit in model_cache.db');
+    if (store.hasModelRow(entry.path)) store.touch(entry.path, now);
+    else {
+      // The Python side removed the models row: add it back (the file is good whatever happens).
+      await store
+        .register({ ...entry, fileName: entry.path.split('/').pop() ?? entry.path }, now)
+        .catch((error: unknown) => this.deps.logger.warn({ err: error, path: entry.path }, 'could not re-add the models row'));
     }
     return entry;
   }
@@ -223,7 +221,7 @@ export class CacheCore {
         pendingDelete: false,
         verified: true,
       };
-      await store.retry(() => store.register({ ...entry, fileName: details.fileName }, this.deps.now()));
+      await store.register({ ...entry, fileName: details.fileName }, this.deps.now());
       const seconds = (Date.now() - started) / 1000;
       logger.info(
         {

@@ -189,7 +189,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   }
 
   async function release(by: { leaseId: string } | { holder: string }): Promise<{ released: number }> {
-    const paths = await store.retry(() => store.releaseLeases(by));
+    const paths = await store.releaseLeases(by);
     if ('leaseId' in by && paths.length === 0)
       throw new AgentError('LEASE_NOT_FOUND', `no lease ${by.leaseId} (released already, or expired)`);
     await invalidator?.evictPending();
@@ -206,7 +206,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   }
 
   async function sweep(): Promise<void> {
-    await store.retry(() => store.prune(now()));
+    await store.prune(now());
     await invalidator?.evictPending();
   }
 

@@ -32,7 +32,7 @@ export class Invalidator {
 
   /** A LoRA is gone upstream: hide it now, remove the file once no lease holds it. */
   async deleted(loraId: string, reason: string): Promise<void> {
-    const entry = await this.deps.store.retry(() => this.deps.store.markPendingDelete(loraId));
+    const entry = await this.deps.store.markPendingDelete(loraId);
     if (entry) this.deps.logger.info({ loraId, path: entry.path, reason }, 'LoRA deleted upstream; evicting');
     await this.evictPending();
   }
@@ -42,7 +42,7 @@ export class Invalidator {
     const { store, logger, reporter } = this.deps;
     let evicted = 0;
     for (const entry of store.pendingDeletes()) {
-      if (!(await store.retry(() => store.removeUnlessLeased(entry.path, this.deps.now(), { eviction: true })))) continue;
+      if (!(await store.removeUnlessLeased(entry.path, this.deps.now(), { eviction: true }))) continue;
       await unlink(entry.path).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') logger.warn({ err: error, path: entry.path }, 'could not remove a deleted LoRA file');
       });
@@ -88,11 +88,11 @@ export class Invalidator {
       const valid = new Set(await client.lorasStillValid({ loras: batch.map((e) => ({ id: e.loraId, sha256: e.sha256 })) }));
       for (const entry of batch) {
         if (valid.has(entry.loraId)) {
-          if (!entry.verified) await store.retry(() => store.markVerified(entry.path));
+          if (!entry.verified) await store.markVerified(entry.path);
           continue;
         }
         invalid++;
-        await store.retry(() => store.markPendingDelete(entry.loraId));
+        await store.markPendingDelete(entry.loraId);
       }
     }
     const evicted = await this.evictPending();

@@ -72,13 +72,13 @@ export async function startupCleanup(store: CacheStore, layout: Layout, logger: 
   }
   for (const entry of store.entries()) {
     if ((await sizeOf(entry.path)) !== entry.sizeBytes) {
-      await store.retry(() => store.forget(entry.path));
+      await store.forget(entry.path);
       report.rowsDropped++;
     }
   }
   for (const row of store.cacheRows()) {
     if (!store.findByPath(row.path) && (await sizeOf(row.path)) === null) {
-      await store.retry(() => store.forget(row.path));
+      await store.forget(row.path);
       report.rowsDropped++;
     }
   }
@@ -122,7 +122,7 @@ async function reRegister(store: CacheStore, layout: Layout, path: string, sourc
       verified: false,
       fileName,
     };
-    await store.retry(() => store.register(entry, now));
+    await store.register(entry, now);
     return true;
   }
   const name = normaliseSharedName(relative(layout.sharedDir, path).split(sep).join('/'));
@@ -140,7 +140,7 @@ async function reRegister(store: CacheStore, layout: Layout, path: string, sourc
     verified: true,
     fileName,
   };
-  await store.retry(() => store.register(entry, now));
+  await store.register(entry, now);
   return true;
 }
 
@@ -161,7 +161,7 @@ export async function executeEviction(
   const result: EvictionResult = { reason, evicted: [], bytesFreed: 0, skipped: [] };
   for (const victim of plan.victims) {
     const entry = deps.store.findByPath(victim.path);
-    if (!(await deps.store.retry(() => deps.store.removeUnlessLeased(victim.path, deps.now, { eviction: true })))) {
+    if (!(await deps.store.removeUnlessLeased(victim.path, deps.now, { eviction: true }))) {
       result.skipped.push(victim.path);
       continue;
     }
@@ -224,7 +224,7 @@ export async function verifyAll(store: CacheStore, logger: Logger): Promise<Veri
     report.checked++;
     const size = await sizeOf(entry.path);
     if (size === null) {
-      await store.retry(() => store.forget(entry.path));
+      await store.forget(entry.path);
       report.missing.push(entry.path);
       continue;
     }
@@ -232,7 +232,7 @@ export async function verifyAll(store: CacheStore, logger: Logger): Promise<Veri
       report.ok++;
       continue;
     }
-    await store.retry(() => store.forget(entry.path));
+    await store.forget(entry.path);
     await unlink(entry.path).catch(() => {});
     report.corrupt.push(entry.path);
     logger.warn({ path: entry.path }, 'verify: size or sha256 differs from the index; file removed');

@@ -155,8 +155,8 @@ export class CacheStore {
 
   /**
    * @param busyBudgetMs how long a write may keep retrying while another process (the Python
-   *   nodes) holds the lock. Each try waits at most the connection's short busy timeout
-   *   (LOCK_WAIT_MS), so the event loop is never blocked for long; between tries it is free.
+   *   nodes) holds the lock (writeRetrying). Each try waits at most the connection's short busy
+   *   timeout (LOCK_WAIT_MS), so the event loop is never blocked for long.
    */
   constructor(
     readonly db: Database.Database,
@@ -318,8 +318,8 @@ export class CacheStore {
   }
 
   /** A file now in place: its `models` row (model_type user_lora / shared_lora) and our facts. */
-  register(entry: Omit<CacheEntry, 'pendingDelete'> & { fileName: string }, now: Date): void {
-    this.write(() => {
+  register(entry: Omit<CacheEntry, 'pendingDelete'> & { fileName: string }, now: Date): Promise<void> {
+    return this.writeRetrying(() => {
       this.s.upsertModel.run({
         path: entry.path,
         modelType: entry.source === 'user' ? USER_LORA : SHARED_LORA,
@@ -335,8 +335,8 @@ export class CacheStore {
    * Removes the rows of `path` unless a live lease holds it (checked in the same IMMEDIATE
    * transaction, so a lease taken by another process after planning still wins).
    */
-  removeUnlessLeased(path: string, now: Date, counts: { eviction: boolean }): boolean {
-    return this.write(() => {
+  removeUnlessLeased(path: string, now: Date, counts: { eviction: boolean }): Promise<boolean> {
+    return this.writeRetrying(() => {
       if (this.s.liveLeaseOn.get(path, now.getTime())) return false;
       this.dropRows(path);
       if (counts.eviction) this.s.count.run({ hour: hourOf(now.getTime()), hits: 0, misses: 0, evictions: 1 });
@@ -345,8 +345,8 @@ export class CacheStore {
   }
 
   /** Removes the rows of a file that is gone from disk (no lease check: there is nothing to protect). */
-  forget(path: string): void {
-    this.write(() => this.dropRows(path));
+  forget(path: string): Promise<void> {
+    return this.writeRetrying(() => this.dropRows(path));
   }
 
   private dropRows(path: string): void {
@@ -374,8 +374,8 @@ export class CacheStore {
     }));
   }
 
-  markPendingDelete(loraId: string): CacheEntry | null {
-    this.write(() => this.s.markPending.run(loraId));
+  async markPendingDelete(loraId: string): Promise<CacheEntry | null> {
+    await this.writeRetrying(() => this.s.markPending.run(loraId));
     return this.findUser(loraId);
   }
 
@@ -383,20 +383,20 @@ export class CacheStore {
     return this.s.pending.all().map(toEntry);
   }
 
-  markVerified(path: string): void {
-    this.write(() => this.s.setVerified.run(path));
+  async markVerified(path: string): Promise<void> {
+    await this.writeRetrying(() => this.s.setVerified.run(path));
   }
 
-  acquireLease(path: string, ttlMs: number, holder: string | null, now: Date): { leaseId: string; expiresAt: Date } {
+  async acquireLease(path: string, ttlMs: number, holder: string | null, now: Date): Promise<{ leaseId: string; expiresAt: Date }> {
     const leaseId = randomUUID();
     const expires = now.getTime() + ttlMs;
-    this.write(() => this.s.addLease.run(leaseId, path, holder, expires));
+    await this.writeRetrying(() => this.s.addLease.run(leaseId, path, holder, expires));
     return { leaseId, expiresAt: new Date(expires) };
   }
 
   /** Releases one lease (by id) or every lease of a holder; returns the paths they covered. */
-  releaseLeases(by: { leaseId: string } | { holder: string }): string[] {
-    return this.write(() => {
+  releaseLeases(by: { leaseId: string } | { holder: string }): Promise<string[]> {
+    return this.writeRetrying(() => {
       if ('leaseId' in by) {
         const row = this.s.leaseById.get(by.leaseId);
         if (!row) return [];
@@ -418,8 +418,8 @@ export class CacheStore {
   }
 
   /** Drops expired leases and counters older than two days. */
-  prune(now: Date): void {
-    this.write(() => {
+  prune(now: Date): Promise<void> {
+    return this.writeRetrying(() => {
       this.s.pruneLeases.run(now.getTime());
       this.s.pruneCounters.run(hourOf(now.getTime()) - 48);
     });
@@ -438,14 +438,15 @@ export class CacheStore {
   }
 
   /**
-   * Runs a write, retrying with async pauses while another process holds the lock; INDEX_BUSY
-   * once the budget is spent.
+   * A write transaction, retried with async pauses (the event loop free in between) while another
+   * process holds the lock; INDEX_BUSY once the busy budget is spent. Every write the agent makes
+   * while serving goes through here.
    */
-  async retry<T>(write: () => T): Promise<T> {
+  private async writeRetrying<T>(fn: () => T): Promise<T> {
     const deadline = Date.now() + this.busyBudgetMs;
     for (let n = 1; ; n++) {
       try {
-        return write();
+        return this.write(fn);
       } catch (error) {
         if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
         if (Date.now() >= deadline) {

@@ -142,7 +142,7 @@ describe('eviction', () => {
     }
     // The oldest is protected by the Python side's flag; the second oldest is leased by a running job.
     agent.store.db.prepare('UPDATE models SET protected = 1 WHERE path = ?').run(paths[0]);
-    const leased = agent.store.acquireLease(paths[1]!, 60_000, 'job-1', new Date());
+    const leased = await agent.store.acquireLease(paths[1]!, 60_000, 'job-1', new Date());
 
     const fifth = await agent.ensure({ source: 'user', id: loras[4]!.id, grant });
     expect(existsSync(paths[0]!)).toBe(true); // protected
@@ -179,7 +179,7 @@ describe('eviction', () => {
     now = new Date(now.getTime() + 8 * 86_400_000);
     agent.store.touch(recent!.path, now); // used "today"
     agent.store.db.prepare('UPDATE models SET protected = 1 WHERE path = ?').run(prot!.path);
-    agent.store.acquireLease(leasedOne!.path, 3_600_000, null, now);
+    await agent.store.acquireLease(leasedOne!.path, 3_600_000, null, now);
 
     const dry = await agent.evict(true);
     expect(dry.age.victims).toEqual([old!.path]);
