@@ -126,9 +126,7 @@ export class Invalidator {
 
   async stop(): Promise<void> {
     this.running = false;
-    // Not awaited: a generator suspended in `next()` only returns once an event arrives; closing
-    // the client (the agent's stop does that next) ends the subscription itself.
-    void this.iterator?.return(undefined).catch(() => {});
+    await this.iterator?.return(undefined).catch(() => {});
     await this.reconciling;
   }
 }

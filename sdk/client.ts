@@ -343,7 +343,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
       operationName: operationOf(document).name?.value ?? null,
       extensions: extensionsOf(document),
     });
-    return (async function* () {
+    const generator = (async function* () {
       try {
         for await (const result of iterator) {
           if (result.errors?.length) throw LoraSdkError.graphql(result.errors);
@@ -355,6 +355,14 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
         await iterator.return?.();
       }
     })();
+    // A generator waiting for the next event queues return() until one arrives; ending the
+    // subscription first makes that wait finish, so `return()` resolves at once.
+    const finish = generator.return.bind(generator);
+    generator.return = async (value) => {
+      await iterator.return?.();
+      return finish(value);
+    };
+    return generator;
   }
 
   async function uploadLora(input: UploadLoraInput): Promise<UploadLoraResult> {

@@ -306,9 +306,9 @@ describe('reporting', () => {
     });
     expect(stats?.cacheHitRate24h).toBeCloseTo(1 / 3, 5);
     expect(stats?.utilizationPercent).toBeCloseTo(100, 5);
-    void events.return(undefined); // returns once the socket closes
+    await events.return(undefined);
+    await collecting;
     await admin.close();
-    void collecting;
   });
 });
 

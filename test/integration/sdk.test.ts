@@ -261,6 +261,19 @@ describe('machines, the dispatcher and admins', () => {
   });
 });
 
+describe('subscriptions', () => {
+  it('return() on a subscription waiting for its next event resolves at once and ends the iteration', async () => {
+    const machine = client(await server.tokens.machine('quiet-machine'));
+    const events = machine.cacheEvents({ machineId: 'quiet-machine' }); // nothing will ever arrive
+    const waiting = events.next();
+    await new Promise((r) => setTimeout(r, 300)); // subscribed and waiting
+    const t0 = performance.now();
+    await expect(events.return(undefined)).resolves.toMatchObject({ done: true });
+    expect(performance.now() - t0).toBeLessThan(1000);
+    await expect(waiting).resolves.toMatchObject({ done: true });
+  });
+});
+
 describe('network failures and retries', () => {
   it('retries idempotent queries on retryable failures (with backoff), never mutations', async () => {
     const token = await server.tokens.user(newUserId());
