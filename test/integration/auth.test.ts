@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { LoraView } from '../../server/domain/lora.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
-import { type FaultProxy, startFaultProxy } from '../testkit/fault-proxy.ts';
+import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { decodePayload, GRANT_AUDIENCE, signGrant, signRawJwt, unsignedJwt, withPayload } from '../testkit/jwt.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
@@ -1158,17 +1158,17 @@ const INTROSPECTION = '{ __schema { queryType { name } mutationType { name } } }
  */
 interface ProxiedServer {
   server: TestServer;
-  proxy: FaultProxy;
+  proxy: CorruptingProxy;
 }
 async function startServerBehindProxy(env: Record<string, string> = {}): Promise<ProxiedServer> {
   const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
-  const proxy = await startFaultProxy(azuritePort);
+  const proxy = await startCorruptingProxy(azuritePort);
   const server = await startTestServer({ ...env, AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port) });
   return { server, proxy };
 }
 async function provokeUnexpectedFailure({ server, proxy }: ProxiedServer): Promise<Res> {
   const name = `broken/${randomUUID()}.safetensors`;
-  proxy.fail({ match: (_method, url) => url.includes(name), status: 403, times: 10 });
+  proxy.add({ fault: { kind: 'status', status: 403 }, times: 10, match: (r) => r.url.includes(name) });
   return server.gql(
     'query($n: String!) { sharedLoraDownload(name: $n) { __typename } }',
     { n: name },

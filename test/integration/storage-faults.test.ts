@@ -1,17 +1,17 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
-import { type FaultProxy, startFaultProxy } from '../testkit/fault-proxy.ts';
+import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /** THREATS row 16: storage answering 503 — the blob-deletion job retries with backoff and finishes. */
 
-let proxy: FaultProxy;
+let proxy: CorruptingProxy;
 let server: TestServer;
 
 beforeAll(async () => {
   const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
-  proxy = await startFaultProxy(azuritePort);
+  proxy = await startCorruptingProxy(azuritePort);
   server = await startTestServer({ AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port) });
 });
 afterAll(async () => {
@@ -26,12 +26,12 @@ describe('storage faults', () => {
     const lora = await seedLora(server.app, userId);
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(lora.id) } });
 
-    proxy.fail({ match: (method, url) => method === 'DELETE' && url.includes(row.blob_path), status: 503, times: 3 });
+    proxy.add({ fault: { kind: 'status', status: 503 }, times: 3, match: (r) => r.method === 'DELETE' && r.url.includes(row.blob_path) });
     const res = await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: lora.id }, { token });
     expect(res.body.data?.deleteLora.__typename).toBe('DeleteLoraSuccess');
 
     await eventually(async () => !(await server.app.blobs.exists(row.blob_path)), 30_000, 'blob deletion after 503s');
-    expect(proxy.injected).toBe(3);
+    expect(proxy.count('status')).toBe(3);
     const jobs = await eventually(
       async () => {
         const rows = await server.app.db.$queryRaw<{ state: string }[]>`

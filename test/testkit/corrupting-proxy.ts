@@ -4,12 +4,13 @@ import type { AddressInfo } from 'node:net';
 import { type BlobClient, BlobSASPermissions, type ContainerClient } from '@azure/storage-blob';
 
 /**
- * An HTTP proxy in front of Azurite that damages blob downloads on request, for the cache agent's
- * downloader tests. Rules are checked in the order added; the first one with uses left (and whose
+ * An HTTP proxy in front of Azurite that injects storage faults on request: error statuses for the
+ * server's blob calls (storage-faults, auth tests) and damaged downloads for the cache agent's
+ * downloader. Rules are checked in the order added; the first one with uses left (and whose
  * `match` accepts the request) applies. Every request is logged with what was done to it.
- * Point a SAS URL at it with `proxy.url(sasUrl)` (the signature does not cover the host).
+ * Point a server at it with `azuriteConnectionString(proxy.port)`, or a SAS URL with
+ * `proxy.url(sasUrl)` (the signature does not cover the host).
  */
-
 export type Fault =
   /** Send the headers and this many body bytes, then destroy the socket. */
   | { kind: 'truncate'; afterBytes: number }
