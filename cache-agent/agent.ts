@@ -59,7 +59,8 @@ export class CacheCore {
   private readonly inflight = new Map<string, Promise<CacheEntry>>();
   private reservedBytes = 0;
   private stopping = false;
-  readonly downloads = { started: 0, failed: 0 };
+  /** Downloads this process started (tests and benchmarks count them). */
+  readonly downloads = { started: 0 };
 
   constructor(private readonly deps: CacheCoreDeps) {}
 
@@ -237,7 +238,6 @@ export class CacheCore {
       reporter.event({ type: 'DOWNLOADED', ...refIds(ref) });
       return entry;
     } catch (error) {
-      this.downloads.failed++;
       const agentError =
         error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message, { cause: error });
       logger.warn({ err: agentError, code: agentError.code, details: agentError.details }, `download of ${refLabel(ref)} failed`);

@@ -68,7 +68,3 @@ export class AgentError extends Error {
     return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
   }
 }
-
-export function isAgentError(error: unknown): error is AgentError {
-  return error instanceof AgentError;
-}

@@ -1,5 +1,5 @@
 import { unlink } from 'node:fs/promises';
-import type { CacheEvent, LoraClient } from '@lora-vault/sdk';
+import { backoffDelay, type CacheEvent, type LoraClient } from '@lora-vault/sdk';
 import type { Logger } from 'pino';
 import type { Reporter } from './reporter.ts';
 import type { CacheStore } from './store.ts';
@@ -11,6 +11,8 @@ import type { CacheStore } from './store.ts';
  */
 
 const RECONCILE_BATCH = 1000;
+/** Between re-subscriptions once the SDK's own reconnects gave up (full jitter, the SDK's backoff). */
+const RESUBSCRIBE_BACKOFF = { retries: Number.POSITIVE_INFINITY, baseDelayMs: 500, maxDelayMs: 30_000 };
 
 export interface InvalidatorDeps {
   store: CacheStore;
@@ -118,8 +120,7 @@ export class Invalidator {
           failures++;
           logger.warn({ err: error, failures }, 'cache event subscription lost; re-subscribing');
         }
-        if (this.running)
-          await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** Math.min(failures, 6)) * (0.5 + Math.random() / 2)));
+        if (this.running) await new Promise((r) => setTimeout(r, backoffDelay(failures, RESUBSCRIBE_BACKOFF)));
       }
     })();
   }

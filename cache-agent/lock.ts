@@ -38,7 +38,7 @@ export async function tryLock(locksDir: string, key: string, options: LockOption
     try {
       const handle = await open(path, 'wx');
       const token = randomUUID();
-      await handle.writeFile(JSON.stringify({ pid: process.pid, at: Date.now(), token }));
+      await handle.writeFile(JSON.stringify({ pid: process.pid, token }));
       await handle.close();
       let released = false;
       return {
