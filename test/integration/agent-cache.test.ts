@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { type CacheEvent, createLoraClient } from '@lora-vault/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,7 +5,9 @@ import WebSocket from 'ws';
 import type { Agent } from '../../cache-agent/app.ts';
 import { AgentError } from '../../cache-agent/errors.ts';
 import { parseCacheTime, toPythonIso } from '../../cache-agent/timefmt.ts';
-import { agentPool, grantFor, type TestAgentOptions, userClient, userWithLoras } from '../testkit/agent.ts';
+import { agentPool, type TestAgentOptions, userClient, userWithLoras } from '../testkit/agent.ts';
+import { mintGrant } from '../testkit/grants.ts';
+import { sha256 } from '../testkit/hashes.ts';
 import { eventually } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 import { startTcpProxy } from '../testkit/tcp-proxy.ts';
@@ -27,8 +28,6 @@ afterAll(async () => {
 
 const agentWith = (options?: TestAgentOptions) => agents.start(options);
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
 function modelRow(agent: Agent, path: string) {
   return agent.store.db.prepare('SELECT * FROM models WHERE path = ?').get(path) as
     | { model_type: string; filename: string; size_bytes: number; last_used: string; use_count: number; download_date: string }
@@ -44,8 +43,8 @@ describe('ensure: cold download, then hits', () => {
     const first = await agent.ensure({ source: 'user', id: lora.id, grant });
     expect(first.hit).toBe(false);
     expect(first.path.startsWith(`${agent.layout.usersDir}/${userId}/${lora.id}_`)).toBe(true);
-    expect(sha(readFileSync(first.path))).toBe(sha(lora.bytes));
-    expect(first.sha256).toBe(sha(lora.bytes));
+    expect(sha256(readFileSync(first.path))).toBe(sha256(lora.bytes));
+    expect(first.sha256).toBe(sha256(lora.bytes));
     const row = modelRow(agent, first.path);
     expect(row).toMatchObject({ model_type: 'user_lora', size_bytes: 300_000, use_count: 1 });
     expect(row?.last_used).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$/); // Python's naive isoformat
@@ -60,7 +59,7 @@ describe('ensure: cold download, then hits', () => {
     // Usage reaches the API batched: one use per job (grant) however often it ensures; a second job counts again.
     const user = await userClient(server, userId);
     await eventually(async () => (await user.getLora({ id: lora.id })).usageCount === 1, 5000, 'usage recorded');
-    await agent.ensure({ source: 'user', id: lora.id, grant: await grantFor(server, userId) });
+    await agent.ensure({ source: 'user', id: lora.id, grant: await mintGrant(server, userId) });
     await eventually(async () => (await user.getLora({ id: lora.id })).usageCount === 2, 5000, 'second job recorded');
     const stats = agent.stats();
     expect(stats).toMatchObject({ userLoraCount: 1, totalLoraCacheBytes: 300_000, cacheHitRate24h: 2 / 3 });
@@ -87,7 +86,7 @@ describe('ensure: cold download, then hits', () => {
     const results = await Promise.all(Array.from({ length: 10 }, () => agent.ensure({ source: 'user', id: loras[0]!.id, grant })));
     expect(new Set(results.map((r) => r.path)).size).toBe(1);
     expect(agent.core.downloads.started).toBe(1);
-    expect(sha(readFileSync(results[0]!.path))).toBe(sha(loras[0]!.bytes));
+    expect(sha256(readFileSync(results[0]!.path))).toBe(sha256(loras[0]!.bytes));
   });
 
   it('two agents (separate in-memory state) sharing one folder and index → one download (lock file)', async () => {
@@ -113,7 +112,7 @@ describe('shared library', () => {
 
     const shared = await agent.ensure({ source: 'shared', name });
     expect(shared.path).toBe(`${agent.layout.sharedDir}/${name}`);
-    expect(shared.sha256).toBe(sha(bytes));
+    expect(shared.sha256).toBe(sha256(bytes));
     expect(modelRow(agent, shared.path)?.model_type).toBe('shared_lora');
     expect((await agent.ensure({ source: 'shared', name })).hit).toBe(true);
 

@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,6 +9,7 @@ import WebSocket from 'ws';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { agentPool, cliEnv, FAST_DOWNLOADS, LORA_CACHE_BIN, userWithLoras } from '../testkit/agent.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { sha256 } from '../testkit/hashes.ts';
 import { eventually } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -39,7 +39,6 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const isBlobGet = (r: { method: string; url: string }) => r.method === 'GET' && r.url.includes('/loras/');
 
 describe('cache agent under faults', () => {
@@ -81,7 +80,7 @@ describe('cache agent under faults', () => {
     expect(agent.health().cleanup?.tempRemoved).toBeGreaterThanOrEqual(1);
     const result = await agent.ensure({ source: 'user', id: loras[0]!.id, grant }); // the dead process's lock does not block
     expect(result.hit).toBe(false);
-    expect(sha(readFileSync(result.path))).toBe(sha(loras[0]!.bytes));
+    expect(sha256(readFileSync(result.path))).toBe(sha256(loras[0]!.bytes));
   });
 
   it('two processes asking for one LoRA at once → one download (lock file), both get the path (THREATS 20)', async () => {
@@ -106,7 +105,7 @@ describe('cache agent under faults', () => {
       return sum + (m ? Number(m[2]) - Number(m[1]) + 1 : 0);
     }, 0);
     expect(requested).toBe(2 * MiB); // every byte fetched exactly once
-    expect(sha(readFileSync(mine.path))).toBe(sha(loras[0]!.bytes));
+    expect(sha256(readFileSync(mine.path))).toBe(sha256(loras[0]!.bytes));
   });
 
   it('a body that never verifies fails DOWNLOAD_FAILED after bounded retries, leaves nothing, and the API hears about it (THREATS 18)', async () => {
@@ -143,7 +142,7 @@ describe('cache agent under faults', () => {
     // Hold one range request past the 6 s SAS lifetime; real Azurite then refuses it (403).
     proxy.add({ fault: { kind: 'delay', ms: 7000 }, times: 1, match: isBlobGet });
     const result = await agent.ensure({ source: 'user', id: loras[0]!.id, grant });
-    expect(sha(readFileSync(result.path))).toBe(sha(loras[0]!.bytes));
+    expect(sha256(readFileSync(result.path))).toBe(sha256(loras[0]!.bytes));
     // The held request was only delayed by the proxy; the 403 is Azurite's own answer to the expired SAS.
     expect(proxy.log.some((e) => isBlobGet(e) && e.fault === 'delay' && e.status === 403)).toBe(true);
     const signatures = new Set(proxy.log.filter(isBlobGet).map((e) => new URL(e.url, 'http://x').searchParams.get('sig')));

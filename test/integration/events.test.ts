@@ -170,21 +170,21 @@ describe('reconciling after a reconnect', () => {
 describe('the WebSocket endpoint refuses bad peers', () => {
   it('no token or a forged one: closed with 4403', async () => {
     for (const params of [{}, { authorization: 'Bearer forged.token.here' }]) {
-      const closed = await rawSocket(server.url + '/graphql', (s) => s.send(JSON.stringify({ type: 'connection_init', payload: params })));
+      const closed = await rawSocket(`${server.url}/graphql`, (s) => s.send(JSON.stringify({ type: 'connection_init', payload: params })));
       expect(closed.code).toBe(4403);
     }
   });
 
   it('no connection_init within the timeout: closed with 4408', async () => {
     const started = Date.now();
-    const closed = await rawSocket(server.url + '/graphql', () => {});
+    const closed = await rawSocket(`${server.url}/graphql`, () => {});
     expect(closed.code).toBe(4408);
     expect(Date.now() - started).toBeLessThan(6_000);
   });
 
   it('an oversized frame: closed with 1009', async () => {
     const token = await server.tokens.admin();
-    const closed = await rawSocket(server.url + '/graphql', (s) => {
+    const closed = await rawSocket(`${server.url}/graphql`, (s) => {
       s.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } }));
       s.send(
         JSON.stringify({ id: '1', type: 'subscribe', payload: { query: `subscription { cacheEvents { type } } #${'x'.repeat(100_000)}` } }),

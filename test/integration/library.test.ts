@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LoraView } from '../../server/domain/lora.ts';
+import { mintGrant } from '../testkit/grants.ts';
 import {
   compareCodePoints,
   compareIds,
@@ -7,7 +8,6 @@ import {
   GET_QUERY,
   type ListPage,
   listLoras,
-  mintGrant,
   recordUsage,
   UPDATE_MUTATION,
 } from '../testkit/library-helpers.ts';

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ApolloClient, ApolloLink, InMemoryCache } from '@apollo/client';
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
@@ -18,6 +18,7 @@ import {
   UploadProgressDocument,
   type UploadProgressSubscription,
 } from '../../sdk/gql/graphql.ts';
+import { sha256 } from '../testkit/hashes.ts';
 import { sd1Lora, sdxlLora } from '../testkit/lora-files.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -44,8 +45,6 @@ afterEach(async () => {
 afterAll(async () => {
   await server?.stop();
 });
-
-const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 /** A graphql-ws client as Studio makes one (Node 20 has no global WebSocket: `ws` is passed in). */
 function wsClient(token: string): WsClient {

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { type Agent, type AgentOptions, buildAgent } from '../../cache-agent/app.ts';
 import { type AgentConfig, loadAgentConfig } from '../../cache-agent/config.ts';
 import type { LoraView } from '../../server/domain/lora.ts';
+import { mintGrant } from './grants.ts';
 import { newUserId, seedLora } from './seed.ts';
 import type { TestServer } from './server.ts';
 
@@ -81,19 +82,7 @@ export async function userWithLoras(
     const bytes = randomBytes(size);
     loras.push({ ...(await seedLora(server.app, userId, { bytes })), bytes });
   }
-  return { userId, grant: await grantFor(server, userId), loras };
-}
-
-/** A job grant for a new job (each call a different job id, so a different grant). */
-export async function grantFor(server: TestServer, userId: string, ttlSeconds = 3600): Promise<string> {
-  const res = await server.gql(
-    'mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) { token } }',
-    { u: userId, j: `job-${randomUUID()}`, t: ttlSeconds },
-    { token: await server.tokens.service() },
-  );
-  const token = res.body.data?.createJobGrant?.token;
-  if (!token) throw new Error(`createJobGrant failed: ${JSON.stringify(res.body)}`);
-  return token;
+  return { userId, grant: await mintGrant(server, userId), loras };
 }
 
 export async function userClient(server: TestServer, userId: string): Promise<LoraClient> {

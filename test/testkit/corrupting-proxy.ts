@@ -1,7 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Agent, createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type BlobClient, BlobSASPermissions, type ContainerClient } from '@azure/storage-blob';
+import { sha256 } from './hashes.ts';
 
 /**
  * An HTTP proxy in front of Azurite that injects storage faults on request: error statuses for the
@@ -208,9 +209,7 @@ export interface TestBlob {
   sas(ttlMs?: number): Promise<string>;
 }
 
-export function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
+export { sha256 };
 
 /** Uploads `bytes` random bytes as a block blob. */
 export async function uploadRandomBlob(container: ContainerClient, name: string, bytes: number): Promise<TestBlob> {

@@ -118,20 +118,6 @@ export function compareIds(a: string, b: string): number {
   return d < 0n ? -1 : d > 0n ? 1 : 0;
 }
 
-/** Mints a job grant for `userId` through the API with a service token. */
-export async function mintGrant(server: TestServer, userId: string, jobId = `job-${randomUUID()}`): Promise<string> {
-  const res = await server.gql<{ createJobGrant: { __typename: string; token?: string } }>(
-    `mutation($userId: ID!, $jobId: String!) {
-      createJobGrant(userId: $userId, jobId: $jobId) { __typename ... on JobGrant { token userId jobId } }
-    }`,
-    { userId, jobId },
-    { token: await server.tokens.service() },
-  );
-  const token = res.body.data?.createJobGrant.token;
-  if (!token) throw new Error(`no grant: ${JSON.stringify(res.body)}`);
-  return token;
-}
-
 /** Records one use of `loraIds` by a workflow, as a machine holding `grant`; returns `recorded`. */
 export async function recordUsage(
   server: TestServer,
