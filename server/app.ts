@@ -152,7 +152,15 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   }
 
   const server = createServer(handle);
-  const subscriptions = attachSubscriptions({ server, yoga, verify, logger, production: config.production, trustedDocuments });
+  const subscriptions = attachSubscriptions({
+    server,
+    yoga,
+    verify,
+    logger,
+    production: config.production,
+    trustedDocuments,
+    caps: config.websocket,
+  });
   server.requestTimeout = 0; // uploads of 2 GiB take a while; idle sockets are bounded below
   server.headersTimeout = 30_000;
   server.keepAliveTimeout = 5_000;

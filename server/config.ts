@@ -66,6 +66,10 @@ const envSchema = z
     TRUSTED_DOCUMENTS_ONLY: boolish.default(false),
     /** The hash → document map generated with the SDK. */
     TRUSTED_DOCUMENTS_FILE: z.string().min(1).default('sdk/gql/persisted-documents.json'),
+    /** Subscriptions (and queries) one WebSocket may run at once; more answer RATE_LIMITED. */
+    WS_MAX_SUBSCRIPTIONS_PER_SOCKET: positiveInt.default(32),
+    /** The same, per caller (token subject) across its WebSockets on one process. */
+    WS_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: positiveInt.default(64),
     /** Seconds to wait for in-flight requests on shutdown. */
     SHUTDOWN_GRACE_SECONDS: positiveInt.default(10),
   })
@@ -122,6 +126,7 @@ export interface Config {
   uploadStaleMs: number;
   shutdownGraceMs: number;
   trustedDocuments: { only: boolean; file: string };
+  websocket: { perSocket: number; perPrincipal: number };
 }
 
 export class ConfigError extends Error {
@@ -171,6 +176,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     uploadStaleMs: env.UPLOAD_STALE_SECONDS * 1000,
     shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
     trustedDocuments: { only: env.TRUSTED_DOCUMENTS_ONLY, file: env.TRUSTED_DOCUMENTS_FILE },
+    websocket: { perSocket: env.WS_MAX_SUBSCRIPTIONS_PER_SOCKET, perPrincipal: env.WS_MAX_SUBSCRIPTIONS_PER_PRINCIPAL },
   });
 }
 

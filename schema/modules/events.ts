@@ -30,7 +30,10 @@ const CacheEventRef = builder.objectRef<CacheEvent>('CacheEvent').implement({
   fields: (t) => ({
     type: t.expose('type', { type: CacheEventTypeEnum }),
     loraId: t.exposeID('loraId', { nullable: true }),
-    userId: t.exposeID('userId', { nullable: true }),
+    userId: t.exposeID('userId', {
+      nullable: true,
+      description: 'The LoRA owner, for admins only; null for machines (they act on loraId and learn no user ids).',
+    }),
     machineId: t.exposeString('machineId', { nullable: true }),
     sharedName: t.exposeString('sharedName', { nullable: true }),
     reason: t.exposeString('reason', { nullable: true }),
@@ -63,7 +66,7 @@ builder.subscriptionFields((t) => ({
   cacheEvents: t.field({
     type: CacheEventRef,
     description:
-      "Machines and admins: LORA_DELETED / LORA_UPDATED for every LoRA; machines' DOWNLOADED / EVICTED / DOWNLOAD_FAILED (admins: of every machine, or of machineId).",
+      "Machines and admins: LORA_DELETED / LORA_UPDATED for every LoRA (machines get its loraId, not its userId); machines' DOWNLOADED / EVICTED / DOWNLOAD_FAILED (admins: of every machine, or of machineId).",
     authScopes: { machine: true, admin: true },
     args: { machineId: t.arg.string() },
     subscribe: (_root, { machineId }, ctx) => ctx.services.events.cacheEvents(ctx.principal, machineId),

@@ -1,21 +1,31 @@
 import type { Server } from 'node:http';
-import type { ExecutionArgs, GraphQLError } from 'graphql';
+import { type ExecutionArgs, GraphQLError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { YogaServerInstance } from 'graphql-yoga';
+import { decodeJwt } from 'jose';
 import type { Logger } from 'pino';
-import { WebSocketServer } from 'ws';
-import { ANONYMOUS, type Principal } from '../auth/principal.ts';
+import { WebSocket, WebSocketServer } from 'ws';
+import { ANONYMOUS, actorOf, type Principal } from '../auth/principal.ts';
 import type { TokenVerifier } from '../auth/tokens.ts';
 import type { Context } from '../context.ts';
 import { bearerToken } from './auth-plugin.ts';
+import { createMaskError } from './errors.ts';
+import { at, type OperationCaps, OperationCounter } from './socket-limits.ts';
 import type { TrustedDocuments } from './trusted-documents.ts';
+import { queryTooLong } from './yoga.ts';
 
 /**
  * Subscriptions over graphql-ws (the `graphql-transport-ws` protocol) on the HTTP server's own
  * port and path, sharing Yoga's schema, plugins and context (the graphql-ws recipe with
  * `yoga.getEnveloped`). The bearer token travels in `connectionParams` ({ authorization:
  * "Bearer …" } or { token }) and is checked once, in `onConnect`: none or a bad one closes the
- * socket with 4403. Field scopes are checked again when each subscription starts.
+ * socket with 4403, and so does the token's expiry later. Field scopes are checked again when
+ * each subscription starts.
+ *
+ * Each operation passes the same pre-execution limits as over HTTP (characters, trusted
+ * documents, then graphql-armor's token, depth, alias, directive and cost limits in parse and
+ * validate) plus the per-socket and per-principal caps. A refusal is an `error` message for that
+ * operation's id, masked like HTTP errors; the socket stays open.
  */
 
 export interface SubscriptionServerOptions {
@@ -31,15 +41,33 @@ export interface SubscriptionServerOptions {
   /** Ping interval; a peer that misses a pong is dropped. @default 12 s */
   keepAliveMs?: number;
   trustedDocuments: TrustedDocuments;
+  /** Subscriptions per socket and per principal; the excess answers RATE_LIMITED. */
+  caps: OperationCaps;
 }
 
 interface ConnectionExtra extends Record<PropertyKey, unknown> {
   principal?: Principal;
+  operations?: ReturnType<OperationCounter['register']>;
+  expiry?: { cancel(): void };
 }
+
+/** graphql-ws's code for a refused connection, used for a bad token and an expired one alike. */
+const FORBIDDEN = 4403;
 
 export function attachSubscriptions(options: SubscriptionServerOptions): { close(): Promise<void> } {
   const wss = new WebSocketServer({ server: options.server, path: '/graphql', maxPayload: options.maxPayloadBytes ?? 64 * 1024 });
   const { yoga } = options;
+  const counter = new OperationCounter(options.caps);
+  const maskError = createMaskError(options.logger, options.production);
+  /** Errors as HTTP would answer them (masked, coded), without HTTP-only extensions. */
+  const refusal = (errors: readonly unknown[]): GraphQLError[] =>
+    errors.map((error) => {
+      const masked = maskError(error, 'Unexpected error.') as GraphQLError;
+      if (!('http' in masked.extensions)) return masked;
+      const { http: _http, ...extensions } = masked.extensions;
+      const { nodes, source, positions, path } = masked;
+      return new GraphQLError(masked.message, { nodes, source, positions, path, extensions });
+    });
   const disposable = useServer<Record<string, unknown>, ConnectionExtra>(
     {
       connectionInitWaitTimeout: options.connectionInitWaitMs ?? 3_000,
@@ -54,40 +82,59 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
               : null;
         const token = bearerToken(raw);
         if (!token) return false;
+        let principal: Principal;
         try {
-          ctx.extra.principal = await options.verify(token);
-          return true;
+          principal = await options.verify(token);
         } catch {
           return false;
         }
+        const expiresAt = (decodeJwt(token).exp ?? 0) * 1000; // verified, and exp is a required claim
+        const { socket } = ctx.extra;
+        // closed while the token was verified: onClose has run, nothing may be registered now
+        if (expiresAt <= Date.now() || socket.readyState === WebSocket.CLOSED) return false;
+        const { role, id } = actorOf(principal);
+        ctx.extra.principal = principal;
+        ctx.extra.operations = counter.register(`${role}:${id}`, () => ctx.subscriptions);
+        ctx.extra.expiry = at(expiresAt, () => socket.close(FORBIDDEN, 'Token expired'));
+        return true;
+      },
+      onClose: (ctx) => {
+        ctx.extra.operations?.release();
+        ctx.extra.expiry?.cancel();
       },
       execute: (args) => (args.rootValue as EnvelopedRoot).execute(args),
       subscribe: (args) => (args.rootValue as EnvelopedRoot).subscribe(args),
-      onSubscribe: async (ctx, _id, incoming) => {
-        let payload = incoming;
+      onSubscribe: async (ctx, id, incoming) => {
         try {
+          // synchronously, before any await: a burst of subscribe messages is counted exactly
+          const capped = ctx.extra.operations?.admit(id);
+          if (capped) return [capped];
+          const tooLong = queryTooLong(incoming.query);
+          if (tooLong) return refusal([tooLong]);
+          let payload = incoming;
           const query = options.trustedDocuments.resolve(incoming, ctx.extra.principal ?? ANONYMOUS);
           if (query !== undefined && query !== incoming.query) payload = { ...incoming, query };
+          const enveloped = yoga.getEnveloped({
+            principal: ctx.extra.principal,
+            params: payload,
+            request: undefined,
+          } as never);
+          // graphql-armor throws from parse (tokens) and validate (depth, aliases, directives, cost)
+          const document = enveloped.parse(payload.query);
+          const errors = enveloped.validate(enveloped.schema, document);
+          if (errors.length) return refusal(errors);
+          const args: ExecutionArgs = {
+            schema: enveloped.schema,
+            document,
+            operationName: payload.operationName,
+            variableValues: payload.variables,
+            contextValue: await enveloped.contextFactory(),
+            rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+          };
+          return args;
         } catch (error) {
-          return [error as GraphQLError];
+          return refusal([error]);
         }
-        const enveloped = yoga.getEnveloped({
-          principal: ctx.extra.principal,
-          params: payload,
-          request: undefined,
-        } as never);
-        const document = enveloped.parse(payload.query);
-        const errors = enveloped.validate(enveloped.schema, document);
-        if (errors.length) return errors;
-        const args: ExecutionArgs = {
-          schema: enveloped.schema,
-          document,
-          operationName: payload.operationName,
-          variableValues: payload.variables,
-          contextValue: await enveloped.contextFactory(),
-          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
-        };
-        return args;
       },
       onError: (_ctx, _id, _payload, errors) => {
         options.logger.debug({ errors: errors.map((e) => e.message) }, 'subscription error');

@@ -65,14 +65,19 @@ function useNoSuggestions(): Plugin {
   };
 }
 
+/** The character limit, checked on the text as sent (before a trusted document replaces it); over WebSocket too. */
+export function queryTooLong(query: unknown, max: number = QUERY_LIMITS.maxQueryChars): GraphQLError | null {
+  if (typeof query !== 'string' || query.length <= max) return null;
+  return new GraphQLError(`Query is longer than ${max} characters`, {
+    extensions: { code: RequestErrorCode.BAD_USER_INPUT, http: { status: 400 } },
+  });
+}
+
 function useQueryCharLimit(max: number): Plugin {
   return {
     onParams({ params }) {
-      if (typeof params.query === 'string' && params.query.length > max) {
-        throw new GraphQLError(`Query is longer than ${max} characters`, {
-          extensions: { code: RequestErrorCode.BAD_USER_INPUT, http: { status: 400 } },
-        });
-      }
+      const error = queryTooLong(params.query, max);
+      if (error) throw error;
     },
   };
 }

@@ -49,12 +49,14 @@ export class EventService {
     }
     const source = this.bus.subscribe(Topic.UPLOAD_PROGRESS, id);
     const mine = (p: UploadProgress) => principal.role === 'admin' || (principal.role === 'user' && p.userId === principal.userId);
-    return filtered(source, mine, (p) => p.phase === 'DONE' || p.phase === 'FAILED');
+    return filtered(source, mine, undefined, (p) => p.phase === 'DONE' || p.phase === 'FAILED');
   }
 
   /**
    * Cache events for machines and admins. Everyone gets LORA_DELETED / LORA_UPDATED; reports by
    * machines go to admins (optionally of one machine) and to the machine that made them.
+   * Machines get the LoRA id (all they need to evict or refresh), never its owner: every machine
+   * would otherwise learn every user's ids. Admins get everything.
    */
   cacheEvents(principal: Principal, machineId: string | null | undefined): AsyncIterable<CacheEvent> {
     if (principal.role === 'machine' && machineId && machineId !== principal.machineId) {
@@ -65,7 +67,8 @@ export class EventService {
       if (principal.role === 'machine') return e.machineId === principal.machineId;
       return !machineId || e.machineId === machineId;
     };
-    return filtered(this.bus.subscribe(Topic.CACHE_EVENTS), wanted);
+    const shown = principal.role === 'admin' ? (e: CacheEvent) => e : (e: CacheEvent) => ({ ...e, userId: null });
+    return filtered(this.bus.subscribe(Topic.CACHE_EVENTS), wanted, shown);
   }
 
   async reportCacheEvent(
@@ -109,8 +112,16 @@ export class EventService {
   }
 }
 
-/** The values `keep` accepts, until the source ends or `last` says the value just sent was the final one. */
-function filtered<T>(source: AsyncIterable<T>, keep: (value: T) => boolean, last: (value: T) => boolean = () => false): AsyncIterable<T> {
+/**
+ * The values `keep` accepts, as `show` presents them, until the source ends or `last` says the
+ * value just sent was the final one.
+ */
+function filtered<T>(
+  source: AsyncIterable<T>,
+  keep: (value: T) => boolean,
+  show: (value: T) => T = (value) => value,
+  last: (value: T) => boolean = () => false,
+): AsyncIterable<T> {
   return new Repeater<T>(async (push, stop) => {
     const iterator = source[Symbol.asyncIterator]();
     stop.then(() => iterator.return?.());
@@ -118,7 +129,7 @@ function filtered<T>(source: AsyncIterable<T>, keep: (value: T) => boolean, last
       const next = await iterator.next();
       if (next.done) break;
       if (!keep(next.value)) continue;
-      await push(next.value);
+      await push(show(next.value));
       if (last(next.value)) break;
     }
     stop();

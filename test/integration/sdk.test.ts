@@ -254,7 +254,7 @@ describe('machines, the dispatcher and admins', () => {
       if (event.type === 'LORA_DELETED' && event.loraId === lora.id) break;
     }
     expect(seen.map((e) => e.type)).toEqual(['EVICTED', 'LORA_DELETED']);
-    expect(seen[1]).toMatchObject({ loraId: lora.id, userId, machineId: null });
+    expect(seen[1]).toMatchObject({ loraId: lora.id, userId: null, machineId: null }); // machines learn no user ids
 
     const invalidEvent = await sdkError(machine.reportCacheEvent({ input: { type: 'DOWNLOAD_FAILED', reason: 'x'.repeat(600) } }));
     expect(invalidEvent).toMatchObject({ kind: 'domain', code: 'VALIDATION_FAILED' });

@@ -14,6 +14,7 @@ describe('loadConfig', () => {
       maxUploadBytes: 2 * 1024 ** 3,
       storage: { loraContainer: 'user-loras', sharedContainer: 'emprops-share', sharedPrefix: 'models/loras/', sasTtlSeconds: 900 },
       graphiql: true,
+      websocket: { perSocket: 32, perPrincipal: 64 },
     });
   });
 
