@@ -1,11 +1,11 @@
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { LoraClient } from '@lora-vault/sdk';
 import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
 import { type DownloadOptions, type DownloadTarget, downloadToTemp } from './downloader.ts';
 import { AgentError } from './errors.ts';
-import { type Layout, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
+import { type Layout, type LoraFormat, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
 import { type DownloadLock, isLocked, tryLock } from './lock.ts';
 import { diskFreeBytes, executeEviction, planForSpace } from './maintenance.ts';
 import type { Reporter } from './reporter.ts';
@@ -175,7 +175,10 @@ export class CacheCore {
       throw new AgentError('API_UNAVAILABLE', 'no API configured (LORA_VAULT_URL / LORA_VAULT_TOKEN): only cached LoRAs can be served');
     const details = await this.details(client, ref);
     const finalPath =
-      ref.source === 'user' ? userLoraPath(layout, details.userId ?? '', ref.id, details.fileName) : sharedLoraPath(layout, ref.name);
+      ref.source === 'user'
+        ? // A user LoRA always has a format; were it missing, .safetensors is the side no loader unpickles.
+          userLoraPath(layout, details.userId ?? '', ref.id, details.fileName, details.format ?? 'SAFETENSORS')
+        : sharedLoraPath(layout, ref.name);
     const started = Date.now();
     this.downloads.started++;
     store.countMiss(this.deps.now());
@@ -222,7 +225,7 @@ export class CacheCore {
         pendingDelete: false,
         verified: true,
       };
-      await store.register({ ...entry, fileName: details.fileName }, this.deps.now());
+      await store.register({ ...entry, fileName: basename(finalPath) }, this.deps.now());
       const seconds = (Date.now() - started) / 1000;
       logger.info(
         {
@@ -252,7 +255,9 @@ export class CacheCore {
   private async details(
     client: LoraClient,
     ref: LoraRef,
-  ): Promise<DownloadTarget & { sha256: string | null; sizeBytes: number; fileName: string; userId: string | null }> {
+  ): Promise<
+    DownloadTarget & { sha256: string | null; sizeBytes: number; fileName: string; format: LoraFormat | null; userId: string | null }
+  > {
     try {
       const d =
         ref.source === 'user'
@@ -265,6 +270,7 @@ export class CacheCore {
         sha256: d.sha256 ?? null,
         sizeBytes: Number(d.sizeBytes),
         fileName: d.fileName,
+        format: d.format ?? null,
         userId: d.userId ?? null,
       };
     } catch (error) {

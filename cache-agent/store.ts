@@ -186,6 +186,9 @@ export class CacheStore {
         'INSERT OR REPLACE INTO lora_cache_entries (path, source, lora_id, user_id, shared_name, sha256, etag, size_bytes, pending_delete, verified) ' +
           'VALUES (@path, @source, @loraId, @userId, @sharedName, @sha256, @etag, @sizeBytes, 0, @verified)',
       ),
+      moveModel: db.prepare('UPDATE models SET path = ?, filename = ? WHERE path = ?'),
+      moveEntry: db.prepare('UPDATE lora_cache_entries SET path = ? WHERE path = ?'),
+      moveLeases: db.prepare('UPDATE lora_cache_leases SET path = ? WHERE path = ?'),
       deleteModel: db.prepare('DELETE FROM models WHERE path = ?'),
       deleteEntry: db.prepare('DELETE FROM lora_cache_entries WHERE path = ?'),
       deleteLeasesOf: db.prepare('DELETE FROM lora_cache_leases WHERE path = ?'),
@@ -341,6 +344,15 @@ export class CacheStore {
       this.dropRows(path);
       if (counts.eviction) this.s.count.run({ hour: hourOf(now.getTime()), hits: 0, misses: 0, evictions: 1 });
       return true;
+    });
+  }
+
+  /** The file of `from` was renamed to `to` (same folder): its rows and leases follow. */
+  movePath(from: string, to: string, fileName: string): Promise<void> {
+    return this.writeRetrying(() => {
+      this.s.moveModel.run(to, fileName, from);
+      this.s.moveEntry.run(to, from);
+      this.s.moveLeases.run(to, from);
     });
   }
 
