@@ -1,11 +1,11 @@
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { LoraClient } from '@lora-vault/sdk';
 import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
 import { type DownloadOptions, type DownloadTarget, downloadToTemp } from './downloader.ts';
 import { AgentError } from './errors.ts';
-import { type Layout, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
+import { type Layout, type LoraFormat, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
 import { type DownloadLock, isLocked, tryLock } from './lock.ts';
 import { diskFreeBytes, executeEviction, planForSpace } from './maintenance.ts';
 import type { Reporter } from './reporter.ts';
@@ -20,8 +20,12 @@ import type { CacheEntry, CacheStore } from './store.ts';
 export type LoraRef = { source: 'user'; id: string; grant: string } | { source: 'shared'; name: string };
 
 export interface EnsureOptions {
-  /** Protect the file from eviction until released or expired. */
-  lease?: { ttlSeconds?: number; holder?: string | null } | null;
+  /**
+   * Protect the file from eviction until released or expired. It ends at min(now + ttlSeconds
+   * (default LEASE_TTL_SECONDS, capped at LEASE_MAX_SECONDS), the job grant's exp). `grant` binds it
+   * to a job grant (default: the user ref's grant) so its holder can release it with that grant.
+   */
+  lease?: { ttlSeconds?: number; holder?: string | null; grant?: string | null } | null;
   /** Record a use of a user LoRA with the API (prefetch records one batch instead). @default true */
   recordUsage?: boolean;
   workflowId?: string | null;
@@ -74,7 +78,9 @@ export class CacheCore {
 
   async ensure(ref: LoraRef, options: EnsureOptions = {}): Promise<EnsureResult> {
     if (this.stopping) throw new AgentError('SHUTTING_DOWN', 'the agent is stopping');
-    const grantUser = ref.source === 'user' ? checkGrant(ref.grant, this.deps.now()) : null;
+    const leaseGrant = options.lease ? (options.lease.grant ?? (ref.source === 'user' ? ref.grant : null)) : null;
+    const leaseGrantExp = leaseGrant === null ? null : checkGrant(leaseGrant, this.deps.now()).exp;
+    const grantUser = ref.source === 'user' ? checkGrant(ref.grant, this.deps.now()).sub : null;
     const cached = await this.hit(ref, grantUser);
     let entry: CacheEntry;
     let hit = true;
@@ -95,7 +101,12 @@ export class CacheCore {
     const { store, config } = this.deps;
     const leaseOptions = options.lease;
     const lease = leaseOptions
-      ? await store.acquireLease(entry.path, (leaseOptions.ttlSeconds ?? config.leaseTtlSeconds) * 1000, leaseOptions.holder ?? null, now)
+      ? await store.acquireLease(
+          entry.path,
+          leaseEnd(now, leaseOptions.ttlSeconds ?? config.leaseTtlSeconds, config.leaseMaxSeconds, leaseGrantExp),
+          leaseOptions.holder ?? null,
+          leaseGrant,
+        )
       : null;
     if (ref.source === 'user' && options.recordUsage !== false) {
       this.deps.reporter.usage(ref.grant, [ref.id], options.workflowId ?? null, options.workflowName ?? null);
@@ -175,7 +186,10 @@ export class CacheCore {
       throw new AgentError('API_UNAVAILABLE', 'no API configured (LORA_VAULT_URL / LORA_VAULT_TOKEN): only cached LoRAs can be served');
     const details = await this.details(client, ref);
     const finalPath =
-      ref.source === 'user' ? userLoraPath(layout, details.userId ?? '', ref.id, details.fileName) : sharedLoraPath(layout, ref.name);
+      ref.source === 'user'
+        ? // A user LoRA always has a format; were it missing, .safetensors is the side no loader unpickles.
+          userLoraPath(layout, details.userId ?? '', ref.id, details.fileName, details.format ?? 'SAFETENSORS')
+        : sharedLoraPath(layout, ref.name);
     const started = Date.now();
     this.downloads.started++;
     store.countMiss(this.deps.now());
@@ -222,7 +236,7 @@ export class CacheCore {
         pendingDelete: false,
         verified: true,
       };
-      await store.register({ ...entry, fileName: details.fileName }, this.deps.now());
+      await store.register({ ...entry, fileName: basename(finalPath) }, this.deps.now());
       const seconds = (Date.now() - started) / 1000;
       logger.info(
         {
@@ -252,7 +266,9 @@ export class CacheCore {
   private async details(
     client: LoraClient,
     ref: LoraRef,
-  ): Promise<DownloadTarget & { sha256: string | null; sizeBytes: number; fileName: string; userId: string | null }> {
+  ): Promise<
+    DownloadTarget & { sha256: string | null; sizeBytes: number; fileName: string; format: LoraFormat | null; userId: string | null }
+  > {
     try {
       const d =
         ref.source === 'user'
@@ -265,6 +281,7 @@ export class CacheCore {
         sha256: d.sha256 ?? null,
         sizeBytes: Number(d.sizeBytes),
         fileName: d.fileName,
+        format: d.format ?? null,
         userId: d.userId ?? null,
       };
     } catch (error) {
@@ -305,8 +322,17 @@ function notFound(what: string): AgentError {
   return new AgentError('LORA_NOT_FOUND', `LoRA ${what} not found`);
 }
 
-/** The grant's user and expiry, read (not verified: the API verifies) to keep hits per-user. */
-export function checkGrant(grant: string, now: Date): string {
+/** When a lease taken at `now` ends: never past the cap, nor past the job grant's exp (seconds). */
+function leaseEnd(now: Date, ttlSeconds: number, maxSeconds: number, grantExp: number | null): Date {
+  const capped = now.getTime() + Math.min(ttlSeconds, maxSeconds) * 1000;
+  return new Date(grantExp === null ? capped : Math.min(capped, grantExp * 1000));
+}
+
+/**
+ * The grant's user and expiry (seconds), read (not verified: the API verifies on every miss) to
+ * keep hits per-user and bound leases. A forged `exp` gains nothing: leases are capped locally.
+ */
+export function checkGrant(grant: string, now: Date): { sub: string; exp: number } {
   const payload = grant.split('.')[1];
   let claims: { sub?: unknown; exp?: unknown } = {};
   try {
@@ -316,7 +342,7 @@ export function checkGrant(grant: string, now: Date): string {
   }
   if (typeof claims.sub !== 'string' || typeof claims.exp !== 'number') throw new AgentError('INVALID_GRANT', 'the job grant is malformed');
   if (claims.exp * 1000 <= now.getTime()) throw new AgentError('INVALID_GRANT', 'the job grant has expired');
-  return claims.sub.toLowerCase();
+  return { sub: claims.sub.toLowerCase(), exp: claims.exp };
 }
 
 function refLabel(ref: LoraRef): string {

@@ -176,7 +176,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
             item.ref.source === 'user'
               ? { source: 'user', id: item.ref.id, grant: grant as string }
               : { source: 'shared', name: item.ref.name };
-          item.result = await core.ensure(ref, { ...opts, recordUsage: false });
+          const lease = opts.lease ? { ...opts.lease, grant: opts.lease.grant ?? grant } : opts.lease;
+          item.result = await core.ensure(ref, { ...opts, lease, recordUsage: false });
         } catch (error) {
           item.error = (error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message)).toJSON();
         }
@@ -188,7 +189,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     return { format: scan.format, items, problems: scan.problems };
   }
 
-  async function release(by: { leaseId: string } | { holder: string }): Promise<{ released: number }> {
+  /** By the lease's token, or by holder with the job grant the leases were taken with. */
+  async function release(by: { leaseId: string } | { holder: string; grant: string }): Promise<{ released: number }> {
     const paths = await store.releaseLeases(by);
     if ('leaseId' in by && paths.length === 0)
       throw new AgentError('LEASE_NOT_FOUND', `no lease ${by.leaseId} (released already, or expired)`);
@@ -240,6 +242,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       await mkdir(layout.locksDir, { recursive: true });
       if (startOptions.maintain !== false) {
         cleanup = await startupCleanup(store, layout, logger, now());
+        // Leases an older agent granted without a cap (e.g. 7 days) end within the cap too.
+        await store.capLeases(new Date(now().getTime() + config.leaseMaxSeconds * 1000));
         await evictByAge();
       }
       timers.push(setInterval(() => store.flushTouches(), 1000));

@@ -15,50 +15,78 @@ const boolish = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) =
 const positiveInt = z.coerce.number().int().positive();
 const nonNegative = z.coerce.number().nonnegative();
 
-const envSchema = z.object({
-  /** The API's GraphQL endpoint, e.g. https://lora-vault.example.com/graphql. Needed to download. */
-  LORA_VAULT_URL: z.url({ protocol: /^https?$/ }).optional(),
-  /** A `machine` bearer token (or LORA_VAULT_TOKEN_FILE, read once at start). */
-  LORA_VAULT_TOKEN: z.string().min(1).optional(),
-  LORA_VAULT_TOKEN_FILE: z.string().min(1).optional(),
-  /** Identifies this machine in logs and events. @default the host name */
-  MACHINE_ID: z.string().min(1).max(200).optional(),
-  /** ComfyUI's installation folder. @default the working directory */
-  COMFYUI_DIR: z.string().min(1).default('.'),
-  /** ComfyUI's LoRA folder; the agent owns `users/`, `shared/` and `.lora-cache-tmp/` below it. @default COMFYUI_DIR/models/loras */
-  LORA_DIR: z.string().min(1).optional(),
-  /** The index shared with the Python nodes. @default COMFYUI_DIR/custom_nodes/emprops_comfy_nodes/db/model_cache.db */
-  MODEL_CACHE_DB: z.string().min(1).optional(),
-  /** Overrides of the `settings` table. */
-  LORA_CACHE_MAX_GB: nonNegative.optional(),
-  LORA_MAX_AGE_DAYS: nonNegative.optional(),
-  LORA_EVICTION_ENABLED: boolish.optional(),
-  MIN_FREE_SPACE_GB: nonNegative.optional(),
-  /** Local interface: TCP on 127.0.0.1:7433 unless AGENT_SOCKET (a unix socket path) is set. */
-  AGENT_HOST: z.string().min(1).default('127.0.0.1'),
-  AGENT_PORT: z.coerce.number().int().min(0).max(65535).default(7433),
-  AGENT_SOCKET: z.string().min(1).optional(),
-  /** Parallel range requests per download, and size of each range. */
-  DOWNLOAD_CONCURRENCY: positiveInt.max(32).default(4),
-  DOWNLOAD_PART_MB: positiveInt.max(1024).default(16),
-  /** Further attempts per download failure kind before DOWNLOAD_FAILED. */
-  DOWNLOAD_RETRIES: z.coerce.number().int().min(0).max(20).default(5),
-  /** LoRAs of one workflow downloaded at once by prefetch. */
-  PREFETCH_CONCURRENCY: positiveInt.max(16).default(3),
-  /** How long a lease protects a file when the caller does not say. */
-  LEASE_TTL_SECONDS: positiveInt.default(3600),
-  /** How often stats are reported to the API (0 = never). */
-  STATS_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(60),
-  /** When age-based eviction runs (cron, local time); it also runs at start-up. */
-  AGE_EVICTION_CRON: z.string().min(1).default('0 3 * * *'),
-  /**
-   * How long an index write keeps retrying while the Python nodes hold model_cache.db's lock
-   * (in 50 ms tries; the event loop is free between them), then INDEX_BUSY. Hits are buffered
-   * and written every second, so they never wait.
-   */
-  DB_BUSY_TIMEOUT_MS: positiveInt.default(5000),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-});
+const envSchema = z
+  .object({
+    /** The API's GraphQL endpoint, e.g. https://lora-vault.example.com/graphql. Needed to download. */
+    LORA_VAULT_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /** A `machine` bearer token (or LORA_VAULT_TOKEN_FILE, read once at start). */
+    LORA_VAULT_TOKEN: z.string().min(1).optional(),
+    LORA_VAULT_TOKEN_FILE: z.string().min(1).optional(),
+    /** Identifies this machine in logs and events. @default the host name */
+    MACHINE_ID: z.string().min(1).max(200).optional(),
+    /** ComfyUI's installation folder. @default the working directory */
+    COMFYUI_DIR: z.string().min(1).default('.'),
+    /** ComfyUI's LoRA folder; the agent owns `users/`, `shared/` and `.lora-cache-tmp/` below it. @default COMFYUI_DIR/models/loras */
+    LORA_DIR: z.string().min(1).optional(),
+    /** The index shared with the Python nodes. @default COMFYUI_DIR/custom_nodes/emprops_comfy_nodes/db/model_cache.db */
+    MODEL_CACHE_DB: z.string().min(1).optional(),
+    /** Overrides of the `settings` table. */
+    LORA_CACHE_MAX_GB: nonNegative.optional(),
+    LORA_MAX_AGE_DAYS: nonNegative.optional(),
+    LORA_EVICTION_ENABLED: boolish.optional(),
+    MIN_FREE_SPACE_GB: nonNegative.optional(),
+    /** Local interface: TCP on 127.0.0.1:7433 unless AGENT_SOCKET (a unix socket path) is set. */
+    AGENT_HOST: z.string().min(1).default('127.0.0.1'),
+    AGENT_PORT: z.coerce.number().int().min(0).max(65535).default(7433),
+    AGENT_SOCKET: z.string().min(1).optional(),
+    /**
+     * More names TCP callers may send as `Host` (comma-separated), beside 127.0.0.1, localhost, [::1]
+     * and AGENT_HOST itself; any other Host is refused (DNS rebinding). @default none
+     */
+    AGENT_ALLOWED_HOSTS: z.string().default(''),
+    /** Parallel range requests per download, and size of each range. */
+    DOWNLOAD_CONCURRENCY: positiveInt.max(32).default(4),
+    DOWNLOAD_PART_MB: positiveInt.max(1024).default(16),
+    /** Further attempts per download failure kind before DOWNLOAD_FAILED. */
+    DOWNLOAD_RETRIES: z.coerce.number().int().min(0).max(20).default(5),
+    /** LoRAs of one workflow downloaded at once by prefetch. */
+    PREFETCH_CONCURRENCY: positiveInt.max(16).default(3),
+    /** How long a lease protects a file when the caller does not say. */
+    LEASE_TTL_SECONDS: positiveInt.default(3600),
+    /** The longest lease: one ends at min(now + this, the job grant's exp), whatever is asked. @default 21600 (6 h) */
+    LEASE_MAX_SECONDS: positiveInt.default(21_600),
+    /** How often stats are reported to the API (0 = never). */
+    STATS_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(60),
+    /** When age-based eviction runs (cron, local time); it also runs at start-up. */
+    AGE_EVICTION_CRON: z.string().min(1).default('0 3 * * *'),
+    /**
+     * How long an index write keeps retrying while the Python nodes hold model_cache.db's lock
+     * (in 50 ms tries; the event loop is free between them), then INDEX_BUSY. Hits are buffered
+     * and written every second, so they never wait.
+     */
+    DB_BUSY_TIMEOUT_MS: positiveInt.default(5000),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .refine((e) => e.LEASE_TTL_SECONDS <= e.LEASE_MAX_SECONDS, {
+    path: ['LEASE_TTL_SECONDS'],
+    message: 'must not exceed LEASE_MAX_SECONDS',
+  });
+
+const LOOPBACK_HOSTS = ['127.0.0.1', 'localhost', '[::1]'];
+
+/** Host names (lowercase, IPv6 in brackets, no port) TCP callers may use. A wildcard AGENT_HOST adds nothing. */
+function allowedHosts(agentHost: string, extra: string): string[] {
+  const hostName = (h: string) => (h.includes(':') && !h.startsWith('[') ? `[${h}]` : h).toLowerCase();
+  const names = [
+    ...LOOPBACK_HOSTS,
+    ...extra
+      .split(',')
+      .map((h) => h.trim())
+      .filter(Boolean),
+  ];
+  if (!['0.0.0.0', '::', '[::]'].includes(agentHost)) names.push(agentHost);
+  return [...new Set(names.map(hostName))];
+}
 
 export interface SettingOverrides {
   maxCacheGb?: number;
@@ -74,9 +102,12 @@ export interface AgentConfig {
   dbPath: string;
   overrides: SettingOverrides;
   listen: { host: string; port: number } | { socket: string };
+  /** `Host` names accepted on TCP (the unix socket checks none). */
+  allowedHosts: string[];
   download: { concurrency: number; partBytes: number; retries: number };
   prefetchConcurrency: number;
   leaseTtlSeconds: number;
+  leaseMaxSeconds: number;
   statsIntervalSeconds: number;
   ageEvictionCron: string;
   dbBusyTimeoutMs: number;
@@ -118,9 +149,11 @@ export function loadAgentConfig(env: Record<string, string | undefined>, readFil
     dbPath: resolve(e.MODEL_CACHE_DB ?? resolve(comfy, 'custom_nodes/emprops_comfy_nodes/db/model_cache.db')),
     overrides,
     listen: e.AGENT_SOCKET ? { socket: resolve(e.AGENT_SOCKET) } : { host: e.AGENT_HOST, port: e.AGENT_PORT },
+    allowedHosts: allowedHosts(e.AGENT_HOST, e.AGENT_ALLOWED_HOSTS),
     download: { concurrency: e.DOWNLOAD_CONCURRENCY, partBytes: e.DOWNLOAD_PART_MB * 1024 * 1024, retries: e.DOWNLOAD_RETRIES },
     prefetchConcurrency: e.PREFETCH_CONCURRENCY,
     leaseTtlSeconds: e.LEASE_TTL_SECONDS,
+    leaseMaxSeconds: e.LEASE_MAX_SECONDS,
     statsIntervalSeconds: e.STATS_INTERVAL_SECONDS,
     ageEvictionCron: e.AGE_EVICTION_CRON,
     dbBusyTimeoutMs: e.DB_BUSY_TIMEOUT_MS,

@@ -26,6 +26,10 @@ export const AgentErrorCode = {
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   /** model_cache.db stayed locked by another process (the Python nodes) through every retry. HTTP 503. */
   INDEX_BUSY: 'INDEX_BUSY',
+  /** TCP requests must name the agent by a loopback Host (or AGENT_HOST / AGENT_ALLOWED_HOSTS): DNS rebinding. HTTP 403. */
+  FORBIDDEN_HOST: 'FORBIDDEN_HOST',
+  /** A browser request (an Origin header, or Sec-Fetch-Site other than `none`). HTTP 403. */
+  FORBIDDEN_ORIGIN: 'FORBIDDEN_ORIGIN',
 } as const;
 export type AgentErrorCode = (typeof AgentErrorCode)[keyof typeof AgentErrorCode];
 
@@ -41,6 +45,8 @@ export const HTTP_STATUS: Record<AgentErrorCode, number> = {
   LEASE_NOT_FOUND: 404,
   SHUTTING_DOWN: 503,
   INDEX_BUSY: 503,
+  FORBIDDEN_HOST: 403,
+  FORBIDDEN_ORIGIN: 403,
 };
 
 export interface AgentErrorOptions {

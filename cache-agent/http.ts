@@ -9,11 +9,15 @@ import { normaliseLoraId, normaliseSharedName } from './workflow.ts';
 
 /**
  * The local interface for ComfyUI nodes and job runners, on 127.0.0.1 (or a unix socket):
- *   POST /ensure   {source:'user', id, grant} | {source:'shared', name}  (+ lease, workflowId)
+ *   POST /ensure   {source:'user', id, grant} | {source:'shared', name, grant?}  (+ lease, workflowId)
  *   POST /prefetch {workflow, grant?, lease?, workflowId?, workflowName?}
- *   POST /release  {leaseId} | {holder}
+ *   POST /release  {leaseId} | {holder, grant}
  *   GET  /stats, GET /health
  * Errors: `{ error: { code, message, retryable, details } }` with the status of the code.
+ *
+ * Who may call (checked before anything else): no browser (any `Origin`, or `Sec-Fetch-Site` other
+ * than `none` → FORBIDDEN_ORIGIN); on TCP only a loopback `Host` (or AGENT_HOST / AGENT_ALLOWED_HOSTS)
+ * so a DNS-rebinding page is refused (FORBIDDEN_HOST). On a unix socket its file mode decides.
  */
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -45,15 +49,18 @@ const checked = (normalise: (v: unknown) => string | null, message: string) =>
   });
 const loraId = checked(normaliseLoraId, 'a LoRA id (a positive integer)');
 const sharedName = checked(normaliseSharedName, 'a relative file name inside the shared library');
+const grant = z.string().min(1).max(8192);
 const ensureBody = z.discriminatedUnion('source', [
-  z.object({ source: z.literal('user'), id: loraId, grant: z.string().min(1).max(8192), ...common }),
-  z.object({ source: z.literal('shared'), name: sharedName, ...common }),
+  z.object({ source: z.literal('user'), id: loraId, grant, ...common }),
+  z.object({ source: z.literal('shared'), name: sharedName, grant: grant.optional(), ...common }),
 ]);
-const prefetchBody = z.object({ workflow: z.unknown(), grant: z.string().min(1).max(8192).optional(), ...common });
-const releaseBody = z.union([z.object({ leaseId: z.string().min(1).max(100) }), z.object({ holder: z.string().min(1).max(200) })]);
+const prefetchBody = z.object({ workflow: z.unknown(), grant: grant.optional(), ...common });
+const releaseBody = z.union([z.object({ leaseId: z.string().min(1).max(100) }), z.object({ holder: z.string().min(1).max(200), grant })]);
 
 type LeaseInput = z.infer<typeof lease>;
-const leaseOption = (value: LeaseInput) => (value === undefined || value === true ? {} : value === false ? null : value);
+/** The lease to take: the default one, none, or the caller's, bound to the request's grant (if any). */
+const leaseOption = (value: LeaseInput, grant: string | undefined) =>
+  value === false ? null : { ...(value === undefined || value === true ? {} : value), grant: grant ?? null };
 
 export interface AgentHttpServer {
   address: string;
@@ -65,14 +72,18 @@ export async function startHttpInterface(
   listen: { host: string; port: number } | { socket: string },
   logger: Logger,
 ): Promise<AgentHttpServer> {
+  const tcpHosts = 'socket' in listen ? null : new Set(agent.config.allowedHosts);
   const server = createServer((req, res) => {
-    handle(agent, req, res).catch((error: unknown) => {
-      const agentError = error instanceof AgentError ? error : null;
-      if (!agentError) logger.error({ err: error, url: req.url }, 'local interface: unexpected error');
-      const e = agentError ?? new AgentError('DOWNLOAD_FAILED', 'internal error', { retryable: true });
-      const status = agentError ? ((error as { status?: number }).status ?? HTTP_STATUS[e.code]) : 500;
-      send(res, status, { error: e.toJSON() });
-    });
+    Promise.resolve()
+      .then(() => checkCaller(req, tcpHosts))
+      .then(() => handle(agent, req, res))
+      .catch((error: unknown) => {
+        const agentError = error instanceof AgentError ? error : null;
+        if (!agentError) logger.error({ err: error, url: req.url }, 'local interface: unexpected error');
+        const e = agentError ?? new AgentError('DOWNLOAD_FAILED', 'internal error', { retryable: true });
+        const status = agentError ? ((error as { status?: number }).status ?? HTTP_STATUS[e.code]) : 500;
+        send(res, status, { error: e.toJSON() });
+      });
   });
   server.keepAliveTimeout = 5000;
   if ('socket' in listen) {
@@ -103,7 +114,11 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): 
       return send(res, 200, agent.stats());
     case 'POST /ensure': {
       const body = parse(ensureBody, await readJson(req));
-      const options = { lease: leaseOption(body.lease), workflowId: body.workflowId ?? null, workflowName: body.workflowName ?? null };
+      const options = {
+        lease: leaseOption(body.lease, body.grant),
+        workflowId: body.workflowId ?? null,
+        workflowName: body.workflowName ?? null,
+      };
       const ref =
         body.source === 'user'
           ? { source: 'user' as const, id: body.id, grant: body.grant }
@@ -113,14 +128,21 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): 
     case 'POST /prefetch': {
       const body = parse(prefetchBody, await readJson(req));
       const result = await agent.prefetch(body.workflow, body.grant ?? null, {
-        lease: leaseOption(body.lease),
+        lease: leaseOption(body.lease, body.grant),
         workflowId: body.workflowId ?? null,
         workflowName: body.workflowName ?? null,
       });
       return send(res, result.items.some((i) => i.error) ? 207 : 200, result);
     }
-    case 'POST /release':
-      return send(res, 200, await agent.release(parse(releaseBody, await readJson(req))));
+    case 'POST /release': {
+      const body = await readJson(req);
+      if (isObject(body) && 'holder' in body && !('grant' in body)) {
+        throw new AgentError('INVALID_REQUEST', 'releasing by holder needs the job grant the leases were taken with: {"holder", "grant"}', {
+          details: { issues: [{ path: 'grant', message: 'required with holder' }] },
+        });
+      }
+      return send(res, 200, await agent.release(parse(releaseBody, body)));
+    }
     default: {
       const known = ['/health', '/stats', '/ensure', '/prefetch', '/release'].includes(path ?? '');
       res.setHeader('allow', path === '/health' || path === '/stats' ? 'GET' : 'POST');
@@ -128,6 +150,30 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): 
         status: known ? 405 : 404,
       });
     }
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+
+/** Refuses browsers (DNS rebinding, cross-site requests) before a route or body is looked at. */
+function checkCaller(req: IncomingMessage, tcpHosts: Set<string> | null): void {
+  const fetchSite = req.headers['sec-fetch-site'];
+  if (req.headers.origin !== undefined || (fetchSite !== undefined && fetchSite !== 'none')) {
+    throw new AgentError(
+      'FORBIDDEN_ORIGIN',
+      'browser requests are refused (Origin / Sec-Fetch-Site): call the agent from a local process',
+      {
+        details: { origin: req.headers.origin ?? null, secFetchSite: fetchSite ?? null },
+      },
+    );
+  }
+  if (!tcpHosts) return;
+  const host = req.headers.host ?? '';
+  const name = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::\d{1,5})?$/.exec(host)?.[1]?.toLowerCase();
+  if (name === undefined || !tcpHosts.has(name)) {
+    throw new AgentError('FORBIDDEN_HOST', `Host ${JSON.stringify(host)} is not this agent: call it as 127.0.0.1, localhost or [::1]`, {
+      details: { host, allowed: [...tcpHosts] },
+    });
   }
 }
 

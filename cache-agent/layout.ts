@@ -5,7 +5,8 @@ import { join, relative, sep } from 'node:path';
  * Where files live under ComfyUI's LoRA folder. Every path is built from validated parts, so no
  * id, user id or name can escape the folder or collide with another LoRA's file:
  *
- *   users/{user_id}/{lora_id}_{slug}.{ext}   user LoRAs (the id prefix makes names unique)
+ *   users/{user_id}/{lora_id}_{slug}.{ext}   user LoRAs (the id prefix makes names unique; ext from
+ *                                            the detected format, never the user's file name)
  *   shared/{name}                            the shared library (name checked by normaliseSharedName)
  *   .lora-cache-tmp/{pid}-{n}/…              temp downloads, one folder per process
  *   .lora-cache-tmp/locks/{key}.lock         cross-process download locks
@@ -13,7 +14,11 @@ import { join, relative, sep } from 'node:path';
 
 const USER_ID = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
 const LORA_ID = /^[1-9][0-9]{0,18}$/;
-const EXTENSIONS = new Set(['safetensors', 'pt', 'pth', 'ckpt', 'bin']);
+/** Extensions loaders open with a pickle loader (torch.load): never given to a safetensors file. */
+export const PICKLE_EXTENSIONS = new Set(['pt', 'pth', 'ckpt', 'bin', 'pkl']);
+
+/** The format the API detected from the bytes (LoraDownload.format). */
+export type LoraFormat = 'SAFETENSORS' | 'PT';
 
 export interface Layout {
   root: string;
@@ -48,15 +53,20 @@ export function slug(fileName: string): string {
   return cleaned || 'lora';
 }
 
-export function extensionOf(fileName: string): string {
-  const ext = /\.([A-Za-z0-9]{1,12})$/.exec(fileName)?.[1]?.toLowerCase();
-  return ext && EXTENSIONS.has(ext) ? ext : 'safetensors';
+/** `.safetensors` for SAFETENSORS, `.pt` for PT: a polyglot uploaded as `x.pt` is cached as `….safetensors`. */
+export function formatExtension(format: LoraFormat): 'safetensors' | 'pt' {
+  return format === 'PT' ? 'pt' : 'safetensors';
 }
 
-export function userLoraPath(layout: Layout, userId: string, loraId: string, fileName: string): string {
+export function userLoraPath(layout: Layout, userId: string, loraId: string, fileName: string, format: LoraFormat): string {
   if (!USER_ID.test(userId)) throw new Error(`unsafe user id ${JSON.stringify(userId)}`);
   if (!LORA_ID.test(loraId)) throw new Error(`unsafe LoRA id ${JSON.stringify(loraId)}`);
-  return join(layout.usersDir, userId.toLowerCase(), `${loraId}_${slug(fileName)}.${extensionOf(fileName)}`);
+  return join(layout.usersDir, userId.toLowerCase(), `${loraId}_${slug(fileName)}.${formatExtension(format)}`);
+}
+
+/** Whether `head` (≥ 9 bytes) opens a safetensors file: the same test the API decides the format by (sniff.ts). */
+export function looksLikeSafetensors(head: Buffer): boolean {
+  return head.length >= 9 && head.readBigUInt64LE(0) >= 2n && head[8] === 0x7b;
 }
 
 /** `name` must already be normalised (normaliseSharedName); this re-checks it stays inside. */

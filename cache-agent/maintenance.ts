@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir, rm, stat, statfs, unlink } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { open, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { basename, join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { type CacheRow, type EvictionPlan, planAgeEviction, planSpaceEviction } from './eviction.ts';
-import { type Layout, parseUserLoraPath } from './layout.ts';
+import { type Layout, looksLikeSafetensors, PICKLE_EXTENSIONS, parseUserLoraPath } from './layout.ts';
 import { processAlive } from './lock.ts';
 import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
 import { normaliseSharedName } from './workflow.ts';
@@ -54,6 +54,8 @@ export interface CleanupReport {
   rowsDropped: number;
   filesReRegistered: number;
   filesDropped: number;
+  /** Safetensors files an older agent cached under a pickle extension (`.pt`, …), renamed `.safetensors`. */
+  filesRenamed: number;
 }
 
 /**
@@ -62,7 +64,7 @@ export interface CleanupReport {
  * confirms their hash; files outside the layout are removed).
  */
 export async function startupCleanup(store: CacheStore, layout: Layout, logger: Logger, now: Date): Promise<CleanupReport> {
-  const report: CleanupReport = { tempRemoved: 0, rowsDropped: 0, filesReRegistered: 0, filesDropped: 0 };
+  const report: CleanupReport = { tempRemoved: 0, rowsDropped: 0, filesReRegistered: 0, filesDropped: 0, filesRenamed: 0 };
   for (const name of await readdir(layout.tempRoot).catch(() => [] as string[])) {
     const pid = Number(/^(\d+)-/.exec(name)?.[1]);
     if (name === 'locks' || (pid && pid !== process.pid && processAlive(pid))) continue;
@@ -96,10 +98,43 @@ export async function startupCleanup(store: CacheStore, layout: Layout, logger: 
       }
     }
   }
-  if (report.tempRemoved + report.rowsDropped + report.filesReRegistered + report.filesDropped > 0) {
+  report.filesRenamed = await renameMisnamedSafetensors(store, logger);
+  if (report.tempRemoved + report.rowsDropped + report.filesReRegistered + report.filesDropped + report.filesRenamed > 0) {
     logger.info({ ...report }, 'start-up cleanup: the index now matches the files on disk');
   }
   return report;
+}
+
+/**
+ * Agents before issue 10 named user files after the uploaded name, so a safetensors file (maybe a
+ * safetensors/pickle polyglot) uploaded as `x.pt` sits under `….pt`, where a loader choosing
+ * torch.load by extension would unpickle it. Such files are renamed `.safetensors` in place (file
+ * first, then rows and leases; a crash in between is repaired by the next start-up like any file
+ * without a row). Leased ones too: the old path is the danger. Files named `.safetensors` whose
+ * bytes are a pickle are left: no safetensors loader runs code.
+ */
+async function renameMisnamedSafetensors(store: CacheStore, logger: Logger): Promise<number> {
+  let renamed = 0;
+  for (const entry of store.entries()) {
+    const ext = /\.([A-Za-z0-9]+)$/.exec(entry.path)?.[1]?.toLowerCase();
+    if (entry.source !== 'user' || !ext || !PICKLE_EXTENSIONS.has(ext) || !looksLikeSafetensors(await readHead(entry.path))) continue;
+    const to = `${entry.path.slice(0, -ext.length)}safetensors`;
+    await rename(entry.path, to);
+    await store.movePath(entry.path, to, basename(to));
+    logger.warn({ from: entry.path, to }, 'renamed a safetensors file cached under a pickle extension');
+    renamed++;
+  }
+  return renamed;
+}
+
+async function readHead(path: string): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(9), 0, 9, 0);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
 }
 
 async function reRegister(store: CacheStore, layout: Layout, path: string, source: 'user' | 'shared', now: Date): Promise<boolean> {

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS lora_cache_entries (
 CREATE UNIQUE INDEX IF NOT EXISTS lora_cache_entries_lora ON lora_cache_entries (lora_id) WHERE source = 'user';
 CREATE UNIQUE INDEX IF NOT EXISTS lora_cache_entries_shared ON lora_cache_entries (shared_name) WHERE source = 'shared';
 CREATE TABLE IF NOT EXISTS lora_cache_leases (
-  lease_id TEXT PRIMARY KEY, path TEXT NOT NULL, holder TEXT, expires_at_ms INTEGER NOT NULL);
+  lease_id TEXT PRIMARY KEY, path TEXT NOT NULL, holder TEXT, expires_at_ms INTEGER NOT NULL, owner TEXT);
 CREATE INDEX IF NOT EXISTS lora_cache_leases_path ON lora_cache_leases (path);
 CREATE TABLE IF NOT EXISTS lora_cache_counters (
   hour INTEGER PRIMARY KEY, hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,
@@ -132,6 +132,9 @@ function openChecked(dbPath: string, busyBudgetMs: number): Database.Database {
     if (check !== 'ok') throw Object.assign(new Error(`quick_check: ${String(check)}`), { code: 'SQLITE_CORRUPT' });
     db.exec(SEED_SCHEMA);
     db.exec(AGENT_SCHEMA);
+    // Agents before issue 10 created the leases table without `owner`.
+    const leaseColumns = db.prepare<[], { name: string }>('PRAGMA table_info(lora_cache_leases)').all();
+    if (!leaseColumns.some((c) => c.name === 'owner')) db.exec('ALTER TABLE lora_cache_leases ADD COLUMN owner TEXT');
     db.pragma(`busy_timeout = ${LOCK_WAIT_MS}`);
     return db;
   } catch (error) {
@@ -146,6 +149,7 @@ function isCorruption(error: unknown): boolean {
 }
 
 const hourOf = (ms: number) => Math.floor(ms / 3_600_000);
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 export class CacheStore {
   private readonly s;
@@ -186,6 +190,9 @@ export class CacheStore {
         'INSERT OR REPLACE INTO lora_cache_entries (path, source, lora_id, user_id, shared_name, sha256, etag, size_bytes, pending_delete, verified) ' +
           'VALUES (@path, @source, @loraId, @userId, @sharedName, @sha256, @etag, @sizeBytes, 0, @verified)',
       ),
+      moveModel: db.prepare('UPDATE models SET path = ?, filename = ? WHERE path = ?'),
+      moveEntry: db.prepare('UPDATE lora_cache_entries SET path = ? WHERE path = ?'),
+      moveLeases: db.prepare('UPDATE lora_cache_leases SET path = ? WHERE path = ?'),
       deleteModel: db.prepare('DELETE FROM models WHERE path = ?'),
       deleteEntry: db.prepare('DELETE FROM lora_cache_entries WHERE path = ?'),
       deleteLeasesOf: db.prepare('DELETE FROM lora_cache_leases WHERE path = ?'),
@@ -205,11 +212,12 @@ export class CacheStore {
       markPending: db.prepare("UPDATE lora_cache_entries SET pending_delete = 1 WHERE source = 'user' AND lora_id = ?"),
       pending: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE pending_delete = 1'),
       setVerified: db.prepare('UPDATE lora_cache_entries SET verified = 1 WHERE path = ?'),
-      addLease: db.prepare('INSERT INTO lora_cache_leases (lease_id, path, holder, expires_at_ms) VALUES (?, ?, ?, ?)'),
+      addLease: db.prepare('INSERT INTO lora_cache_leases (lease_id, path, holder, expires_at_ms, owner) VALUES (?, ?, ?, ?, ?)'),
+      capLeases: db.prepare('UPDATE lora_cache_leases SET expires_at_ms = ? WHERE expires_at_ms > ?'),
       leaseById: db.prepare<[string], { path: string }>('SELECT path FROM lora_cache_leases WHERE lease_id = ?'),
       deleteLease: db.prepare('DELETE FROM lora_cache_leases WHERE lease_id = ?'),
-      leasesOfHolder: db.prepare<[string], { lease_id: string; path: string }>(
-        'SELECT lease_id, path FROM lora_cache_leases WHERE holder = ?',
+      leasesOfHolder: db.prepare<[string, string], { lease_id: string; path: string }>(
+        'SELECT lease_id, path FROM lora_cache_leases WHERE holder = ? AND owner = ?',
       ),
       liveLeases: db.prepare<[number], { path: string }>('SELECT DISTINCT path FROM lora_cache_leases WHERE expires_at_ms > ?'),
       liveLeaseOn: db.prepare<[string, number], { one: number }>(
@@ -344,6 +352,15 @@ export class CacheStore {
     });
   }
 
+  /** The file of `from` was renamed to `to` (same folder): its rows and leases follow. */
+  movePath(from: string, to: string, fileName: string): Promise<void> {
+    return this.writeRetrying(() => {
+      this.s.moveModel.run(to, fileName, from);
+      this.s.moveEntry.run(to, from);
+      this.s.moveLeases.run(to, from);
+    });
+  }
+
   /** Removes the rows of a file that is gone from disk (no lease check: there is nothing to protect). */
   forget(path: string): Promise<void> {
     return this.writeRetrying(() => this.dropRows(path));
@@ -387,23 +404,44 @@ export class CacheStore {
     await this.writeRetrying(() => this.s.setVerified.run(path));
   }
 
-  async acquireLease(path: string, ttlMs: number, holder: string | null, now: Date): Promise<{ leaseId: string; expiresAt: Date }> {
-    const leaseId = randomUUID();
-    const expires = now.getTime() + ttlMs;
-    await this.writeRetrying(() => this.s.addLease.run(leaseId, path, holder, expires));
-    return { leaseId, expiresAt: new Date(expires) };
+  /**
+   * A lease on `path` until `expiresAt`. Its id is a secret token (256 random bits) returned once;
+   * the index keeps only its sha256, so reading model_cache.db releases nothing. `grant`, when
+   * given, binds the lease to that job grant: `releaseLeases({ holder, grant })` needs the same one.
+   */
+  async acquireLease(
+    path: string,
+    expiresAt: Date,
+    holder: string | null,
+    grant: string | null,
+  ): Promise<{ leaseId: string; expiresAt: Date }> {
+    const leaseId = randomBytes(32).toString('base64url');
+    const owner = grant === null ? null : sha256(grant);
+    await this.writeRetrying(() => this.s.addLease.run(sha256(leaseId), path, holder, expiresAt.getTime(), owner));
+    return { leaseId, expiresAt };
   }
 
-  /** Releases one lease (by id) or every lease of a holder; returns the paths they covered. */
-  releaseLeases(by: { leaseId: string } | { holder: string }): Promise<string[]> {
+  /** Shortens every lease ending after `latest` to end then (start-up: older agents had no cap). */
+  capLeases(latest: Date): Promise<void> {
+    return this.writeRetrying(() => {
+      this.s.capLeases.run(latest.getTime(), latest.getTime());
+    });
+  }
+
+  /**
+   * Releases one lease (by its token) or every lease a holder took with `grant` (leases without
+   * a grant are released by token only); returns the paths they covered.
+   */
+  releaseLeases(by: { leaseId: string } | { holder: string; grant: string }): Promise<string[]> {
     return this.writeRetrying(() => {
       if ('leaseId' in by) {
-        const row = this.s.leaseById.get(by.leaseId);
+        const id = sha256(by.leaseId);
+        const row = this.s.leaseById.get(id);
         if (!row) return [];
-        this.s.deleteLease.run(by.leaseId);
+        this.s.deleteLease.run(id);
         return [row.path];
       }
-      const rows = this.s.leasesOfHolder.all(by.holder);
+      const rows = this.s.leasesOfHolder.all(by.holder, sha256(by.grant));
       for (const r of rows) this.s.deleteLease.run(r.lease_id);
       return [...new Set(rows.map((r) => r.path))];
     });

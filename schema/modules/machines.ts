@@ -3,6 +3,7 @@ import { InvalidGrantError, LoraNotFoundError, ValidationFailedError } from '../
 import type { CacheStatsInput, MachineCacheStats } from '../../server/services/cache-stats.ts';
 import type { DownloadView } from '../../server/services/downloads.ts';
 import { builder } from '../builder.ts';
+import { LoraFormatEnum } from './loras.ts';
 
 /** What the dispatcher (service) and the GPU machines' cache agents use. */
 
@@ -26,7 +27,15 @@ const LoraDownloadRef = builder.objectRef<DownloadView>('LoraDownload').implemen
     sharedName: t.exposeString('sharedName', { nullable: true }),
     sha256: t.exposeString('sha256', { nullable: true, description: 'Null for shared LoRAs (not recorded)' }),
     sizeBytes: t.expose('sizeBytes', { type: 'Bytes' }),
-    fileName: t.exposeString('fileName'),
+    fileName: t.exposeString('fileName', {
+      description:
+        "The name to store the file under: user LoRAs get the uploaded name's stem with the DETECTED format's extension (never the uploaded one)",
+    }),
+    format: t.expose('format', {
+      type: LoraFormatEnum,
+      nullable: true,
+      description: 'The format detected from the bytes (user LoRAs); null for the shared library',
+    }),
     userId: t.exposeID('userId', { nullable: true }),
     etag: t.exposeString('etag'),
     expiresAt: t.expose('expiresAt', { type: 'DateTime' }),

@@ -130,3 +130,18 @@ export function storedTags(userTags: string[]): string[] {
 export function formatExtension(format: LoraFormat): string {
   return format === 'SAFETENSORS' ? 'safetensors' : 'pt';
 }
+
+/**
+ * The name a LoRA's bytes are handed out under (download `fileName`, `Content-Disposition`): the
+ * uploaded name's stem in safe ASCII plus the extension of the DETECTED format, never the user's —
+ * a safetensors file uploaded as `x.pt` is `x.safetensors`, so no loader picks a pickle path for it.
+ */
+export function downloadFileName(fileName: string, format: LoraFormat): string {
+  const stem = fileName
+    .replace(/\.[A-Za-z0-9]{1,12}$/, '')
+    .normalize('NFKD')
+    .replace(/[^A-Za-z0-9._-]+/g, '-')
+    .replace(/^[.-]+|[.-]+$/g, '')
+    .slice(0, 100);
+  return `${stem || 'lora'}.${formatExtension(format)}`;
+}

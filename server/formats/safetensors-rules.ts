@@ -5,6 +5,7 @@
  * bounded tensor count and name length, at least one tensor. Pure: no I/O.
  */
 import { InvalidFileFormatError } from '../domain/errors.ts';
+import { type ArgKind, HIGHEST_PROTOCOL, OPCODES } from './pickle-opcodes.ts';
 import { JsonNumber, JsonObject, type JsonValue, parseStrictJson, quoteKey, StrictJsonError } from './strict-json.ts';
 
 /** The largest header the reference accepts (and so do we), in bytes. */
@@ -197,4 +198,51 @@ export function validateHeaderText(text: string, headerLength: number): Safetens
   if (tensors.length > MAX_TENSORS) reject(`header declares more than ${MAX_TENSORS} tensors`);
   const dataEnd = checkLayout(tensors);
   return { headerLength, dataStart, dataEnd, tensors, metadata };
+}
+
+/** Where an opcode's inline argument starting at `at` ends in the 8 length bytes; > 8 when it reads on into the header, -1 when the unpickler fails on it. */
+function argumentEnd(prefix: Uint8Array, at: number, kind: ArgKind): number {
+  const PAST = 9;
+  const fixed = { none: 0, u1: 1, u2: 2, u4: 4, i4: 4, u8: 8 } as const;
+  if (kind in fixed) return at + fixed[kind as keyof typeof fixed];
+  if (kind === 'line' || kind === 'line2') {
+    let end = at;
+    for (let lines = kind === 'line' ? 1 : 2; lines > 0; lines--) {
+      const newline = prefix.indexOf(0x0a, end);
+      if (newline < 0 || newline >= 8) return PAST;
+      end = newline + 1;
+    }
+    return end;
+  }
+  const width = kind === 'len1' ? 1 : kind === 'len8' ? 8 : 4;
+  if (at + width > 8) return PAST;
+  const view = Buffer.from(prefix.buffer, prefix.byteOffset + at, width);
+  const count = width === 1 ? view.readUInt8(0) : width === 4 ? (kind === 'len4s' ? view.readInt32LE(0) : view.readUInt32LE(0)) : PAST;
+  return count < 0 ? -1 : at + width + count;
+}
+
+/**
+ * The pickle-prologue rule (THREATS 28), ours: refuses 8 header-length bytes that open a pickle —
+ * `PROTO 2..5` (0x80, 2..5: what torch.save's legacy format starts with) — whose opcodes read on
+ * past the 8 bytes into the header, where the rest of a pickle can hide (the file is then both
+ * safetensors and a pickle that torch.load / pickle.load runs). A pickle whose opcodes fail or end
+ * inside the 8 bytes is harmless: the unpickler stops there. Since a header is at most
+ * MAX_HEADER_BYTES, bytes 4..7 are 0 and byte 3 is at most 5, so only lengths whose byte 2 is an
+ * opcode with a line or length-prefixed argument are refused: all above 4 MiB (see decisions.md).
+ * Returns the reason, or null.
+ */
+export function picklePrologue(prefix: Uint8Array): string | null {
+  const protocol = prefix[1];
+  if (prefix[0] !== 0x80 || protocol === undefined || protocol < 2 || protocol > HIGHEST_PROTOCOL) return null;
+  const names = [`PROTO ${protocol}`];
+  for (let at = 2; at < 8; ) {
+    const info = OPCODES.get(prefix[at] ?? -1);
+    if (!info) return null;
+    names.push(info.name);
+    const end = argumentEnd(prefix, at + 1, info.arg);
+    if (end < 0) return null;
+    if (end > 8) return `header length bytes read as the start of a pickle (${names.join(', ')}) that runs on into the header`;
+    at = end;
+  }
+  return null;
 }

@@ -5,7 +5,7 @@
  * prefix, the first header byte, each invalid UTF-8 sequence) and keeps nothing but the header
  * bytes received so far (never a buffer sized from the declared length). Every rejection is `InvalidFileFormatError('safetensors', reason)`. Pure: no I/O.
  */
-import { MAX_HEADER_BYTES, reject, type SafetensorsHeader, validateHeaderText } from './safetensors-rules.ts';
+import { MAX_HEADER_BYTES, picklePrologue, reject, type SafetensorsHeader, validateHeaderText } from './safetensors-rules.ts';
 import { describeFormat, sniffFormat } from './sniff.ts';
 
 export type { SafetensorsHeader, SafetensorsTensor } from './safetensors-rules.ts';
@@ -101,6 +101,8 @@ export class SafetensorsHeaderReader {
     const n = Buffer.from(this.prefix.buffer, this.prefix.byteOffset, PREFIX_BYTES).readBigUInt64LE(0);
     if (n > BigInt(MAX_HEADER_BYTES)) reject(`header length ${n} exceeds ${MAX_HEADER_BYTES} bytes${looksLike(this.prefix)}`);
     if (n < 2n) reject(`header length ${n} is too small to hold a JSON object`);
+    const pickle = picklePrologue(this.prefix);
+    if (pickle) reject(pickle);
     const length = Number(n);
     const size = this.options.fileSize;
     if (size !== undefined && PREFIX_BYTES + length > size) {

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
 import { LoraNotFoundError } from '../domain/errors.ts';
+import { downloadFileName, type LoraFormat } from '../domain/lora.ts';
 import { LIMITS, parseArgs, parseLoraId, sharedLoraName } from '../domain/validation.ts';
 import { BlobNotFoundError, type BlobStore } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
@@ -19,7 +20,10 @@ export interface DownloadView {
   url: string;
   sha256: string | null;
   sizeBytes: number;
+  /** User LoRAs: the uploaded name's stem with the detected format's extension (downloadFileName). */
   fileName: string;
+  /** The detected format (user LoRAs); null for the shared library. */
+  format: LoraFormat | null;
   userId: string | null;
   etag: string;
   expiresAt: Date;
@@ -47,12 +51,13 @@ export class DownloadService {
         ? null
         : await this.db.lora.findUnique({
             where: { file_id: fileId },
-            select: { user_id: true, status: true, blob_path: true, sha256: true, size_bytes: true, file_name: true },
+            select: { user_id: true, status: true, blob_path: true, sha256: true, size_bytes: true, file_name: true, format: true },
           });
     if (row?.status !== 'READY' || row.user_id !== grant.userId) throw new LoraNotFoundError(id);
+    const fileName = downloadFileName(row.file_name, row.format);
     let link: Awaited<ReturnType<BlobStore['loraSas']>>;
     try {
-      link = await this.blobs.loraSas(row.blob_path, this.sasTtlSeconds);
+      link = await this.blobs.loraSas(row.blob_path, this.sasTtlSeconds, fileName);
     } catch (error) {
       if (error instanceof BlobNotFoundError) throw new LoraNotFoundError(id);
       throw error;
@@ -71,7 +76,8 @@ export class DownloadService {
       url: link.url,
       sha256: row.sha256.trim(),
       sizeBytes: Number(row.size_bytes),
-      fileName: row.file_name,
+      fileName,
+      format: row.format,
       userId: row.user_id,
       etag: link.etag,
       expiresAt: link.expiresAt,
@@ -95,6 +101,7 @@ export class DownloadService {
       sha256: null,
       sizeBytes: link.sizeBytes,
       fileName: safeName.split('/').pop() ?? safeName,
+      format: null,
       userId: null,
       etag: link.etag,
       expiresAt: link.expiresAt,

@@ -90,9 +90,12 @@ export class BlobStore {
     }
   }
 
-  /** A read-only SAS URL for one user LoRA blob. */
-  async loraSas(path: string, ttlSeconds: number): Promise<SasLink> {
-    return this.sas(this.loras, path, ttlSeconds);
+  /**
+   * A read-only SAS URL for one user LoRA blob. `fileName` (safe ASCII, see downloadFileName) is
+   * signed into the URL as the response's `Content-Disposition: attachment; filename="…"`.
+   */
+  async loraSas(path: string, ttlSeconds: number, fileName?: string): Promise<SasLink> {
+    return this.sas(this.loras, path, ttlSeconds, fileName === undefined ? undefined : `attachment; filename="${fileName}"`);
   }
 
   /** A read-only SAS URL for one shared-library LoRA. */
@@ -104,7 +107,7 @@ export class BlobStore {
     return `${this.options.sharedPrefix}${name}`;
   }
 
-  private async sas(container: ContainerClient, path: string, ttlSeconds: number): Promise<SasLink> {
+  private async sas(container: ContainerClient, path: string, ttlSeconds: number, contentDisposition?: string): Promise<SasLink> {
     const blob = container.getBlobClient(path);
     let props: Awaited<ReturnType<typeof blob.getProperties>>;
     try {
@@ -115,7 +118,12 @@ export class BlobStore {
     }
     const startsOn = new Date(Date.now() - 60_000); // tolerate clock skew between us and storage
     const expiresOn = new Date(Date.now() + ttlSeconds * 1000);
-    const url = await blob.generateSasUrl({ permissions: BlobSASPermissions.parse('r'), startsOn, expiresOn });
+    const url = await blob.generateSasUrl({
+      permissions: BlobSASPermissions.parse('r'),
+      startsOn,
+      expiresOn,
+      ...(contentDisposition === undefined ? {} : { contentDisposition }),
+    });
     return { url, expiresAt: expiresOn, etag: props.etag ?? '', sizeBytes: props.contentLength ?? 0 };
   }
 }

@@ -141,7 +141,7 @@ describe('eviction', () => {
     }
     // The oldest is protected by the Python side's flag; the second oldest is leased by a running job.
     agent.store.db.prepare('UPDATE models SET protected = 1 WHERE path = ?').run(paths[0]);
-    const leased = await agent.store.acquireLease(paths[1]!, 60_000, 'job-1', new Date());
+    const leased = await agent.store.acquireLease(paths[1]!, new Date(Date.now() + 60_000), 'job-1', null);
 
     const fifth = await agent.ensure({ source: 'user', id: loras[4]!.id, grant });
     expect(existsSync(paths[0]!)).toBe(true); // protected
@@ -178,7 +178,7 @@ describe('eviction', () => {
     now = new Date(now.getTime() + 8 * 86_400_000);
     agent.store.touch(recent!.path, now); // used "today"
     agent.store.db.prepare('UPDATE models SET protected = 1 WHERE path = ?').run(prot!.path);
-    await agent.store.acquireLease(leasedOne!.path, 3_600_000, null, now);
+    await agent.store.acquireLease(leasedOne!.path, new Date(now.getTime() + 3_600_000), null, null);
 
     const dry = await agent.evict(true);
     expect(dry.age.victims).toEqual([old!.path]);
@@ -218,7 +218,7 @@ describe('invalidation', () => {
     expect(existsSync(path)).toBe(true); // the job still reads it
     await expect(agent.ensure({ source: 'user', id: loras[0]!.id, grant })).rejects.toMatchObject({ code: 'LORA_NOT_FOUND' });
     expect(lease).not.toBeNull();
-    await agent.release({ holder: 'job-42' });
+    await agent.release({ holder: 'job-42', grant });
     expect(existsSync(path)).toBe(false);
     await user.close();
   });

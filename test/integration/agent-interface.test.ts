@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -6,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
-import { agentPool, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
+import { loadAgentConfig } from '../../cache-agent/config.ts';
+import { agentPool, grantFor, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /** The agent's local HTTP interface, its coexistence with the Python nodes, and index repair. */
@@ -42,7 +44,7 @@ describe('local HTTP interface', () => {
     const ensured = await call(agent, 'POST', '/ensure', { source: 'user', id: loras[0]!.id, grant, lease: { holder: 'job-7' } });
     expect(ensured.status).toBe(200);
     expect(ensured.body).toMatchObject({ hit: false, sizeBytes: 40_000, loraId: loras[0]!.id });
-    expect(ensured.body.lease.leaseId).toMatch(/[0-9a-f-]{36}/);
+    expect(ensured.body.lease.leaseId).toMatch(/^[A-Za-z0-9_-]{43}$/); // 256 random bits
     expect(existsSync(ensured.body.path)).toBe(true);
 
     const workflow = {
@@ -63,7 +65,7 @@ describe('local HTTP interface', () => {
 
     const stats = await call(agent, 'GET', '/stats');
     expect(stats.body).toMatchObject({ userLoraCount: 2, totalLoraCacheBytes: 70_000, leasedFiles: 2 });
-    expect((await call(agent, 'POST', '/release', { holder: 'job-7' })).body).toEqual({ released: 2 });
+    expect((await call(agent, 'POST', '/release', { holder: 'job-7', grant })).body).toEqual({ released: 2 });
     expect((await call(agent, 'GET', '/stats')).body.leasedFiles).toBe(0);
     expect((await call(agent, 'POST', '/release', { leaseId: ensured.body.lease.leaseId })).status).toBe(404);
     expect((await call(agent, 'GET', '/health')).body.ok).toBe(true);
@@ -109,6 +111,160 @@ describe('local HTTP interface', () => {
     const huge = await call(agent, 'POST', '/prefetch', JSON.stringify({ workflow: { pad: 'x'.repeat(9 * 1024 * 1024) } }));
     expect(huge.status).toBe(400);
     expect((await call(agent, 'GET', '/health')).status).toBe(200); // still serving
+  });
+});
+
+/** A request as anything on the machine could send it: any Host, Origin or Sec-Fetch-* header. */
+function raw(
+  target: { agent: Agent } | { socketPath: string },
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: unknown,
+): Promise<{ status: number; body: Record<string, any> }> {
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  const where =
+    'socketPath' in target
+      ? { socketPath: target.socketPath }
+      : (() => {
+          const url = new URL(target.agent.address ?? '');
+          return { host: url.hostname, port: Number(url.port) };
+        })();
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { ...where, method, path, headers: { ...(text ? { 'content-type': 'application/json' } : {}), ...headers } },
+      (res) => {
+        let data = '';
+        res.on('data', (d) => (data += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(data || '{}') }));
+      },
+    );
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+/** A grant the API never signed, claiming `sub` and an expiry in the year 2286 (the agent reads, not verifies, on hits). */
+const forgedGrant = (sub: string) =>
+  ['{"alg":"HS256"}', JSON.stringify({ sub, exp: 9_999_999_999 }), 'sig'].map((p) => Buffer.from(p).toString('base64url')).join('.');
+
+describe('who may call the local interface (THREATS 32)', () => {
+  const ROUTES: [string, string, unknown?][] = [
+    ['GET', '/stats'],
+    ['GET', '/health'],
+    ['POST', '/ensure', { source: 'shared', name: 'x.safetensors' }],
+    ['POST', '/release', { leaseId: 'x' }],
+  ];
+
+  it('a Host that is not loopback (a DNS-rebinding page) is refused on every route: 403 FORBIDDEN_HOST', async () => {
+    const agent = await agentWith({ listen: true });
+    const port = new URL(agent.address ?? '').port;
+    for (const host of [`evil.example:${port}`, 'evil.example', `127.0.0.1.nip.io:${port}`, `localhost.evil.example:${port}`, '10.0.0.1']) {
+      for (const [method, path, body] of ROUTES) {
+        const res = await raw({ agent }, method, path, { host }, body);
+        expect({ host, path, status: res.status, code: res.body.error?.code }).toEqual({ host, path, status: 403, code: 'FORBIDDEN_HOST' });
+      }
+    }
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `LOCALHOST:${port}`, `[::1]:${port}`, 'localhost', '127.0.0.1']) {
+      expect((await raw({ agent }, 'GET', '/health', { host })).status, host).toBe(200);
+    }
+  });
+
+  it('a browser request (any Origin, or Sec-Fetch-Site other than none) is refused: 403 FORBIDDEN_ORIGIN', async () => {
+    const agent = await agentWith({ listen: true });
+    const self = agent.address ?? '';
+    const browser: Record<string, string>[] = [
+      { origin: 'http://evil.example' },
+      { origin: 'null' },
+      { origin: self }, // the agent serves no pages: even its own origin is no caller
+      { 'sec-fetch-site': 'cross-site' }, // <img src> / no-cors fetch: no Origin header
+      { 'sec-fetch-site': 'same-site' }, // e.g. a script in ComfyUI's own web page on 127.0.0.1:8188
+      { 'sec-fetch-site': 'same-origin' },
+    ];
+    for (const headers of browser) {
+      for (const [method, path, body] of ROUTES) {
+        const res = await raw({ agent }, method, path, headers, body);
+        expect({ headers, path, status: res.status, code: res.body.error?.code }).toEqual({
+          headers,
+          path,
+          status: 403,
+          code: 'FORBIDDEN_ORIGIN',
+        });
+      }
+    }
+    expect((await raw({ agent }, 'GET', '/health', { 'sec-fetch-site': 'none' })).status).toBe(200); // typed into the address bar
+  });
+
+  it('on the unix socket any Host is fine (the file mode decides who connects), a browser Origin still is not', async () => {
+    const socketPath = join(await mkdtemp(join(tmpdir(), 'lora-sock-')), 'agent.sock');
+    await agentWith({ listen: true, env: { AGENT_SOCKET: socketPath } });
+    expect((await raw({ socketPath }, 'GET', '/health', { host: '%2Fvar%2Frun%2Flora.sock' })).status).toBe(200);
+    expect((await raw({ socketPath }, 'GET', '/stats', { host: 'evil.example' })).status).toBe(200);
+    const refused = await raw({ socketPath }, 'GET', '/stats', { origin: 'http://evil.example' });
+    expect(refused).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN_ORIGIN' } } });
+  });
+
+  it("leases end at min(now + LEASE_MAX_SECONDS, the grant's exp), whatever ttl or forged exp is asked for", async () => {
+    expect(() => loadAgentConfig({ LEASE_MAX_SECONDS: '600' })).toThrow(/LEASE_TTL_SECONDS: must not exceed LEASE_MAX_SECONDS/);
+    const agent = await agentWith({ listen: true, env: { LEASE_MAX_SECONDS: '600', LEASE_TTL_SECONDS: '300' } });
+    const { userId, grant, loras } = await userWithLoras(server, [10_000]);
+    const id = loras[0]!.id;
+    const week = { ttlSeconds: 7 * 86_400, holder: 'long-job' };
+    const until = (res: { body: Record<string, any> }) => Date.parse(res.body.lease.expiresAt) - Date.now();
+
+    const miss = await call(agent, 'POST', '/ensure', { source: 'user', id, grant, lease: week });
+    expect(miss.status).toBe(200);
+    expect(until(miss)).toBeLessThanOrEqual(600_000);
+    expect(until(miss)).toBeGreaterThan(500_000);
+    const forged = await call(agent, 'POST', '/ensure', { source: 'user', id, grant: forgedGrant(userId), lease: week });
+    expect(forged.body.hit).toBe(true);
+    expect(until(forged)).toBeLessThanOrEqual(600_000);
+    const short = await call(agent, 'POST', '/ensure', { source: 'user', id, grant: await grantFor(server, userId, 120), lease: week });
+    expect(until(short)).toBeLessThanOrEqual(120_000); // the job's grant ends first
+    expect(until(short)).toBeGreaterThan(60_000);
+  });
+
+  it('a week-long lease an older agent left in the index ends within LEASE_MAX_SECONDS after a restart', async () => {
+    const first = await agentWith();
+    const { grant, loras } = await userWithLoras(server, [10_000]);
+    const { path } = await first.ensure({ source: 'user', id: loras[0]!.id, grant });
+    first.store.db
+      .prepare('INSERT INTO lora_cache_leases (lease_id, path, holder, expires_at_ms) VALUES (?, ?, ?, ?)')
+      .run(randomUUID(), path, 'job-old', Date.now() + 7 * 86_400_000);
+    await first.stop();
+    const again = await agentWith({
+      comfyDir: first.config.loraDir.replace(/\/models\/loras$/, ''),
+      env: { LEASE_MAX_SECONDS: '600', LEASE_TTL_SECONDS: '60' },
+    });
+    const row = again.store.db.prepare('SELECT expires_at_ms FROM lora_cache_leases').get() as { expires_at_ms: number };
+    expect(row.expires_at_ms - Date.now()).toBeLessThanOrEqual(600_000);
+    expect(again.store.isLeased(path, new Date())).toBe(true);
+  });
+
+  it('only the lease token, or the holder with the job grant that took the leases, releases them', async () => {
+    const agent = await agentWith({ listen: true });
+    const { userId, grant, loras } = await userWithLoras(server, [10_000, 10_000]);
+    const leased = await call(agent, 'POST', '/ensure', { source: 'user', id: loras[0]!.id, grant, lease: { holder: 'job-7' } });
+    const token: string = leased.body.lease.leaseId;
+    const leasedFiles = async () => (await call(agent, 'GET', '/stats')).body.leasedFiles;
+
+    const byName = await call(agent, 'POST', '/release', { holder: 'job-7' });
+    expect(byName).toMatchObject({ status: 400, body: { error: { code: 'INVALID_REQUEST' } } });
+    expect(byName.body.error.message).toMatch(/grant/);
+    const otherJob = await call(agent, 'POST', '/release', { holder: 'job-7', grant: await grantFor(server, userId) });
+    expect(otherJob.body).toEqual({ released: 0 });
+    expect((await call(agent, 'POST', '/release', { leaseId: randomUUID() })).status).toBe(404);
+    // The index holds only a hash of the token: reading model_cache.db does not let anyone release.
+    const stored = agent.store.db.prepare('SELECT lease_id FROM lora_cache_leases').all() as { lease_id: string }[];
+    expect(stored.map((r) => r.lease_id)).not.toContain(token);
+    expect((await call(agent, 'POST', '/release', { leaseId: stored[0]!.lease_id })).status).toBe(404);
+    expect(await leasedFiles()).toBe(1);
+
+    expect((await call(agent, 'POST', '/release', { holder: 'job-7', grant })).body).toEqual({ released: 1 });
+    expect(await leasedFiles()).toBe(0);
+    const again = await call(agent, 'POST', '/ensure', { source: 'user', id: loras[1]!.id, grant, lease: { holder: 'job-7' } });
+    expect((await call(agent, 'POST', '/release', { leaseId: again.body.lease.leaseId })).body).toEqual({ released: 1 });
+    expect(await leasedFiles()).toBe(0);
   });
 });
 

@@ -18,19 +18,31 @@ describe('cache layout', () => {
   it('user LoRA paths stay in users/{user}/, are unique per id, and parse back', () => {
     fc.assert(
       fc.property(fc.uuid(), fc.bigInt({ min: 1n, max: 2n ** 62n }), fc.string({ maxLength: 300 }), (userId, id, fileName) => {
-        const path = userLoraPath(layout, userId, id.toString(), fileName);
+        const path = userLoraPath(layout, userId, id.toString(), fileName, 'SAFETENSORS');
         expect(inside(join(layout.usersDir, userId.toLowerCase()), path)).toBe(true);
         expect(path.split('/').pop()?.startsWith(`${id}_`)).toBe(true);
         expect(parseUserLoraPath(layout, path)).toEqual({ userId: userId.toLowerCase(), loraId: id.toString() });
       }),
     );
     for (const name of ['../../../etc/passwd', 'a/../../b.pt', '\u202Eevil.safetensors', 'x\0y', ' '.repeat(50), 'é'.repeat(500)]) {
-      const path = userLoraPath(layout, '0b7e6c7e-1111-4222-8333-944445555666', '7', name);
-      expect(path.split('/').pop()).toMatch(/^7_[A-Za-z0-9._-]{1,80}\.(safetensors|pt|pth|ckpt|bin)$/);
+      const path = userLoraPath(layout, '0b7e6c7e-1111-4222-8333-944445555666', '7', name, 'PT');
+      expect(path.split('/').pop()).toMatch(/^7_[A-Za-z0-9._-]{1,80}\.pt$/);
     }
-    expect(() => userLoraPath(layout, '../root', '7', 'x')).toThrow(/unsafe user id/);
-    expect(() => userLoraPath(layout, 'u1', '../7', 'x')).toThrow(/unsafe LoRA id/);
+    expect(() => userLoraPath(layout, '../root', '7', 'x', 'PT')).toThrow(/unsafe user id/);
+    expect(() => userLoraPath(layout, 'u1', '../7', 'x', 'PT')).toThrow(/unsafe LoRA id/);
     expect(slug('My LoRA (v2).safetensors')).toBe('My-LoRA-v2');
+  });
+
+  it('the extension follows the detected format, never the file name (THREATS 28)', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 100 }), fc.constantFrom('.pt', '.pth', '.ckpt', '.bin', '.safetensors', ''), (stem, ext) => {
+        expect(userLoraPath(layout, 'u1', '7', stem + ext, 'SAFETENSORS')).toMatch(/\/7_[^/]+\.safetensors$/);
+        expect(userLoraPath(layout, 'u1', '7', stem + ext, 'PT')).toMatch(/\/7_[^/]+\.pt$/);
+      }),
+    );
+    expect(userLoraPath(layout, 'u1', '254', 'inkwash-style.pt', 'SAFETENSORS')).toBe(
+      `${layout.usersDir}/u1/254_inkwash-style.safetensors`,
+    );
   });
 
   it('shared paths accepted by normaliseSharedName never leave shared/', () => {

@@ -9,8 +9,10 @@ import {
   type SafetensorsHeader,
   SafetensorsHeaderReader,
 } from '../../server/formats/safetensors.ts';
+import { picklePrologue } from '../../server/formats/safetensors-rules.ts';
 import { SNIFF_BYTES, sniffFormat } from '../../server/formats/sniff.ts';
 import { BAD_SAFETENSORS, LORA_LAYOUTS, loraTensors, makeLora, rawSafetensors, TAG_FREQUENCY } from '../testkit/lora-files.ts';
+import { protoPolyglot, unicodeLinePolyglot } from '../testkit/polyglot.ts';
 import { makeSafetensors, smallSd15Lora } from '../testkit/safetensors.ts';
 
 /** Feeds `bytes` in chunks of the given sizes (cycled), then checks the total like the pipeline does. */
@@ -152,6 +154,43 @@ describe('safetensors: bad files', () => {
     expect(Object.hasOwn(extracted.raw, '__proto__')).toBe(true);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(prototypeKeys()).toEqual(PROTOTYPE_KEYS);
+  });
+});
+
+describe('safetensors: a header length that opens a pickle (THREATS 28)', () => {
+  const prefix = (n: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(n));
+    return b;
+  };
+
+  it('refuses PROTO n then an opcode whose argument reads on into the header (the reported polyglot: PROTO 4, BINUNICODE)', () => {
+    expect(picklePrologue(Buffer.from([0x80, 4, 0x58, 3, 0, 0, 0, 0]))).toMatch(/PROTO 4, BINUNICODE/);
+    expect(rejection(() => new SafetensorsHeaderReader().push(Buffer.from([0x80, 4, 0x58, 3, 0, 0, 0, 0]))).reason).toMatch(/pickle/);
+    const file = protoPolyglot();
+    expect(rejection(() => readInChunks(file, [3, 5, 64 * 1024])).reason).toMatch(/PROTO 4, UNICODE/);
+  });
+
+  it('accepts prologues the unpickler cannot read past the 8 bytes (real small headers), and the unpadded UNICODE polyglot', () => {
+    for (const n of [0x280, 0x380, 0x480, 0x580, 0x10480, 0x4b0480, 0x580480]) expect(picklePrologue(prefix(n)), n.toString(16)).toBeNull();
+    expect(readInChunks(unicodeLinePolyglot()).tensors).toHaveLength(1); // no PROTO: only the stored extension protects
+  });
+
+  it('of all 10^8 possible header lengths, refuses exactly 440, every one above 4.3 MiB', () => {
+    // Only lengths whose low 16 bits are PROTO 2..5 can be refused; every other length never is.
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 100_000_000 }), (n) => {
+        const low = n & 0xffff;
+        if (![0x280, 0x380, 0x480, 0x580].includes(low)) expect(picklePrologue(prefix(n))).toBeNull();
+      }),
+    );
+    const refused: number[] = [];
+    for (const low of [0x280, 0x380, 0x480, 0x580]) {
+      for (let n = low; n <= 100_000_000; n += 0x10000) if (picklePrologue(prefix(n))) refused.push(n);
+    }
+    expect(refused).toHaveLength(440);
+    expect(Math.min(...refused)).toBe(0x460280); // 4,588,160 bytes: PROTO 2, FLOAT
+    expect(refused.every((n) => n % 8 === 0)).toBe(true);
   });
 });
 
