@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
 import { loadAgentConfig } from '../../cache-agent/config.ts';
-import { agentPool, grantFor, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
+import { agentPool, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
+import { mintGrant } from '../testkit/grants.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /** The agent's local HTTP interface, its coexistence with the Python nodes, and index repair. */
@@ -219,7 +220,12 @@ describe('who may call the local interface (THREATS 32)', () => {
     const forged = await call(agent, 'POST', '/ensure', { source: 'user', id, grant: forgedGrant(userId), lease: week });
     expect(forged.body.hit).toBe(true);
     expect(until(forged)).toBeLessThanOrEqual(600_000);
-    const short = await call(agent, 'POST', '/ensure', { source: 'user', id, grant: await grantFor(server, userId, 120), lease: week });
+    const short = await call(agent, 'POST', '/ensure', {
+      source: 'user',
+      id,
+      grant: await mintGrant(server, userId, { ttlSeconds: 120 }),
+      lease: week,
+    });
     expect(until(short)).toBeLessThanOrEqual(120_000); // the job's grant ends first
     expect(until(short)).toBeGreaterThan(60_000);
   });
@@ -251,7 +257,7 @@ describe('who may call the local interface (THREATS 32)', () => {
     const byName = await call(agent, 'POST', '/release', { holder: 'job-7' });
     expect(byName).toMatchObject({ status: 400, body: { error: { code: 'INVALID_REQUEST' } } });
     expect(byName.body.error.message).toMatch(/grant/);
-    const otherJob = await call(agent, 'POST', '/release', { holder: 'job-7', grant: await grantFor(server, userId) });
+    const otherJob = await call(agent, 'POST', '/release', { holder: 'job-7', grant: await mintGrant(server, userId) });
     expect(otherJob.body).toEqual({ released: 0 });
     expect((await call(agent, 'POST', '/release', { leaseId: randomUUID() })).status).toBe(404);
     // The index holds only a hash of the token: reading model_cache.db does not let anyone release.

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentPool, grantFor } from '../testkit/agent.ts';
+import { agentPool } from '../testkit/agent.ts';
+import { mintGrant } from '../testkit/grants.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { protoPolyglot, unicodeLinePolyglot } from '../testkit/polyglot.ts';
 import { newUserId } from '../testkit/seed.ts';
@@ -57,7 +58,7 @@ describe('a safetensors/pickle polyglot uploaded as a .pt (THREATS 28)', () => {
     const row = await server.app.db.lora.findUnique({ where: { file_id: BigInt(id) }, select: { blob_path: true } });
     expect(row?.blob_path).toMatch(new RegExp(`/${id}\\.safetensors$`));
 
-    const grant = await grantFor(server, userId);
+    const grant = await mintGrant(server, userId);
     const dl = (await server.gql(DOWNLOAD, { id, grant }, { token: await server.tokens.machine('polyglot') })).body.data?.loraDownload;
     expect(dl).toMatchObject({ __typename: 'LoraDownload', fileName: 'inkwash-style.safetensors', format: 'SAFETENSORS' });
     const fetched = await fetch(dl.url);
@@ -86,7 +87,7 @@ describe('a safetensors/pickle polyglot uploaded as a .pt (THREATS 28)', () => {
     const userId = newUserId();
     const result = await uploadAs(userId, unicodeLinePolyglot(), 'old-style.pt');
     const id: string = result.lora.id;
-    const grant = await grantFor(server, userId);
+    const grant = await mintGrant(server, userId);
     const first = await agents.start();
     const cached = await first.ensure({ source: 'user', id, grant }, { lease: { holder: 'job-old' } });
     await first.stop();
