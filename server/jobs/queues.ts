@@ -19,7 +19,16 @@ export interface JobPayloads {
   [Queue.RECONCILE_UPLOADS]: Record<string, never>;
 }
 
-/** Enqueues a job inside the caller's Prisma transaction: it exists iff the transaction commits. */
 export interface JobQueue {
+  /** Enqueues a job inside the caller's Prisma transaction: it exists iff the transaction commits. */
   enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q]): Promise<void>;
+  /**
+   * Does a committed DELETE_LORA_BLOB job's work at once, in this process, giving up after
+   * `IMMEDIATE_DELETE_TIMEOUT_MS`; never throws. Its job stays queued as the durable fallback (a
+   * blob already gone counts as done). Resolves with whether the blob is gone now.
+   */
+  deleteBlobNow(job: DeleteLoraBlobJob): Promise<boolean>;
 }
+
+/** How long `deleteBlobNow` waits for storage (the caller's response waits for it). */
+export const IMMEDIATE_DELETE_TIMEOUT_MS = 2_000;

@@ -2,13 +2,15 @@ import PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
 import type { Db, Tx } from '../db/client.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
-import { type DeleteLoraBlobJob, type JobPayloads, type JobQueue, Queue } from './queues.ts';
+import { type DeleteLoraBlobJob, IMMEDIATE_DELETE_TIMEOUT_MS, type JobPayloads, type JobQueue, Queue } from './queues.ts';
 import { executeReconcile, planReconcile, type ReconcilePlan } from './reconciler.ts';
 
 /**
  * pg-boss 10 in the application database (schema `pgboss`). Producers enqueue inside their
  * own transaction (JobQueue); workers run in every replica with JOBS_ENABLED (pg-boss hands each
  * job to one of them). Retries back off exponentially: 5 s, 10 s, 20 s … up to `retryLimit`.
+ * Blob deletions are fetched in batches of DELETE_BATCH_SIZE and run concurrently, back to back
+ * while the queue is full: a burst of 1,000 drains in seconds, not 1,000 polling intervals.
  */
 
 export interface JobRunnerOptions {
@@ -36,14 +38,38 @@ export interface JobRunner extends JobQueue {
 
 const QUEUE_OPTIONS = { retryLimit: 10, retryDelay: 5, retryBackoff: true, expireInSeconds: 300 } as const;
 
+/** Blob-deletion jobs fetched (and deleted concurrently) per round; a full round fetches again at once. */
+const DELETE_BATCH_SIZE = 50;
+
 export function createJobRunner(options: JobRunnerOptions): JobRunner {
   const { logger, blobs } = options;
   const boss = new PgBoss({ connectionString: options.databaseUrl, schema: 'pgboss', max: 4 });
   boss.on('error', (error) => logger.error({ err: error }, 'job queue error'));
 
-  async function deleteBlob(job: DeleteLoraBlobJob): Promise<void> {
-    const outcome = await blobs.delete(job.blobPath);
+  async function deleteBlob(job: DeleteLoraBlobJob, signal?: AbortSignal): Promise<void> {
+    const outcome = await blobs.delete(job.blobPath, signal);
     logger.info({ loraId: job.loraId, blobPath: job.blobPath, outcome }, 'deleted LoRA blob');
+  }
+
+  /**
+   * One batch of blob-deletion jobs, all at once. A job that fails is failed alone (pg-boss
+   * retries it with backoff); the others complete. A full batch means more are waiting: the
+   * worker fetches again at once instead of after the polling interval.
+   */
+  let deleteWorkerId: string | undefined;
+  async function deleteBlobBatch(jobs: PgBoss.Job<DeleteLoraBlobJob>[]): Promise<void> {
+    const results = await Promise.allSettled(jobs.map((job) => deleteBlob(job.data)));
+    const failed = jobs.filter((_, i) => results[i]?.status === 'rejected');
+    for (const [i, result] of results.entries()) {
+      if (result.status === 'rejected')
+        logger.warn({ err: result.reason, loraId: jobs[i]?.data.loraId }, 'blob deletion failed; will retry');
+    }
+    if (failed.length > 0)
+      await boss.fail(
+        Queue.DELETE_LORA_BLOB,
+        failed.map((job) => job.id),
+      );
+    if (jobs.length === DELETE_BATCH_SIZE && deleteWorkerId) boss.notifyWorker(deleteWorkerId);
   }
 
   async function reconcileNow(): Promise<ReconcilePlan> {
@@ -67,17 +93,24 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         await boss.work(Queue.RECONCILE_UPLOADS, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
           await reconcileNow();
         });
-        await boss.work<DeleteLoraBlobJob>(
+        deleteWorkerId = await boss.work<DeleteLoraBlobJob>(
           Queue.DELETE_LORA_BLOB,
-          { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: 1 },
-          async ([job]) => {
-            if (job) await deleteBlob(job.data);
-          },
+          { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: DELETE_BATCH_SIZE },
+          deleteBlobBatch,
         );
       }
     },
     async stop() {
       await boss.stop({ graceful: true, timeout: 10_000, wait: true });
+    },
+    async deleteBlobNow(job: DeleteLoraBlobJob) {
+      try {
+        await deleteBlob(job, AbortSignal.timeout(IMMEDIATE_DELETE_TIMEOUT_MS));
+        return true;
+      } catch (error) {
+        logger.warn({ err: error, loraId: job.loraId }, 'immediate blob deletion failed; the queued job will retry');
+        return false;
+      }
     },
     async enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q]) {
       await boss.send(queue, payload as object, {

@@ -156,6 +156,8 @@ export class LoraService {
       return { row, changed: true };
     });
     if (outcome.changed) {
+      // Download URLs already handed out stop working now (404), not when the job runs.
+      await this.jobs.deleteBlobNow({ loraId: id, userId: outcome.row.user_id, blobPath: outcome.row.blob_path });
       await this.bus.publish(Topic.CACHE_EVENTS, cacheEvent(CacheEventType.LORA_DELETED, { loraId: id, userId: outcome.row.user_id }));
     }
     const quota = await this.quotas.get(

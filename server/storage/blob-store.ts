@@ -79,10 +79,10 @@ export class BlobStore {
     return this.loras.getBlobClient(path).exists();
   }
 
-  /** Idempotent: a blob that is already gone counts as deleted ('not-found'). */
-  async delete(path: string): Promise<DeleteOutcome> {
+  /** Idempotent: a blob that is already gone counts as deleted ('not-found'). `signal` ends the tries early. */
+  async delete(path: string, signal?: AbortSignal): Promise<DeleteOutcome> {
     try {
-      await this.loras.getBlobClient(path).delete({ deleteSnapshots: 'include' });
+      await this.loras.getBlobClient(path).delete({ deleteSnapshots: 'include', ...(signal ? { abortSignal: signal } : {}) });
       return 'deleted';
     } catch (error) {
       if (error instanceof RestError && error.statusCode === 404) return 'not-found';

@@ -40,10 +40,10 @@ async function startServer(dataDir: string): Promise<Started> {
   child.stderr?.on('data', (d: Buffer) => {
     out += d.toString();
   });
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 90_000; // initdb and a cold tsx on a loaded 2-core machine
   while (!/service: \S+/.test(out)) {
     if (child.exitCode !== null) throw new Error(`server exited early:\n${out}`);
-    if (Date.now() > deadline) throw new Error(`no banner within 30 s:\n${out}`);
+    if (Date.now() > deadline) throw new Error(`no banner within 90 s:\n${out}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   const url = /GraphiQL: (\S+)/.exec(out)?.[1] ?? '';
@@ -63,6 +63,20 @@ async function gql(url: string, token: string, query: string) {
     body: JSON.stringify({ query }),
   });
   return (await res.json()) as { data?: any; errors?: unknown[] };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = execFileSync('ps', ['-o', 'stat=', '-p', String(pid)], { encoding: 'utf8' }).trim();
+    return stat !== '' && !stat.startsWith('Z'); // a zombie has exited
+  } catch {
+    return false; // ps exits 1 when the pid is gone
+  }
 }
 
 function childrenOf(pid: number): string {
@@ -114,4 +128,40 @@ describe('npm start on embedded defaults', () => {
       await once(second.child, 'exit');
     }
   }, 120_000);
+
+  it('after the server alone is SIGKILLed, the next start stops its orphaned PostgreSQL and Azurite and serves the same data', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'lora-vault-crash-'));
+    await chmod(dataDir, 0o755);
+    dirs.push(dataDir);
+    const userId = '00000000-0000-4000-8000-000000000001';
+
+    const first = await startServer(dataDir);
+    const set = await gql(
+      first.url,
+      first.tokens.admin ?? '',
+      `mutation { setUserLoraQuota(userId: "${userId}", maxLoraCount: 9) { maxLoraCount } }`,
+    );
+    expect(set).toEqual({ data: { setUserLoraQuota: { maxLoraCount: 9 } } });
+    const postmaster = childrenOf(first.child.pid ?? 0)
+      .split('\n')
+      .find((line) => line.includes(join(dataDir, 'postgres')));
+    expect(postmaster).toBeDefined();
+    const postmasterPid = Number(postmaster?.trim().split(/\s+/)[0]);
+
+    first.child.kill('SIGKILL'); // the server process alone: its children are orphaned, not signalled
+    await once(first.child, 'exit');
+    expect(isAlive(postmasterPid)).toBe(true); // the orphan the next start must deal with
+
+    const second = await startServer(dataDir);
+    try {
+      const quota = await gql(second.url, second.tokens.user ?? '', '{ loraQuota { maxLoraCount } }');
+      expect(quota).toEqual({ data: { loraQuota: { maxLoraCount: 9 } } });
+      expect(isAlive(postmasterPid)).toBe(false);
+    } finally {
+      second.child.kill('SIGINT');
+      await once(second.child, 'exit');
+    }
+    // nothing of either run is left: no orphan PostgreSQL or Azurite on this data dir
+    expect(execFileSync('ps', ['-eo', 'args']).toString()).not.toContain(dataDir);
+  }, 180_000);
 });

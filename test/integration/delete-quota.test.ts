@@ -1,6 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { QuotaExceededError } from '../../server/domain/errors.ts';
+import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
+import { startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import {
   DELETE_MUTATION,
   deleteJobsFor,
@@ -198,7 +200,11 @@ describe('blob deletion job: durability and idempotence', () => {
 
   it('survives a server stop between the soft delete and the job, and a blob already gone (404) still completes the job', async () => {
     const userId = newUserId();
-    const noJobs = await start({ JOBS_ENABLED: 'false' });
+    // deleteLora removes the blob at once when storage answers; here storage refuses A's DELETE
+    // while the first server runs (as if it crashed right after the commit), so only the job can.
+    const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
+    const proxy = await startCorruptingProxy(azuritePort);
+    const noJobs = await start({ JOBS_ENABLED: 'false', AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port) });
     const token = await noJobs.tokens.user(userId);
     const a = await seedLora(noJobs.app, userId, { name: 'delete after restart', bytes: sizedLora(2) });
     const b = await seedLora(noJobs.app, userId, { name: 'blob removed by hand', bytes: sizedLora(3) });
@@ -206,19 +212,21 @@ describe('blob deletion job: durability and idempotence', () => {
     const pathA = await blobPathOf(noJobs, a.id);
     const pathB = await blobPathOf(noJobs, b.id);
     const pathKeep = await blobPathOf(noJobs, keep.id);
+    proxy.add({ fault: { kind: 'status', status: 503 }, times: 1_000, match: (r) => r.method === 'DELETE' && r.url.includes(pathA) });
 
     expect(await deleteLora(noJobs, token, a.id)).toMatchObject({ __typename: 'DeleteLoraSuccess', quota: { loraCount: 2 } });
     expect(await deleteLora(noJobs, token, b.id)).toMatchObject({
       __typename: 'DeleteLoraSuccess',
       quota: { loraCount: 1, usedStorageBytes: keep.sizeBytes },
     });
-    expect(await noJobs.app.blobs.delete(pathB)).toBe('deleted'); // the job will meet a 404
+    expect(await noJobs.app.blobs.exists(pathB)).toBe(false); // removed by deleteLora: the job will meet a 404
 
     await sleep(2_500); // several polling intervals: nobody runs the jobs
     expect(await noJobs.app.blobs.exists(pathA)).toBe(true);
     const pending = await deleteJobsFor(noJobs, a.id);
     expect(pending.map((j) => j.state)).toEqual(['created']);
     await stop(noJobs);
+    await proxy.close();
 
     const withJobs = await start({});
     await eventually(async () => !(await withJobs.app.blobs.exists(pathA)), 20_000, 'blob deleted after restart');

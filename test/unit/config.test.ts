@@ -15,7 +15,28 @@ describe('loadConfig', () => {
       storage: { loraContainer: 'user-loras', sharedContainer: 'emprops-share', sharedPrefix: 'models/loras/', sasTtlSeconds: 900 },
       graphiql: true,
       websocket: { perSocket: 32, perPrincipal: 64 },
+      corsOrigins: ['*'],
     });
+  });
+
+  it('turns GraphiQL and CORS off in production unless configured', () => {
+    const prod = {
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgresql://h/db',
+      AZURE_STORAGE_CONNECTION_STRING: 'x',
+      JWT_SECRET: 'x'.repeat(32),
+    };
+    expect(loadConfig(prod)).toMatchObject({ graphiql: false, corsOrigins: [] });
+    expect(loadConfig({ ...prod, GRAPHIQL: 'true', CORS_ORIGINS: 'https://studio.example.com, http://localhost:5173' })).toMatchObject({
+      graphiql: true,
+      corsOrigins: ['https://studio.example.com', 'http://localhost:5173'],
+    });
+  });
+
+  it('refuses CORS_ORIGINS entries that are not origins', () => {
+    for (const bad of ['studio.example.com', 'https://studio.example.com/app', 'ftp://x.example.com']) {
+      expect(() => loadConfig({ CORS_ORIGINS: bad }), bad).toThrow(/CORS_ORIGINS/);
+    }
   });
 
   it('reports every problem at once', () => {
