@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { loraBlobPath } from '../storage/blob-store.ts';
@@ -33,9 +34,8 @@ export interface FinalizeInput {
   metadata: ExtractedMetadata;
   /** What the uploader set (overrides what was extracted). */
   userMetadata?: Record<string, unknown>;
-  uploadSource: string;
-  /** Extra hashes etc. recorded in gen_out_data. */
-  extra?: Record<string, unknown>;
+  /** Recorded in gen_out_data.upload_source (docs/flat-file.md). */
+  uploadSource: UploadSource;
 }
 
 export class LoraRegistry {
@@ -98,20 +98,18 @@ export class LoraRegistry {
           updated_at: now,
         },
       });
+      const readied = await findLoraRow(tx, input.fileId);
+      if (!readied) throw new Error(`LoRA ${input.fileId} vanished during finalize`);
       await tx.flat_file.update({
         where: { id: input.fileId },
         data: {
           hidden: false,
           created_at: now,
           url: this.blobs.loras.getBlobClient(row.blob_path).url,
-          gen_out_data: {
-            size_bytes: input.sizeBytes,
-            file_hash: input.sha256,
-            lora_metadata: { ...input.metadata, base_model: input.baseModel, rank: input.rank, alpha: input.alpha },
-            upload_source: input.uploadSource,
-            validation_status: 'valid',
-            ...input.extra,
-          },
+          gen_out_data: loraGenOutData(toLoraView(readied), {
+            uploadSource: input.uploadSource,
+            validationStatus: ValidationStatus.SAFE,
+          }) as object,
         },
       });
       await audit(tx, actor, {
