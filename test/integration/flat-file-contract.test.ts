@@ -247,6 +247,7 @@ describe('gen_out_data of a LoRA row', () => {
       const { res, result } = await upload(u, makeLora('SD1'), { uploadSource: value });
       expect(result, res.text).toBeUndefined();
       expect(res.body?.errors?.[0]?.message, res.text).toMatch(/LoraUploadSource/);
+      expect(res.body?.errors?.[0]?.extensions?.code, res.text).toBe('BAD_USER_INPUT');
       expect(await server.app.db.flat_file.count({ where: { user_id: u.id } })).toBe(0);
     },
   );

@@ -53,7 +53,13 @@ beforeAll(async () => {
   expect(del.body.data?.deleteLora.__typename).toBe('DeleteLoraSuccess');
   // an upload in flight: its rows exist (hidden, no gen_out_data) while the upgrade runs
   inFlightId = (
-    await server.app.services.registry.begin({ userId: users[0]?.id as string, name: 'in flight', fileName: 'f.safetensors', format: 'SAFETENSORS', tags: [] })
+    await server.app.services.registry.begin({
+      userId: users[0]?.id as string,
+      name: 'in flight',
+      fileName: 'f.safetensors',
+      format: 'SAFETENSORS',
+      tags: [],
+    })
   ).fileId;
 }, 60_000);
 
@@ -83,7 +89,10 @@ async function makeRowsOld(): Promise<void> {
       },
     });
   }
-  await server.app.db.data_upgrade.update({ where: { name: GEN_OUT_DATA_UPGRADE }, data: { cursor: 0n, finished_at: null, rows_rewritten: 0n } });
+  await server.app.db.data_upgrade.update({
+    where: { name: GEN_OUT_DATA_UPGRADE },
+    data: { cursor: 0n, finished_at: null, rows_rewritten: 0n },
+  });
 }
 
 async function genOutData(): Promise<Map<string, Record<string, any> | null>> {
@@ -145,11 +154,15 @@ describe('the gen_out_data upgrade', () => {
 
   it('three runners at once, while the API renames, edits and deletes the same rows: every row once, no edit lost', async () => {
     await makeRowsOld();
-    const [alice, bob] = users as [{ id: string; token: string }, { id: string; token: string }];
+    const [alice] = users as [{ id: string; token: string }];
     const runners = [1, 2, 3].map(() => upgradeGenOutData(server.app.db, { batchSize: 1, pauseMs: 0 }));
     const edits = [
       server.gql('mutation($id: ID!) { updateLora(id: $id, name: "renamed") { __typename } }', { id: ids[0] }, { token: alice.token }),
-      server.gql('mutation($id: ID!, $m: JSON) { updateLora(id: $id, metadata: $m) { __typename } }', { id: ids[2], m: { triggerWords: ['edited'] } }, { token: alice.token }),
+      server.gql(
+        'mutation($id: ID!, $m: JSON) { updateLora(id: $id, metadata: $m) { __typename } }',
+        { id: ids[2], m: { triggerWords: ['edited'] } },
+        { token: alice.token },
+      ),
       server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: ids[4] }, { token: alice.token }),
     ];
     const results = await Promise.all(runners);
