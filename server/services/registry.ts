@@ -82,34 +82,29 @@ export class LoraRegistry {
       if (row.status !== 'UPLOADING') throw new Error(`LoRA ${input.fileId} is ${row.status}, not UPLOADING`);
       await this.quotas.charge(tx, row.user_id, input.sizeBytes);
       const now = new Date();
-      await tx.lora.update({
-        where: { file_id: input.fileId },
-        data: {
-          status: 'READY',
-          size_bytes: BigInt(input.sizeBytes),
-          sha256: input.sha256,
-          base_model: input.baseModel,
-          base_model_source: input.baseModelSource,
-          rank: input.rank,
-          alpha: input.alpha,
-          metadata: { ...input.metadata, detectedBaseModel: input.baseModel, detectedBaseModelSource: input.baseModelSource } as object,
-          user_metadata: (input.userMetadata ?? {}) as object,
-          created_at: now,
-          updated_at: now,
-        },
-      });
-      const readied = await findLoraRow(tx, input.fileId);
-      if (!readied) throw new Error(`LoRA ${input.fileId} vanished during finalize`);
+      const ready = {
+        status: 'READY',
+        size_bytes: BigInt(input.sizeBytes),
+        sha256: input.sha256,
+        base_model: input.baseModel,
+        base_model_source: input.baseModelSource,
+        rank: input.rank,
+        alpha: input.alpha,
+        metadata: { ...input.metadata, detectedBaseModel: input.baseModel, detectedBaseModelSource: input.baseModelSource } as object,
+        user_metadata: (input.userMetadata ?? {}) as object,
+        created_at: now,
+        updated_at: now,
+      } as const;
+      await tx.lora.update({ where: { file_id: input.fileId }, data: ready });
+      // the platform's copy is what the API will show of the row just written (no re-read under the quota lock)
+      const shown = toLoraView({ ...row, ...ready, tags: null });
       await tx.flat_file.update({
         where: { id: input.fileId },
         data: {
           hidden: false,
           created_at: now,
           url: this.blobs.loras.getBlobClient(row.blob_path).url,
-          gen_out_data: loraGenOutData(toLoraView(readied), {
-            uploadSource: input.uploadSource,
-            validationStatus: ValidationStatus.SAFE,
-          }) as object,
+          gen_out_data: loraGenOutData(shown, { uploadSource: input.uploadSource, validationStatus: ValidationStatus.SAFE }) as object,
         },
       });
       await audit(tx, actor, {
