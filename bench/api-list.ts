@@ -168,8 +168,8 @@ async function seed(url: string): Promise<{ rowsMs: number; indexMs: number; ana
                       'seed', (random() * 4294967295)::bigint, 'steps', 20 + (random() * 30)::int, 'cfg', 7.0,
                       'sampler', 'dpmpp_2m', 'width', 1024, 'height', 1024) END,
                CASE WHEN s.is_lora THEN jsonb_build_object(
-                      'size_bytes', s.size_bytes, 'file_hash', md5(g::text) || md5(s.lora_name),
-                      'upload_source', 'bench-seed', 'validation_status', 'valid')
+                      'size_bytes', s.size_bytes, 'file_hash', 'sha256:' || md5(g::text) || md5(s.lora_name),
+                      'upload_source', 'api', 'validation_status', 'safe')
                     ELSE jsonb_build_object('width', 1024, 'height', 1024, 'duration_ms', (random() * 20000)::int) END,
                CASE WHEN s.is_lora THEN 'application/octet-stream' ELSE 'image/png' END,
                CASE WHEN s.is_lora THEN
@@ -208,7 +208,7 @@ async function seed(url: string): Promise<{ rowsMs: number; indexMs: number; ana
                           base_model, base_model_source, rank, alpha, metadata, user_metadata,
                           usage_count, last_used_at, created_at, updated_at)
         SELECT f.id, f.user_id, 'READY', f.name, replace(f.name, ' ', '_') || '.safetensors', 'SAFETENSORS',
-               (f.gen_out_data->>'size_bytes')::bigint, f.gen_out_data->>'file_hash',
+               (f.gen_out_data->>'size_bytes')::bigint, substr(f.gen_out_data->>'file_hash', length('sha256:') + 1),
                'users/' || f.user_id || '/loras/' || f.id || '.safetensors',
                x.base_model, CASE WHEN x.base_model IS NULL THEN NULL ELSE 'METADATA' END,
                x.rank, x.rank / 2.0,

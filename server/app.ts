@@ -14,6 +14,7 @@ import { createRedisEventBus } from './events/redis.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
 import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
+import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createServices, type Services } from './services/index.ts';
 import { BlobStore } from './storage/blob-store.ts';
@@ -172,6 +173,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   });
 
   let started = false;
+  let upgrade: ReturnType<typeof startGenOutDataUpgrade> | undefined;
   return {
     config,
     logger,
@@ -187,6 +189,8 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       await blobs.ensureContainers();
       await busHandle.connect();
       await jobs.start();
+      // rows written before docs/flat-file.md, rewritten in the background (resumes where it stopped)
+      if (config.jobsEnabled) upgrade = startGenOutDataUpgrade(db, logger);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => {
@@ -211,6 +215,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
         clearTimeout(timer);
         started = false;
       }
+      await upgrade?.stop();
       await jobs.stop().catch((error: unknown) => logger.warn({ err: error }, 'job runner stop failed'));
       await db.$disconnect();
       await reads.end();

@@ -7,6 +7,7 @@ import {
   UploadInterruptedError,
   ValidationFailedError,
 } from '../../server/domain/errors.ts';
+import { UploadSource } from '../../server/domain/flat-file-contract.ts';
 import type { LoraView } from '../../server/domain/lora.ts';
 import type { QuotaView } from '../../server/services/quotas.ts';
 import { builder } from '../builder.ts';
@@ -14,6 +15,14 @@ import { LoraRef } from './loras.ts';
 import { LoraQuotaRef } from './quotas.ts';
 
 builder.addScalarType('Upload', GraphQLUpload);
+
+const UploadSourceEnum = builder.enumType('LoraUploadSource', {
+  description: 'Where an upload comes from; recorded as flat_file.gen_out_data.upload_source (docs/flat-file.md).',
+  values: {
+    EMPROPS_STUDIO: { value: UploadSource.EMPROPS_STUDIO, description: 'EmProps Studio (recorded as `emprops_studio`)' },
+    API: { value: UploadSource.API, description: 'Any other client (recorded as `api`; the default)' },
+  } as const,
+});
 
 const UploadLoraSuccess = builder.objectRef<{ lora: LoraView; quota: QuotaView }>('UploadLoraSuccess').implement({
   description: 'The new READY LoRA and the quota after it (warning from 80 %).',
@@ -48,6 +57,7 @@ builder.mutationField('uploadLora', (t) =>
       metadata: t.arg({ type: 'JSON', description: '{ baseModel, triggerWords, description, title }' }),
       uploadId: t.arg.id({ description: 'A client-generated UUID for uploadProgress' }),
       sizeBytes: t.arg({ type: 'Bytes', description: 'The declared file size' }),
+      uploadSource: t.arg({ type: UploadSourceEnum, description: 'Where the upload comes from (default API)' }),
     },
     resolve: async (_root, args, ctx) =>
       ctx.services.uploads.upload(ctx.principal, {
@@ -57,6 +67,7 @@ builder.mutationField('uploadLora', (t) =>
         metadata: args.metadata,
         uploadId: args.uploadId?.toString(),
         sizeBytes: args.sizeBytes,
+        uploadSource: args.uploadSource,
       }),
   }),
 );

@@ -124,6 +124,25 @@ function rawMetadata(metadata: Record<string, string>): Record<string, string> {
   return Object.fromEntries(entries); // defines own properties: a "__proto__" key could not reach the prototype
 }
 
+/** Largest side accepted as a training resolution (anything longer is not a resolution). */
+const MAX_RESOLUTION_SIDE = 99_999;
+
+/**
+ * The training resolution as `WIDTHxHEIGHT`: `modelspec.resolution` ("1024x1024") first, else
+ * kohya's `ss_resolution` ("(1024, 1024)", "512,768" or one side "768"); null when neither
+ * reads as one or two positive sizes.
+ */
+export function resolutionFromMetadata(metadata: Record<string, string>): string | null {
+  for (const key of ['modelspec.resolution', 'ss_resolution']) {
+    const match = /^\(?\s*([0-9]{1,6})\s*(?:[x×,]\s*([0-9]{1,6}))?\s*\)?$/i.exec(metaValue(metadata, key)?.trim() ?? '');
+    if (!match) continue;
+    const width = Number(match[1]);
+    const height = Number(match[2] ?? match[1]);
+    if (width >= 1 && height >= 1 && width <= MAX_RESOLUTION_SIDE && height <= MAX_RESOLUTION_SIDE) return `${width}x${height}`;
+  }
+  return null;
+}
+
 /** Extracts the LoRA facts shown to users and stored with the upload. Never throws for a validated header. */
 export function extractLoraMetadata(header: SafetensorsHeader): LoraMetadata {
   const m = header.metadata;

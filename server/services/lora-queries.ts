@@ -123,3 +123,17 @@ export async function findLoraRow(db: Db | Tx, fileId: bigint, forUpdate = false
     ${forUpdate ? Prisma.sql`FOR UPDATE OF l` : Prisma.empty}`;
   return rows[0] ?? null;
 }
+
+/**
+ * The next `limit` LoRAs after `afterId` in id order, whatever their status, with their
+ * `flat_file.gen_out_data`; their flat_file rows stay locked until the caller's transaction ends.
+ */
+export async function lockLoraRowsAfter(tx: Tx, afterId: bigint, limit: number): Promise<(LoraRow & { gen_out_data: unknown })[]> {
+  return tx.$queryRaw<(LoraRow & { gen_out_data: unknown })[]>`
+    SELECT ${SELECT_COLUMNS}, f.gen_out_data
+    FROM lora l JOIN flat_file f ON f.id = l.file_id
+    WHERE l.file_id > ${afterId}
+    ORDER BY l.file_id
+    LIMIT ${limit}
+    FOR UPDATE OF f`;
+}

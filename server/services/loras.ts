@@ -9,6 +9,7 @@ import { CacheEventType, cacheEvent, type EventBus, Topic } from '../events/bus.
 import type { JobQueue } from '../jobs/queues.ts';
 import { Queue } from '../jobs/queues.ts';
 import { AuditAction, audit } from './audit.ts';
+import { refreshGenOutData } from './gen-out-data.ts';
 import { findLoraRow, type LoraSort, listLoraRows, type SortOrder } from './lora-queries.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';
 
@@ -121,6 +122,7 @@ export class LoraService {
           data: { ...(args.name ? { name: args.name } : {}), ...(args.tags ? { tags: storedTags(args.tags) } : {}) },
         });
       }
+      if (metadataPatch) await refreshGenOutData(tx, BigInt(row.file_id)); // trigger words, base model: as the API shows them
       await audit(tx, principal, {
         action: AuditAction.UPDATE,
         userId: row.user_id,

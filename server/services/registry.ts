@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { loraBlobPath } from '../storage/blob-store.ts';
@@ -33,9 +34,8 @@ export interface FinalizeInput {
   metadata: ExtractedMetadata;
   /** What the uploader set (overrides what was extracted). */
   userMetadata?: Record<string, unknown>;
-  uploadSource: string;
-  /** Extra hashes etc. recorded in gen_out_data. */
-  extra?: Record<string, unknown>;
+  /** Recorded in gen_out_data.upload_source (docs/flat-file.md). */
+  uploadSource: UploadSource;
 }
 
 export class LoraRegistry {
@@ -82,36 +82,29 @@ export class LoraRegistry {
       if (row.status !== 'UPLOADING') throw new Error(`LoRA ${input.fileId} is ${row.status}, not UPLOADING`);
       await this.quotas.charge(tx, row.user_id, input.sizeBytes);
       const now = new Date();
-      await tx.lora.update({
-        where: { file_id: input.fileId },
-        data: {
-          status: 'READY',
-          size_bytes: BigInt(input.sizeBytes),
-          sha256: input.sha256,
-          base_model: input.baseModel,
-          base_model_source: input.baseModelSource,
-          rank: input.rank,
-          alpha: input.alpha,
-          metadata: { ...input.metadata, detectedBaseModel: input.baseModel, detectedBaseModelSource: input.baseModelSource } as object,
-          user_metadata: (input.userMetadata ?? {}) as object,
-          created_at: now,
-          updated_at: now,
-        },
-      });
+      const ready = {
+        status: 'READY',
+        size_bytes: BigInt(input.sizeBytes),
+        sha256: input.sha256,
+        base_model: input.baseModel,
+        base_model_source: input.baseModelSource,
+        rank: input.rank,
+        alpha: input.alpha,
+        metadata: { ...input.metadata, detectedBaseModel: input.baseModel, detectedBaseModelSource: input.baseModelSource } as object,
+        user_metadata: (input.userMetadata ?? {}) as object,
+        created_at: now,
+        updated_at: now,
+      } as const;
+      await tx.lora.update({ where: { file_id: input.fileId }, data: ready });
+      // the platform's copy is what the API will show of the row just written (no re-read under the quota lock)
+      const shown = toLoraView({ ...row, ...ready, tags: null });
       await tx.flat_file.update({
         where: { id: input.fileId },
         data: {
           hidden: false,
           created_at: now,
           url: this.blobs.loras.getBlobClient(row.blob_path).url,
-          gen_out_data: {
-            size_bytes: input.sizeBytes,
-            file_hash: input.sha256,
-            lora_metadata: { ...input.metadata, base_model: input.baseModel, rank: input.rank, alpha: input.alpha },
-            upload_source: input.uploadSource,
-            validation_status: 'valid',
-            ...input.extra,
-          },
+          gen_out_data: loraGenOutData(shown, { uploadSource: input.uploadSource, validationStatus: ValidationStatus.SAFE }) as object,
         },
       });
       await audit(tx, actor, {

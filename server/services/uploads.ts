@@ -3,10 +3,10 @@ import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import { FileTooLargeError, RequestError, ValidationFailedError } from '../domain/errors.ts';
+import { CLIENT_UPLOAD_SOURCES, UploadSource } from '../domain/flat-file-contract.ts';
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
 import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
-import { autoV2 } from '../formats/lora-metadata.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { BlockStager } from '../uploads/block-stager.ts';
 import { runUploadPipeline } from '../uploads/pipeline.ts';
@@ -31,6 +31,8 @@ export interface UploadInput {
   metadata?: unknown;
   uploadId?: string | null;
   sizeBytes?: number | null;
+  /** Where the upload comes from (Studio says so); default `api`. */
+  uploadSource?: string | null;
 }
 
 export interface UploadOptions {
@@ -46,6 +48,7 @@ const uploadArgs = z.object({
   metadata: userMetadata.nullish(),
   uploadId: z.uuid('must be a UUID').nullish(),
   sizeBytes: z.number().int().min(0).nullish(),
+  uploadSource: z.enum(CLIENT_UPLOAD_SOURCES).nullish(),
 });
 
 export class UploadService {
@@ -106,8 +109,7 @@ export class UploadService {
         alpha: result.alpha,
         metadata: { ...result.metadata, autoV3: result.hashes.autoV3 },
         userMetadata: args.metadata ?? {},
-        uploadSource: 'graphql-upload',
-        extra: { format: result.format, autov2: autoV2(result.sha256), autov3: result.hashes.autoV3 },
+        uploadSource: args.uploadSource ?? UploadSource.API,
       });
       progress('DONE', result.sizeBytes, { loraId: lora.id });
       return { lora, quota: await this.quotas.get(principal) };

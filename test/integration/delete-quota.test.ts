@@ -422,7 +422,7 @@ describe('quotas', () => {
             rank: 4,
             alpha: 2,
             metadata: {},
-            uploadSource: 'test',
+            uploadSource: 'api',
           },
         )
         .then(

@@ -120,6 +120,19 @@ describe('a user: upload from disk, library, quota', () => {
   });
 });
 
+describe('uploadSource: Studio says so through the SDK (docs/flat-file.md)', () => {
+  it("EMPROPS_STUDIO is recorded as gen_out_data.upload_source 'emprops_studio'; without it, 'api'", async () => {
+    const sdk = client(await server.tokens.user(newUserId()));
+    const fromStudio = await sdk.uploadLora({ file: new Blob([new Uint8Array(sd1Lora())]), uploadSource: 'EMPROPS_STUDIO' });
+    const plain = await sdk.uploadLora({ file: { path: await fileOnDisk(sdxlLora()) } });
+    const sourceOf = async (id: string) =>
+      ((await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } })).gen_out_data as { upload_source: string })
+        .upload_source;
+    expect(await sourceOf(fromStudio.lora.id)).toBe('emprops_studio');
+    expect(await sourceOf(plain.lora.id)).toBe('api');
+  });
+});
+
 describe('domain errors surface as LoraSdkError kind "domain" with the right code', () => {
   it('LORA_NOT_FOUND (get, update, delete) and VALIDATION_FAILED', async () => {
     const userId = newUserId();

@@ -67,12 +67,18 @@ describe('uploadLora: a valid file', () => {
     const ff = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(result.lora.id) } });
     expect(ff).toMatchObject({ hidden: false, user_id: id, tags: ['lora', 'style'] });
     const out = ff.gen_out_data as Record<string, unknown>;
-    expect(out).toMatchObject({ size_bytes: file.length, file_hash: sha, validation_status: 'valid', autov2: sha.slice(0, 10) });
+    expect(out).toMatchObject({
+      size_bytes: file.length,
+      file_hash: `sha256:${sha}`,
+      validation_status: 'safe',
+      upload_source: 'api',
+      civitai_autov2_hash: sha.slice(0, 10),
+    });
     const headerLength = Number(file.readBigUInt64LE(0));
     const autoV3 = createHash('sha256')
       .update(file.subarray(8 + headerLength))
       .digest('hex');
-    expect(out.autov3).toBe(autoV3);
+    expect(out.civitai_autov3_hash).toBe(autoV3);
     expect(result.lora).toMatchObject({ autoV2: sha.slice(0, 10), autoV3 });
 
     const listed = await server.gql('{ loras { total loras { id } } }', {}, { token });

@@ -39,6 +39,9 @@ export interface MultipartRequest {
   rawPreamble?: string;
   /** Stop sending (and destroy the socket) after this many file bytes. */
   abortAfterBytes?: number;
+  /** After this many file bytes, wait for `hold` before sending the rest (an upload in flight). */
+  holdAfterBytes?: number;
+  hold?: Promise<void>;
   headers?: Record<string, string>;
 }
 
@@ -119,6 +122,12 @@ export function postMultipart(req: MultipartRequest): Promise<MultipartResponse>
           r.destroy();
           setTimeout(() => done({ status: 0, body: undefined, text: '', aborted: true }), 50);
           return;
+        }
+        if (req.holdAfterBytes !== undefined && sent < req.holdAfterBytes && sent + chunk.length > req.holdAfterBytes) {
+          await write(chunk.subarray(0, req.holdAfterBytes - sent));
+          await req.hold;
+          chunk = chunk.subarray(req.holdAfterBytes - sent);
+          sent = req.holdAfterBytes;
         }
         sent += chunk.length;
         if (r.destroyed) return;

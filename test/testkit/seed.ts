@@ -48,7 +48,7 @@ export async function seedLora(app: App, userId: string, options: SeedLoraOption
       rank: options.rank === undefined ? 4 : options.rank,
       alpha: 2,
       metadata: { networkModule: 'networks.lora', tensorCount: 3, triggerWords: [] },
-      uploadSource: 'test-seed',
+      uploadSource: 'api',
     },
   );
   if (options.createdAt || options.lastUsedAt !== undefined || options.usageCount !== undefined) {

@@ -52,3 +52,9 @@ export type audit_log = Prisma.audit_logModel
  * Who owns a client-chosen uploadId (first subscriber or uploader claims it).
  */
 export type upload_claim = Prisma.upload_claimModel
+/**
+ * Model data_upgrade
+ * Progress of a background data upgrade (server/jobs/gen-out-data-upgrade.ts): batches move
+ * `cursor` under this row's lock; `finished_at` set when a pass found no row left.
+ */
+export type data_upgrade = Prisma.data_upgradeModel

@@ -403,7 +403,8 @@ export const ModelName = {
   lora_workflow_usage: 'lora_workflow_usage',
   machine_cache_report: 'machine_cache_report',
   audit_log: 'audit_log',
-  upload_claim: 'upload_claim'
+  upload_claim: 'upload_claim',
+  data_upgrade: 'data_upgrade'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -419,7 +420,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log" | "upload_claim"
+    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log" | "upload_claim" | "data_upgrade"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -941,6 +942,80 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         }
       }
     }
+    data_upgrade: {
+      payload: Prisma.$data_upgradePayload<ExtArgs>
+      fields: Prisma.data_upgradeFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.data_upgradeFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.data_upgradeFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>
+        }
+        findFirst: {
+          args: Prisma.data_upgradeFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.data_upgradeFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>
+        }
+        findMany: {
+          args: Prisma.data_upgradeFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>[]
+        }
+        create: {
+          args: Prisma.data_upgradeCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>
+        }
+        createMany: {
+          args: Prisma.data_upgradeCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.data_upgradeCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>[]
+        }
+        delete: {
+          args: Prisma.data_upgradeDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>
+        }
+        update: {
+          args: Prisma.data_upgradeUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>
+        }
+        deleteMany: {
+          args: Prisma.data_upgradeDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.data_upgradeUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.data_upgradeUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>[]
+        }
+        upsert: {
+          args: Prisma.data_upgradeUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$data_upgradePayload>
+        }
+        aggregate: {
+          args: Prisma.Data_upgradeAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateData_upgrade>
+        }
+        groupBy: {
+          args: Prisma.data_upgradeGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Data_upgradeGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.data_upgradeCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Data_upgradeCountAggregateOutputType> | number
+        }
+      }
+    }
   }
 } & {
   other: {
@@ -1085,6 +1160,18 @@ export const Upload_claimScalarFieldEnum = {
 } as const
 
 export type Upload_claimScalarFieldEnum = (typeof Upload_claimScalarFieldEnum)[keyof typeof Upload_claimScalarFieldEnum]
+
+
+export const Data_upgradeScalarFieldEnum = {
+  name: 'name',
+  cursor: 'cursor',
+  rows_rewritten: 'rows_rewritten',
+  started_at: 'started_at',
+  updated_at: 'updated_at',
+  finished_at: 'finished_at'
+} as const
+
+export type Data_upgradeScalarFieldEnum = (typeof Data_upgradeScalarFieldEnum)[keyof typeof Data_upgradeScalarFieldEnum]
 
 
 export const SortOrder = {
@@ -1417,6 +1504,7 @@ export type GlobalOmitConfig = {
   machine_cache_report?: Prisma.machine_cache_reportOmit
   audit_log?: Prisma.audit_logOmit
   upload_claim?: Prisma.upload_claimOmit
+  data_upgrade?: Prisma.data_upgradeOmit
 }
 
 /* Types for Logging */

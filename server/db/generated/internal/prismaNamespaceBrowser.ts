@@ -57,7 +57,8 @@ export const ModelName = {
   lora_workflow_usage: 'lora_workflow_usage',
   machine_cache_report: 'machine_cache_report',
   audit_log: 'audit_log',
-  upload_claim: 'upload_claim'
+  upload_claim: 'upload_claim',
+  data_upgrade: 'data_upgrade'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -181,6 +182,18 @@ export const Upload_claimScalarFieldEnum = {
 } as const
 
 export type Upload_claimScalarFieldEnum = (typeof Upload_claimScalarFieldEnum)[keyof typeof Upload_claimScalarFieldEnum]
+
+
+export const Data_upgradeScalarFieldEnum = {
+  name: 'name',
+  cursor: 'cursor',
+  rows_rewritten: 'rows_rewritten',
+  started_at: 'started_at',
+  updated_at: 'updated_at',
+  finished_at: 'finished_at'
+} as const
+
+export type Data_upgradeScalarFieldEnum = (typeof Data_upgradeScalarFieldEnum)[keyof typeof Data_upgradeScalarFieldEnum]
 
 
 export const SortOrder = {
