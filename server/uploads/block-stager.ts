@@ -1,4 +1,5 @@
-import type { BlockBlobClient } from '@azure/storage-blob';
+import { type BlockBlobClient, RestError } from '@azure/storage-blob';
+import { UploadInterruptedError } from '../domain/errors.ts';
 import { discardStagedBlocks } from '../storage/blob-store.ts';
 
 /**
@@ -70,10 +71,18 @@ export class BlockStager {
     }
     await Promise.all(this.inFlight);
     this.throwIfFailed();
-    await this.blob.commitBlockList(this.blockIds, {
-      conditions: { ifNoneMatch: '*' },
-      blobHTTPHeaders: { blobContentType: contentType },
-    });
+    try {
+      await this.blob.commitBlockList(this.blockIds, {
+        conditions: { ifNoneMatch: '*' },
+        blobHTTPHeaders: { blobContentType: contentType },
+      });
+    } catch (error) {
+      // Our blocks are gone, or an empty blob took the path: the reconciler discarded this
+      // upload as stale (it outlived UPLOAD_STALE_SECONDS).
+      const code = error instanceof RestError ? error.code : undefined;
+      if (code === 'InvalidBlockList' || code === 'BlobAlreadyExists') throw new UploadInterruptedError('its staged blocks expired');
+      throw error;
+    }
     this.committed = true;
   }
 
