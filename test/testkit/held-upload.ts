@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { BOUNDARY, type MultipartResponse, UPLOAD_MUTATION } from './multipart.ts';
+import { BOUNDARY, type MultipartResponse, readMultipartResponse, UPLOAD_MUTATION } from './multipart.ts';
 
 /**
  * An uploadLora multipart request whose file body the test sends piece by piece, so it can act
@@ -36,21 +36,7 @@ export function holdUpload(options: { url: string; token: string; fileSize: numb
   });
   let cut = false;
   const response = new Promise<MultipartResponse>((resolve, reject) => {
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, body, text, aborted: false });
-      });
-      res.on('error', () => resolve({ status: res.statusCode ?? 0, body: undefined, text: '', aborted: true }));
-    });
+    req.on('response', (res) => void readMultipartResponse(res).then(resolve));
     req.on('error', (error) => (cut ? resolve({ status: 0, body: undefined, text: '', aborted: true }) : reject(error)));
   });
   const write = (chunk: Buffer | string) =>
