@@ -1,13 +1,18 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
+import { type BlobStore, discardStagedBlocks } from '../storage/blob-store.ts';
+import { type InvariantPlan, planInvariants, repairInvariants } from './invariants.ts';
 
 /**
  * Cleans what a crash left behind (ARCHITECTURE "Upload": any failure before READY leaves
  * nothing visible). Plans, then executes, then logs what it did:
  * - uploads stuck in UPLOADING (or FAILED) longer than `staleAfterMs` → blob deleted, rows removed;
  * - blobs under `users/` older than `staleAfterMs` that no READY or UPLOADING row names → deleted
- *   (rows DELETED are the blob-deletion job's; it deletes them too, and a 404 counts as done).
+ *   (rows DELETED are the blob-deletion job's; it deletes them too, and a 404 counts as done);
+ *   among them, blobs with only staged (uncommitted) blocks — a failed upload whose own cleanup
+ *   did not run — have their blocks discarded. A live upload's staging blob is named by its
+ *   UPLOADING row, so it is touched only once that row is stale too;
+ * - the storage invariants (READY ⇒ not deleted ⇒ blob; quota = READY rows): see invariants.ts.
  */
 
 export interface ReconcileOptions {
@@ -20,7 +25,11 @@ export interface ReconcileOptions {
 
 export interface ReconcilePlan {
   staleUploads: { fileId: bigint; blobPath: string }[];
+  /** Committed blobs no live row names. */
   orphanBlobs: string[];
+  /** Blobs of staged blocks only that no live row names, with the bytes staged. */
+  stagedLeftovers: { path: string; bytes: number }[];
+  invariants: InvariantPlan;
 }
 
 export async function planReconcile(db: Db, blobs: BlobStore, options: ReconcileOptions = {}): Promise<ReconcilePlan> {
@@ -33,14 +42,37 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
   const maxBlobs = options.maxBlobs ?? 100_000;
   let seen = 0;
   const candidates: { name: string }[] = [];
-  for await (const blob of blobs.loras.listBlobsFlat({ prefix: 'users/' })) {
+  for await (const blob of blobs.loras.listBlobsFlat({ prefix: 'users/', includeUncommitedBlobs: true })) {
     if (++seen > maxBlobs) break;
     const modified = blob.properties.lastModified;
     if (modified && modified < cutoff) candidates.push({ name: blob.name });
     if (candidates.length >= 1000) orphanBlobs.push(...(await orphansAmong(db, candidates.splice(0))));
   }
   if (candidates.length) orphanBlobs.push(...(await orphansAmong(db, candidates)));
-  return { staleUploads: stale.map((s) => ({ fileId: s.file_id, blobPath: s.blob_path })), orphanBlobs };
+  const stagedLeftovers: ReconcilePlan['stagedLeftovers'] = [];
+  const committedOrphans: string[] = [];
+  for (const path of orphanBlobs) {
+    const staged = await stagedOnly(blobs, path);
+    if (staged === undefined) committedOrphans.push(path);
+    else stagedLeftovers.push({ path, bytes: staged });
+  }
+  return {
+    staleUploads: stale.map((s) => ({ fileId: s.file_id, blobPath: s.blob_path })),
+    orphanBlobs: committedOrphans,
+    stagedLeftovers,
+    invariants: await planInvariants(db, blobs, { maxBlobs }),
+  };
+}
+
+/** The bytes staged when the blob has uncommitted blocks and no committed content, else undefined. */
+async function stagedOnly(blobs: BlobStore, path: string): Promise<number | undefined> {
+  try {
+    const list = await blobs.loras.getBlockBlobClient(path).getBlockList('all');
+    if (list.committedBlocks?.length || !list.uncommittedBlocks?.length) return undefined;
+    return list.uncommittedBlocks.reduce((sum, b) => sum + b.size, 0);
+  } catch {
+    return undefined; // gone meanwhile, or not a block blob: the plain delete deals with it
+  }
 }
 
 async function orphansAmong(db: Db, candidates: { name: string }[]): Promise<string[]> {
@@ -54,14 +86,27 @@ async function orphansAmong(db: Db, candidates: { name: string }[]): Promise<str
 
 export async function executeReconcile(db: Db, blobs: BlobStore, plan: ReconcilePlan, logger: Logger): Promise<void> {
   for (const upload of plan.staleUploads) {
-    await blobs.delete(upload.blobPath);
-    await db.flat_file.deleteMany({ where: { id: upload.fileId, lora: { status: { in: ['UPLOADING', 'FAILED'] } } } });
+    // The rows first, and only while still not READY: an upload finishing right now keeps its blob.
+    const removed = await db.flat_file.deleteMany({ where: { id: upload.fileId, lora: { status: { in: ['UPLOADING', 'FAILED'] } } } });
+    if (removed.count) await blobs.purge(upload.blobPath);
   }
   for (const path of plan.orphanBlobs) await blobs.delete(path);
-  if (plan.staleUploads.length || plan.orphanBlobs.length) {
+  for (const leftover of plan.stagedLeftovers) await discardStagedBlocks(blobs.loras.getBlockBlobClient(leftover.path));
+  if (plan.staleUploads.length || plan.orphanBlobs.length || plan.stagedLeftovers.length) {
     logger.warn(
-      { staleUploads: plan.staleUploads.map((u) => u.fileId.toString()), orphanBlobs: plan.orphanBlobs },
+      {
+        staleUploads: plan.staleUploads.map((u) => u.fileId.toString()),
+        orphanBlobs: plan.orphanBlobs,
+        stagedLeftovers: plan.stagedLeftovers.map((l) => l.path),
+        counts: {
+          staleUploads: plan.staleUploads.length,
+          orphanBlobs: plan.orphanBlobs.length,
+          stagedLeftovers: plan.stagedLeftovers.length,
+          stagedBytes: plan.stagedLeftovers.reduce((sum, l) => sum + l.bytes, 0),
+        },
+      },
       'reconciler removed leftovers of interrupted uploads',
     );
   }
+  await repairInvariants(db, blobs, plan.invariants, logger);
 }

@@ -6,6 +6,8 @@ export const AuditAction = {
   UPLOAD: 'lora.upload',
   UPDATE: 'lora.update',
   DELETE: 'lora.delete',
+  /** The reconciler retired a READY LoRA that broke an invariant (deleted, or its blob gone). */
+  REPAIR: 'lora.repair',
   DOWNLOAD_GRANTED: 'lora.download-granted',
   SHARED_DOWNLOAD_GRANTED: 'shared-lora.download-granted',
   QUOTA_SET: 'quota.set',

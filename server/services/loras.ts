@@ -135,8 +135,9 @@ export class LoraService {
   }
 
   /**
-   * Soft delete: hidden + DELETED + quota released + blob-deletion job, in one transaction.
-   * Deleting an already-deleted LoRA of one's own succeeds again and releases nothing.
+   * Soft delete of a READY LoRA: hidden + DELETED + quota released + blob-deletion job, in one
+   * transaction. Deleting an already-deleted LoRA of one's own succeeds again and releases
+   * nothing; an upload still in flight answers LORA_NOT_FOUND (its finalize decides its fate).
    */
   async delete(principal: Principal, id: string): Promise<{ loraId: string; quota: QuotaView }> {
     const fileId = this.parseId(id);
@@ -144,9 +145,14 @@ export class LoraService {
       const row = (await findLoraRow(tx, fileId, true)) as (LoraRow & { blob_path: string }) | null;
       if (!row || !this.owns(principal, row)) throw new LoraNotFoundError(id);
       if (row.status === 'DELETED') return { row, changed: false };
-      if (row.status === 'READY') await this.quotas.release(tx, row.user_id, Number(row.size_bytes));
+      // An upload in flight (or failed) is not a LoRA yet: not deletable, as for any id one cannot see.
+      if (row.status !== 'READY') throw new LoraNotFoundError(id);
       const now = new Date();
-      await tx.lora.update({ where: { file_id: fileId }, data: { status: 'DELETED', deleted_at: now, updated_at: now } });
+      const deleted = await tx.lora.updateMany({
+        where: { file_id: fileId, status: 'READY' },
+        data: { status: 'DELETED', deleted_at: now, updated_at: now },
+      });
+      if (deleted.count !== 1) throw new LoraNotFoundError(id);
       await tx.flat_file.update({ where: { id: fileId }, data: { hidden: true } });
       await this.jobs.enqueue(tx, Queue.DELETE_LORA_BLOB, { loraId: id, userId: row.user_id, blobPath: row.blob_path });
       await audit(tx, principal, {
@@ -155,6 +161,8 @@ export class LoraService {
         loraId: fileId,
         details: { sizeBytes: Number(row.size_bytes), previousStatus: row.status },
       });
+      // Last, so the user's quota row is locked only for the update and the commit.
+      await this.quotas.release(tx, row.user_id, Number(row.size_bytes));
       return { row, changed: true };
     });
     if (outcome.changed) {

@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import { UploadInterruptedError } from '../domain/errors.ts';
 import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
@@ -14,6 +15,8 @@ import type { QuotaService } from './quotas.ts';
  * transaction — locks the owner's quota row, checks bytes and count, marks the row READY and
  * fills `flat_file`. Any failure before READY leaves nothing a user can see (`fail`).
  */
+
+const UPLOAD_GONE = 'the upload was cancelled or expired before it completed';
 
 export interface BeginInput {
   userId: string;
@@ -75,12 +78,19 @@ export class LoraRegistry {
     });
   }
 
-  /** Throws QUOTA_EXCEEDED (nothing changed) when the finished file does not fit. */
+  /**
+   * Throws QUOTA_EXCEEDED (nothing changed) when the finished file does not fit, and
+   * UPLOAD_INTERRUPTED when the row is no longer an upload in flight (the reconciler removed it
+   * as stale): READY is only ever reached from UPLOADING, never from DELETED.
+   */
   async finalize(actor: Principal, input: FinalizeInput): Promise<LoraView> {
     await this.db.$transaction(async (tx) => {
+      // The row first, the quota row last: the same lock order as deleteLora and the reconciler.
+      const [locked] = await tx.$queryRaw<{ file_id: bigint }[]>`
+        SELECT file_id FROM lora
+        WHERE file_id = ${input.fileId} AND status = 'UPLOADING' AND deleted_at IS NULL FOR UPDATE`;
+      if (!locked) throw new UploadInterruptedError(UPLOAD_GONE);
       const row = await tx.lora.findUniqueOrThrow({ where: { file_id: input.fileId } });
-      if (row.status !== 'UPLOADING') throw new Error(`LoRA ${input.fileId} is ${row.status}, not UPLOADING`);
-      await this.quotas.charge(tx, row.user_id, input.sizeBytes);
       const now = new Date();
       const ready = {
         status: 'READY',
@@ -113,6 +123,8 @@ export class LoraRegistry {
         loraId: input.fileId,
         details: { sizeBytes: input.sizeBytes, sha256: input.sha256, source: input.uploadSource },
       });
+      // Last, so the user's quota row is locked only for the check, the update and the commit.
+      await this.quotas.charge(tx, row.user_id, input.sizeBytes);
     });
     const row = await findLoraRow(this.db, input.fileId);
     if (!row) throw new Error(`LoRA ${input.fileId} vanished after finalize`);

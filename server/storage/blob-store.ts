@@ -1,4 +1,11 @@
-import { BlobSASPermissions, BlobServiceClient, type ContainerClient, RestError, StorageRetryPolicyType } from '@azure/storage-blob';
+import {
+  BlobSASPermissions,
+  BlobServiceClient,
+  type BlockBlobClient,
+  type ContainerClient,
+  RestError,
+  StorageRetryPolicyType,
+} from '@azure/storage-blob';
 
 /**
  * Azure Blob Storage (Azurite locally) behind the few verbs the product needs. User LoRAs live
@@ -27,6 +34,32 @@ export type DeleteOutcome = 'deleted' | 'not-found';
 
 export class BlobNotFoundError extends Error {
   override name = 'BlobNotFoundError';
+}
+
+/** 'committed-blob': a committed blob is there, left untouched. */
+export type DiscardOutcome = 'discarded' | 'committed-blob';
+
+/**
+ * Removes the uncommitted (staged) blocks of a blob that was never committed. Azure keeps them
+ * for 7 days, and Delete Blob on a blob with only uncommitted blocks may answer 404, so: commit
+ * an empty block list with `If-None-Match: *` (which discards every uncommitted block and never
+ * replaces a committed blob), then delete that empty blob by its ETag. Put Blob with empty
+ * content is no substitute: Azurite 3.37 refuses it with 409 on a blob with staged blocks.
+ */
+export async function discardStagedBlocks(blob: BlockBlobClient): Promise<DiscardOutcome> {
+  let etag: string | undefined;
+  try {
+    etag = (await blob.commitBlockList([], { conditions: { ifNoneMatch: '*' } })).etag;
+  } catch (error) {
+    if (error instanceof RestError && (error.statusCode === 409 || error.statusCode === 412)) return 'committed-blob';
+    throw error;
+  }
+  try {
+    await blob.delete({ conditions: { ifMatch: etag } });
+  } catch (error) {
+    if (!(error instanceof RestError && (error.statusCode === 404 || error.statusCode === 412))) throw error;
+  }
+  return 'discarded';
 }
 
 export function loraBlobPath(userId: string, fileId: bigint | string, ext: string): string {
@@ -88,6 +121,12 @@ export class BlobStore {
       if (error instanceof RestError && error.statusCode === 404) return 'not-found';
       throw error;
     }
+  }
+
+  /** Removes a blob whether it was committed or holds only staged blocks (404 = 'not-found'). */
+  async purge(path: string): Promise<DeleteOutcome> {
+    const discarded = await discardStagedBlocks(this.loras.getBlockBlobClient(path));
+    return discarded === 'discarded' ? 'deleted' : this.delete(path);
   }
 
   /**

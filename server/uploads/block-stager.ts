@@ -1,9 +1,12 @@
-import type { BlockBlobClient } from '@azure/storage-blob';
+import { type BlockBlobClient, RestError } from '@azure/storage-blob';
+import { UploadInterruptedError } from '../domain/errors.ts';
+import { discardStagedBlocks } from '../storage/blob-store.ts';
 
 /**
  * Stages a stream's bytes to a block blob in fixed-size blocks, a bounded number in flight, and
  * commits the block list only when asked — with `If-None-Match: *`, so an existing blob is never
- * overwritten. Until the commit nothing is visible; uncommitted blocks expire on their own.
+ * overwritten. Until the commit nothing is visible; `abort` discards the staged blocks (Azure
+ * would keep them for 7 days, outside any quota).
  *
  * Each byte is copied once, into a block buffer; a buffer whose block is staged is reused for a
  * later block. So one upload holds at most `concurrency + 1` blocks (40 MiB by default) and
@@ -30,6 +33,7 @@ export class BlockStager {
   private block: Buffer | undefined;
   private filled = 0;
   private failure: unknown;
+  private committed = false;
 
   constructor(
     private readonly blob: BlockBlobClient,
@@ -67,17 +71,32 @@ export class BlockStager {
     }
     await Promise.all(this.inFlight);
     this.throwIfFailed();
-    await this.blob.commitBlockList(this.blockIds, {
-      conditions: { ifNoneMatch: '*' },
-      blobHTTPHeaders: { blobContentType: contentType },
-    });
+    try {
+      await this.blob.commitBlockList(this.blockIds, {
+        conditions: { ifNoneMatch: '*' },
+        blobHTTPHeaders: { blobContentType: contentType },
+      });
+    } catch (error) {
+      // Our blocks are gone, or an empty blob took the path: the reconciler discarded this
+      // upload as stale (it outlived UPLOAD_STALE_SECONDS).
+      const code = error instanceof RestError ? error.code : undefined;
+      if (code === 'InvalidBlockList' || code === 'BlobAlreadyExists') throw new UploadInterruptedError('its staged blocks expired');
+      throw error;
+    }
+    this.committed = true;
   }
 
-  /** Waits for in-flight blocks so nothing is still writing after a failure. */
+  /**
+   * After a failure: waits for in-flight blocks (so nothing is still writing), then discards the
+   * staged blocks unless they were committed (the caller deletes a committed blob). Never
+   * throws: what a storage outage keeps here, the reconciler removes after UPLOAD_STALE_SECONDS.
+   */
   async abort(): Promise<void> {
     this.block = undefined;
     this.filled = 0;
     await Promise.allSettled(this.inFlight);
+    if (this.committed || this.blockIds.length === 0) return;
+    await discardStagedBlocks(this.blob).catch(() => {});
   }
 
   /** Uploads `block[0, length)`; the buffer is reused once the SDK is done with it (every try settled). */

@@ -1,17 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../server/db/migrate.ts';
-import { isolatedDatabase } from '../testkit/library-helpers.ts';
+import { planReconcile } from '../../server/jobs/reconciler.ts';
+import { holdUpload } from '../testkit/held-upload.ts';
+import { blobsUnder, invariantViolations } from '../testkit/invariants.ts';
+import { isolatedDatabase, sleep } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
-import { newUserId, seedLora } from '../testkit/seed.ts';
+import { makeSafetensors } from '../testkit/safetensors.ts';
+import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
  * THREATS row 14: a server killed between committing the blob and marking the row READY (or
  * whose database write failed after the commit) leaves an UPLOADING row and a committed blob;
- * the reconciler removes both, and orphan blobs no row names. Runs on its own database and
- * container so its short staleness window cannot touch other suites' uploads.
+ * the reconciler removes both, and orphan blobs no row names. Row 31: staged blocks no live
+ * upload owns are discarded past the window. Row 29: broken storage invariants (READY but
+ * deleted, READY without blob, quota drift) are found and repaired. Runs on its own database
+ * and container so its short staleness window cannot touch other suites' uploads.
  */
 
 let server: TestServer;
@@ -62,6 +68,7 @@ describe('upload reconciler', () => {
     const plan = await server.app.jobs.reconcileNow();
     expect(plan.staleUploads.map((u) => u.fileId)).toEqual([fileId]);
     expect(plan.orphanBlobs).toEqual([orphan]);
+    expect(plan.stagedLeftovers).toEqual([]);
 
     expect(await server.app.db.flat_file.findUnique({ where: { id: fileId } })).toBeNull();
     const remaining = await blobNames(`users/${userId}/`);
@@ -70,6 +77,87 @@ describe('upload reconciler', () => {
     expect(listed.body.data?.loras.total).toBe(2);
 
     // Nothing left to do: a second run plans nothing.
-    expect(await server.app.jobs.reconcileNow()).toEqual({ staleUploads: [], orphanBlobs: [] });
+    expect(await server.app.jobs.reconcileNow()).toMatchObject({
+      staleUploads: [],
+      orphanBlobs: [],
+      stagedLeftovers: [],
+      invariants: { deletedButReady: [], readyWithoutBlob: [], quotaDrift: [] },
+    });
+  });
+
+  it('discards staged blocks no upload owns once past the window; a live upload is untouched before it, and typed after', async () => {
+    const userId = newUserId();
+    const token = await server.tokens.user(userId);
+    // Staged blocks of an upload whose own cleanup never ran (its rows are gone).
+    const leftover = `users/${userId}/loras/888888888.safetensors`;
+    await server.app.blobs.loras
+      .getBlockBlobClient(leftover)
+      .stageBlock(Buffer.from('00000000').toString('base64'), Buffer.alloc(4096, 1), 4096);
+    // An upload in flight with a staged 8 MiB block.
+    const file = makeSafetensors([{ name: 'w', shape: [4.5 * 1024 * 1024], dtype: 'F16' }]);
+    const held = holdUpload({ url: server.graphqlUrl, token, fileSize: file.length });
+    await held.send(file.subarray(0, 8.5 * 1024 * 1024));
+    const live = await eventually(
+      async () => (await blobsUnder(server.app, `users/${userId}/`)).find((b) => b.name !== leftover),
+      15_000,
+      'staged block',
+    );
+    expect(live).toMatchObject({ committed: false, uncommittedBlocks: 1 });
+
+    // Before the window: nothing of either is planned.
+    const early = await planReconcile(server.app.db, server.app.blobs, { staleAfterMs: 3_600_000 });
+    const paths = [...early.stagedLeftovers.map((l) => l.path), ...early.orphanBlobs, ...early.staleUploads.map((u) => u.blobPath)];
+    expect(paths.filter((p) => p.startsWith(`users/${userId}/`))).toEqual([]);
+
+    // Past the window (1 s here): the leftover's blocks are discarded, and the upload, stale now, is removed.
+    await sleep(1500);
+    const plan = await server.app.jobs.reconcileNow();
+    expect(plan.stagedLeftovers).toEqual([{ path: leftover, bytes: 4096 }]);
+    expect(plan.staleUploads.map((u) => u.blobPath)).toEqual([live.name]);
+    expect(await blobsUnder(server.app, `users/${userId}/`)).toEqual([]);
+    // The upload that outlived the window ends typed, and leaves nothing either.
+    await held.send(file.subarray(8.5 * 1024 * 1024));
+    held.finish();
+    const res = await held.response;
+    expect(res.body?.data?.uploadLora, res.text).toMatchObject({ __typename: 'UploadInterruptedError', code: 'UPLOAD_INTERRUPTED' });
+    expect(await blobsUnder(server.app, `users/${userId}/`)).toEqual([]);
+    expect(await server.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
+  });
+
+  it('repairs broken invariants: READY but deleted, READY without its blob, drifted quota counters', async () => {
+    const [userA, userB, userC] = [newUserId(), newUserId(), newUserId()];
+    const zombie = await seedLora(server.app, userA, { name: 'deleted, then readied' });
+    const survivor = await seedLora(server.app, userA, { name: 'survivor' });
+    await server.app.db.lora.update({ where: { file_id: BigInt(zombie.id) }, data: { deleted_at: new Date() } });
+    const blobless = await seedLora(server.app, userB, { name: 'blob gone' });
+    const bloblessRow = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(blobless.id) } });
+    await server.app.blobs.delete(bloblessRow.blob_path);
+    const fine = await seedLora(server.app, userC, { name: 'fine' });
+    await server.app.db.user_lora_quota.update({
+      where: { user_id: userC },
+      data: { used_bytes: { increment: 123 }, lora_count: { increment: 1 } },
+    });
+    for (const u of [userA, userB, userC]) expect(await invariantViolations(server.app, u)).not.toEqual([]);
+
+    const plan = await server.app.jobs.reconcileNow();
+    expect(plan.invariants.deletedButReady).toEqual([{ fileId: BigInt(zombie.id), userId: userA }]);
+    expect(plan.invariants.readyWithoutBlob).toEqual([{ fileId: BigInt(blobless.id), userId: userB, blobPath: bloblessRow.blob_path }]);
+    expect(plan.invariants.quotaDrift).toEqual([
+      { userId: userC, usedBytes: fine.sizeBytes + 123, loraCount: 2, readyBytes: fine.sizeBytes, readyCount: 1 },
+    ]);
+
+    for (const u of [userA, userB, userC]) expect(await invariantViolations(server.app, u)).toEqual([]);
+    const tokenA = await server.tokens.user(userA);
+    expect((await server.gql('{ loras { total loras { id } } }', {}, { token: tokenA })).body.data?.loras).toEqual({
+      total: 1,
+      loras: [{ id: survivor.id }],
+    });
+    expect(await server.app.db.user_lora_quota.findUnique({ where: { user_id: userB } })).toMatchObject({ used_bytes: 0n, lora_count: 0 });
+    const repairs = await server.app.db.audit_log.findMany({ where: { action: 'lora.repair' }, orderBy: { id: 'asc' } });
+    expect(repairs.map((r) => [r.lora_id, (r.details as { reason: string }).reason])).toEqual([
+      [BigInt(zombie.id), 'deleted-but-ready'],
+      [BigInt(blobless.id), 'blob-missing'],
+    ]);
+    expect((await server.app.jobs.reconcileNow()).invariants).toMatchObject({ deletedButReady: [], readyWithoutBlob: [], quotaDrift: [] });
   });
 });

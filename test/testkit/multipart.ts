@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { request } from 'node:http';
+import { type IncomingMessage, request } from 'node:http';
 
 /**
  * A GraphQL multipart request (the upload spec) written by hand over node:http, streaming the
@@ -58,6 +58,25 @@ function sizeOf(file: FileSource): number {
   return Buffer.isBuffer(file) ? file.length : file.size;
 }
 
+/** Reads a response to the end: its JSON body when it has one, `aborted` when it broke off. */
+export function readMultipartResponse(res: IncomingMessage): Promise<MultipartResponse> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
+      resolve({ status: res.statusCode ?? 0, body, text, aborted: false });
+    });
+    res.on('error', () => resolve({ status: res.statusCode ?? 0, body: undefined, text: '', aborted: true }));
+  });
+}
+
 export function postMultipart(req: MultipartRequest): Promise<MultipartResponse> {
   const file = req.file ?? Buffer.alloc(0);
   const operations = JSON.stringify({ query: req.query ?? UPLOAD_MUTATION, variables: { ...req.variables, file: null } });
@@ -83,21 +102,7 @@ export function postMultipart(req: MultipartRequest): Promise<MultipartResponse>
         resolve(value);
       }
     };
-    const r = request(req.url, { method: 'POST', headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = undefined;
-        }
-        done({ status: res.statusCode ?? 0, body, text, aborted: false });
-      });
-      res.on('error', () => done({ status: res.statusCode ?? 0, body: undefined, text: '', aborted: true }));
-    });
+    const r = request(req.url, { method: 'POST', headers }, (res) => void readMultipartResponse(res).then(done));
     r.on('error', (error) => {
       if (req.abortAfterBytes !== undefined) done({ status: 0, body: undefined, text: '', aborted: true });
       else if (!settled) reject(error);
