@@ -4,7 +4,7 @@ import { type BlobStore, discardStagedBlocks } from '../storage/blob-store.ts';
 import { type InvariantPlan, planInvariants, repairInvariants } from './invariants.ts';
 
 /**
- * Cleans what a crash left behind (ARCHITECTURE "Upload": any failure before READY leaves
+ * Cleans what a crash left behind (README "Uploading a LoRA": any failure before READY leaves
  * nothing visible). Plans, then executes, then logs what it did:
  * - uploads stuck in UPLOADING (or FAILED) longer than `staleAfterMs` → blob deleted, rows removed;
  * - blobs under `users/` older than `staleAfterMs` that no READY or UPLOADING row names → deleted

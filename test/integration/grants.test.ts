@@ -261,7 +261,3 @@ describe('job grants and machine downloads', () => {
     expect(await lookA()).toMatchObject({ usageCount: 1, workflowsUsing: [{ id: 'wf-1', useCount: 1 }] });
   });
 });
-
-// ---------------------------------------------------------------------------------------------
-// 5. Request limits (THREATS row 9), in the default (test) environment
-// ---------------------------------------------------------------------------------------------

@@ -234,9 +234,3 @@ describe('production (NODE_ENV=production)', () => {
     }
   });
 });
-
-// ---------------------------------------------------------------------------------------------
-// 6. CSRF (@graphql-yoga/plugin-csrf-prevention: a request whose content type is missing or one a
-// browser may send without preflight — text/plain, multipart/form-data,
-// application/x-www-form-urlencoded — must carry x-graphql-yoga-csrf or apollo-require-preflight)
-// ---------------------------------------------------------------------------------------------

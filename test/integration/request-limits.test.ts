@@ -142,7 +142,3 @@ describe('request limits (THREATS row 9)', () => {
     await expectNotExecuted(target);
   });
 });
-
-// ---------------------------------------------------------------------------------------------
-// 5b. Introspection, suggestions and masking: test/development vs production
-// ---------------------------------------------------------------------------------------------

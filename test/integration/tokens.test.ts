@@ -171,7 +171,3 @@ describe('bearer tokens', () => {
     expect(await server.app.db.machine_cache_report.count({ where: { machine_id: machineId } })).toBe(1);
   });
 });
-
-// ---------------------------------------------------------------------------------------------
-// 3. Isolation between users (THREATS row 10, and row 15 for deletes)
-// ---------------------------------------------------------------------------------------------
