@@ -11,6 +11,9 @@ const boolish = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) =
 
 const positiveInt = z.coerce.number().int().positive();
 
+/** A duration in seconds (fractions allowed), at most an hour. */
+const seconds = z.coerce.number().positive().max(3600);
+
 const envSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -68,6 +71,17 @@ const envSchema = z
     TRUSTED_DOCUMENTS_FILE: z.string().min(1).default('sdk/gql/persisted-documents.json'),
     /** Seconds to wait for in-flight requests on shutdown. */
     SHUTDOWN_GRACE_SECONDS: positiveInt.default(10),
+    // Stalled and concurrent uploads, slow clients (README "Configuration"; uploadLimits/httpTimeouts below)
+    /** An upload body that sends no byte this long ends UPLOAD_INTERRUPTED; its socket is closed. */
+    UPLOAD_IDLE_SECONDS: seconds.default(60),
+    /** Uploads one user may run at once (per process); more are refused TOO_MANY_UPLOADS. */
+    UPLOAD_CONCURRENCY_PER_USER: positiveInt.default(4),
+    /** Uploads one server process runs at once, all users together. */
+    UPLOAD_CONCURRENCY_PER_PROCESS: positiveInt.default(64),
+    /** A request whose headers take longer than this is cut (slow-header clients). */
+    HTTP_HEADERS_TIMEOUT_SECONDS: seconds.default(30),
+    /** An idle keep-alive connection is closed after this long. */
+    HTTP_KEEPALIVE_TIMEOUT_SECONDS: seconds.default(5),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -122,6 +136,8 @@ export interface Config {
   uploadStaleMs: number;
   shutdownGraceMs: number;
   trustedDocuments: { only: boolean; file: string };
+  uploadLimits: { idleMs: number; perUser: number; perProcess: number };
+  httpTimeouts: { headersMs: number; keepAliveMs: number };
 }
 
 export class ConfigError extends Error {
@@ -171,6 +187,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     uploadStaleMs: env.UPLOAD_STALE_SECONDS * 1000,
     shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
     trustedDocuments: { only: env.TRUSTED_DOCUMENTS_ONLY, file: env.TRUSTED_DOCUMENTS_FILE },
+    uploadLimits: {
+      idleMs: env.UPLOAD_IDLE_SECONDS * 1000,
+      perUser: env.UPLOAD_CONCURRENCY_PER_USER,
+      perProcess: env.UPLOAD_CONCURRENCY_PER_PROCESS,
+    },
+    httpTimeouts: { headersMs: env.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, keepAliveMs: env.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
   });
 }
 
