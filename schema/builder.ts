@@ -23,7 +23,7 @@ export const builder = new SchemaBuilder<{
     DateTime: { Input: Date; Output: Date | string };
     JSON: { Input: unknown; Output: unknown };
     Bytes: { Input: number; Output: number | bigint };
-    Upload: { Input: Promise<import('graphql-upload-minimal').FileUpload>; Output: never };
+    Upload: { Input: Promise<import('../server/uploads/multipart-parser.ts').ReceivedFile>; Output: never };
   };
 }>({
   plugins: [ScopeAuthPlugin, ErrorsPlugin],

@@ -6,6 +6,7 @@ import {
   InvalidGrantError,
   LoraNotFoundError,
   QuotaExceededError,
+  TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
   ValidationFailedError,
@@ -96,4 +97,19 @@ builder.objectType(UploadInterruptedError, {
   description: 'The upload stream ended before the file did; nothing was stored.',
   interfaces: [ErrorInterface],
   fields: () => ({}),
+});
+
+const UploadLimitScopeEnum = builder.enumType('UploadLimitScope', {
+  description: 'USER: your own uploads running at once; PROCESS: all uploads on the server process that took the request.',
+  values: ['USER', 'PROCESS'] as const,
+});
+
+builder.objectType(TooManyUploadsError, {
+  name: 'TooManyUploadsError',
+  description: 'Too many uploads at once; nothing was read or stored. Retry when one of yours has finished (USER) or shortly (PROCESS).',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({
+    scope: t.field({ type: UploadLimitScopeEnum, resolve: (e) => e.scope }),
+    limit: t.exposeInt('limit'),
+  }),
 });

@@ -16,8 +16,8 @@ export type LoraSdkErrorKind = 'network' | 'graphql' | 'domain';
 
 /** Codes of thrown GraphQL errors that a later identical request may not meet again. */
 const RETRYABLE_GRAPHQL_CODES = new Set(['RATE_LIMITED', 'INTERNAL_SERVER_ERROR', 'SERVICE_UNAVAILABLE']);
-/** Domain codes a retry of the same request can fix (the upload stream was cut; nothing was stored). */
-const RETRYABLE_DOMAIN_CODES = new Set<string>(['UPLOAD_INTERRUPTED']);
+/** Domain codes a retry of the same request can fix (the upload stream was cut, or too many ran at once; nothing was stored). */
+const RETRYABLE_DOMAIN_CODES = new Set<string>(['UPLOAD_INTERRUPTED', 'TOO_MANY_UPLOADS']);
 
 export interface GraphQLErrorLike {
   message: string;

@@ -18,6 +18,7 @@ import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createServices, type Services } from './services/index.ts';
 import { BlobStore } from './storage/blob-store.ts';
+import { watchBodyIdle } from './uploads/body-idle.ts';
 
 /**
  * Builds the API server from a resolved configuration. Nothing happens on import or on build:
@@ -99,6 +100,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     graphiql: config.graphiql,
     corsOrigins: config.corsOrigins,
     maxUploadBytes: config.maxUploadBytes,
+    uploadIdleMs: config.uploadLimits.idleMs,
   });
 
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
@@ -147,13 +149,20 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       json(res, 413, { errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] });
       return;
     }
+    if (!multipart && length > 0) {
+      // a JSON body that stops sending holds its socket like a stalled upload: cut it the same way
+      const idle = watchBodyIdle(req, config.uploadLimits.idleMs, () => req.socket.destroy());
+      req.once('end', idle.stop);
+      req.once('close', idle.stop);
+    }
     // A multipart response may come before the whole body was read (a refusal, a too-large
     // file): the connection then closes rather than reading up to 2 GiB nobody wants.
     if (multipart) res.setHeader('connection', 'close');
     void yoga.handle(req, res);
   }
 
-  const server = createServer(handle);
+  // Node checks the headers timeout on this interval, so it bounds how late a slow client is cut
+  const server = createServer({ connectionsCheckingInterval: Math.min(30_000, config.httpTimeouts.headersMs / 2) }, handle);
   const subscriptions = attachSubscriptions({
     server,
     yoga,
@@ -163,9 +172,11 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     trustedDocuments,
     caps: config.websocket,
   });
-  server.requestTimeout = 0; // uploads of 2 GiB take a while; idle sockets are bounded below
-  server.headersTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
+  // No total request timeout: a 2 GiB upload may take long while it moves. A body that stops is
+  // cut by UPLOAD_IDLE_SECONDS (uploads/body-idle.ts); slow headers and idle keep-alive sockets here.
+  server.requestTimeout = 0;
+  server.headersTimeout = config.httpTimeouts.headersMs;
+  server.keepAliveTimeout = config.httpTimeouts.keepAliveMs;
   const sockets = new Set<Socket>();
   server.on('connection', (socket) => {
     sockets.add(socket);

@@ -19,6 +19,9 @@ const corsOrigin = z.union([
   z.url({ protocol: /^https?$/ }).refine((o) => URL.canParse(o) && new URL(o).origin === o, 'not an origin'),
 ]);
 
+/** A duration in seconds (fractions allowed), at most an hour. */
+const seconds = z.coerce.number().positive().max(3600);
+
 const envSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -82,6 +85,17 @@ const envSchema = z
     WS_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: positiveInt.default(64),
     /** Seconds to wait for in-flight requests on shutdown. */
     SHUTDOWN_GRACE_SECONDS: positiveInt.default(10),
+    // Stalled and concurrent uploads, slow clients (README "Configuration"; uploadLimits/httpTimeouts below)
+    /** An upload body that sends no byte this long ends UPLOAD_INTERRUPTED; its socket is closed. */
+    UPLOAD_IDLE_SECONDS: seconds.default(60),
+    /** Uploads one user may run at once (per process); more are refused TOO_MANY_UPLOADS. */
+    UPLOAD_CONCURRENCY_PER_USER: positiveInt.default(4),
+    /** Uploads one server process runs at once, all users together. */
+    UPLOAD_CONCURRENCY_PER_PROCESS: positiveInt.default(64),
+    /** A request whose headers take longer than this is cut (slow-header clients). */
+    HTTP_HEADERS_TIMEOUT_SECONDS: seconds.default(30),
+    /** An idle keep-alive connection is closed after this long. */
+    HTTP_KEEPALIVE_TIMEOUT_SECONDS: seconds.default(5),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -139,6 +153,8 @@ export interface Config {
   shutdownGraceMs: number;
   trustedDocuments: { only: boolean; file: string };
   websocket: { perSocket: number; perPrincipal: number };
+  uploadLimits: { idleMs: number; perUser: number; perProcess: number };
+  httpTimeouts: { headersMs: number; keepAliveMs: number };
 }
 
 export class ConfigError extends Error {
@@ -190,6 +206,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
     trustedDocuments: { only: env.TRUSTED_DOCUMENTS_ONLY, file: env.TRUSTED_DOCUMENTS_FILE },
     websocket: { perSocket: env.WS_MAX_SUBSCRIPTIONS_PER_SOCKET, perPrincipal: env.WS_MAX_SUBSCRIPTIONS_PER_PRINCIPAL },
+    uploadLimits: {
+      idleMs: env.UPLOAD_IDLE_SECONDS * 1000,
+      perUser: env.UPLOAD_CONCURRENCY_PER_USER,
+      perProcess: env.UPLOAD_CONCURRENCY_PER_PROCESS,
+    },
+    httpTimeouts: { headersMs: env.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, keepAliveMs: env.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
   });
 }
 

@@ -13,6 +13,7 @@ export const ErrorCode = {
   UPLOAD_INTERRUPTED: 'UPLOAD_INTERRUPTED',
   INVALID_GRANT: 'INVALID_GRANT',
   VALIDATION_FAILED: 'VALIDATION_FAILED',
+  TOO_MANY_UPLOADS: 'TOO_MANY_UPLOADS',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -123,6 +124,25 @@ export class UploadInterruptedError extends DomainError {
   readonly code = ErrorCode.UPLOAD_INTERRUPTED;
   constructor(reason = 'the upload stream ended early') {
     super(`Upload interrupted: ${reason}`);
+  }
+}
+
+/** Which concurrency limit refused an upload. */
+export type UploadLimitScope = 'USER' | 'PROCESS';
+
+/** Too many uploads at once (per user, or on this server process): retry when one has finished. */
+export class TooManyUploadsError extends DomainError {
+  override name = 'TooManyUploadsError';
+  readonly code = ErrorCode.TOO_MANY_UPLOADS;
+  constructor(
+    readonly scope: UploadLimitScope,
+    readonly limit: number,
+  ) {
+    super(
+      scope === 'USER'
+        ? `Too many uploads at once: at most ${limit} per user; retry when one has finished`
+        : `The server is busy with ${limit} uploads; retry shortly`,
+    );
   }
 }
 

@@ -38,6 +38,8 @@ export interface YogaDeps {
   /** CORS_ORIGINS: origins answered with CORS headers (`*` = any), never with credentials. */
   corsOrigins: readonly string[];
   maxUploadBytes: number;
+  /** No byte of an upload body for this long → UPLOAD_INTERRUPTED, socket closed. */
+  uploadIdleMs: number;
   trustedDocuments: TrustedDocuments;
 }
 
@@ -134,7 +136,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
       useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
       useTrustedDocuments(deps.trustedDocuments),
-      useStreamingUploads({ maxFileBytes: deps.maxUploadBytes }),
+      useStreamingUploads({ maxFileBytes: deps.maxUploadBytes, idleMs: deps.uploadIdleMs }),
       armor,
       // Compiled execution for queries and mutations; subscriptions keep graphql-js (graphql-jit's
       // subscribe path does not see the operation's variables).

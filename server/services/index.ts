@@ -45,6 +45,7 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     uploads: new UploadService(blobs, registry, quotas, events, bus, {
       maxUploadBytes: config.maxUploadBytes,
       spoolDir: join(config.dataDir, 'spool'),
+      concurrency: { perUser: config.uploadLimits.perUser, perProcess: config.uploadLimits.perProcess },
     }),
   };
 }

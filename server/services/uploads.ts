@@ -10,6 +10,7 @@ import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { BlockStager } from '../uploads/block-stager.ts';
 import { runUploadPipeline } from '../uploads/pipeline.ts';
+import { UploadSlots } from '../uploads/upload-slots.ts';
 import type { EventService } from './events.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';
 import type { LoraRegistry } from './registry.ts';
@@ -22,6 +23,8 @@ import type { LoraRegistry } from './registry.ts';
 export interface IncomingFile {
   filename: string;
   createReadStream(): Readable;
+  /** Settles when the request carrying the file is over; a rejection (malformed rest, idle client) fails the upload. */
+  requestEnded?: Promise<void>;
 }
 
 export interface UploadInput {
@@ -40,6 +43,8 @@ export interface UploadOptions {
   spoolDir: string;
   /** At most this many progress events per second per upload. @default 10 */
   progressPerSecond?: number;
+  /** Uploads running at once, per user and in this process; more are refused TOO_MANY_UPLOADS. */
+  concurrency: { perUser: number; perProcess: number };
 }
 
 const uploadArgs = z.object({
@@ -52,6 +57,8 @@ const uploadArgs = z.object({
 });
 
 export class UploadService {
+  readonly slots: UploadSlots;
+
   constructor(
     private readonly blobs: BlobStore,
     private readonly registry: LoraRegistry,
@@ -59,10 +66,24 @@ export class UploadService {
     private readonly events: EventService,
     private readonly bus: EventBus,
     private readonly options: UploadOptions,
-  ) {}
+  ) {
+    this.slots = new UploadSlots(options.concurrency);
+  }
 
   async upload(principal: Principal, input: UploadInput): Promise<{ lora: LoraView; quota: QuotaView }> {
     if (principal.role !== 'user') throw new RequestError('FORBIDDEN', 'Only users upload LoRAs');
+    const release = this.slots.take(principal.userId); // TOO_MANY_UPLOADS before a byte is read
+    try {
+      return await this.receive(principal, input);
+    } finally {
+      release();
+    }
+  }
+
+  private async receive(
+    principal: Extract<Principal, { role: 'user' }>,
+    input: UploadInput,
+  ): Promise<{ lora: LoraView; quota: QuotaView }> {
     const userId = principal.userId;
     const stream = input.file.createReadStream();
     const progress = this.progressReporter(input.uploadId ?? null, userId, input.sizeBytes ?? null);
@@ -96,6 +117,8 @@ export class UploadService {
           return stager;
         },
       });
+      // the rest of the request must have arrived, well-formed, before anything is committed
+      await input.file.requestEnded;
       progress('STORING', result.sizeBytes);
       await result.stager.commit('application/octet-stream');
       committed = true;

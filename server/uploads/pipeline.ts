@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { GraphQLError } from 'graphql';
 import { DomainError, FileTooLargeError, UploadInterruptedError } from '../domain/errors.ts';
 import type { LoraFormat } from '../domain/lora.ts';
 import type { UploadPhase } from '../events/bus.ts';
@@ -62,7 +63,8 @@ export async function runUploadPipeline(options: PipelineOptions): Promise<Pipel
         onProgress('RECEIVING', total);
       }
     } catch (error) {
-      if (error instanceof DomainError) throw error;
+      // typed outcomes and malformed-request errors (multipart-parser.ts) keep their meaning
+      if (error instanceof DomainError || error instanceof GraphQLError) throw error;
       throw new UploadInterruptedError((error as Error)?.message ?? 'the upload stream failed');
     }
     if ((stream as { truncated?: boolean }).truncated) throw new FileTooLargeError(maxBytes);

@@ -10,7 +10,7 @@ import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
- * Deleting a LoRA's blob (issue 10, point 5; THREATS.md row 36): download URLs handed out before
+ * Deleting a LoRA's blob (issue 10, point 5; THREATS.md row 37): download URLs handed out before
  * the delete stop working as soon as `deleteLora` returns, a storage that does not answer does not
  * hold the mutation up (the durable job finishes the work), and a backlog of blob-deletion jobs
  * drains in batches instead of one job per poll. Each block has its own database, so pg-boss

@@ -10,7 +10,7 @@ import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '../../server
 import { isRunning } from '../../server/embedded/processes.ts';
 
 /**
- * The other side of the crash restart (issue 10, point 10; THREATS.md row 37; the crash itself is
+ * The other side of the crash restart (issue 10, point 10; THREATS.md row 38; the crash itself is
  * in test/e2e/start.test.ts): a start never signals a process that is not an orphan of ours — a
  * service whose owner still runs is refused, and a pid file naming an unrelated process is ignored.
  */

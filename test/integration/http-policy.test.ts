@@ -3,7 +3,7 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
  * What the HTTP endpoint offers browsers and HTTP clients beyond plain queries (issue 10, point 11;
- * THREATS.md row 35): CORS only for configured origins and never with credentials, GraphiQL off in
+ * THREATS.md row 36): CORS only for configured origins and never with credentials, GraphiQL off in
  * production unless asked for, subscriptions over WebSocket only (no SSE / multipart streams).
  */
 

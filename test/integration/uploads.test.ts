@@ -14,7 +14,8 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 const MAX_UPLOAD = 4 * 1024 * 1024;
 let server: TestServer;
 beforeAll(async () => {
-  server = await startTestServer({ MAX_UPLOAD_BYTES: String(MAX_UPLOAD) });
+  // 50 concurrent uploads by one user below: above the default per-user cap (upload-limits.test.ts)
+  server = await startTestServer({ MAX_UPLOAD_BYTES: String(MAX_UPLOAD), UPLOAD_CONCURRENCY_PER_USER: '64' });
 });
 afterAll(() => server?.stop());
 

@@ -15,6 +15,7 @@ export const UPLOAD_MUTATION = `mutation Upload($file: Upload!, $name: String, $
     ... on InvalidFileError { detectedFormat reason }
     ... on UnsafeFileError { findings { kind detail location } }
     ... on FileTooLargeError { maxBytes }
+    ... on TooManyUploadsError { scope limit }
     ... on QuotaExceededError { currentUsageBytes maxQuotaBytes availableBytes currentCount maxCount }
     ... on ValidationError { issues { path message } }
     ... on UploadLoraSuccess {
@@ -148,3 +149,48 @@ export function postMultipart(req: MultipartRequest): Promise<MultipartResponse>
 export function newUploadId(): string {
   return randomUUID();
 }
+
+export interface RawMultipartRequest {
+  url: string;
+  token?: string | null;
+  /** The whole body (boundary `XBOUNDARY`), sent as is with its Content-Length. */
+  body: string | Buffer;
+  /** Give up (and report `aborted`) when no response came in this long. @default 10,000 */
+  timeoutMs?: number;
+}
+
+/** Posts a hand-written multipart body: every part, in any order, as the test wrote it. */
+export function postRawMultipart(req: RawMultipartRequest): Promise<MultipartResponse> {
+  const body = Buffer.isBuffer(req.body) ? req.body : Buffer.from(req.body);
+  const headers: Record<string, string> = {
+    'content-type': `multipart/form-data; boundary=${BOUNDARY}`,
+    'content-length': String(body.length),
+    'x-graphql-yoga-csrf': '1',
+    ...(req.token ? { authorization: `Bearer ${req.token}` } : {}),
+  };
+  return new Promise((resolve) => {
+    const r = request(
+      req.url,
+      { method: 'POST', headers, timeout: req.timeoutMs ?? 10_000 },
+      (res) => void readMultipartResponse(res).then(resolve),
+    );
+    r.on('timeout', () => r.destroy(new Error('no response in time')));
+    r.on('error', (error) => resolve({ status: 0, body: undefined, text: String(error), aborted: true }));
+    r.end(body);
+  });
+}
+
+/** One multipart part (boundary `XBOUNDARY`); a file part when `filename` is given. */
+export function multipartPart(name: string, value: string | Buffer, filename?: string): Buffer {
+  const disposition = `form-data; name="${name}"${filename === undefined ? '' : `; filename="${filename}"`}`;
+  const type = filename === undefined ? '' : 'Content-Type: application/octet-stream\r\n';
+  return Buffer.concat([
+    Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: ${disposition}\r\n${type}\r\n`),
+    Buffer.from(value),
+    Buffer.from('\r\n'),
+  ]);
+}
+
+export const MULTIPART_END = `--${BOUNDARY}--\r\n`;
+
+/** Reads a response to its end: status, text, and the body parsed as JSON (undefined when it is not). */

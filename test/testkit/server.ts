@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import { inject } from 'vitest';
 import { type App, buildApp, type RuntimeConfig } from '../../server/app.ts';
 import { signToken } from '../../server/auth/tokens.ts';
@@ -52,9 +53,9 @@ export function testConfig(env: Record<string, string> = {}): RuntimeConfig {
   };
 }
 
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+export async function startTestServer(env: Record<string, string> = {}, options: { logger?: Logger } = {}): Promise<TestServer> {
   const config = testConfig(env);
-  const app = buildApp(config);
+  const app = buildApp(config, options);
   const url = await app.start();
   const graphqlUrl = `${url}/graphql`;
   const secret = config.auth.jwtSecret ?? TEST_JWT_SECRET;

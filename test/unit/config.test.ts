@@ -55,6 +55,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/JWT_SECRET or JWT_JWKS_URL[\s\S]*DATABASE_URL/);
   });
 
+  it('bounds stalled and concurrent uploads and slow clients by default (UPLOAD_IDLE_SECONDS, UPLOAD_CONCURRENCY_*, HTTP_*)', () => {
+    expect(loadConfig({})).toMatchObject({
+      uploadLimits: { idleMs: 60_000, perUser: 4, perProcess: 64 },
+      httpTimeouts: { headersMs: 30_000, keepAliveMs: 5_000 },
+    });
+    expect(loadConfig({ UPLOAD_IDLE_SECONDS: '2.5' }).uploadLimits.idleMs).toBe(2_500);
+    expect(() => loadConfig({ UPLOAD_IDLE_SECONDS: '0', UPLOAD_CONCURRENCY_PER_USER: '-1' })).toThrow(
+      /UPLOAD_IDLE_SECONDS[\s\S]*UPLOAD_CONCURRENCY_PER_USER/,
+    );
+  });
+
   it('treats empty variables as unset', () => {
     expect(loadConfig({ DATABASE_URL: '  ', PORT: '' }).databaseUrl).toBeUndefined();
   });
