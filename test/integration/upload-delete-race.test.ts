@@ -28,6 +28,8 @@ beforeAll(async () => {
     DATABASE_URL: db.url,
     LORA_CONTAINER: `race-${randomUUID().slice(0, 8)}`,
     UPLOAD_STALE_SECONDS: String(STALE_SECONDS),
+    // 50 uploads of one user at once: the per-user cap (default 4) is not what this race is about
+    UPLOAD_CONCURRENCY_PER_USER: '64',
   });
 });
 afterAll(async () => {
