@@ -1,5 +1,5 @@
 /**
- * `npm run bench:agent` — the cache agent (cache-agent/app.ts, built in this process, talking to
+ * `npm run bench:agent` — the cache agent (cache-agent/app.ts's buildAgent, in this process, talking to
  * the real API in a child process through the SDK) against baselines measured in the same run.
  *
  * 1. Cache hit: `agent.ensure(ref)` of a cached user LoRA vs a bare `fs.promises.stat` of the same

@@ -3,30 +3,29 @@ import { createLoraClient, type LoraClient } from '@lora-vault/sdk';
 import { Cron } from 'croner';
 import { type Logger, pino } from 'pino';
 import WebSocket from 'ws';
-import { CacheCore, type CacheCoreDeps, type EnsureOptions, type EnsureResult, type LoraRef } from './agent.ts';
 import type { AgentConfig, SettingOverrides } from './config.ts';
+import { CacheCore, type CacheCoreDeps, type EnsureOptions, type EnsureResult } from './ensure.ts';
 import { AgentError } from './errors.ts';
-import type { EvictionPlan } from './eviction.ts';
-import { type AgentHttpServer, startHttpInterface } from './http.ts';
+import { type EvictDeps, type EvictReport, evictByAge, evictNow } from './evict.ts';
 import { Invalidator } from './invalidation.ts';
 import { layoutFor } from './layout.ts';
-import {
-  type CleanupReport,
-  diskFreeBytes,
-  executeEviction,
-  planForAge,
-  planForSpace,
-  startupCleanup,
-  type VerifyReport,
-  verifyAll,
-} from './maintenance.ts';
+import { type LocalInterface, type LocalInterfaceHandlers, startLocalInterface } from './local-interface.ts';
+import type { LoraRef } from './lora-refs.ts';
+import { type CleanupReport, startupCleanup, type VerifyReport, verifyAll } from './maintenance.ts';
+import { type PrefetchOptions, type PrefetchResult, prefetchWorkflow } from './prefetch.ts';
 import { type CacheStats, computeStats, createReporter } from './reporter.ts';
 import { type CacheStore, openStore } from './store.ts';
-import { scanWorkflow, type WorkflowLoraRef } from './workflow.ts';
 
 /**
- * The agent, built from its config: `buildAgent(config) → { start, stop, … }`. Nothing runs at
- * import; `start()` cleans up, evicts by age, subscribes, schedules and (optionally) listens.
+ * The wiring: `buildAgent(config) → { start, stop, … }` puts the agent's parts together and does
+ * no work of its own. Nothing runs at import, and building touches nothing on disk (the one-shot
+ * CLI commands promise to change only what they are asked to). `start()` opens the index
+ * (`model_cache.db`, writing the environment's setting overrides), cleans up, evicts by age,
+ * subscribes, schedules and (optionally) listens.
+ *
+ * Where the work is: ensure.ts (hit, miss, download), prefetch.ts, evict.ts, invalidation.ts
+ * (deletions upstream), reporter.ts (usage, events, stats), maintenance.ts (start-up cleanup,
+ * verify), local-interface.ts (HTTP for ComfyUI nodes and job runners), main.ts (the CLI).
  */
 
 export interface AgentOptions {
@@ -53,22 +52,11 @@ export interface StartOptions {
   maintain?: boolean;
 }
 
-export interface PrefetchItem {
-  ref: WorkflowLoraRef;
-  result?: EnsureResult;
-  error?: ReturnType<AgentError['toJSON']>;
-}
-
-export interface PrefetchResult {
-  format: 'api' | 'nodes';
-  items: PrefetchItem[];
-  problems: { nodeId: string; message: string }[];
-}
-
-export interface EvictReport {
-  dryRun: boolean;
-  age: { victims: string[]; bytesFreed: number };
-  overCap: { victims: string[]; bytesFreed: number; fits: boolean };
+/** The parts that exist once `start()` has opened the index. */
+interface Running {
+  store: CacheStore;
+  core: CacheCore;
+  invalidator: Invalidator;
 }
 
 export type Agent = ReturnType<typeof buildAgent>;
@@ -76,14 +64,8 @@ export type Agent = ReturnType<typeof buildAgent>;
 export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { machineId: config.machineId } });
   const now = options.now ?? (() => new Date());
-  const store = openStore(config.dbPath, {
-    busyTimeoutMs: config.dbBusyTimeoutMs,
-    onCorrupt: (movedTo, error) =>
-      logger.error({ err: error, movedTo }, 'model_cache.db was corrupt: moved aside, rebuilding the index from the files on disk'),
-  });
-  applyOverrides(store, config.overrides);
   const layout = layoutFor(config.loraDir);
-  let invalidator: Invalidator | null = null;
+  let running: Running | null = null;
   const client =
     options.client !== undefined
       ? options.client
@@ -93,150 +75,113 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
             token: config.api.token,
             webSocketImpl: WebSocket,
             wsRetryAttempts: 10,
-            onConnected: () => void invalidator?.reconcile(),
+            onConnected: () => void running?.invalidator.reconcile(),
           })
         : null;
   const ownsClient = options.client === undefined;
   const reporter = createReporter(client, logger);
-  const core = new CacheCore({
-    config,
-    store,
-    layout,
-    client,
-    logger,
-    reporter,
-    now,
-    ...(options.downloadTuning ? { downloadTuning: options.downloadTuning } : {}),
-  });
-  invalidator = new Invalidator({ store, client, logger, reporter, now });
   const timers: NodeJS.Timeout[] = [];
   let cron: Cron | null = null;
-  let http: AgentHttpServer | null = null;
+  let localInterface: LocalInterface | null = null;
   let cleanup: CleanupReport | null = null;
 
-  async function evictByAge(): Promise<number> {
-    const settings = store.settings();
-    if (!settings.evictionEnabled) return 0;
-    const t = now();
-    const plan = planForAge(store, settings, t);
-    const result = await executeEviction(plan, `unused for ${settings.maxAgeDays} days`, {
-      store,
-      logger,
-      now: t,
-      onEvicted: (_r, e) => reporter.evicted(e, 'age'),
-    });
-    return result.evicted.length;
+  function parts(): Running {
+    if (!running) throw new Error('the cache agent is not started: call start() first');
+    return running;
+  }
+  const evictDeps = (): EvictDeps => ({ store: parts().store, layout, logger, reporter, now });
+
+  /** For in-process callers (the CLI, tests); the local interface calls the core's ensure itself. */
+  function ensure(ref: LoraRef, opts?: EnsureOptions): Promise<EnsureResult> {
+    return parts().core.ensure(ref, opts);
   }
 
-  async function evict(dryRun: boolean): Promise<EvictReport> {
-    const settings = store.settings();
-    const t = now();
-    const age = planForAge(store, settings, t);
-    const overCap: EvictionPlan = planForSpace(
-      store,
-      settings,
-      { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) },
-      t,
-    );
-    const report: EvictReport = {
-      dryRun,
-      age: { victims: age.victims.map((v) => v.path), bytesFreed: age.bytesFreed },
-      overCap: { victims: overCap.victims.map((v) => v.path), bytesFreed: overCap.bytesFreed, fits: overCap.fits },
-    };
-    if (!dryRun) {
-      await executeEviction(age, 'age (manual)', { store, logger, now: t, onEvicted: (_r, e) => reporter.evicted(e, 'age') });
-      await executeEviction(
-        planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) }, t),
-        'over the cap (manual)',
-        {
-          store,
-          logger,
-          now: t,
-          onEvicted: (_r, e) => reporter.evicted(e, 'space'),
-        },
-      );
-    }
-    return report;
-  }
-
-  async function prefetch(
-    workflow: unknown,
-    grant: string | null,
-    opts: Omit<EnsureOptions, 'recordUsage' | 'onProgress'> = {},
-  ): Promise<PrefetchResult> {
-    const scan = scanWorkflow(workflow);
-    const items: PrefetchItem[] = scan.refs.map((ref) => ({ ref }));
-    const queue = [...items];
-    const worker = async () => {
-      for (let item = queue.shift(); item; item = queue.shift()) {
-        try {
-          if (item.ref.source === 'user' && !grant)
-            throw new AgentError('INVALID_GRANT', 'the workflow references user LoRAs: a job grant is required');
-          const ref: LoraRef =
-            item.ref.source === 'user'
-              ? { source: 'user', id: item.ref.id, grant: grant as string }
-              : { source: 'shared', name: item.ref.name };
-          const lease = opts.lease ? { ...opts.lease, grant: opts.lease.grant ?? grant } : opts.lease;
-          item.result = await core.ensure(ref, { ...opts, lease, recordUsage: false });
-        } catch (error) {
-          item.error = (error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message)).toJSON();
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(config.prefetchConcurrency, items.length) }, worker));
-    const used = items.flatMap((i) => (i.result && i.ref.source === 'user' ? [i.ref.id] : []));
-    if (grant) reporter.usage(grant, used, opts.workflowId ?? null, opts.workflowName ?? null);
-    return { format: scan.format, items, problems: scan.problems };
+  function prefetch(workflow: unknown, grant: string | null, opts: PrefetchOptions = {}): Promise<PrefetchResult> {
+    const { core } = parts();
+    return prefetchWorkflow({ ensure: core.ensure.bind(core), reporter, concurrency: config.prefetchConcurrency }, workflow, grant, opts);
   }
 
   /** By the lease's token, or by holder with the job grant the leases were taken with. */
-  async function release(by: { leaseId: string } | { holder: string; grant: string }): Promise<{ released: number }> {
+  async function release(by: Parameters<CacheStore['releaseLeases']>[0]): Promise<{ released: number }> {
+    const { store, invalidator } = parts();
     const paths = await store.releaseLeases(by);
     if ('leaseId' in by && paths.length === 0)
       throw new AgentError('LEASE_NOT_FOUND', `no lease ${by.leaseId} (released already, or expired)`);
-    await invalidator?.evictPending();
+    await invalidator.evictPending();
     return { released: paths.length };
   }
 
   function stats(): CacheStats & { inflightDownloads: number; leasedFiles: number } {
+    const { store, core } = parts();
     const t = now();
     return { ...computeStats(store, store.settings(), t), inflightDownloads: core.inflightCount, leasedFiles: store.leasedPaths(t).size };
   }
 
   async function reportStats(): Promise<boolean> {
+    const { store } = parts();
     return reporter.stats(computeStats(store, store.settings(), now()));
   }
 
   async function sweep(): Promise<void> {
+    const { store, invalidator } = parts();
     await store.prune(now());
-    await invalidator?.evictPending();
+    await invalidator.evictPending();
   }
 
-  const agent = {
+  function health() {
+    return { ok: true, api: client ? 'configured' : 'none', reconciliations: running?.invalidator.reconciliations ?? 0, cleanup };
+  }
+
+  return {
     config,
-    store,
     layout,
-    core,
     client,
-    get invalidator(): Invalidator {
-      return invalidator as Invalidator;
+    /** The index (after start). */
+    get store(): CacheStore {
+      return parts().store;
     },
-    ensure: (ref: LoraRef, opts?: EnsureOptions) => core.ensure(ref, opts),
+    /** ensure's hit / miss / download core (after start). */
+    get core(): CacheCore {
+      return parts().core;
+    },
+    get invalidator(): Invalidator {
+      return parts().invalidator;
+    },
+    ensure,
     prefetch,
     release,
     stats,
     reportStats,
-    evict,
-    evictByAge,
+    evict: (dryRun: boolean): Promise<EvictReport> => evictNow(evictDeps(), dryRun),
+    evictByAge: (): Promise<number> => evictByAge(evictDeps()),
     sweep,
-    verify: (): Promise<VerifyReport> => verifyAll(store, logger),
-    health: () => ({ ok: true, api: client ? 'configured' : 'none', reconciliations: invalidator?.reconciliations ?? 0, cleanup }),
+    verify: (): Promise<VerifyReport> => verifyAll(parts().store, logger),
+    health,
     /** The local interface's address once started (`http://127.0.0.1:port` or the socket path). */
     get address(): string | null {
-      return http?.address ?? null;
+      return localInterface?.address ?? null;
     },
 
     async start(startOptions: StartOptions = {}): Promise<void> {
+      if (running) throw new Error('the cache agent is started already');
+      const store = openStore(config.dbPath, {
+        busyTimeoutMs: config.dbBusyTimeoutMs,
+        onCorrupt: (movedTo, error) =>
+          logger.error({ err: error, movedTo }, 'model_cache.db was corrupt: moved aside, rebuilding the index from the files on disk'),
+      });
+      const core = new CacheCore({
+        config,
+        store,
+        layout,
+        client,
+        logger,
+        reporter,
+        now,
+        ...(options.downloadTuning ? { downloadTuning: options.downloadTuning } : {}),
+      });
+      const invalidator = new Invalidator({ store, client, logger, reporter, now });
+      running = { store, core, invalidator };
+      applyOverrides(store, config.overrides);
       await mkdir(layout.usersDir, { recursive: true });
       await mkdir(layout.sharedDir, { recursive: true });
       await mkdir(layout.locksDir, { recursive: true });
@@ -244,13 +189,13 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         cleanup = await startupCleanup(store, layout, logger, now());
         // Leases an older agent granted without a cap (e.g. 7 days) end within the cap too.
         await store.capLeases(new Date(now().getTime() + config.leaseMaxSeconds * 1000));
-        await evictByAge();
+        await evictByAge(evictDeps());
       }
       timers.push(setInterval(() => store.flushTouches(), 1000));
-      if (startOptions.subscribe !== false) invalidator?.start();
+      if (startOptions.subscribe !== false) invalidator.start();
       if (startOptions.schedule !== false) {
         cron = new Cron(config.ageEvictionCron, { protect: true }, async () => {
-          await evictByAge().catch((error) => logger.error({ err: error }, 'age eviction failed'));
+          await evictByAge(evictDeps()).catch((error) => logger.error({ err: error }, 'age eviction failed'));
         });
         timers.push(setInterval(() => void sweep().catch((error) => logger.warn({ err: error }, 'lease sweep failed')), 30_000));
         if (config.statsIntervalSeconds > 0 && client) {
@@ -258,25 +203,31 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
           void reportStats();
         }
       }
-      if (startOptions.listen !== false) http = await startHttpInterface(agent, config.listen, logger);
-      logger.info({ loraDir: layout.root, db: config.dbPath, address: http?.address ?? null, api: config.api.url }, 'cache agent started');
+      if (startOptions.listen !== false) {
+        const handlers: LocalInterfaceHandlers = { health, stats, ensure: core.ensure.bind(core), prefetch, release };
+        localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
+      }
+      logger.info(
+        { loraDir: layout.root, db: config.dbPath, address: localInterface?.address ?? null, api: config.api.url },
+        'cache agent started',
+      );
     },
 
     async stop(): Promise<void> {
-      core.stop();
+      running?.core.stop();
       cron?.stop();
       for (const t of timers) clearInterval(t);
-      await http?.close();
-      await invalidator?.stop();
+      await localInterface?.close();
+      await running?.invalidator.stop();
       await reporter.close();
       if (ownsClient) await client?.close();
       await rm(layout.processTempDir, { recursive: true, force: true });
-      store.close();
+      running?.store.close();
     },
   };
-  return agent;
 }
 
+/** Environment values of the settings the Python nodes share override (and rewrite) the table. */
 function applyOverrides(store: CacheStore, overrides: SettingOverrides): void {
   const values: Record<string, string> = {};
   if (overrides.maxCacheGb !== undefined) values.lora_cache_max_gb = String(overrides.maxCacheGb);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -6,9 +7,10 @@ import { z } from 'zod';
  * The agent's configuration: the only reader of `process.env` in the agent. Parsed once; every
  * problem is reported together (`AgentConfigError`). Defaults are documented in README.md.
  *
- * The three cache settings (`lora_cache_max_gb`, `lora_max_age_days`, `lora_eviction_enabled`)
- * live in `model_cache.db`'s `settings` table like the Python nodes expect; an environment value
- * here overrides the table (and is written back to it so both sides agree).
+ * The cache settings (`lora_cache_max_gb`, `lora_max_age_days`, `lora_eviction_enabled`,
+ * `min_free_space_gb`) live in `model_cache.db`'s `settings` table like the Python nodes expect; an
+ * environment value here overrides the table (and is written back to it, when the agent starts, so
+ * both sides agree).
  */
 
 const boolish = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
@@ -65,7 +67,10 @@ const envSchema = z
      * and written every second, so they never wait.
      */
     DB_BUSY_TIMEOUT_MS: positiveInt.default(5000),
-    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** pino's level. @default info for the daemon, warn for one-shot commands (their logs go to stderr) */
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+    /** The job grant `lora-cache ensure` / `prefetch` use when no --grant is given. @default none */
+    LORA_GRANT: z.string().optional(),
   })
   .refine((e) => e.LEASE_TTL_SECONDS <= e.LEASE_MAX_SECONDS, {
     path: ['LEASE_TTL_SECONDS'],
@@ -111,8 +116,14 @@ export interface AgentConfig {
   statsIntervalSeconds: number;
   ageEvictionCron: string;
   dbBusyTimeoutMs: number;
-  logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
+  logLevel: LogLevel;
+  /** One-shot CLI commands: LOG_LEVEL when set, else `warn`. */
+  commandLogLevel: LogLevel;
+  /** LORA_GRANT: the CLI's job grant when no --grant is given. */
+  defaultGrant: string | null;
 }
+
+type LogLevel = NonNullable<z.infer<typeof envSchema>['LOG_LEVEL']>;
 
 export class AgentConfigError extends Error {
   override readonly name = 'AgentConfigError';
@@ -121,7 +132,11 @@ export class AgentConfigError extends Error {
   }
 }
 
-export function loadAgentConfig(env: Record<string, string | undefined>, readFile?: (path: string) => string): AgentConfig {
+/** Reads `env` (process.env unless a test passes its own) and the token file, once. */
+export function loadAgentConfig(
+  env: Record<string, string | undefined> = process.env,
+  readFile: ((path: string) => string) | undefined = (path) => readFileSync(path, 'utf8'),
+): AgentConfig {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
     throw new AgentConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
@@ -157,6 +172,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, readFil
     statsIntervalSeconds: e.STATS_INTERVAL_SECONDS,
     ageEvictionCron: e.AGE_EVICTION_CRON,
     dbBusyTimeoutMs: e.DB_BUSY_TIMEOUT_MS,
-    logLevel: e.LOG_LEVEL,
+    logLevel: e.LOG_LEVEL ?? 'info',
+    commandLogLevel: e.LOG_LEVEL ?? 'warn',
+    defaultGrant: e.LORA_GRANT ?? null,
   };
 }

@@ -15,15 +15,11 @@ const program = new Command('lora-cache')
   .description('Just-in-time LoRA cache for GPU machines running ComfyUI (configuration: environment, see README)')
   .showHelpAfterError();
 
-function config() {
-  return loadAgentConfig(process.env, (path) => readFileSync(path, 'utf8'));
-}
-
 /** Builds the agent without the local interface, subscription or maintenance, runs `work`, stops. */
 async function oneShot<T>(work: (agent: Agent) => Promise<T>): Promise<T> {
-  const cfg = config();
+  const cfg = loadAgentConfig();
   // Logs go to stderr so stdout stays the command's JSON answer.
-  const logger = pino({ level: process.env.LOG_LEVEL ? cfg.logLevel : 'warn', base: { machineId: cfg.machineId } }, pino.destination(2));
+  const logger = pino({ level: cfg.commandLogLevel, base: { machineId: cfg.machineId } }, pino.destination(2));
   const agent = buildAgent(cfg, { logger });
   await agent.start({ listen: false, subscribe: false, schedule: false, maintain: false });
   try {
@@ -58,7 +54,7 @@ program
   .command('start')
   .description('run the daemon: local interface, invalidation, scheduled eviction and stats')
   .action(async () => {
-    const agent = buildAgent(config());
+    const agent = buildAgent(loadAgentConfig());
     await agent.start();
     let stopping = false;
     const stop = async (signal: string) => {
@@ -82,7 +78,7 @@ program
     const result = await oneShot((agent) => {
       const ref = lora.startsWith('shared:')
         ? { source: 'shared' as const, name: lora.slice('shared:'.length) }
-        : { source: 'user' as const, id: lora, grant: opts.grant ?? process.env.LORA_GRANT ?? '' };
+        : { source: 'user' as const, id: lora, grant: opts.grant ?? agent.config.defaultGrant ?? '' };
       return agent.ensure(ref, bars.onProgress ? { onProgress: bars.onProgress } : {});
     }).finally(bars.stop);
     print(result);
@@ -100,7 +96,7 @@ program
     } catch (error) {
       throw new AgentError('INVALID_WORKFLOW', `cannot read ${file}: ${(error as Error).message}`);
     }
-    const result = await oneShot((agent) => agent.prefetch(workflow, opts.grant ?? process.env.LORA_GRANT ?? null));
+    const result = await oneShot((agent) => agent.prefetch(workflow, opts.grant ?? agent.config.defaultGrant ?? null));
     print(result);
     if (result.items.some((i) => i.error)) process.exitCode = 1;
   });

@@ -6,8 +6,8 @@ import type { Logger } from 'pino';
 import { type CacheRow, type EvictionPlan, planAgeEviction, planSpaceEviction } from './eviction.ts';
 import { type Layout, looksLikeSafetensors, PICKLE_EXTENSIONS, parseUserLoraPath } from './layout.ts';
 import { processAlive } from './lock.ts';
+import { normaliseSharedName } from './lora-refs.ts';
 import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
-import { normaliseSharedName } from './workflow.ts';
 
 /**
  * The destructive and repairing work on the cache folder: start-up cleanup, eviction (plan with

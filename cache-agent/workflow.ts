@@ -10,6 +10,7 @@
  * - Stock `LoraLoader` / `LoraLoaderModelOnly`: `lora_name` names a shared-library file.
  */
 import { AgentError } from './errors.ts';
+import { normaliseLoraId, normaliseSharedName } from './lora-refs.ts';
 
 export type WorkflowLoraRef = { source: 'user'; id: string; nodeIds: string[] } | { source: 'shared'; name: string; nodeIds: string[] };
 export interface WorkflowScan {
@@ -19,14 +20,9 @@ export interface WorkflowScan {
 }
 
 const MAX_NODES = 10_000;
-const MAX_INT8 = 9223372036854775807n;
-const MAX_NAME_CHARS = 255; // the API's limit for shared names (server/domain/validation.ts)
-const MAX_SEGMENT_BYTES = 255; // NAME_MAX of common file systems
 const EMPROPS_LOADERS = new Set(['EmProps_Lora_Loader', 'EmProps_Lora_Loader_Simple']);
 const STOCK_LOADERS = new Set(['LoraLoader', 'LoraLoaderModelOnly']);
 const SKIPPED_MODES = new Set([2, 4]); // UI format: 2 = muted ("never"), 4 = bypassed
-const UNSAFE_CHAR = /[\p{Cc}\p{Default_Ignorable_Code_Point}\p{Cs}]/u; // controls, NUL, bidi/zero-width, lone surrogates
-const encoder = new TextEncoder();
 const NEITHER = 'neither an API-format workflow ({ "<id>": { class_type, inputs } }) nor a node list ({ nodes: [...] })';
 const tooMany = () => new AgentError('INVALID_WORKFLOW', `the workflow has more than ${MAX_NODES} nodes`);
 
@@ -42,30 +38,6 @@ function isObj(value: unknown): value is Obj {
 
 function own(obj: Obj, key: string): unknown {
   return Object.hasOwn(obj, key) ? obj[key] : undefined;
-}
-
-/** A user LoRA id as its canonical decimal string ("123"), or null when it cannot name a LoRA. */
-export function normaliseLoraId(value: unknown): string | null {
-  if (typeof value === 'number') return Number.isSafeInteger(value) && value > 0 ? String(value) : null;
-  if (typeof value !== 'string') return null;
-  const text = value.trim();
-  // Leading zeros are refused rather than stripped: "0123" and "123" must not silently alias.
-  if (!/^[1-9][0-9]{0,18}$/.test(text)) return null;
-  return BigInt(text) <= MAX_INT8 ? text : null;
-}
-
-/** A shared LoRA file name relative to the loras folder ("style/foo.safetensors"), or null. */
-export function normaliseSharedName(value: unknown): string | null {
-  if (typeof value !== 'string') return null;
-  // ComfyUI on Windows writes subfolders with backslashes; a backslash is never an escape here.
-  const name = value.replaceAll('\\', '/');
-  if (name === '' || name.length > MAX_NAME_CHARS || UNSAFE_CHAR.test(name)) return null;
-  if (name.startsWith('/') || /^[A-Za-z]:/.test(name)) return null; // POSIX, UNC (\\host) or drive-absolute
-  for (const segment of name.split('/')) {
-    if (segment === '' || segment === '.' || segment === '..') return null;
-    if (encoder.encode(segment).length > MAX_SEGMENT_BYTES) return null;
-  }
-  return name;
 }
 
 function preview(value: unknown): string {

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { layoutFor, lockKey, parseUserLoraPath, sharedLoraPath, slug, userLoraPath } from '../../cache-agent/layout.ts';
 import { isLocked, tryLock } from '../../cache-agent/lock.ts';
-import { normaliseSharedName } from '../../cache-agent/workflow.ts';
+import { normaliseSharedName } from '../../cache-agent/lora-refs.ts';
 
 const layout = layoutFor('/srv/comfy/models/loras', 1234);
 const inside = (dir: string, path: string) => {

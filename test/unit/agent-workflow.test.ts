@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AgentError } from '../../cache-agent/errors.ts';
-import { normaliseLoraId, normaliseSharedName, scanWorkflow, type WorkflowLoraRef } from '../../cache-agent/workflow.ts';
+import { normaliseLoraId, normaliseSharedName } from '../../cache-agent/lora-refs.ts';
+import { scanWorkflow, type WorkflowLoraRef } from '../../cache-agent/workflow.ts';
 
 const MAX_INT8 = 9223372036854775807n;
 const TYPES = ['EmProps_Lora_Loader', 'LoraLoader', 'LoraLoaderModelOnly'] as const;

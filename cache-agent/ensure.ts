@@ -5,8 +5,10 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
 import { type DownloadOptions, type DownloadTarget, downloadToTemp } from './downloader.ts';
 import { AgentError } from './errors.ts';
+import { readGrantClaims } from './grant-claims.ts';
 import { type Layout, type LoraFormat, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
 import { type DownloadLock, isLocked, tryLock } from './lock.ts';
+import type { LoraRef } from './lora-refs.ts';
 import { diskFreeBytes, executeEviction, planForSpace } from './maintenance.ts';
 import type { Reporter } from './reporter.ts';
 import { fromSdkError } from './sdk-errors.ts';
@@ -16,8 +18,6 @@ import type { CacheEntry, CacheStore } from './store.ts';
  * ensure(ref) → a local path: the hit path (index lookup, stat, touch) and the miss path (make
  * room, one download per LoRA across callers and processes, verify, rename, register).
  */
-
-export type LoraRef = { source: 'user'; id: string; grant: string } | { source: 'shared'; name: string };
 
 export interface EnsureOptions {
   /**
@@ -79,8 +79,8 @@ export class CacheCore {
   async ensure(ref: LoraRef, options: EnsureOptions = {}): Promise<EnsureResult> {
     if (this.stopping) throw new AgentError('SHUTTING_DOWN', 'the agent is stopping');
     const leaseGrant = options.lease ? (options.lease.grant ?? (ref.source === 'user' ? ref.grant : null)) : null;
-    const leaseGrantExp = leaseGrant === null ? null : checkGrant(leaseGrant, this.deps.now()).exp;
-    const grantUser = ref.source === 'user' ? checkGrant(ref.grant, this.deps.now()).sub : null;
+    const leaseGrantExp = leaseGrant === null ? null : readGrantClaims(leaseGrant, this.deps.now()).exp;
+    const grantUser = ref.source === 'user' ? readGrantClaims(ref.grant, this.deps.now()).sub : null;
     const cached = await this.hit(ref, grantUser);
     let entry: CacheEntry;
     let hit = true;
@@ -326,23 +326,6 @@ function notFound(what: string): AgentError {
 function leaseEnd(now: Date, ttlSeconds: number, maxSeconds: number, grantExp: number | null): Date {
   const capped = now.getTime() + Math.min(ttlSeconds, maxSeconds) * 1000;
   return new Date(grantExp === null ? capped : Math.min(capped, grantExp * 1000));
-}
-
-/**
- * The grant's user and expiry (seconds), read (not verified: the API verifies on every miss) to
- * keep hits per-user and bound leases. A forged `exp` gains nothing: leases are capped locally.
- */
-export function checkGrant(grant: string, now: Date): { sub: string; exp: number } {
-  const payload = grant.split('.')[1];
-  let claims: { sub?: unknown; exp?: unknown } = {};
-  try {
-    claims = JSON.parse(Buffer.from(payload ?? '', 'base64url').toString('utf8'));
-  } catch {
-    // handled below
-  }
-  if (typeof claims.sub !== 'string' || typeof claims.exp !== 'number') throw new AgentError('INVALID_GRANT', 'the job grant is malformed');
-  if (claims.exp * 1000 <= now.getTime()) throw new AgentError('INVALID_GRANT', 'the job grant has expired');
-  return { sub: claims.sub.toLowerCase(), exp: claims.exp };
 }
 
 function refLabel(ref: LoraRef): string {

@@ -3,9 +3,11 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { Agent } from './app.ts';
+import type { EnsureOptions, EnsureResult } from './ensure.ts';
 import { AgentError, HTTP_STATUS } from './errors.ts';
-import { normaliseLoraId, normaliseSharedName } from './workflow.ts';
+import { type LoraRef, normaliseLoraId, normaliseSharedName } from './lora-refs.ts';
+import type { PrefetchOptions, PrefetchResult } from './prefetch.ts';
+import type { CacheStore } from './store.ts';
 
 /**
  * The local interface for ComfyUI nodes and job runners, on 127.0.0.1 (or a unix socket):
@@ -18,7 +20,20 @@ import { normaliseLoraId, normaliseSharedName } from './workflow.ts';
  * Who may call (checked before anything else): no browser (any `Origin`, or `Sec-Fetch-Site` other
  * than `none` → FORBIDDEN_ORIGIN); on TCP only a loopback `Host` (or AGENT_HOST / AGENT_ALLOWED_HOSTS)
  * so a DNS-rebinding page is refused (FORBIDDEN_HOST). On a unix socket its file mode decides.
+ *
+ * This file only translates requests: it parses and checks bodies, then calls the handlers the
+ * wiring (app.ts) passes in — `ensure` is CacheCore.ensure (ensure.ts), `prefetch` prefetch.ts.
  */
+
+/** What the local interface calls; app.ts provides them from the running agent. */
+export interface LocalInterfaceHandlers {
+  health(): unknown;
+  stats(): unknown;
+  ensure(ref: LoraRef, options: EnsureOptions): Promise<EnsureResult>;
+  prefetch(workflow: unknown, grant: string | null, options: PrefetchOptions): Promise<PrefetchResult>;
+  /** By the lease's token, or by holder with the job grant the leases were taken with. */
+  release(by: Parameters<CacheStore['releaseLeases']>[0]): Promise<{ released: number }>;
+}
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -62,21 +77,23 @@ type LeaseInput = z.infer<typeof lease>;
 const leaseOption = (value: LeaseInput, grant: string | undefined) =>
   value === false ? null : { ...(value === undefined || value === true ? {} : value), grant: grant ?? null };
 
-export interface AgentHttpServer {
+export interface LocalInterface {
   address: string;
   close(): Promise<void>;
 }
 
-export async function startHttpInterface(
-  agent: Agent,
+export async function startLocalInterface(
+  handlers: LocalInterfaceHandlers,
   listen: { host: string; port: number } | { socket: string },
+  /** `Host` names accepted on TCP (config.allowedHosts); the unix socket checks none. */
+  allowedHosts: readonly string[],
   logger: Logger,
-): Promise<AgentHttpServer> {
-  const tcpHosts = 'socket' in listen ? null : new Set(agent.config.allowedHosts);
+): Promise<LocalInterface> {
+  const tcpHosts = 'socket' in listen ? null : new Set(allowedHosts);
   const server = createServer((req, res) => {
     Promise.resolve()
       .then(() => checkCaller(req, tcpHosts))
-      .then(() => handle(agent, req, res))
+      .then(() => handle(handlers, req, res))
       .catch((error: unknown) => {
         const agentError = error instanceof AgentError ? error : null;
         if (!agentError) logger.error({ err: error, url: req.url }, 'local interface: unexpected error');
@@ -104,14 +121,14 @@ export async function startHttpInterface(
   };
 }
 
-async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(handlers: LocalInterfaceHandlers, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
   const route = `${req.method} ${path}`;
   switch (route) {
     case 'GET /health':
-      return send(res, 200, agent.health());
+      return send(res, 200, handlers.health());
     case 'GET /stats':
-      return send(res, 200, agent.stats());
+      return send(res, 200, handlers.stats());
     case 'POST /ensure': {
       const body = parse(ensureBody, await readJson(req));
       const options = {
@@ -123,11 +140,11 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): 
         body.source === 'user'
           ? { source: 'user' as const, id: body.id, grant: body.grant }
           : { source: 'shared' as const, name: body.name };
-      return send(res, 200, await agent.ensure(ref, options));
+      return send(res, 200, await handlers.ensure(ref, options));
     }
     case 'POST /prefetch': {
       const body = parse(prefetchBody, await readJson(req));
-      const result = await agent.prefetch(body.workflow, body.grant ?? null, {
+      const result = await handlers.prefetch(body.workflow, body.grant ?? null, {
         lease: leaseOption(body.lease, body.grant),
         workflowId: body.workflowId ?? null,
         workflowName: body.workflowName ?? null,
@@ -141,7 +158,7 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): 
           details: { issues: [{ path: 'grant', message: 'required with holder' }] },
         });
       }
-      return send(res, 200, await agent.release(parse(releaseBody, body)));
+      return send(res, 200, await handlers.release(parse(releaseBody, body)));
     }
     default: {
       const known = ['/health', '/stats', '/ensure', '/prefetch', '/release'].includes(path ?? '');
