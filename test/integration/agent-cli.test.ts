@@ -72,7 +72,7 @@ describe('lora-cache CLI', () => {
     expect(verify.code).toBe(1);
     expect(JSON.parse(verify.stdout).corrupt).toEqual([result.path]);
     expect(existsSync(result.path)).toBe(false);
-  });
+  }, 90_000); // eight CLI processes in turn, each compiling TypeScript with tsx: ~30 s on a busy 2-core machine
 
   it('start runs the daemon (local interface up, JSON logs) and stops cleanly on SIGTERM', async () => {
     const comfy = await mkdtemp(join(tmpdir(), 'lora-daemon-'));
