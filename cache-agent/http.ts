@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Agent } from './app.ts';
 import { AgentError, HTTP_STATUS } from './errors.ts';
+import { routeJobs } from './job-routes.ts';
+import { JobRegistry } from './jobs.ts';
 import { normaliseLoraId, normaliseSharedName } from './workflow.ts';
 
 /**
@@ -12,6 +14,7 @@ import { normaliseLoraId, normaliseSharedName } from './workflow.ts';
  *   POST /ensure   {source:'user', id, grant} | {source:'shared', name, grant?}  (+ lease, workflowId)
  *   POST /prefetch {workflow, grant?, lease?, workflowId?, workflowName?}
  *   POST /release  {leaseId} | {holder, grant}
+ *   POST /jobs, /jobs/{id}/prompt, /jobs/{id}/end, /node/ensure   (job-routes.ts)
  *   GET  /stats, GET /health
  * Errors: `{ error: { code, message, retryable, details } }` with the status of the code.
  *
@@ -73,10 +76,11 @@ export async function startHttpInterface(
   logger: Logger,
 ): Promise<AgentHttpServer> {
   const tcpHosts = 'socket' in listen ? null : new Set(agent.config.allowedHosts);
+  const jobs = new JobRegistry(agent, logger);
   const server = createServer((req, res) => {
     Promise.resolve()
       .then(() => checkCaller(req, tcpHosts))
-      .then(() => handle(agent, req, res))
+      .then(() => handle(agent, req, res, jobs))
       .catch((error: unknown) => {
         const agentError = error instanceof AgentError ? error : null;
         if (!agentError) logger.error({ err: error, url: req.url }, 'local interface: unexpected error');
@@ -104,14 +108,16 @@ export async function startHttpInterface(
   };
 }
 
-async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse, jobs: JobRegistry): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
+  const routed = await routeJobs(jobs, req, path ?? '/', { readJson, parse });
+  if (routed) return send(res, routed.status, routed.body);
   const route = `${req.method} ${path}`;
   switch (route) {
     case 'GET /health':
       return send(res, 200, agent.health());
     case 'GET /stats':
-      return send(res, 200, agent.stats());
+      return send(res, 200, { ...agent.stats(), ...jobs.stats() });
     case 'POST /ensure': {
       const body = parse(ensureBody, await readJson(req));
       const options = {
