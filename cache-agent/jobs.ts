@@ -59,6 +59,8 @@ interface Job {
   expiresAt: Date;
   /** User LoRA ids whose use was recorded with the API already (by the prefetch). */
   usageRecorded: Set<string>;
+  /** The path each LoRA ("user:<id>" / "shared:<name>") is leased at for the job (until it ends). */
+  leased: Map<string, string>;
 }
 
 /** How long a node's lookup waits for a runner that binds its prompt id after submitting (older ComfyUI). */
@@ -102,6 +104,7 @@ export class JobRegistry {
       instance: null,
       expiresAt: new Date(Math.min(now.getTime() + ttl * 1000, exp * 1000)),
       usageRecorded: new Set(),
+      leased: new Map(),
     };
     job.instance = input.instance ?? job.instance;
     if (input.promptId) this.bindPrompt(job, input.promptId);
@@ -113,6 +116,7 @@ export class JobRegistry {
     for (const item of prefetch.items) {
       const result = item.result as EnsureResult | undefined;
       if (result?.loraId) job.usageRecorded.add(result.loraId);
+      if (result?.lease) job.leased.set(refKey(result), result.path);
     }
     return { ...answer, prefetch };
   }
@@ -142,18 +146,13 @@ export class JobRegistry {
       if (request.ref.source === 'user') {
         if (!job) throw new AgentError('JOB_NOT_FOUND', noJob(request));
         const id = request.ref.id;
-        const result = await this.agent.ensure(
-          { source: 'user', id, grant: job.grant },
-          { lease: this.lease(job, this.now()), recordUsage: !job.usageRecorded.has(id), workflowId: job.jobId },
-        );
+        const result = await this.ensureLeased(job, { source: 'user', id, grant: job.grant }, !job.usageRecorded.has(id));
         job.usageRecorded.add(id);
         return result;
       }
       // Shared LoRAs need no grant: without a job the node still gets the file, without a lease.
-      return await this.agent.ensure(
-        { source: 'shared', name: request.ref.name },
-        job ? { lease: this.lease(job, this.now()), workflowId: job.jobId } : { lease: null },
-      );
+      const ref = { source: 'shared' as const, name: request.ref.name };
+      return job ? await this.ensureLeased(job, ref, false) : await this.agent.ensure(ref, { lease: null });
     } catch (error) {
       const code: AgentErrorCode = error instanceof AgentError ? error.code : 'DOWNLOAD_FAILED';
       this.count(code, 1);
@@ -161,6 +160,25 @@ export class JobRegistry {
       this.logger.warn({ code, ref, promptId: request.promptId, instance: request.instance }, `loader node refused ${ref}: ${code}`);
       throw error;
     }
+  }
+
+  /**
+   * ensure() under the job's lease. A job holds one lease per file until it ends, so a LoRA the job
+   * already leased at the same path is served without another lease (a hit then writes nothing).
+   */
+  private async ensureLeased(job: Job, ref: LoraRef, recordUsage: boolean): Promise<EnsureResult> {
+    const key = ref.source === 'user' ? `user:${ref.id}` : `shared:${ref.name}`;
+    const leasedAt = job.leased.get(key);
+    const options = { recordUsage, workflowId: job.jobId };
+    const result = await this.agent.ensure(ref, { ...options, lease: leasedAt === undefined ? this.lease(job, this.now()) : null });
+    if (result.lease) job.leased.set(key, result.path);
+    else if (leasedAt !== result.path) {
+      // Downloaded again at another path since (evicted, renamed): lease the new file for the job.
+      const leased = await this.agent.ensure(ref, { recordUsage: false, workflowId: job.jobId, lease: this.lease(job, this.now()) });
+      job.leased.set(key, leased.path);
+      return leased;
+    }
+    return result;
   }
 
   stats(): { jobs: number; nodeFailures: Record<string, number> } {
@@ -216,6 +234,10 @@ export class JobRegistry {
     this.jobs.delete(job.jobId);
     if (job.promptId && this.byPrompt.get(job.promptId) === job.jobId) this.byPrompt.delete(job.promptId);
   }
+}
+
+function refKey(result: EnsureResult): string {
+  return result.source === 'user' ? `user:${result.loraId}` : `shared:${result.sharedName}`;
 }
 
 function sameGrant(job: Job, grant: string): boolean {
