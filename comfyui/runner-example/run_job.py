@@ -30,7 +30,7 @@ from config import NodeConfig  # noqa: E402
 
 GRANT_MUTATION = (
     "mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) "
-    "{ __typename ... on JobGrant { token expiresAt } ... on Error { message } } }"
+    "{ token expiresAt } }"
 )
 
 

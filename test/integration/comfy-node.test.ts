@@ -67,7 +67,7 @@ async function user(server: TestServer, tags: string[]) {
     const lora = await seedLora(server.app, userId, { bytes: smallSd15Lora({ ss_output_name: `${tag}-${randomUUID()}` }) });
     loras.push({ id: lora.id, sha256: lora.sha256 });
   }
-  return { userId, grant: await mintGrant(server, userId), loras };
+  return { userId, id: userId, grant: await mintGrant(server, userId), loras };
 }
 
 describe('ComfyUI node package against a real agent and API (python3 -m unittest)', () => {
@@ -105,6 +105,8 @@ describe('ComfyUI node package against a real agent and API (python3 -m unittest
       other: await user(server, ['v1']),
       shared: { name: sharedName, sha256: sha256(sharedBytes) },
       sharedFile: join(fixtureDir, 'shared.safetensors'),
+      apiUrl: server.graphqlUrl,
+      serviceToken: await server.tokens.service(),
     };
     await writeFile(join(fixtureDir, 'fixture.json'), JSON.stringify(fixture));
     const result = await new Promise<{ code: number; output: string }>((resolve) => {

@@ -318,6 +318,19 @@ class PromptIdFallbacks(NodeTestCase):
 
 
 class Registration(NodeTestCase):
+    def test_the_runner_example_end_to_end_grant_register_prompt_end(self):
+        import run_job
+
+        job_id, prompt_id = new_ids()
+        grant = run_job.create_job_grant(FIXTURE["apiUrl"], FIXTURE["serviceToken"], USER["userId"], job_id, ttl_seconds=600)
+        AGENT.register(job_id, grant, prompt_id=prompt_id, instance="comfy-test")
+        try:
+            self.assertLoaded(self.comfy.submit(graph(user_node(USER["loras"][0]["id"])), prompt_id), USER["loras"][0]["sha256"])
+            self.assertEqual(len(job_leases(job_id)), 1)
+        finally:
+            self.assertEqual(AGENT.end(job_id, grant), {"released": 1, "ended": True})
+        self.assertEqual(job_leases(job_id), [])
+
     def test_prefetch_at_registration_holds_the_workflows_loras(self):
         job_id, prompt_id = new_ids()
         answer = AGENT.register(job_id, USER["grant"], prompt_id=prompt_id, workflow=graph(user_node(USER["loras"][0]["id"])))
