@@ -8,6 +8,7 @@ import { CacheCore, type CacheCoreDeps, type EnsureOptions, type EnsureResult } 
 import { AgentError } from './errors.ts';
 import { type EvictDeps, type EvictReport, evictByAge, evictNow } from './evict.ts';
 import { Invalidator } from './invalidation.ts';
+import { JobRegistry } from './jobs.ts';
 import { layoutFor } from './layout.ts';
 import { type LocalInterface, type LocalInterfaceHandlers, startLocalInterface } from './local-interface.ts';
 import type { LoraRef } from './lora-refs.ts';
@@ -204,7 +205,9 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         }
       }
       if (startOptions.listen !== false) {
-        const handlers: LocalInterfaceHandlers = { health, stats, ensure: core.ensure.bind(core), prefetch, release };
+        const ensure = core.ensure.bind(core);
+        const jobs = new JobRegistry({ config, ensure, prefetch, release }, logger);
+        const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs };
         localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
       }
       logger.info(

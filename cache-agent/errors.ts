@@ -30,6 +30,8 @@ export const AgentErrorCode = {
   FORBIDDEN_HOST: 'FORBIDDEN_HOST',
   /** A browser request (an Origin header, or Sec-Fetch-Site other than `none`). HTTP 403. */
   FORBIDDEN_ORIGIN: 'FORBIDDEN_ORIGIN',
+  /** No live job registered (`POST /jobs`) for the ComfyUI prompt asking for a user LoRA, or it ended / expired. HTTP 404. */
+  JOB_NOT_FOUND: 'JOB_NOT_FOUND',
 } as const;
 export type AgentErrorCode = (typeof AgentErrorCode)[keyof typeof AgentErrorCode];
 
@@ -47,6 +49,7 @@ export const HTTP_STATUS: Record<AgentErrorCode, number> = {
   INDEX_BUSY: 503,
   FORBIDDEN_HOST: 403,
   FORBIDDEN_ORIGIN: 403,
+  JOB_NOT_FOUND: 404,
 };
 
 export interface AgentErrorOptions {

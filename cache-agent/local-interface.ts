@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { EnsureOptions, EnsureResult } from './ensure.ts';
 import { AgentError, HTTP_STATUS } from './errors.ts';
+import { routeJobs } from './job-routes.ts';
+import type { JobRegistry } from './jobs.ts';
 import { type LoraRef, normaliseLoraId, normaliseSharedName } from './lora-refs.ts';
 import type { PrefetchOptions, PrefetchResult } from './prefetch.ts';
 import type { CacheStore } from './store.ts';
@@ -14,6 +16,7 @@ import type { CacheStore } from './store.ts';
  *   POST /ensure   {source:'user', id, grant} | {source:'shared', name, grant?}  (+ lease, workflowId)
  *   POST /prefetch {workflow, grant?, lease?, workflowId?, workflowName?}
  *   POST /release  {leaseId} | {holder, grant}
+ *   POST /jobs, /jobs/{id}/prompt, /jobs/{id}/end, /node/ensure   (job-routes.ts)
  *   GET  /stats, GET /health
  * Errors: `{ error: { code, message, retryable, details } }` with the status of the code.
  *
@@ -33,6 +36,8 @@ export interface LocalInterfaceHandlers {
   prefetch(workflow: unknown, grant: string | null, options: PrefetchOptions): Promise<PrefetchResult>;
   /** By the lease's token, or by holder with the job grant the leases were taken with. */
   release(by: Parameters<CacheStore['releaseLeases']>[0]): Promise<{ released: number }>;
+  /** The jobs runners registered for the ComfyUI node (`/jobs`, `/node/ensure`). */
+  jobs: JobRegistry;
 }
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -123,12 +128,14 @@ export async function startLocalInterface(
 
 async function handle(handlers: LocalInterfaceHandlers, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
+  const routed = await routeJobs(handlers.jobs, req, path ?? '/', { readJson, parse });
+  if (routed) return send(res, routed.status, routed.body);
   const route = `${req.method} ${path}`;
   switch (route) {
     case 'GET /health':
       return send(res, 200, handlers.health());
     case 'GET /stats':
-      return send(res, 200, handlers.stats());
+      return send(res, 200, { ...(handlers.stats() as object), ...handlers.jobs.stats() });
     case 'POST /ensure': {
       const body = parse(ensureBody, await readJson(req));
       const options = {

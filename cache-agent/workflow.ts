@@ -2,14 +2,15 @@
  * Finds every LoRA a ComfyUI workflow references. Pure: no I/O, never mutates its input, reads
  * only own properties of plain objects (so `__proto__` or `constructor` keys are plain data).
  *
- * Loaders understood:
- * - `EmProps_Lora_Loader` (and `EmProps_Lora_Loader_Simple`) from emprops_comfy_nodes. The public
- *   node's INPUT_TYPES are `model`, `clip` (links), then widgets `lora_name` (STRING),
- *   `strength_model`, `strength_clip`. The newer node adds `lora_source` ("user" | "shared") and
- *   `lora_identifier` (a user LoRA id, or a shared file name); `lora_id` is accepted for the id.
+ * Loaders understood (their input names and widget orders come from the loader spec the ComfyUI
+ * package reads too, `comfyui/lora_vault_nodes/loader-spec.json`):
+ * - `LoraVault_Lora_Loader` (this repository's node), `EmProps_Lora_Loader` and its class name
+ *   `EmProps_Lora_Loader_Simple`: `lora_source` ("user" | "shared") and `lora_identifier` (a user
+ *   LoRA id, or a shared file name; `lora_id` is accepted for the id), or the legacy `lora_name`.
  * - Stock `LoraLoader` / `LoraLoaderModelOnly`: `lora_name` names a shared-library file.
  */
 import { AgentError } from './errors.ts';
+import { IDENTIFIER_KEYS, nameWidgets, SOURCE_LOADERS, STOCK_LOADERS } from './loader-spec.ts';
 import { normaliseLoraId, normaliseSharedName } from './lora-refs.ts';
 
 export type WorkflowLoraRef = { source: 'user'; id: string; nodeIds: string[] } | { source: 'shared'; name: string; nodeIds: string[] };
@@ -20,8 +21,6 @@ export interface WorkflowScan {
 }
 
 const MAX_NODES = 10_000;
-const EMPROPS_LOADERS = new Set(['EmProps_Lora_Loader', 'EmProps_Lora_Loader_Simple']);
-const STOCK_LOADERS = new Set(['LoraLoader', 'LoraLoaderModelOnly']);
 const SKIPPED_MODES = new Set([2, 4]); // UI format: 2 = muted ("never"), 4 = bypassed
 const NEITHER = 'neither an API-format workflow ({ "<id>": { class_type, inputs } }) nor a node list ({ nodes: [...] })';
 const tooMany = () => new AgentError('INVALID_WORKFLOW', `the workflow has more than ${MAX_NODES} nodes`);
@@ -65,13 +64,13 @@ const LINKED = 'is linked to another node, not a literal value';
 
 /** One loader node's inputs, whatever format they came from: a reference, a problem, or no LoRA. */
 function readLoader(classType: string, get: Get): Found {
-  const emprops = EMPROPS_LOADERS.has(classType);
+  const emprops = SOURCE_LOADERS.has(classType);
   const raw: Input = emprops ? get('lora_source') : { kind: 'missing' };
   if (raw.kind === 'linked') return { problem: `lora_source ${LINKED}` };
   const source = raw.kind === 'value' && (raw.value === 'user' || raw.value === 'shared') ? raw.value : undefined;
   if (!source && raw.kind === 'value' && !isBlank(raw)) return { problem: `unknown lora_source ${preview(raw.value)}` };
   if (source === 'user') {
-    const [key, input] = pick(get, ['lora_identifier', 'lora_id']);
+    const [key, input] = pick(get, IDENTIFIER_KEYS);
     if (input.kind === 'missing') return { problem: 'user LoRA without lora_identifier' };
     if (input.kind === 'linked') return { problem: `${key} ${LINKED}` };
     const id = normaliseLoraId(input.value);
@@ -120,22 +119,9 @@ function namedGetter(values: Obj, linked: ReadonlySet<string> = new Set()): Get 
   };
 }
 
-/**
- * UI-format positional `widgets_values`. Widgets appear in INPUT_TYPES order, links excluded: the
- * public EmProps and stock loaders give `[lora_name, strength_model, (strength_clip)]`. The order
- * of the newer `lora_source` / `lora_identifier` widgets is not published, so (assumption) the
- * first value that is exactly "user" or "shared" is `lora_source` and the next is `lora_identifier`.
- */
+/** UI-format positional `widgets_values`, named by the loader spec's widget orders (legacy ones included). */
 function positionalValues(classType: string, values: unknown[]): Obj {
-  const named: Obj = Object.create(null);
-  const at = EMPROPS_LOADERS.has(classType) ? values.findIndex((v) => v === 'user' || v === 'shared') : -1;
-  if (at >= 0) {
-    named.lora_source = values[at];
-    if (at + 1 < values.length) named.lora_identifier = values[at + 1];
-  } else if (values.length > 0) {
-    named.lora_name = values[0];
-  }
-  return named;
+  return nameWidgets(classType, values);
 }
 
 function scanUiNode(out: Collector, node: unknown, prefix: string, index: number): void {
@@ -147,7 +133,7 @@ function scanUiNode(out: Collector, node: unknown, prefix: string, index: number
   const hasId = typeof rawId === 'string' || (typeof rawId === 'number' && Number.isFinite(rawId));
   const nodeId = prefix + (hasId ? String(rawId) : `nodes[${index}]`);
   const type = own(node, 'type') ?? own(node, 'class_type');
-  if (typeof type !== 'string' || !(EMPROPS_LOADERS.has(type) || STOCK_LOADERS.has(type))) return;
+  if (typeof type !== 'string' || !(SOURCE_LOADERS.has(type) || STOCK_LOADERS.has(type))) return;
   const mode = own(node, 'mode');
   if (typeof mode === 'number' && SKIPPED_MODES.has(mode)) return;
   const inputs = own(node, 'inputs');
@@ -189,7 +175,7 @@ function scanApi(prompt: Obj, keys: string[]): WorkflowScan {
       continue;
     }
     const classType = node.class_type as string;
-    if (!EMPROPS_LOADERS.has(classType) && !STOCK_LOADERS.has(classType)) continue;
+    if (!SOURCE_LOADERS.has(classType) && !STOCK_LOADERS.has(classType)) continue;
     const inputs = own(node, 'inputs');
     out.loader(nodeId, classType, namedGetter(isObj(inputs) ? inputs : {}));
   }
