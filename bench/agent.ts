@@ -418,7 +418,7 @@ function timeSync(samples: number, fn: () => unknown): number {
 
 async function benchEviction(dir: string) {
   await mkdir(join(dir, 'eviction'), { recursive: true });
-  const store = openStore(join(dir, 'eviction', 'model_cache.db'));
+  const store = openStore(join(dir, 'eviction', 'model_cache.db'), { create: true });
   onCleanup('eviction model_cache.db', async () => store.close());
   const now = Date.now();
   let x = 0x2545f491;
@@ -430,6 +430,9 @@ async function benchEviction(dir: string) {
   };
   const insert = store.db.prepare(
     'INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
+  const entry = store.db.prepare(
+    "INSERT INTO lora_cache_entries (path, source, lora_id, user_id, size_bytes, owned) VALUES (?, 'user', ?, ?, ?, 1)",
   );
   const leased = new Set<string>();
   let totalBytes = 0;
@@ -444,6 +447,7 @@ async function benchEviction(dir: string) {
         const lastUsed = random() < 0.01 ? null : toPythonIso(new Date(downloaded + random() * (now - downloaded)));
         if (i % 997 === 0) leased.add(path);
         totalBytes += size;
+        entry.run(path, String(i + 1), user, size);
         insert.run(
           path,
           'user_lora',

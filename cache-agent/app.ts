@@ -1,4 +1,5 @@
 import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createLoraClient, type LoraClient } from '@lora-vault/sdk';
 import { Cron } from 'croner';
 import { type Logger, pino } from 'pino';
@@ -9,7 +10,8 @@ import { AgentError } from './errors.ts';
 import type { EvictionPlan } from './eviction.ts';
 import { type AgentHttpServer, startHttpInterface } from './http.ts';
 import { Invalidator } from './invalidation.ts';
-import { layoutFor } from './layout.ts';
+import { checkUsersDirIsolated, layoutFor, realPathLoose } from './layout.ts';
+import { claimUsersDir } from './layout-setup.ts';
 import {
   type CleanupReport,
   diskFreeBytes,
@@ -76,13 +78,16 @@ export type Agent = ReturnType<typeof buildAgent>;
 export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { machineId: config.machineId } });
   const now = options.now ?? (() => new Date());
+  // Real paths, as ComfyUI's folder_paths uses: a symlinked COMFYUI_DIR names the same files.
+  const layout = layoutFor({ loraDir: realPathLoose(config.loraDir), usersDir: realPathLoose(config.usersDir) });
+  checkUsersDirIsolated(layout, [layout.loraRoot, realPathLoose(join(config.comfyDir, 'output/loras'))]);
   const store = openStore(config.dbPath, {
+    create: config.createDb,
     busyTimeoutMs: config.dbBusyTimeoutMs,
     onCorrupt: (movedTo, error) =>
       logger.error({ err: error, movedTo }, 'model_cache.db was corrupt: moved aside, rebuilding the index from the files on disk'),
   });
   applyOverrides(store, config.overrides);
-  const layout = layoutFor(config.loraDir);
   let invalidator: Invalidator | null = null;
   const client =
     options.client !== undefined
@@ -135,7 +140,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     const overCap: EvictionPlan = planForSpace(
       store,
       settings,
-      { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) },
+      { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.usersDir) },
       t,
     );
     const report: EvictReport = {
@@ -146,7 +151,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     if (!dryRun) {
       await executeEviction(age, 'age (manual)', { store, logger, now: t, onEvicted: (_r, e) => reporter.evicted(e, 'age') });
       await executeEviction(
-        planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) }, t),
+        planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.usersDir) }, t),
         'over the cap (manual)',
         {
           store,
@@ -237,9 +242,15 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     },
 
     async start(startOptions: StartOptions = {}): Promise<void> {
-      await mkdir(layout.usersDir, { recursive: true });
-      await mkdir(layout.sharedDir, { recursive: true });
+      await claimUsersDir(layout);
       await mkdir(layout.locksDir, { recursive: true });
+      const future = store.futureRows(now());
+      if (future > 0) {
+        logger.warn(
+          { rows: future, tz: process.env.TZ ?? null },
+          `model_cache.db holds ${future} row(s) dated in the future: the Python nodes write naive local times in another time zone; run both with the same TZ`,
+        );
+      }
       if (startOptions.maintain !== false) {
         cleanup = await startupCleanup(store, layout, logger, now());
         // Leases an older agent granted without a cap (e.g. 7 days) end within the cap too.
@@ -259,7 +270,10 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         }
       }
       if (startOptions.listen !== false) http = await startHttpInterface(agent, config.listen, logger);
-      logger.info({ loraDir: layout.root, db: config.dbPath, address: http?.address ?? null, api: config.api.url }, 'cache agent started');
+      logger.info(
+        { loraDir: layout.loraRoot, usersDir: layout.usersDir, db: config.dbPath, address: http?.address ?? null, api: config.api.url },
+        'cache agent started',
+      );
     },
 
     async stop(): Promise<void> {
@@ -271,6 +285,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       await reporter.close();
       if (ownsClient) await client?.close();
       await rm(layout.processTempDir, { recursive: true, force: true });
+      await rm(layout.sharedProcessTempDir, { recursive: true, force: true });
       store.close();
     },
   };
@@ -283,5 +298,6 @@ function applyOverrides(store: CacheStore, overrides: SettingOverrides): void {
   if (overrides.maxAgeDays !== undefined) values.lora_max_age_days = String(overrides.maxAgeDays);
   if (overrides.evictionEnabled !== undefined) values.lora_eviction_enabled = String(overrides.evictionEnabled);
   if (overrides.minFreeSpaceGb !== undefined) values.min_free_space_gb = String(overrides.minFreeSpaceGb);
+  if (overrides.minFreeHardGb !== undefined) values.lora_min_free_hard_gb = String(overrides.minFreeHardGb);
   if (Object.keys(values).length) store.putSettings(values);
 }

@@ -56,7 +56,7 @@ describe('cache agent under faults', () => {
       stdio: 'ignore',
     });
     children.push(child);
-    const tempRoot = join(comfy, 'models/loras/.lora-cache-tmp');
+    const tempRoot = join(comfy, 'models/lora-vault-users/.tmp');
     const partial = await eventually(
       async () => {
         for (const dir of existsSync(tempRoot) ? readdirSync(tempRoot).filter((d) => d !== 'locks') : []) {
