@@ -441,7 +441,7 @@ async function benchEviction(dir: string) {
       for (let i = 0; i < EVICTION_ROWS; i++) {
         const user = `${(i % 1000).toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
         const fileName = `${i + 1}_lora-${i}.safetensors`;
-        const path = `/opt/ComfyUI/models/loras/users/${user}/${fileName}`;
+        const path = `/opt/ComfyUI/models/lora-vault-users/${user}/${fileName}`;
         const size = Math.floor(10 * MB + random() * 790 * MB);
         const downloaded = now - random() * 60 * 86_400_000;
         const lastUsed = random() < 0.01 ? null : toPythonIso(new Date(downloaded + random() * (now - downloaded)));

@@ -35,7 +35,7 @@ function modelRow(agent: Agent, path: string) {
 }
 
 describe('ensure: cold download, then hits', () => {
-  it('downloads once into users/{user}/, verifies, registers in the seed tables, then serves hits from disk', async () => {
+  it('downloads once into lora-vault-users/{user}/, verifies, registers in the seed tables, then serves hits from disk', async () => {
     const agent = await agentWith();
     const { userId, grant, loras } = await userWithLoras(server, [300_000]);
     const lora = loras[0]!;

@@ -15,7 +15,7 @@ const inside = (dir: string, path: string) => {
 };
 
 describe('cache layout', () => {
-  it('user LoRA paths stay in users/{user}/, are unique per id, and parse back', () => {
+  it('user LoRA paths stay in {usersDir}/{user}/, are unique per id, and parse back', () => {
     fc.assert(
       fc.property(fc.uuid(), fc.bigInt({ min: 1n, max: 2n ** 62n }), fc.string({ maxLength: 300 }), (userId, id, fileName) => {
         const path = userLoraPath(layout, userId, id.toString(), fileName, 'SAFETENSORS');
