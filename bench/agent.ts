@@ -418,7 +418,7 @@ function timeSync(samples: number, fn: () => unknown): number {
 
 async function benchEviction(dir: string) {
   await mkdir(join(dir, 'eviction'), { recursive: true });
-  const store = openStore(join(dir, 'eviction', 'model_cache.db'));
+  const store = openStore(join(dir, 'eviction', 'model_cache.db'), { create: true });
   onCleanup('eviction model_cache.db', async () => store.close());
   const now = Date.now();
   let x = 0x2545f491;
@@ -431,6 +431,9 @@ async function benchEviction(dir: string) {
   const insert = store.db.prepare(
     'INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
   );
+  const entry = store.db.prepare(
+    "INSERT INTO lora_cache_entries (path, source, lora_id, user_id, size_bytes, owned) VALUES (?, 'user', ?, ?, ?, 1)",
+  );
   const leased = new Set<string>();
   let totalBytes = 0;
   const [, buildMs] = await timed(`built model_cache.db with ${EVICTION_ROWS.toLocaleString('en')} user_lora rows`, async () =>
@@ -438,12 +441,13 @@ async function benchEviction(dir: string) {
       for (let i = 0; i < EVICTION_ROWS; i++) {
         const user = `${(i % 1000).toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
         const fileName = `${i + 1}_lora-${i}.safetensors`;
-        const path = `/opt/ComfyUI/models/loras/users/${user}/${fileName}`;
+        const path = `/opt/ComfyUI/models/lora-vault-users/${user}/${fileName}`;
         const size = Math.floor(10 * MB + random() * 790 * MB);
         const downloaded = now - random() * 60 * 86_400_000;
         const lastUsed = random() < 0.01 ? null : toPythonIso(new Date(downloaded + random() * (now - downloaded)));
         if (i % 997 === 0) leased.add(path);
         totalBytes += size;
+        entry.run(path, String(i + 1), user, size);
         insert.run(
           path,
           'user_lora',

@@ -107,6 +107,7 @@ async function main(): Promise<number> {
       LORA_VAULT_TOKEN: await signToken(JWT_SECRET, { role: 'machine', sub: 'bench-node', machineId: 'bench-node' }),
       COMFYUI_DIR: comfyDir,
       MODEL_CACHE_DB: join(comfyDir, 'model_cache.db'),
+      MODEL_CACHE_DB_CREATE: 'true', // no Python nodes here to create it
       MIN_FREE_SPACE_GB: '0',
       STATS_INTERVAL_SECONDS: '0',
       LOG_LEVEL: 'info',

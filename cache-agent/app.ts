@@ -1,4 +1,5 @@
 import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createLoraClient, type LoraClient } from '@lora-vault/sdk';
 import { Cron } from 'croner';
 import { type Logger, pino } from 'pino';
@@ -9,7 +10,8 @@ import { AgentError } from './errors.ts';
 import { type EvictDeps, type EvictReport, evictByAge, evictNow } from './evict.ts';
 import { Invalidator } from './invalidation.ts';
 import { JobRegistry } from './jobs.ts';
-import { layoutFor } from './layout.ts';
+import { checkUsersDirIsolated, layoutFor, realPathLoose } from './layout.ts';
+import { claimUsersDir } from './layout-setup.ts';
 import { type LocalInterface, type LocalInterfaceHandlers, startLocalInterface } from './local-interface.ts';
 import type { LoraRef } from './lora-refs.ts';
 import { type CleanupReport, startupCleanup, type VerifyReport, verifyAll } from './maintenance.ts';
@@ -65,7 +67,9 @@ export type Agent = ReturnType<typeof buildAgent>;
 export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { machineId: config.machineId } });
   const now = options.now ?? (() => new Date());
-  const layout = layoutFor(config.loraDir);
+  // Real paths, as ComfyUI's folder_paths uses: a symlinked COMFYUI_DIR names the same files.
+  const layout = layoutFor({ loraDir: realPathLoose(config.loraDir), usersDir: realPathLoose(config.usersDir) });
+  checkUsersDirIsolated(layout, [layout.loraRoot, realPathLoose(join(config.comfyDir, 'output/loras'))]);
   let running: Running | null = null;
   const client =
     options.client !== undefined
@@ -166,6 +170,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     async start(startOptions: StartOptions = {}): Promise<void> {
       if (running) throw new Error('the cache agent is started already');
       const store = openStore(config.dbPath, {
+        create: config.createDb,
         busyTimeoutMs: config.dbBusyTimeoutMs,
         onCorrupt: (movedTo, error) =>
           logger.error({ err: error, movedTo }, 'model_cache.db was corrupt: moved aside, rebuilding the index from the files on disk'),
@@ -183,9 +188,15 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       const invalidator = new Invalidator({ store, client, logger, reporter, now });
       running = { store, core, invalidator };
       applyOverrides(store, config.overrides);
-      await mkdir(layout.usersDir, { recursive: true });
-      await mkdir(layout.sharedDir, { recursive: true });
+      await claimUsersDir(layout);
       await mkdir(layout.locksDir, { recursive: true });
+      const future = store.futureRows(now());
+      if (future > 0) {
+        logger.warn(
+          { rows: future, tz: process.env.TZ ?? null },
+          `model_cache.db holds ${future} row(s) dated in the future: the Python nodes write naive local times in another time zone; run both with the same TZ`,
+        );
+      }
       if (startOptions.maintain !== false) {
         cleanup = await startupCleanup(store, layout, logger, now());
         // Leases an older agent granted without a cap (e.g. 7 days) end within the cap too.
@@ -211,7 +222,13 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
       }
       logger.info(
-        { loraDir: layout.root, db: config.dbPath, address: localInterface?.address ?? null, api: config.api.url },
+        {
+          loraDir: layout.loraRoot,
+          usersDir: layout.usersDir,
+          db: config.dbPath,
+          address: localInterface?.address ?? null,
+          api: config.api.url,
+        },
         'cache agent started',
       );
     },
@@ -225,6 +242,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       await reporter.close();
       if (ownsClient) await client?.close();
       await rm(layout.processTempDir, { recursive: true, force: true });
+      await rm(layout.sharedProcessTempDir, { recursive: true, force: true });
       running?.store.close();
     },
   };
@@ -237,5 +255,6 @@ function applyOverrides(store: CacheStore, overrides: SettingOverrides): void {
   if (overrides.maxAgeDays !== undefined) values.lora_max_age_days = String(overrides.maxAgeDays);
   if (overrides.evictionEnabled !== undefined) values.lora_eviction_enabled = String(overrides.evictionEnabled);
   if (overrides.minFreeSpaceGb !== undefined) values.min_free_space_gb = String(overrides.minFreeSpaceGb);
+  if (overrides.minFreeHardGb !== undefined) values.lora_min_free_hard_gb = String(overrides.minFreeHardGb);
   if (Object.keys(values).length) store.putSettings(values);
 }

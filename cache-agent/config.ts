@@ -28,15 +28,28 @@ const envSchema = z
     MACHINE_ID: z.string().min(1).max(200).optional(),
     /** ComfyUI's installation folder. @default the working directory */
     COMFYUI_DIR: z.string().min(1).default('.'),
-    /** ComfyUI's LoRA folder; the agent owns `users/`, `shared/` and `.lora-cache-tmp/` below it. @default COMFYUI_DIR/models/loras */
+    /** ComfyUI's LoRA folder: shared LoRAs at `{LORA_DIR}/{name}` (where the fleet keeps them). @default COMFYUI_DIR/models/loras */
     LORA_DIR: z.string().min(1).optional(),
+    /**
+     * User LoRAs, outside every folder ComfyUI lists for `loras` (refused at start-up when it nests
+     * with LORA_DIR or COMFYUI_DIR/output/loras). @default COMFYUI_DIR/models/lora-vault-users
+     */
+    USER_LORA_DIR: z.string().min(1).optional(),
     /** The index shared with the Python nodes. @default COMFYUI_DIR/custom_nodes/emprops_comfy_nodes/db/model_cache.db */
     MODEL_CACHE_DB: z.string().min(1).optional(),
+    /**
+     * `false`: when model_cache.db does not exist, `start` waits for the EmProps nodes' init_db()
+     * to create it (never creating another package's folder). `true`: create it (machines without
+     * the Python nodes). @default false
+     */
+    MODEL_CACHE_DB_CREATE: boolish.default(false),
     /** Overrides of the `settings` table. */
     LORA_CACHE_MAX_GB: nonNegative.optional(),
     LORA_MAX_AGE_DAYS: nonNegative.optional(),
     LORA_EVICTION_ENABLED: boolish.optional(),
     MIN_FREE_SPACE_GB: nonNegative.optional(),
+    /** Override of the agent's own hard floor (`lora_min_free_hard_gb`, seeded 0): a download never leaves less free. */
+    LORA_MIN_FREE_HARD_GB: nonNegative.optional(),
     /** Local interface: TCP on 127.0.0.1:7433 unless AGENT_SOCKET (a unix socket path) is set. */
     AGENT_HOST: z.string().min(1).default('127.0.0.1'),
     AGENT_PORT: z.coerce.number().int().min(0).max(65535).default(7433),
@@ -98,13 +111,19 @@ export interface SettingOverrides {
   maxAgeDays?: number;
   evictionEnabled?: boolean;
   minFreeSpaceGb?: number;
+  minFreeHardGb?: number;
 }
 
 export interface AgentConfig {
   api: { url: string | null; token: string | null };
   machineId: string;
+  /** COMFYUI_DIR, absolute (symlinks are resolved when the agent is built). */
+  comfyDir: string;
   loraDir: string;
+  usersDir: string;
   dbPath: string;
+  /** Create model_cache.db when missing instead of waiting for the Python nodes. */
+  createDb: boolean;
   overrides: SettingOverrides;
   listen: { host: string; port: number } | { socket: string };
   /** `Host` names accepted on TCP (the unix socket checks none). */
@@ -157,11 +176,15 @@ export function loadAgentConfig(
   if (e.LORA_MAX_AGE_DAYS !== undefined) overrides.maxAgeDays = e.LORA_MAX_AGE_DAYS;
   if (e.LORA_EVICTION_ENABLED !== undefined) overrides.evictionEnabled = e.LORA_EVICTION_ENABLED;
   if (e.MIN_FREE_SPACE_GB !== undefined) overrides.minFreeSpaceGb = e.MIN_FREE_SPACE_GB;
+  if (e.LORA_MIN_FREE_HARD_GB !== undefined) overrides.minFreeHardGb = e.LORA_MIN_FREE_HARD_GB;
   return {
     api: { url: e.LORA_VAULT_URL ?? null, token },
     machineId: e.MACHINE_ID ?? hostname(),
+    comfyDir: comfy,
     loraDir: resolve(e.LORA_DIR ?? resolve(comfy, 'models/loras')),
+    usersDir: resolve(e.USER_LORA_DIR ?? resolve(comfy, 'models/lora-vault-users')),
     dbPath: resolve(e.MODEL_CACHE_DB ?? resolve(comfy, 'custom_nodes/emprops_comfy_nodes/db/model_cache.db')),
+    createDb: e.MODEL_CACHE_DB_CREATE,
     overrides,
     listen: e.AGENT_SOCKET ? { socket: resolve(e.AGENT_SOCKET) } : { host: e.AGENT_HOST, port: e.AGENT_PORT },
     allowedHosts: allowedHosts(e.AGENT_HOST, e.AGENT_ALLOWED_HOSTS),

@@ -12,6 +12,7 @@ import type { LoraRef } from './lora-refs.ts';
 import { diskFreeBytes, executeEviction, planForSpace } from './maintenance.ts';
 import type { Reporter } from './reporter.ts';
 import { fromSdkError } from './sdk-errors.ts';
+import { adoptSharedFile, placeSharedFile } from './shared-files.ts';
 import type { CacheEntry, CacheStore } from './store.ts';
 
 /**
@@ -140,7 +141,9 @@ export class CacheCore {
       return null;
     }
     const now = this.deps.now();
-    if (store.hasModelRow(entry.path)) store.touch(entry.path, now);
+    if (!entry.owned) {
+      // An adopted file: its models row (if any) is its writer's, never bumped or re-added by the agent.
+    } else if (store.hasModelRow(entry.path)) store.touch(entry.path, now);
     else {
       // The Python side removed the models row: add it back (the file is good whatever happens).
       await store
@@ -182,9 +185,21 @@ export class CacheCore {
   private async download(ref: LoraRef, lock: DownloadLock, options: EnsureOptions): Promise<CacheEntry> {
     const { store, layout, logger, reporter, config } = this.deps;
     const client = this.deps.client;
-    if (!client)
-      throw new AgentError('API_UNAVAILABLE', 'no API configured (LORA_VAULT_URL / LORA_VAULT_TOKEN): only cached LoRAs can be served');
-    const details = await this.details(client, ref);
+    let details: Awaited<ReturnType<CacheCore['details']>>;
+    try {
+      if (!client)
+        throw new AgentError('API_UNAVAILABLE', 'no API configured (LORA_VAULT_URL / LORA_VAULT_TOKEN): only cached LoRAs can be served');
+      details = await this.details(client, ref);
+    } catch (error) {
+      // A shared name present in the loras folder is satisfied without the API (the fleet put it there).
+      const local = ref.source === 'shared' ? await adoptSharedFile(store, layout, ref.name, null, this.deps.now()) : null;
+      if (local) return local;
+      throw error;
+    }
+    if (ref.source === 'shared') {
+      const local = await adoptSharedFile(store, layout, ref.name, details.sizeBytes, this.deps.now());
+      if (local) return local; // reused after the size check, not downloaded a second time
+    }
     const finalPath =
       ref.source === 'user'
         ? // A user LoRA always has a format; were it missing, .safetensors is the side no loader unpickles.
@@ -196,8 +211,9 @@ export class CacheCore {
     this.reservedBytes += details.sizeBytes;
     const refresh = setInterval(() => void lock.refresh(), 30_000);
     try {
-      await this.makeRoom(details.sizeBytes);
-      await mkdir(layout.processTempDir, { recursive: true });
+      await this.makeRoom(details.sizeBytes, ref.source === 'user' ? layout.usersDir : layout.loraRoot);
+      const tempDir = ref.source === 'user' ? layout.processTempDir : layout.sharedProcessTempDir;
+      await mkdir(tempDir, { recursive: true });
       let target: DownloadTarget = details;
       const result = await downloadToTemp({
         source: {
@@ -209,7 +225,7 @@ export class CacheCore {
         },
         sizeBytes: details.sizeBytes,
         sha256: details.sha256,
-        tempDir: layout.processTempDir,
+        tempDir,
         partBytes: config.download.partBytes,
         concurrency: config.download.concurrency,
         retries: config.download.retries,
@@ -218,7 +234,12 @@ export class CacheCore {
       });
       try {
         await mkdir(dirname(finalPath), { recursive: true });
-        await rename(result.tempPath, finalPath);
+        if (ref.source === 'user') await rename(result.tempPath, finalPath);
+        else if ((await placeSharedFile(result.tempPath, finalPath)) === 'exists') {
+          // Another writer (the Python asset downloader) placed it meanwhile: theirs stays.
+          const theirs = await adoptSharedFile(store, layout, ref.name, result.sizeBytes, this.deps.now());
+          if (theirs) return theirs;
+        }
         await fsyncDir(dirname(finalPath));
       } catch (error) {
         await rm(result.tempPath, { force: true });
@@ -226,6 +247,7 @@ export class CacheCore {
       }
       const entry: CacheEntry = {
         path: finalPath,
+        owned: true,
         source: ref.source,
         loraId: ref.source === 'user' ? ref.id : null,
         userId: ref.source === 'user' ? (details.userId?.toLowerCase() ?? null) : null,
@@ -290,11 +312,11 @@ export class CacheCore {
   }
 
   /** Space eviction before a download: plan, then execute; CACHE_FULL when it cannot fit. */
-  private async makeRoom(neededBytes: number): Promise<void> {
-    const { store, logger, reporter, layout } = this.deps;
+  private async makeRoom(neededBytes: number, dir: string): Promise<void> {
+    const { store, logger, reporter } = this.deps;
     const settings = store.settings();
     const now = this.deps.now();
-    const diskFree = await diskFreeBytes(layout.root);
+    const diskFree = await diskFreeBytes(dir);
     // reservedBytes already includes this download.
     const plan = planForSpace(store, settings, { neededBytes, reservedBytes: this.reservedBytes - neededBytes, diskFree }, now);
     if (plan.victims.length && settings.evictionEnabled) {

@@ -48,7 +48,7 @@ export async function evictNow({ store, layout, logger, reporter, now }: EvictDe
   const overCap: EvictionPlan = planForSpace(
     store,
     settings,
-    { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) },
+    { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.usersDir) },
     t,
   );
   const report: EvictReport = {
@@ -59,7 +59,7 @@ export async function evictNow({ store, layout, logger, reporter, now }: EvictDe
   if (!dryRun) {
     await executeEviction(age, 'age (manual)', { store, logger, now: t, onEvicted: (_r, e) => reporter.evicted(e, 'age') });
     await executeEviction(
-      planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.root) }, t),
+      planForSpace(store, settings, { neededBytes: 0, reservedBytes: 0, diskFree: await diskFreeBytes(layout.usersDir) }, t),
       'over the cap (manual)',
       {
         store,

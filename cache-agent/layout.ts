@@ -1,15 +1,23 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { join, relative, sep } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { basename, dirname, join, relative, sep } from 'node:path';
+import { AgentError } from './errors.ts';
 
 /**
- * Where files live under ComfyUI's LoRA folder. Every path is built from validated parts, so no
- * id, user id or name can escape the folder or collide with another LoRA's file:
+ * Where files live. Every path is built from validated parts, so no id, user id or name can escape
+ * its folder or collide with another LoRA's file. All folders are real paths (symlinks resolved, as
+ * ComfyUI's folder_paths does), so one file never has two spellings.
  *
- *   users/{user_id}/{lora_id}_{slug}.{ext}   user LoRAs (the id prefix makes names unique; ext from
- *                                            the detected format, never the user's file name)
- *   shared/{name}                            the shared library (name checked by normaliseSharedName)
- *   .lora-cache-tmp/{pid}-{n}/…              temp downloads, one folder per process
- *   .lora-cache-tmp/locks/{key}.lock         cross-process download locks
+ * User LoRAs live OUTSIDE every folder ComfyUI lists for `loras` (its stock loader must not see them):
+ *   {usersDir}/{user_id}/{lora_id}_{slug}.{ext}   default $COMFYUI_DIR/models/lora-vault-users; ext from
+ *                                                 the detected format, never the user's file name
+ *   {usersDir}/.tmp/{pid}-{n}/…                   temp downloads of user LoRAs, one folder per process
+ *   {usersDir}/.tmp/locks/{key}.lock              cross-process download locks
+ * Shared LoRAs live where the fleet keeps them, in ComfyUI's loras folder:
+ *   {loraRoot}/{name}                             subfolders of the name kept (normaliseSharedName)
+ *   {loraRoot}/.lora-cache-tmp/{pid}-{n}/….part   temp downloads of shared LoRAs (never listed: .part)
+ * Left by agents before issue 12, migrated at start-up (layout-migration.ts):
+ *   {loraRoot}/users/…, {loraRoot}/shared/…
  */
 
 const USER_ID = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
@@ -21,25 +29,72 @@ export const PICKLE_EXTENSIONS = new Set(['pt', 'pth', 'ckpt', 'bin', 'pkl']);
 export type LoraFormat = 'SAFETENSORS' | 'PT';
 
 export interface Layout {
-  root: string;
+  /** ComfyUI's `loras` folder (LORA_DIR): shared LoRAs at `{loraRoot}/{name}`. */
+  loraRoot: string;
+  /** User LoRAs (USER_LORA_DIR), outside every `loras` folder. */
   usersDir: string;
-  sharedDir: string;
+  /** Temp downloads of user LoRAs and the download locks (inside usersDir: same filesystem). */
   tempRoot: string;
   locksDir: string;
-  /** This process's temp folder (removed at start-up by the next process if we die). */
+  /** This process's temp folder for user LoRAs (removed at start-up by the next process if we die). */
   processTempDir: string;
+  /** Temp downloads of shared LoRAs, on the loras folder's filesystem (`.part` files, never listed). */
+  sharedTempRoot: string;
+  sharedProcessTempDir: string;
+  /** Where agents before issue 12 put user and shared LoRAs (inside ComfyUI's loras folder). */
+  legacyUsersDir: string;
+  legacySharedDir: string;
 }
 
-export function layoutFor(loraDir: string, pid = process.pid): Layout {
-  const tempRoot = join(loraDir, '.lora-cache-tmp');
+export function layoutFor(dirs: { loraDir: string; usersDir: string }, pid = process.pid): Layout {
+  const tempRoot = join(dirs.usersDir, '.tmp');
+  const sharedTempRoot = join(dirs.loraDir, '.lora-cache-tmp');
+  const processDir = `${pid}-${randomUUID().slice(0, 8)}`;
   return {
-    root: loraDir,
-    usersDir: join(loraDir, 'users'),
-    sharedDir: join(loraDir, 'shared'),
+    loraRoot: dirs.loraDir,
+    usersDir: dirs.usersDir,
     tempRoot,
     locksDir: join(tempRoot, 'locks'),
-    processTempDir: join(tempRoot, `${pid}-${randomUUID().slice(0, 8)}`),
+    processTempDir: join(tempRoot, processDir),
+    sharedTempRoot,
+    sharedProcessTempDir: join(sharedTempRoot, processDir),
+    legacyUsersDir: join(dirs.loraDir, 'users'),
+    legacySharedDir: join(dirs.loraDir, 'shared'),
   };
+}
+
+/**
+ * `path` with symlinks resolved as far as it exists (ComfyUI's base path is a realpath, and a
+ * COMFYUI_DIR given through a symlink must name the same files); the missing rest is appended.
+ */
+export function realPathLoose(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(realPathLoose(parent), basename(path));
+  }
+}
+
+/** Whether `inner` is `outer` or lies below it (both real paths). */
+export function isWithin(outer: string, inner: string): boolean {
+  const rel = relative(outer, inner);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !rel.startsWith(sep));
+}
+
+/**
+ * Refuses a users folder that ComfyUI would list as LoRAs: inside (or around) any `loras` root the
+ * agent knows of — LORA_DIR, and `output/loras`, which ComfyUI always adds. Folders registered in
+ * extra_model_paths.yaml are the node's start-up check (it asks ComfyUI itself).
+ */
+export function checkUsersDirIsolated(layout: Layout, loraRoots: string[]): void {
+  for (const root of loraRoots) {
+    if (isWithin(root, layout.usersDir) || isWithin(layout.usersDir, root)) {
+      throw new Error(
+        `USER_LORA_DIR ${layout.usersDir} must not lie inside (or contain) the LoRA folder ${root}: ComfyUI's stock loader would list every user's LoRAs`,
+      );
+    }
+  }
 }
 
 /** A readable, safe file-name stem: ASCII letters, digits, `.`, `_`, `-`; at most 80 characters. */
@@ -71,15 +126,17 @@ export function looksLikeSafetensors(head: Buffer): boolean {
 
 /** `name` must already be normalised (normaliseSharedName); this re-checks it stays inside. */
 export function sharedLoraPath(layout: Layout, name: string): string {
-  const path = join(layout.sharedDir, name);
-  const rel = relative(layout.sharedDir, path);
+  const path = join(layout.loraRoot, name);
+  const rel = relative(layout.loraRoot, path);
   if (!rel || rel.startsWith('..') || rel.split(sep).includes('..')) throw new Error(`unsafe shared name ${JSON.stringify(name)}`);
+  if (rel.split(sep)[0] === basename(layout.sharedTempRoot))
+    throw new AgentError('INVALID_REQUEST', `${JSON.stringify(name)} is inside the agent's temp folder, not a shared LoRA`);
   return path;
 }
 
-/** Parses `users/{user_id}/{lora_id}_….ext` back into its ids (start-up re-registration). */
-export function parseUserLoraPath(layout: Layout, path: string): { userId: string; loraId: string } | null {
-  const parts = relative(layout.usersDir, path).split(sep);
+/** Parses `{usersDir}/{user_id}/{lora_id}_….ext` back into its ids (start-up re-registration). */
+export function parseUserLoraPath(layout: Layout, path: string, usersDir = layout.usersDir): { userId: string; loraId: string } | null {
+  const parts = relative(usersDir, path).split(sep);
   if (parts.length !== 2) return null;
   const [userId, file] = parts as [string, string];
   const loraId = /^([1-9][0-9]{0,18})_/.exec(file)?.[1];

@@ -10,6 +10,8 @@ import { pino } from 'pino';
 import { type Agent, buildAgent } from './app.ts';
 import { AgentConfigError, loadAgentConfig } from './config.ts';
 import { AgentError } from './errors.ts';
+import { waitForIndex } from './index-wait.ts';
+import { IndexMissingError } from './store.ts';
 
 const program = new Command('lora-cache')
   .description('Just-in-time LoRA cache for GPU machines running ComfyUI (configuration: environment, see README)')
@@ -54,7 +56,10 @@ program
   .command('start')
   .description('run the daemon: local interface, invalidation, scheduled eviction and stats')
   .action(async () => {
-    const agent = buildAgent(loadAgentConfig());
+    const cfg = loadAgentConfig();
+    const logger = pino({ level: cfg.logLevel, base: { machineId: cfg.machineId } });
+    await waitForIndex(cfg, logger);
+    const agent = buildAgent(cfg, { logger });
     await agent.start();
     let stopping = false;
     const stop = async (signal: string) => {
@@ -122,7 +127,7 @@ program
   });
 
 program.parseAsync(process.argv).catch((error: unknown) => {
-  if (error instanceof AgentConfigError) process.stderr.write(`${error.message}\n`);
+  if (error instanceof AgentConfigError || error instanceof IndexMissingError) process.stderr.write(`lora-cache: ${error.message}\n`);
   else if (error instanceof AgentError)
     process.stderr.write(
       `lora-cache: ${error.code}: ${error.message}\n${Object.keys(error.details).length ? `${JSON.stringify(error.details)}\n` : ''}`,

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
-import { basename, join, relative, sep } from 'node:path';
+import { open, readdir, realpath, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { type CacheRow, type EvictionPlan, planAgeEviction, planSpaceEviction } from './eviction.ts';
 import { type Layout, looksLikeSafetensors, PICKLE_EXTENSIONS, parseUserLoraPath } from './layout.ts';
+import { migrateLegacyLayout, USERS_DIR_MARKER, walkFiles } from './layout-setup.ts';
 import { processAlive } from './lock.ts';
-import { normaliseSharedName } from './lora-refs.ts';
 import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
 
 /**
@@ -21,9 +21,13 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** Free bytes on the filesystem of `path` (or of its nearest existing parent: a folder not made yet). */
 export async function diskFreeBytes(path: string): Promise<number> {
-  const s = await statfs(path);
-  return Number(s.bavail) * Number(s.bsize);
+  const s = await statfs(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT' || dirname(path) === path) throw error;
+    return null;
+  });
+  return s ? Number(s.bavail) * Number(s.bsize) : diskFreeBytes(dirname(path));
 }
 
 async function sizeOf(path: string): Promise<number | null> {
@@ -35,20 +39,6 @@ async function sizeOf(path: string): Promise<number | null> {
   }
 }
 
-async function* walk(dir: string): AsyncGenerator<string> {
-  let names: import('node:fs').Dirent[];
-  try {
-    names = await readdir(dir, { withFileTypes: true });
-  } catch {
-    return;
-  }
-  for (const d of names) {
-    const full = join(dir, d.name);
-    if (d.isDirectory()) yield* walk(full);
-    else if (d.isFile()) yield full;
-  }
-}
-
 export interface CleanupReport {
   tempRemoved: number;
   rowsDropped: number;
@@ -56,53 +46,105 @@ export interface CleanupReport {
   filesDropped: number;
   /** Safetensors files an older agent cached under a pickle extension (`.pt`, …), renamed `.safetensors`. */
   filesRenamed: number;
+  /** Entries whose path was respelled as its real path (an index written through a symlinked COMFYUI_DIR). */
+  pathsResolved: number;
+  /** Files moved out of the folders agents before issue 12 used (layout-setup.ts). */
+  filesMigrated: number;
 }
 
 /**
- * At start-up: remove temp folders of dead processes, drop rows whose file is gone (or has the
- * wrong size), and re-register files that have no row (user files as unverified until the API
- * confirms their hash; files outside the layout are removed).
+ * At start-up: remove temp folders of dead processes, respell indexed paths as real paths, drop
+ * the agent's rows whose file is gone (or has the wrong size), move files out of the old layout,
+ * and re-register files in the users folder that have no row (as unverified until the API
+ * confirms their hash). Only the agent's own things are deleted: files in its users folder that
+ * are not the same file (device + inode) as an indexed one, and rows of entries it owns — never a
+ * file in ComfyUI's loras folder, never another writer's `models` row.
  */
 export async function startupCleanup(store: CacheStore, layout: Layout, logger: Logger, now: Date): Promise<CleanupReport> {
-  const report: CleanupReport = { tempRemoved: 0, rowsDropped: 0, filesReRegistered: 0, filesDropped: 0, filesRenamed: 0 };
-  for (const name of await readdir(layout.tempRoot).catch(() => [] as string[])) {
-    const pid = Number(/^(\d+)-/.exec(name)?.[1]);
-    if (name === 'locks' || (pid && pid !== process.pid && processAlive(pid))) continue;
-    if (join(layout.tempRoot, name) === layout.processTempDir) continue;
-    await rm(join(layout.tempRoot, name), { recursive: true, force: true });
-    report.tempRemoved++;
+  const report: CleanupReport = {
+    tempRemoved: 0,
+    rowsDropped: 0,
+    filesReRegistered: 0,
+    filesDropped: 0,
+    filesRenamed: 0,
+    pathsResolved: 0,
+    filesMigrated: 0,
+  };
+  for (const [root, own] of [
+    [layout.tempRoot, layout.processTempDir],
+    [layout.sharedTempRoot, layout.sharedProcessTempDir],
+  ] as const) {
+    for (const name of await readdir(root).catch(() => [] as string[])) {
+      const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+      if (name === 'locks' || (pid && pid !== process.pid && processAlive(pid))) continue;
+      if (join(root, name) === own) continue;
+      await rm(join(root, name), { recursive: true, force: true });
+      report.tempRemoved++;
+    }
   }
+  report.pathsResolved = await resolveEntryPaths(store, logger);
   for (const entry of store.entries()) {
     if ((await sizeOf(entry.path)) !== entry.sizeBytes) {
       await store.forget(entry.path);
       report.rowsDropped++;
     }
   }
-  for (const row of store.cacheRows()) {
-    if (!store.findByPath(row.path) && (await sizeOf(row.path)) === null) {
-      await store.forget(row.path);
-      report.rowsDropped++;
+  report.filesMigrated = await migrateLegacyLayout(store, layout, logger);
+  let indexed: Set<string> | null = null;
+  for await (const path of walkFiles(layout.usersDir, new Set([layout.tempRoot, join(layout.usersDir, USERS_DIR_MARKER)]))) {
+    if (store.findByPath(path)) continue;
+    // The same file as an indexed one under another spelling (bind mount, hard link): never deleted.
+    indexed ??= await identities(store.entries().map((e) => e.path));
+    const id = await identityOf(path);
+    if (id && indexed.has(id)) {
+      logger.warn({ path }, 'start-up cleanup: a file with no row of its own is an indexed file under another path; left');
+      continue;
     }
-  }
-  for (const [dir, source] of [
-    [layout.usersDir, 'user'],
-    [layout.sharedDir, 'shared'],
-  ] as const) {
-    for await (const path of walk(dir)) {
-      if (store.findByPath(path)) continue;
-      const registered = await reRegister(store, layout, path, source, now);
-      if (registered) report.filesReRegistered++;
-      else {
-        await unlink(path).catch(() => {});
-        report.filesDropped++;
-      }
+    const registered = await reRegister(store, layout, path, now);
+    if (registered) report.filesReRegistered++;
+    else {
+      await unlink(path).catch(() => {});
+      report.filesDropped++;
     }
   }
   report.filesRenamed = await renameMisnamedSafetensors(store, logger);
-  if (report.tempRemoved + report.rowsDropped + report.filesReRegistered + report.filesDropped + report.filesRenamed > 0) {
+  if (Object.values(report).some((n) => n > 0)) {
     logger.info({ ...report }, 'start-up cleanup: the index now matches the files on disk');
   }
   return report;
+}
+
+/** `dev:ino` of a file, or null. */
+async function identityOf(path: string): Promise<string | null> {
+  const s = await stat(path, { bigint: true }).catch(() => null);
+  return s?.isFile() ? `${s.dev}:${s.ino}` : null;
+}
+
+async function identities(paths: string[]): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (const path of paths) {
+    const id = await identityOf(path);
+    if (id) ids.add(id);
+  }
+  return ids;
+}
+
+/**
+ * Entries written under a symlinked spelling (COMFYUI_DIR given through a link) are moved to the
+ * file's real path, the one ComfyUI and the folders now use; two entries for the same file keep
+ * the real one.
+ */
+async function resolveEntryPaths(store: CacheStore, logger: Logger): Promise<number> {
+  let resolved = 0;
+  for (const entry of store.entries()) {
+    const real = await realpath(entry.path).catch(() => null);
+    if (real === null || real === entry.path) continue;
+    if (store.findByPath(real)) await store.forget(entry.path);
+    else await store.movePath(entry.path, real, basename(real));
+    resolved++;
+  }
+  if (resolved) logger.info({ resolved }, 'start-up cleanup: indexed paths respelled as real paths');
+  return resolved;
 }
 
 /**
@@ -137,43 +179,23 @@ async function readHead(path: string): Promise<Buffer> {
   }
 }
 
-async function reRegister(store: CacheStore, layout: Layout, path: string, source: 'user' | 'shared', now: Date): Promise<boolean> {
+/** A file in the users folder without a row: registered as unverified, or false (then removed). */
+async function reRegister(store: CacheStore, layout: Layout, path: string, now: Date): Promise<boolean> {
   const size = await sizeOf(path);
   if (size === null || size === 0) return false;
-  const fileName = path.split(sep).pop() ?? path;
-  if (source === 'user') {
-    const ids = parseUserLoraPath(layout, path);
-    if (!ids || store.findUser(ids.loraId)) return false;
-    const sha256 = await sha256File(path);
-    const entry = {
-      path,
-      source,
-      loraId: ids.loraId,
-      userId: ids.userId,
-      sharedName: null,
-      sha256,
-      etag: null,
-      sizeBytes: size,
-      verified: false,
-      fileName,
-    };
-    await store.register(entry, now);
-    return true;
-  }
-  const name = normaliseSharedName(relative(layout.sharedDir, path).split(sep).join('/'));
-  if (!name || store.findShared(name)) return false;
-  const sha256 = await sha256File(path);
+  const ids = parseUserLoraPath(layout, path);
+  if (!ids || store.findUser(ids.loraId)) return false;
   const entry = {
     path,
-    source,
-    loraId: null,
-    userId: null,
-    sharedName: name,
-    sha256,
+    source: 'user' as const,
+    loraId: ids.loraId,
+    userId: ids.userId,
+    sharedName: null,
+    sha256: await sha256File(path),
     etag: null,
     sizeBytes: size,
-    verified: true,
-    fileName,
+    verified: false,
+    fileName: basename(path),
   };
   await store.register(entry, now);
   return true;
@@ -223,20 +245,31 @@ export interface SpaceRequest {
   diskFree: number;
 }
 
+/**
+ * Space eviction for a download. Hard limits (a download fails CACHE_FULL only on these): the cap
+ * `lora_cache_max_gb`, and the disk holding the file above `lora_min_free_hard_gb` (default 0).
+ * `min_free_space_gb` is advisory, as on the Python side: below it, least recently used user LoRAs
+ * are evicted towards it — at most the download's own size more than the hard limits need, so a
+ * disk filled by other models never empties the cache (and never fails a download).
+ */
 export function planForSpace(store: CacheStore, settings: CacheSettings, request: SpaceRequest, now: Date): EvictionPlan {
   const need = request.neededBytes + request.reservedBytes;
+  const floor = Math.max(settings.minFreeBytes, settings.minFreeHardBytes);
   // The common case — it fits — without reading and parsing every row.
-  if (store.userLoraBytes() + need <= settings.maxCacheBytes && request.diskFree - need >= settings.minFreeBytes) {
+  if (store.userLoraBytes() + need <= settings.maxCacheBytes && request.diskFree - need >= floor) {
     return { victims: [], bytesFreed: 0, fits: true, shortfallBytes: 0, reason: 'none-needed' };
   }
-  return planSpaceEviction({
-    rows: store.cacheRows(),
-    neededBytes: need,
-    maxCacheBytes: settings.maxCacheBytes,
-    diskFreeBytes: request.diskFree,
+  const base = { rows: store.cacheRows(), neededBytes: need, maxCacheBytes: settings.maxCacheBytes, leased: store.leasedPaths(now) };
+  const required = planSpaceEviction({ ...base, diskFreeBytes: request.diskFree, minFreeBytes: settings.minFreeHardBytes });
+  const advisoryShort = settings.minFreeBytes + need - request.diskFree;
+  if (!required.fits || !settings.evictionEnabled || advisoryShort <= 0) return required;
+  const wish = Math.min(advisoryShort, need);
+  const preferred = planSpaceEviction({
+    ...base,
+    diskFreeBytes: settings.minFreeBytes + need - wish,
     minFreeBytes: settings.minFreeBytes,
-    leased: store.leasedPaths(now),
   });
+  return preferred.fits && preferred.bytesFreed > required.bytesFreed ? preferred : required;
 }
 
 export function planForAge(store: CacheStore, settings: CacheSettings, now: Date): ReturnType<typeof planAgeEviction> {
@@ -252,7 +285,7 @@ export interface VerifyReport {
   missing: string[];
 }
 
-/** Re-hashes every cached file against the index; anything wrong is removed. */
+/** Re-hashes every cached file against the index; anything wrong is removed (adopted files: only forgotten). */
 export async function verifyAll(store: CacheStore, logger: Logger): Promise<VerifyReport> {
   const report: VerifyReport = { checked: 0, ok: 0, corrupt: [], missing: [] };
   for (const entry of store.entries()) {
@@ -268,7 +301,8 @@ export async function verifyAll(store: CacheStore, logger: Logger): Promise<Veri
       continue;
     }
     await store.forget(entry.path);
-    await unlink(entry.path).catch(() => {});
+    // An adopted file is someone else's: the agent forgets it, and never deletes it.
+    if (entry.owned) await unlink(entry.path).catch(() => {});
     report.corrupt.push(entry.path);
     logger.warn({ path: entry.path }, 'verify: size or sha256 differs from the index; file removed');
   }

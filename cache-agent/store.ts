@@ -11,6 +11,16 @@ import { parseCacheTime, toPythonIso } from './timefmt.ts';
  * nodes (columns unchanged), plus the agent's own tables for what the seed has no column for.
  * WAL, a busy timeout, `BEGIN IMMEDIATE` for every write, short transactions (the Python side
  * opens a connection per call and waits 5 s at most).
+ *
+ * Good neighbour rules (issue 12):
+ * - the agent deletes or rewrites only what it created: `lora_cache_entries.owned` says whether the
+ *   agent wrote the file (1) or adopted one already there (0, e.g. a shared LoRA the Python asset
+ *   downloader placed); `models` rows are written, bumped or deleted only for owned entries, and a
+ *   row of another `model_type` is never retyped;
+ * - the agent's own `models` rows carry `is_ignore = 1`: the Python side's LRU query
+ *   (`get_least_recently_used_models`) never offers them, leased or not; the agent evicts its own
+ *   files, and honours `protected = 1` on them as the operator's "keep";
+ * - `last_used` never moves backwards (lora_later_time), whoever wrote the newer one.
  */
 
 const GiB = 1024 ** 3;
@@ -47,11 +57,16 @@ export interface CacheSettings {
   maxCacheBytes: number;
   maxAgeDays: number;
   evictionEnabled: boolean;
+  /** `min_free_space_gb`: advisory, as on the Python side — eviction works towards it, a download never fails on it. */
   minFreeBytes: number;
+  /** `lora_min_free_hard_gb` (the agent's own key, default 0): a download that would leave less free fails CACHE_FULL. */
+  minFreeHardBytes: number;
 }
 
 export interface CacheEntry {
   path: string;
+  /** The agent wrote this file (false: adopted, someone else's — never deleted, its models row never touched). */
+  owned: boolean;
   source: 'user' | 'shared';
   loraId: string | null;
   userId: string | null;
@@ -81,10 +96,12 @@ interface EntrySqlRow {
   size_bytes: number;
   pending_delete: number;
   verified: number;
+  owned: number;
 }
 
 const toEntry = (r: EntrySqlRow): CacheEntry => ({
   path: r.path,
+  owned: r.owned !== 0,
   source: r.source,
   loraId: r.lora_id,
   userId: r.user_id,
@@ -100,15 +117,33 @@ const toEntry = (r: EntrySqlRow): CacheEntry => ({
 const LOCK_WAIT_MS = 50;
 
 export interface OpenStoreOptions {
+  /** Create the file when it does not exist (else `IndexMissingError`). @default false */
+  create?: boolean;
   /** How long writes keep retrying a lock held elsewhere (CacheStore.retry). @default 5000 */
   busyTimeoutMs?: number;
   /** Told when a corrupt database was moved aside (the index is then rebuilt from disk). */
   onCorrupt?: (movedTo: string, error: unknown) => void;
 }
 
-/** Opens (creating if needed) the index; a corrupt file is moved aside and a fresh one created. */
+/** model_cache.db does not exist and the agent may not create it (the Python nodes' init_db() does). */
+export class IndexMissingError extends Error {
+  override readonly name = 'IndexMissingError';
+  constructor(readonly dbPath: string) {
+    super(
+      `model_cache.db does not exist yet at ${dbPath}: the EmProps nodes create it when ComfyUI starts (init_db); ` +
+        'on a machine without them set MODEL_CACHE_DB_CREATE=true',
+    );
+  }
+}
+
+/**
+ * Opens the index (creating it only with `create`); a corrupt file is moved aside and a fresh one
+ * created. Without `create`, the folder of another package is never made (a later `git clone` of
+ * the EmProps nodes into it would fail) and a missing file throws IndexMissingError.
+ */
 export function openStore(dbPath: string, options: OpenStoreOptions = {}): CacheStore {
-  mkdirSync(dirname(dbPath), { recursive: true });
+  if (options.create) mkdirSync(dirname(dbPath), { recursive: true });
+  else if (!existsSync(dbPath)) throw new IndexMissingError(dbPath);
   try {
     return new CacheStore(openChecked(dbPath, options.busyTimeoutMs ?? 5000), options.busyTimeoutMs ?? 5000);
   } catch (error) {
@@ -132,9 +167,30 @@ function openChecked(dbPath: string, busyBudgetMs: number): Database.Database {
     if (check !== 'ok') throw Object.assign(new Error(`quick_check: ${String(check)}`), { code: 'SQLITE_CORRUPT' });
     db.exec(SEED_SCHEMA);
     db.exec(AGENT_SCHEMA);
+    const columns = (table: string) =>
+      db
+        .prepare<[], { name: string }>(`PRAGMA table_info(${table})`)
+        .all()
+        .map((c) => c.name);
+    // init_db before 2025-05 and db/query_db.py create `models` without is_ignore (the Python side's default: 0).
+    if (!columns('models').includes('is_ignore')) db.exec('ALTER TABLE models ADD COLUMN is_ignore BOOLEAN DEFAULT 0');
     // Agents before issue 10 created the leases table without `owner`.
-    const leaseColumns = db.prepare<[], { name: string }>('PRAGMA table_info(lora_cache_leases)').all();
-    if (!leaseColumns.some((c) => c.name === 'owner')) db.exec('ALTER TABLE lora_cache_leases ADD COLUMN owner TEXT');
+    if (!columns('lora_cache_leases').includes('owner')) db.exec('ALTER TABLE lora_cache_leases ADD COLUMN owner TEXT');
+    // Agents before issue 12 wrote every entry's file themselves; their rows become is_ignore = 1
+    // (an operator's is_ignore = 1 on one of them, meaning "keep", becomes protected = 1 first).
+    if (!columns('lora_cache_entries').includes('owned')) {
+      db.transaction(() => {
+        db.exec('ALTER TABLE lora_cache_entries ADD COLUMN owned INTEGER NOT NULL DEFAULT 1');
+        db.exec(
+          'UPDATE models SET protected = 1 WHERE is_ignore = 1 AND path IN (SELECT path FROM lora_cache_entries) ' +
+            `AND model_type IN ('${USER_LORA}', '${SHARED_LORA}')`,
+        );
+        db.exec(
+          `UPDATE models SET is_ignore = 1 WHERE path IN (SELECT path FROM lora_cache_entries) AND model_type IN ('${USER_LORA}', '${SHARED_LORA}')`,
+        );
+      }).immediate();
+    }
+    db.function('lora_later_time', { deterministic: true }, laterTime);
     db.pragma(`busy_timeout = ${LOCK_WAIT_MS}`);
     return db;
   } catch (error) {
@@ -146,6 +202,18 @@ function openChecked(dbPath: string, busyBudgetMs: number): Database.Database {
 function isCorruption(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? '';
   return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT');
+}
+
+/**
+ * SQL `lora_later_time(current, candidate)`: the later of two model_cache.db timestamps, so
+ * `last_used` never moves backwards when the agent writes a buffered hit after the Python side
+ * wrote a newer use. Compared as times (parseCacheTime: naive local ISO text, SQLite's UTC form,
+ * numbers), not as text; an unparseable current value is replaced.
+ */
+function laterTime(current: unknown, candidate: unknown): unknown {
+  const a = parseCacheTime(current);
+  const b = parseCacheTime(candidate);
+  return a !== null && (b === null || a >= b) ? current : candidate;
 }
 
 const hourOf = (ms: number) => Math.floor(ms / 3_600_000);
@@ -173,27 +241,36 @@ export class CacheStore {
       sharedEntry: db.prepare<[string], EntrySqlRow>("SELECT * FROM lora_cache_entries WHERE source = 'shared' AND shared_name = ?"),
       entryByPath: db.prepare<[string], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE path = ?'),
       entries: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries'),
-      touchMany: db.prepare('UPDATE models SET last_used = ?, use_count = COALESCE(use_count, 0) + ? WHERE path = ?'),
-      userBytes: db.prepare<[string], { bytes: number | null }>('SELECT SUM(size_bytes) AS bytes FROM models WHERE model_type = ?'),
+      touchMany: db.prepare(
+        'UPDATE models SET last_used = lora_later_time(last_used, ?), use_count = COALESCE(use_count, 0) + ? ' +
+          'WHERE path = ? AND path IN (SELECT path FROM lora_cache_entries WHERE owned = 1)',
+      ),
+      userBytes: db.prepare<[string], { bytes: number | null }>(
+        'SELECT SUM(m.size_bytes) AS bytes FROM models m JOIN lora_cache_entries e ON e.path = m.path WHERE m.model_type = ? AND e.owned = 1',
+      ),
       count: db.prepare(
         'INSERT INTO lora_cache_counters (hour, hits, misses, evictions) VALUES (@hour, @hits, @misses, @evictions) ' +
           'ON CONFLICT(hour) DO UPDATE SET hits = hits + @hits, misses = misses + @misses, evictions = evictions + @evictions',
       ),
       upsertModel: db.prepare(
         'INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore) ' +
-          'VALUES (@path, @modelType, @filename, @sizeBytes, @now, 1, @now, 0, 0) ' +
+          'VALUES (@path, @modelType, @filename, @sizeBytes, @now, 1, @now, 0, 1) ' +
+          // A row the Python side wrote for this path is left as it is: never retyped, never re-flagged.
           'ON CONFLICT(path) DO UPDATE SET model_type = excluded.model_type, filename = excluded.filename, ' +
-          'size_bytes = excluded.size_bytes, last_used = excluded.last_used, use_count = COALESCE(models.use_count, 0) + 1, ' +
-          'download_date = excluded.download_date',
+          'size_bytes = excluded.size_bytes, last_used = lora_later_time(models.last_used, excluded.last_used), ' +
+          'use_count = COALESCE(models.use_count, 0) + 1, download_date = excluded.download_date, is_ignore = 1 ' +
+          `WHERE models.model_type IN ('${USER_LORA}', '${SHARED_LORA}')`,
       ),
       upsertEntry: db.prepare(
-        'INSERT OR REPLACE INTO lora_cache_entries (path, source, lora_id, user_id, shared_name, sha256, etag, size_bytes, pending_delete, verified) ' +
-          'VALUES (@path, @source, @loraId, @userId, @sharedName, @sha256, @etag, @sizeBytes, 0, @verified)',
+        'INSERT OR REPLACE INTO lora_cache_entries (path, source, lora_id, user_id, shared_name, sha256, etag, size_bytes, pending_delete, verified, owned) ' +
+          'VALUES (@path, @source, @loraId, @userId, @sharedName, @sha256, @etag, @sizeBytes, 0, @verified, @owned)',
       ),
-      moveModel: db.prepare('UPDATE models SET path = ?, filename = ? WHERE path = ?'),
+      moveModel: db.prepare(
+        'UPDATE models SET path = ?, filename = ? WHERE path = ? AND path IN (SELECT path FROM lora_cache_entries WHERE owned = 1)',
+      ),
       moveEntry: db.prepare('UPDATE lora_cache_entries SET path = ? WHERE path = ?'),
       moveLeases: db.prepare('UPDATE lora_cache_leases SET path = ? WHERE path = ?'),
-      deleteModel: db.prepare('DELETE FROM models WHERE path = ?'),
+      deleteModel: db.prepare('DELETE FROM models WHERE path = ? AND path IN (SELECT path FROM lora_cache_entries WHERE owned = 1)'),
       deleteEntry: db.prepare('DELETE FROM lora_cache_entries WHERE path = ?'),
       deleteLeasesOf: db.prepare('DELETE FROM lora_cache_leases WHERE path = ?'),
       modelRows: db.prepare<
@@ -207,8 +284,13 @@ export class CacheStore {
           protected: number | null;
           is_ignore: number | null;
         }
-      >('SELECT path, model_type, size_bytes, last_used, download_date, protected, is_ignore FROM models WHERE model_type IN (?, ?)'),
+      >(
+        'SELECT m.path, m.model_type, m.size_bytes, m.last_used, m.download_date, m.protected, m.is_ignore FROM models m ' +
+          'JOIN lora_cache_entries e ON e.path = m.path WHERE m.model_type IN (?, ?) AND e.owned = 1',
+      ),
+      timestamps: db.prepare<[], { last_used: unknown; download_date: unknown }>('SELECT last_used, download_date FROM models'),
       modelExists: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM models WHERE path = ?'),
+      modelType: db.prepare<[string], { model_type: string | null }>('SELECT model_type FROM models WHERE path = ?'),
       markPending: db.prepare("UPDATE lora_cache_entries SET pending_delete = 1 WHERE source = 'user' AND lora_id = ?"),
       pending: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE pending_delete = 1'),
       setVerified: db.prepare('UPDATE lora_cache_entries SET verified = 1 WHERE path = ?'),
@@ -243,6 +325,7 @@ export class CacheStore {
       maxAgeDays: num('lora_max_age_days', 7),
       evictionEnabled: !['false', '0', 'no', 'off'].includes(enabled),
       minFreeBytes: Math.floor(num('min_free_space_gb', 10) * GiB),
+      minFreeHardBytes: Math.floor(num('lora_min_free_hard_gb', 0) * GiB),
     };
   }
 
@@ -279,6 +362,13 @@ export class CacheStore {
 
   hasModelRow(path: string): boolean {
     return this.s.modelExists.get(path) !== undefined;
+  }
+
+  /** The model_type of another writer's `models` row for `path` (null: no row, or one of the agent's types). */
+  foreignModelType(path: string): string | null {
+    const row = this.s.modelType.get(path);
+    if (!row) return null;
+    return row.model_type === USER_LORA || row.model_type === SHARED_LORA ? null : String(row.model_type);
   }
 
   /**
@@ -325,17 +415,35 @@ export class CacheStore {
     }
   }
 
-  /** A file now in place: its `models` row (model_type user_lora / shared_lora) and our facts. */
-  register(entry: Omit<CacheEntry, 'pendingDelete'> & { fileName: string }, now: Date): Promise<void> {
+  /**
+   * A file now in place: our facts, and — for a file the agent wrote (`owned`, the default) — its
+   * `models` row (model_type user_lora / shared_lora, is_ignore 1). An adopted file (`owned: false`)
+   * gets no models row from the agent: whoever wrote it keeps theirs.
+   */
+  register(entry: Omit<CacheEntry, 'pendingDelete' | 'owned'> & { fileName: string; owned?: boolean }, now: Date): Promise<void> {
+    const owned = entry.owned ?? true;
     return this.writeRetrying(() => {
-      this.s.upsertModel.run({
+      if (owned) {
+        this.s.upsertModel.run({
+          path: entry.path,
+          modelType: entry.source === 'user' ? USER_LORA : SHARED_LORA,
+          filename: entry.fileName,
+          sizeBytes: entry.sizeBytes,
+          now: toPythonIso(now),
+        });
+      }
+      this.s.upsertEntry.run({
         path: entry.path,
-        modelType: entry.source === 'user' ? USER_LORA : SHARED_LORA,
-        filename: entry.fileName,
+        source: entry.source,
+        loraId: entry.loraId,
+        userId: entry.userId,
+        sharedName: entry.sharedName,
+        sha256: entry.sha256,
+        etag: entry.etag,
         sizeBytes: entry.sizeBytes,
-        now: toPythonIso(now),
+        verified: entry.verified ? 1 : 0,
+        owned: owned ? 1 : 0,
       });
-      this.s.upsertEntry.run({ ...entry, verified: entry.verified ? 1 : 0 });
     });
   }
 
@@ -361,7 +469,10 @@ export class CacheStore {
     });
   }
 
-  /** Removes the rows of a file that is gone from disk (no lease check: there is nothing to protect). */
+  /**
+   * Removes our rows of a file that is gone from disk (no lease check: there is nothing to protect).
+   * The `models` row goes only when the agent owns the entry: another writer's row stays.
+   */
   forget(path: string): Promise<void> {
     return this.writeRetrying(() => this.dropRows(path));
   }
@@ -387,8 +498,21 @@ export class CacheStore {
       lastUsedMs: parseCacheTime(r.last_used),
       downloadDateMs: parseCacheTime(r.download_date),
       protected: Boolean(r.protected),
-      ignored: Boolean(r.is_ignore),
+      // is_ignore = 1 on the agent's rows is the agreement with the Python side, not an operator's flag.
+      ignored: false,
     }));
+  }
+
+  /** Rows dated more than `slackMs` after `now`: written in another time zone (naive local times). */
+  futureRows(now: Date, slackMs = 5 * 60_000): number {
+    const limit = now.getTime() + slackMs;
+    let n = 0;
+    for (const r of this.s.timestamps.iterate()) {
+      const used = parseCacheTime(r.last_used);
+      const downloaded = parseCacheTime(r.download_date);
+      if ((used !== null && used > limit) || (downloaded !== null && downloaded > limit)) n++;
+    }
+    return n;
   }
 
   async markPendingDelete(loraId: string): Promise<CacheEntry | null> {

@@ -35,7 +35,7 @@ function modelRow(agent: Agent, path: string) {
 }
 
 describe('ensure: cold download, then hits', () => {
-  it('downloads once into users/{user}/, verifies, registers in the seed tables, then serves hits from disk', async () => {
+  it('downloads once into lora-vault-users/{user}/, verifies, registers in the seed tables, then serves hits from disk', async () => {
     const agent = await agentWith();
     const { userId, grant, loras } = await userWithLoras(server, [300_000]);
     const lora = loras[0]!;
@@ -103,7 +103,7 @@ describe('ensure: cold download, then hits', () => {
 });
 
 describe('shared library', () => {
-  it("shared LoRAs go to shared/{name} as 'shared_lora', are never space-evicted for user LoRAs, and cannot escape the folder", async () => {
+  it("shared LoRAs go to models/loras/{name} as 'shared_lora', are never space-evicted for user LoRAs, and cannot escape the folder", async () => {
     const size = 60_000;
     const agent = await agentWith({ env: { LORA_CACHE_MAX_GB: String((2 * size) / GiB) } });
     const name = `styles/${Date.now()}-ink.safetensors`;
@@ -111,7 +111,7 @@ describe('shared library', () => {
     await server.app.blobs.putShared(name, bytes);
 
     const shared = await agent.ensure({ source: 'shared', name });
-    expect(shared.path).toBe(`${agent.layout.sharedDir}/${name}`);
+    expect(shared.path).toBe(`${agent.layout.loraRoot}/${name}`);
     expect(shared.sha256).toBe(sha256(bytes));
     expect(modelRow(agent, shared.path)?.model_type).toBe('shared_lora');
     expect((await agent.ensure({ source: 'shared', name })).hit).toBe(true);

@@ -100,8 +100,8 @@ describe('lora-cache CLI', () => {
     expect(ensured.status).toBe(200);
     daemon.kill('SIGTERM');
     expect(await exited).toBe(0);
-    expect(existsSync(join(comfy, 'models/loras/.lora-cache-tmp'))).toBe(true);
-    expect(readdirSync(join(comfy, 'models/loras/.lora-cache-tmp')).filter((d) => d !== 'locks')).toEqual([]); // its temp folder removed
+    expect(existsSync(join(comfy, 'models/lora-vault-users/.tmp'))).toBe(true);
+    expect(readdirSync(join(comfy, 'models/lora-vault-users/.tmp')).filter((d) => d !== 'locks')).toEqual([]); // its temp folder removed
   });
 
   it('on a terminal, ensure draws a progress bar (a real pseudo-terminal via script(1))', async () => {
@@ -120,10 +120,17 @@ describe('lora-cache CLI', () => {
     expect(bad.stderr).toContain('AGENT_PORT');
 
     const comfy = await mkdtemp(join(tmpdir(), 'lora-cli-'));
-    const offline = await cli(['ensure', '123', '--grant', 'x.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.y'], { COMFYUI_DIR: comfy });
+    const noIndex = await cli(['stats'], { COMFYUI_DIR: comfy });
+    expect(noIndex.code).toBe(2);
+    expect(noIndex.stderr).toContain('model_cache.db does not exist yet');
+    expect(existsSync(join(comfy, 'custom_nodes'))).toBe(false); // another package's folder is never created
+    const offline = await cli(['ensure', '123', '--grant', 'x.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.y'], {
+      COMFYUI_DIR: comfy,
+      MODEL_CACHE_DB_CREATE: 'true',
+    });
     expect(offline.code).toBe(2);
     expect(offline.stderr).toContain('API_UNAVAILABLE');
-    const badWorkflow = await cli(['prefetch', join(comfy, 'missing.json')], { COMFYUI_DIR: comfy });
+    const badWorkflow = await cli(['prefetch', join(comfy, 'missing.json')], { COMFYUI_DIR: comfy, MODEL_CACHE_DB_CREATE: 'true' });
     expect(badWorkflow.stderr).toContain('INVALID_WORKFLOW');
   });
 });

@@ -56,7 +56,7 @@ describe('cache agent under faults', () => {
       stdio: 'ignore',
     });
     children.push(child);
-    const tempRoot = join(comfy, 'models/loras/.lora-cache-tmp');
+    const tempRoot = join(comfy, 'models/lora-vault-users/.tmp');
     const partial = await eventually(
       async () => {
         for (const dir of existsSync(tempRoot) ? readdirSync(tempRoot).filter((d) => d !== 'locks') : []) {
@@ -69,9 +69,11 @@ describe('cache agent under faults', () => {
     );
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
-    const userDir = join(comfy, 'models/loras/users');
-    const visible = existsSync(userDir) ? readdirSync(userDir, { recursive: true }).filter((f) => String(f).includes('.')) : [];
-    expect(visible).toEqual([]); // no LoRA file in the folder ComfyUI lists
+    const userDir = join(comfy, 'models/lora-vault-users');
+    const visible = existsSync(userDir)
+      ? readdirSync(userDir, { recursive: true }).filter((f) => /\.(safetensors|pt)$/.test(String(f)) && !String(f).startsWith('.tmp'))
+      : [];
+    expect(visible).toEqual([]); // no finished LoRA file: only the temp folder holds the partial one
     expect(existsSync(partial)).toBe(true); // the leftover is in the temp folder only
 
     proxy.reset();

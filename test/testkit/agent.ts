@@ -29,6 +29,7 @@ export async function cliEnv(server: TestServer, comfyDir: string, extra: Record
     COMFYUI_DIR: comfyDir,
     MIN_FREE_SPACE_GB: '0',
     STATS_INTERVAL_SECONDS: '0',
+    MODEL_CACHE_DB_CREATE: 'true',
     ...extra,
   };
 }
@@ -46,6 +47,7 @@ export async function agentConfig(server: TestServer, env: Record<string, string
     AGENT_PORT: '0',
     MIN_FREE_SPACE_GB: '0',
     STATS_INTERVAL_SECONDS: '0',
+    MODEL_CACHE_DB_CREATE: 'true',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...env,
   });

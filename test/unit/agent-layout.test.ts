@@ -8,14 +8,14 @@ import { layoutFor, lockKey, parseUserLoraPath, sharedLoraPath, slug, userLoraPa
 import { isLocked, tryLock } from '../../cache-agent/lock.ts';
 import { normaliseSharedName } from '../../cache-agent/lora-refs.ts';
 
-const layout = layoutFor('/srv/comfy/models/loras', 1234);
+const layout = layoutFor({ loraDir: '/srv/comfy/models/loras', usersDir: '/srv/comfy/models/lora-vault-users' }, 1234);
 const inside = (dir: string, path: string) => {
   const rel = relative(dir, path);
   return rel !== '' && !rel.startsWith('..') && !rel.startsWith('/');
 };
 
 describe('cache layout', () => {
-  it('user LoRA paths stay in users/{user}/, are unique per id, and parse back', () => {
+  it('user LoRA paths stay in {usersDir}/{user}/, are unique per id, and parse back', () => {
     fc.assert(
       fc.property(fc.uuid(), fc.bigInt({ min: 1n, max: 2n ** 62n }), fc.string({ maxLength: 300 }), (userId, id, fileName) => {
         const path = userLoraPath(layout, userId, id.toString(), fileName, 'SAFETENSORS');
@@ -45,14 +45,16 @@ describe('cache layout', () => {
     );
   });
 
-  it('shared paths accepted by normaliseSharedName never leave shared/', () => {
+  it('shared paths accepted by normaliseSharedName never leave the loras folder, nor enter the temp folder', () => {
     fc.assert(
       fc.property(fc.array(fc.constantFrom('a', 'b.safetensors', '..', '.', '', '/', '\\', 'x y', '%2e%2e'), { maxLength: 8 }), (parts) => {
         const name = normaliseSharedName(parts.join('/'));
-        if (name !== null) expect(inside(layout.sharedDir, sharedLoraPath(layout, name))).toBe(true);
+        if (name !== null && !name.startsWith('.lora-cache-tmp/')) expect(inside(layout.loraRoot, sharedLoraPath(layout, name))).toBe(true);
       }),
     );
     expect(() => sharedLoraPath(layout, '../x')).toThrow(/unsafe shared name/);
+    expect(() => sharedLoraPath(layout, '.lora-cache-tmp/1-a/x.part')).toThrow(/temp folder/);
+    expect(sharedLoraPath(layout, 'style/x.safetensors')).toBe('/srv/comfy/models/loras/style/x.safetensors');
     expect(lockKey({ source: 'shared', name: '../x' })).toMatch(/^shared-[0-9a-f]{32}$/);
   });
 });
