@@ -89,7 +89,24 @@ def resolve(ref):
     path = answer.get("path") if isinstance(answer, dict) else None
     if not isinstance(path, str) or not os.path.isabs(path) or not os.path.isfile(path):
         return _failed(ref, "BAD_PATH", "the agent answered %r, not an existing absolute file" % (path,))
+    if source == "user":
+        exposing = _loras_folder_holding(path)
+        if exposing:
+            # Fail closed: ComfyUI's stock loaders list every file under a loras folder, so a user
+            # LoRA there is loadable by anyone's workflow (e.g. extra_model_paths.yaml adding a root).
+            return _failed(ref, "USER_LORAS_EXPOSED", "%s lies under the loras folder %s, which any workflow can list; "
+                           "move the agent's USER_LORA_DIR out of it (or that folder out of extra_model_paths.yaml)" % (path, exposing))
     return path
+
+
+def _loras_folder_holding(path):
+    """The ComfyUI `loras` folder (any root, extra_model_paths.yaml included) that contains `path`, by real path."""
+    real = os.path.realpath(path)
+    for folder in folder_paths.get_folder_paths("loras"):
+        root = os.path.realpath(folder)
+        if os.path.commonpath([real, root]) == root:
+            return folder
+    return None
 
 
 class LoraVaultLoraLoader:

@@ -1,5 +1,6 @@
 """The lora-vault loader node, in the ComfyUI test double, against a real agent and a real API."""
 
+import os
 import threading
 import time
 import unittest
@@ -7,6 +8,7 @@ import unittest
 from harness import AGENT, FIXTURE, SOCKET_AGENT, job_leases, live_config, loader, new_ids, stats  # first: sets up the double
 
 import comfy.utils  # noqa: E402
+import folder_paths  # noqa: E402
 import mini_comfy  # noqa: E402
 import nodes  # noqa: E402
 
@@ -220,6 +222,22 @@ class Isolation(NodeTestCase):
             result = self.comfy.submit(graph(user_node(USER["loras"][0]["id"])), "unregistered-prompt")
         self.assertEqual(self.loaded(result), ([], []))
         self.assertIn("(JOB_NOT_FOUND)", logs.output[0])
+
+    def test_a_user_lora_under_a_registered_loras_folder_is_refused(self):
+        # An operator's extra_model_paths.yaml adding a root above the agent's users folder would let
+        # ComfyUI's stock LoraLoader list every user's files: the node refuses to load from there.
+        _, prompt_id = self.job()
+        mine = USER["loras"][0]
+        self.assertLoaded(self.comfy.submit(graph(user_node(mine["id"])), prompt_id), mine["sha256"])
+        folder_paths.add_model_folder_path("loras", os.path.join(FIXTURE["comfyDir"], "models"))  # holds lora-vault-users/
+        try:
+            _, prompt_id = self.job()
+            with self.assertLogs(LOG, level="WARNING") as logs:
+                result = self.comfy.submit(graph(user_node(mine["id"])), prompt_id)
+            self.assertEqual(self.loaded(result), ([], []))
+            self.assertIn("(USER_LORAS_EXPOSED)", logs.output[0])
+        finally:
+            folder_paths.folder_names_and_paths["loras"][0].pop()
 
     def test_a_node_of_another_instance_gets_nothing(self):
         _, prompt_id = self.job()

@@ -20,7 +20,8 @@ afterEach(async () => {
 async function config(env: Record<string, string> = {}) {
   const comfy = await mkdtemp(join(tmpdir(), 'lora-wiring-'));
   dirs.push(comfy);
-  return loadAgentConfig({ COMFYUI_DIR: comfy, LOG_LEVEL: 'silent', STATS_INTERVAL_SECONDS: '0', ...env });
+  // no Python nodes here to create model_cache.db: the agent may (MODEL_CACHE_DB_CREATE)
+  return loadAgentConfig({ COMFYUI_DIR: comfy, LOG_LEVEL: 'silent', STATS_INTERVAL_SECONDS: '0', MODEL_CACHE_DB_CREATE: 'true', ...env });
 }
 
 describe('buildAgent', () => {
