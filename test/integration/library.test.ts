@@ -11,7 +11,7 @@ import {
   recordUsage,
   UPDATE_MUTATION,
 } from '../testkit/library-helpers.ts';
-import { smallSd15Lora } from '../testkit/safetensors.ts';
+import { sizedLora } from '../testkit/safetensors.ts';
 import { newUserId, type SeedLoraOptions, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -27,11 +27,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.stop();
 });
-
-/** A real safetensors file whose size is base + 8·k bytes (the header grows by 8 characters per step). */
-function sizedLora(k: number): Buffer {
-  return smallSd15Lora({ ss_pad: 'x'.repeat(8 * k) });
-}
 
 /** Seeds several LoRAs concurrently (a few at a time) and returns them in input order. */
 async function seedAll(userId: string, specs: SeedLoraOptions[], concurrency = 8): Promise<LoraView[]> {

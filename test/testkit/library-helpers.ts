@@ -3,7 +3,7 @@ import pg from 'pg';
 import { expect, inject } from 'vitest';
 import type { GqlResponse, TestServer } from './server.ts';
 
-/** Small helpers shared by the library / delete-quota integration tests. */
+/** Small helpers shared by the library, deletes-and-quotas and neighbouring integration tests. */
 
 export const LORA_FIELDS = `
   id name fileName format sizeBytes sha256 createdAt updatedAt tags status usageCount lastUsedAt
