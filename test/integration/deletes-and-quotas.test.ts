@@ -1,19 +1,27 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  type LoraQuotaDetails,
+  LoraQuotaDocument,
+  SetUserLoraQuotaDocument,
+  type SetUserLoraQuotaMutationVariables,
+} from '../../sdk/index.ts';
 import { QuotaExceededError } from '../../server/domain/errors.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { dataOf } from '../testkit/graphql-assertions.ts';
 import { sha256 } from '../testkit/hashes.ts';
 import {
-  DELETE_MUTATION,
   deleteJobsFor,
+  deleteLora,
   expectBadUserInput,
   expectThrownCode,
-  GET_QUERY,
+  getLora,
   isolatedDatabase,
   listLoras,
-  QUOTA_FIELDS,
+  quotaOf,
+  setUserLoraQuota,
   sleep,
-  UPDATE_MUTATION,
+  updateLora,
 } from '../testkit/library-helpers.ts';
 import { sizedLora } from '../testkit/safetensors.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
@@ -22,33 +30,11 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 /**
  * Deletion (soft delete, the durable blob-deletion job, quota released exactly once) and quota
  * administration and enforcement, over real HTTP against real PostgreSQL (pg-boss) and Azurite.
+ * Operations go through the SDK's documents; the few hand-written ones are about inline literals
+ * and the raw JSON on the wire.
  */
 
 const GiB = 1024 ** 3;
-
-interface QuotaBody {
-  userId: string;
-  maxStorageBytes: number;
-  usedStorageBytes: number;
-  availableBytes: number;
-  utilizationPercent: number;
-  loraCount: number;
-  maxLoraCount: number;
-  warning: boolean;
-  loras: { id: string; name: string; sizeBytes: number }[];
-}
-
-async function quotaOf(server: TestServer, userId: string): Promise<QuotaBody> {
-  const res = await server.gql<{ loraQuota: QuotaBody }>(
-    `query($userId: ID) { loraQuota(userId: $userId) { ${QUOTA_FIELDS} } }`,
-    { userId },
-    { token: await server.tokens.admin() },
-  );
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  const quota = res.body.data?.loraQuota;
-  if (!quota) throw new Error(JSON.stringify(res.body));
-  return quota;
-}
 
 async function quotaRow(server: TestServer, userId: string) {
   const row = await server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
@@ -57,12 +43,6 @@ async function quotaRow(server: TestServer, userId: string) {
 
 async function blobPathOf(server: TestServer, id: string): Promise<string> {
   return (await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } })).blob_path;
-}
-
-async function deleteLora(server: TestServer, token: string, id: string) {
-  const res = await server.gql(DELETE_MUTATION, { id }, { token });
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  return res.body.data?.deleteLora;
 }
 
 describe('deleteLora', () => {
@@ -87,17 +67,26 @@ describe('deleteLora', () => {
     expect(deleted).toEqual({
       __typename: 'DeleteLoraSuccess',
       loraId: a.id,
-      quota: { usedStorageBytes: b.sizeBytes, loraCount: 1, maxStorageBytes: 10 * GiB, maxLoraCount: 100 },
+      quota: {
+        userId,
+        usedStorageBytes: b.sizeBytes,
+        loraCount: 1,
+        maxStorageBytes: 10 * GiB,
+        maxLoraCount: 100,
+        availableBytes: 10 * GiB - b.sizeBytes,
+        utilizationPercent: 0,
+        warning: false,
+        loras: [{ id: b.id, name: 'Survivor', sizeBytes: b.sizeBytes }],
+      },
     });
 
     // Gone from list and get at once, whatever the job has done yet.
     const list = await listLoras(server, token, {});
     expect(list.total).toBe(1);
     expect(list.loras.map((l) => l.id)).toEqual([b.id]);
-    const get = await server.gql(GET_QUERY, { id: a.id }, { token });
-    expect(get.body.data?.lora).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
-    const upd = await server.gql(UPDATE_MUTATION, { id: a.id, name: 'Zombie' }, { token });
-    expect(upd.body.data?.updateLora).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
+    expect(await getLora(server, token, a.id)).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
+    const upd = await updateLora(server, token, { id: a.id, name: 'Zombie' });
+    expect(upd).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
 
     const file = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(a.id) } });
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(a.id) } });
@@ -140,7 +129,7 @@ describe('deleteLora', () => {
 
     const results = await Promise.all(Array.from({ length: 5 }, () => deleteLora(server, token, target.id)));
     for (const r of results) expect(r).toMatchObject({ __typename: 'DeleteLoraSuccess', loraId: target.id });
-    for (const r of results) expect(r.quota).toMatchObject({ usedStorageBytes: othersBytes, loraCount: 2 });
+    for (const r of results) expect(r).toMatchObject({ quota: { usedStorageBytes: othersBytes, loraCount: 2 } });
     expect(await quotaRow(server, userId)).toEqual({ usedBytes: othersBytes, count: 2 });
     expect(await deleteJobsFor(server, target.id)).toHaveLength(1);
     const audit = await server.app.db.audit_log.count({ where: { lora_id: BigInt(target.id), action: 'lora.delete' } });
@@ -254,19 +243,15 @@ describe('quotas', () => {
     await server?.stop();
   });
 
-  const SET = `mutation($userId: ID!, $bytes: Bytes, $count: Int) {
-    setUserLoraQuota(userId: $userId, maxStorageBytes: $bytes, maxLoraCount: $count) { ${QUOTA_FIELDS} }
-  }`;
-
-  async function setQuota(userId: string, bytes: number | null | undefined, count: number | null | undefined): Promise<QuotaBody> {
-    const variables: Record<string, unknown> = { userId };
-    if (bytes !== undefined) variables.bytes = bytes;
-    if (count !== undefined) variables.count = count;
-    const res = await server.gql<{ setUserLoraQuota: QuotaBody }>(SET, variables, { token: await server.tokens.admin() });
-    expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-    const quota = res.body.data?.setUserLoraQuota;
-    if (!quota) throw new Error(JSON.stringify(res.body));
-    return quota;
+  async function setQuota(
+    userId: string,
+    maxStorageBytes: number | null | undefined,
+    maxLoraCount: number | null | undefined,
+  ): Promise<LoraQuotaDetails> {
+    const variables: SetUserLoraQuotaMutationVariables = { userId };
+    if (maxStorageBytes !== undefined) variables.maxStorageBytes = maxStorageBytes;
+    if (maxLoraCount !== undefined) variables.maxLoraCount = maxLoraCount;
+    return setUserLoraQuota(server, variables);
   }
 
   it('lets an admin set limits above 2^31 that round-trip as JSON numbers, and null restores the defaults', async () => {
@@ -347,25 +332,25 @@ describe('quotas', () => {
     expect((await listLoras(server, await server.tokens.user(userId), {})).total).toBe(4);
 
     // The user sees the same through their own token.
-    const own = await server.gql(`{ loraQuota { ${QUOTA_FIELDS} } }`, {}, { token: await server.tokens.user(userId) });
-    expect(own.body.data?.loraQuota).toEqual(over);
+    const own = await server.request(LoraQuotaDocument, {}, { token: await server.tokens.user(userId) });
+    expect(dataOf(own).loraQuota).toEqual(over);
   });
 
   it('rejects negative, fractional, unsafe or non-UUID arguments with BAD_USER_INPUT and keeps users out', async () => {
     const userId = newUserId();
     await setQuota(userId, 3 * GiB, 9);
     const admin = await server.tokens.admin();
-    const cases: [Record<string, unknown>, string | undefined][] = [
-      [{ userId, bytes: -1 }, undefined],
-      [{ userId, bytes: 1.5 }, undefined],
-      [{ userId, bytes: 2 ** 53 }, undefined],
-      [{ userId, bytes: '5368709120' }, undefined],
-      [{ userId, count: -1 }, 'maxLoraCount'],
-      [{ userId: 'not-a-uuid', count: 3 }, 'userId'],
-      [{ userId: `${userId}x`, bytes: GiB }, 'userId'],
+    const cases: [SetUserLoraQuotaMutationVariables, string | undefined][] = [
+      [{ userId, maxStorageBytes: -1 }, undefined],
+      [{ userId, maxStorageBytes: 1.5 }, undefined],
+      [{ userId, maxStorageBytes: 2 ** 53 }, undefined],
+      [{ userId, maxStorageBytes: '5368709120' as unknown as number }, undefined], // a string where Bytes wants a number
+      [{ userId, maxLoraCount: -1 }, 'maxLoraCount'],
+      [{ userId: 'not-a-uuid', maxLoraCount: 3 }, 'userId'],
+      [{ userId: `${userId}x`, maxStorageBytes: GiB }, 'userId'],
     ];
     for (const [variables, path] of cases) {
-      const res = await server.gql(SET, variables, { token: admin });
+      const res = await server.request(SetUserLoraQuotaDocument, variables, { token: admin });
       expectBadUserInput(res, path);
       expect(res.body.data?.setUserLoraQuota ?? null, JSON.stringify(variables)).toBeNull();
     }
@@ -377,13 +362,20 @@ describe('quotas', () => {
 
     // Users may neither set quotas (not even their own) nor read another user's.
     const userToken = await server.tokens.user(userId);
-    const bySelf = await server.gql(SET, { userId, bytes: 100 * GiB, count: 1000 }, { token: userToken });
+    const bySelf = await server.request(
+      SetUserLoraQuotaDocument,
+      { userId, maxStorageBytes: 100 * GiB, maxLoraCount: 1000 },
+      { token: userToken },
+    );
     expectThrownCode(bySelf, 'FORBIDDEN');
     expect(bySelf.body.data?.setUserLoraQuota ?? null).toBeNull();
-    const peek = await server.gql('query($u: ID) { loraQuota(userId: $u) { maxStorageBytes } }', { u: newUserId() }, { token: userToken });
+    const peek = await server.request(LoraQuotaDocument, { userId: newUserId() }, { token: userToken });
     expectThrownCode(peek, 'FORBIDDEN');
-    expectThrownCode(await server.gql(SET, { userId, count: 1 }, { token: await server.tokens.machine() }), 'FORBIDDEN');
-    expectThrownCode(await server.gql(SET, { userId, count: 1 }, {}), 'UNAUTHENTICATED');
+    expectThrownCode(
+      await server.request(SetUserLoraQuotaDocument, { userId, maxLoraCount: 1 }, { token: await server.tokens.machine() }),
+      'FORBIDDEN',
+    );
+    expectThrownCode(await server.request(SetUserLoraQuotaDocument, { userId, maxLoraCount: 1 }), 'UNAUTHENTICATED');
     expect(await quotaOf(server, userId)).toMatchObject({ maxStorageBytes: 3 * GiB, maxLoraCount: 9 });
   });
 
