@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CacheStatsInput, LoraCacheStatsDocument, ReportCacheStatsDocument } from '../../sdk/index.ts';
+import { dataOf } from '../testkit/graphql-assertions.ts';
 import { expectBadUserInput, expectThrownCode } from '../testkit/library-helpers.ts';
 import { newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -17,11 +19,7 @@ describe('machine cache stats', () => {
     await server?.stop();
   });
 
-  const REPORT = 'mutation($input: CacheStatsInput!) { reportCacheStats(input: $input) }';
-  const STATS = `query($machineId: String) { loraCacheStats(machineId: $machineId) {
-    machineId totalLoraCacheBytes maxLoraCacheBytes utilizationPercent userLoraCount sharedLoraCount
-    cacheHitRate24h evictions24h oldestLoraAgeDays reportedAt } }`;
-  const input = (over: Record<string, unknown> = {}) => ({
+  const input = (over: Partial<CacheStatsInput> = {}): CacheStatsInput => ({
     totalLoraCacheBytes: 3 * GiB,
     maxLoraCacheBytes: 8 * GiB,
     userLoraCount: 12,
@@ -33,9 +31,8 @@ describe('machine cache stats', () => {
   });
 
   async function statsFor(machineIds: string[]) {
-    const res = await server.gql(STATS, {}, { token: await server.tokens.admin() });
-    expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-    return ((res.body.data?.loraCacheStats ?? []) as { machineId: string }[]).filter((s) => machineIds.includes(s.machineId));
+    const res = await server.request(LoraCacheStatsDocument, {}, { token: await server.tokens.admin() });
+    return dataOf(res).loraCacheStats.filter((s) => machineIds.includes(s.machineId));
   }
 
   it('keeps the latest report per machine and computes utilizationPercent', async () => {
@@ -44,15 +41,22 @@ describe('machine cache stats', () => {
     const t1 = await server.tokens.machine(m1);
     const t2 = await server.tokens.machine(m2);
     const before = Date.now();
-    expect((await server.gql(REPORT, { input: input() }, { token: t1 })).body).toEqual({ data: { reportCacheStats: true } });
+    expect((await server.request(ReportCacheStatsDocument, { input: input() }, { token: t1 })).body).toEqual({
+      data: { reportCacheStats: true },
+    });
     expect(
-      (await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 6 * GiB, userLoraCount: 20, cacheHitRate24h: 0.9 }) }, { token: t1 }))
-        .body.data,
+      (
+        await server.request(
+          ReportCacheStatsDocument,
+          { input: input({ totalLoraCacheBytes: 6 * GiB, userLoraCount: 20, cacheHitRate24h: 0.9 }) },
+          { token: t1 },
+        )
+      ).body.data,
     ).toEqual({ reportCacheStats: true });
     expect(
       (
-        await server.gql(
-          REPORT,
+        await server.request(
+          ReportCacheStatsDocument,
           { input: input({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, cacheHitRate24h: 0, evictions24h: 0 }) },
           { token: t2 },
         )
@@ -61,8 +65,8 @@ describe('machine cache stats', () => {
 
     const stats = await statsFor([m1, m2]);
     expect(stats).toHaveLength(2);
-    const s1 = stats.find((s) => s.machineId === m1) as Record<string, unknown>;
-    const s2 = stats.find((s) => s.machineId === m2) as Record<string, unknown>;
+    const s1 = stats.find((s) => s.machineId === m1);
+    const s2 = stats.find((s) => s.machineId === m2);
     expect(s1).toMatchObject({
       totalLoraCacheBytes: 6 * GiB,
       maxLoraCacheBytes: 8 * GiB,
@@ -73,25 +77,29 @@ describe('machine cache stats', () => {
       evictions24h: 4,
       oldestLoraAgeDays: 2.5,
     });
-    expect(Date.parse(s1.reportedAt as string)).toBeGreaterThanOrEqual(before - 5_000);
+    expect(Date.parse(s1?.reportedAt ?? '')).toBeGreaterThanOrEqual(before - 5_000);
     expect(s2).toMatchObject({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, utilizationPercent: 0, cacheHitRate24h: 0 });
 
-    const one = await server.gql(STATS, { machineId: m1 }, { token: await server.tokens.admin() });
+    const one = await server.request(LoraCacheStatsDocument, { machineId: m1 }, { token: await server.tokens.admin() });
     expect(one.body.data?.loraCacheStats).toEqual([s1]);
-    const unknown = await server.gql(STATS, { machineId: `gpu-${randomUUID()}` }, { token: await server.tokens.admin() });
+    const unknown = await server.request(
+      LoraCacheStatsDocument,
+      { machineId: `gpu-${randomUUID()}` },
+      { token: await server.tokens.admin() },
+    );
     expect(unknown.body.data?.loraCacheStats).toEqual([]);
 
     // A third of the cache: rounded to two decimals.
-    await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 1000, maxLoraCacheBytes: 3000 }) }, { token: t2 });
+    await server.request(ReportCacheStatsDocument, { input: input({ totalLoraCacheBytes: 1000, maxLoraCacheBytes: 3000 }) }, { token: t2 });
     const [third] = await statsFor([m2]);
-    expect((third as Record<string, unknown>).utilizationPercent).toBe(33.33);
+    expect(third?.utilizationPercent).toBe(33.33);
   });
 
   it('rejects invalid reports (negative bytes or counts, hit rate outside 0–1) and stores nothing; only machines report, only admins read', async () => {
     const machineId = `gpu-${randomUUID()}`;
     const token = await server.tokens.machine(machineId);
-    expect((await server.gql(REPORT, { input: input() }, { token })).body.data).toEqual({ reportCacheStats: true });
-    const bad: [Record<string, unknown>, string | undefined][] = [
+    expect((await server.request(ReportCacheStatsDocument, { input: input() }, { token })).body.data).toEqual({ reportCacheStats: true });
+    const bad: [Partial<CacheStatsInput>, string | undefined][] = [
       [{ totalLoraCacheBytes: -1 }, undefined],
       [{ maxLoraCacheBytes: -8 * GiB }, undefined],
       [{ cacheHitRate24h: 1.01 }, 'input.cacheHitRate24h'],
@@ -101,7 +109,11 @@ describe('machine cache stats', () => {
       [{ oldestLoraAgeDays: -2 }, 'input.oldestLoraAgeDays'],
     ];
     for (const [over, path] of bad) {
-      const res = await server.gql(REPORT, { input: input({ ...over, userLoraCount: over.userLoraCount ?? 99 }) }, { token });
+      const res = await server.request(
+        ReportCacheStatsDocument,
+        { input: input({ ...over, userLoraCount: over.userLoraCount ?? 99 }) },
+        { token },
+      );
       expectBadUserInput(res, path);
       expect(res.body.data?.reportCacheStats ?? null, JSON.stringify(over)).toBeNull();
     }
@@ -110,8 +122,8 @@ describe('machine cache stats', () => {
     expect(await server.app.db.machine_cache_report.count({ where: { machine_id: machineId } })).toBe(1);
 
     const userToken = await server.tokens.user(newUserId());
-    expectThrownCode(await server.gql(REPORT, { input: input() }, { token: userToken }), 'FORBIDDEN');
-    expectThrownCode(await server.gql(STATS, {}, { token: userToken }), 'FORBIDDEN');
-    expectThrownCode(await server.gql(STATS, {}, { token }), 'FORBIDDEN');
+    expectThrownCode(await server.request(ReportCacheStatsDocument, { input: input() }, { token: userToken }), 'FORBIDDEN');
+    expectThrownCode(await server.request(LoraCacheStatsDocument, {}, { token: userToken }), 'FORBIDDEN');
+    expectThrownCode(await server.request(LoraCacheStatsDocument, {}, { token }), 'FORBIDDEN');
   });
 });

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SharedLoraDownloadDocument } from '../../sdk/index.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { expectThrownCode } from '../testkit/library-helpers.ts';
 import { sizedLora } from '../testkit/safetensors.ts';
 import { newUserId } from '../testkit/seed.ts';
@@ -16,21 +18,13 @@ describe('sharedLoraDownload', () => {
     await server?.stop();
   });
 
-  const SHARED = `query($name: String!) { sharedLoraDownload(name: $name) {
-    __typename
-    ... on LoraDownload { url loraId sharedName sha256 sizeBytes fileName userId etag expiresAt }
-    ... on ValidationError { code issues { path message } }
-    ... on NotFoundError { code message }
-  } }`;
-
   it('gives a machine a short-lived URL that downloads the shared blob', async () => {
     const name = `style/foo-${randomUUID().slice(0, 8)}.safetensors`;
     const bytes = sizedLora(6);
     await server.app.blobs.putShared(name, bytes);
     const before = Date.now();
-    const res = await server.gql(SHARED, { name }, { token: await server.tokens.machine(`gpu-${randomUUID()}`) });
-    expect(res.body.errors).toBeUndefined();
-    const dl = res.body.data?.sharedLoraDownload;
+    const res = await server.request(SharedLoraDownloadDocument, { name }, { token: await server.tokens.machine(`gpu-${randomUUID()}`) });
+    const dl = member(dataOf(res).sharedLoraDownload, 'LoraDownload');
     expect(dl).toMatchObject({
       __typename: 'LoraDownload',
       loraId: null,
@@ -72,17 +66,18 @@ describe('sharedLoraDownload', () => {
       'style/\u202Egnp.safetensors',
     ];
     for (const name of badNames) {
-      const res = await server.gql(SHARED, { name }, { token });
-      expect(res.body.errors, JSON.stringify(name)).toBeUndefined();
-      const result = res.body.data?.sharedLoraDownload;
-      expect(result?.__typename, JSON.stringify(name)).toBe('ValidationError');
-      expect(result?.code).toBe('VALIDATION_FAILED');
-      expect(result?.issues.map((i: { path: string }) => i.path)).toContain('name');
+      const res = await server.request(SharedLoraDownloadDocument, { name }, { token });
+      const result = member(dataOf(res).sharedLoraDownload, 'ValidationError');
+      expect(result.code, JSON.stringify(name)).toBe('VALIDATION_FAILED');
+      expect(result.issues.map((i) => i.path)).toContain('name');
     }
     const missing = `style/missing-${randomUUID()}.safetensors`;
-    const res = await server.gql(SHARED, { name: missing }, { token });
+    const res = await server.request(SharedLoraDownloadDocument, { name: missing }, { token });
     expect(res.body.data?.sharedLoraDownload).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
     // Users cannot use it at all.
-    expectThrownCode(await server.gql(SHARED, { name: secret }, { token: await server.tokens.user(newUserId()) }), 'FORBIDDEN');
+    expectThrownCode(
+      await server.request(SharedLoraDownloadDocument, { name: secret }, { token: await server.tokens.user(newUserId()) }),
+      'FORBIDDEN',
+    );
   });
 });
