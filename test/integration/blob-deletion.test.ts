@@ -4,8 +4,9 @@ import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { Queue } from '../../server/jobs/queues.ts';
 import { loraBlobPath } from '../../server/storage/blob-store.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
-import { mintGrant } from '../testkit/grants.ts';
-import { DELETE_MUTATION, deleteJobsFor, isolatedDatabase } from '../testkit/library-helpers.ts';
+import { loraDownload, mintGrant } from '../testkit/grants.ts';
+import { member } from '../testkit/graphql-assertions.ts';
+import { deleteJobsFor, deleteLora as deleteLoraResult, isolatedDatabase } from '../testkit/library-helpers.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -17,13 +18,8 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  * workers of other test files never run these jobs.
  */
 
-const DOWNLOAD = `query($id: ID!, $grant: String!) {
-  loraDownload(id: $id, grant: $grant) { __typename ... on LoraDownload { url } ... on Error { code } }
-}`;
-
 async function deleteLora(server: TestServer, token: string, id: string): Promise<void> {
-  const res = await server.gql(DELETE_MUTATION, { id }, { token });
-  expect(res.body.data?.deleteLora?.__typename, JSON.stringify(res.body)).toBe('DeleteLoraSuccess');
+  member(await deleteLoraResult(server, token, id), 'DeleteLoraSuccess');
 }
 
 describe('a download URL handed out before the delete', () => {
@@ -43,9 +39,8 @@ describe('a download URL handed out before the delete', () => {
     const userId = newUserId();
     const lora = await seedLora(server.app, userId);
     const grant = await mintGrant(server, userId);
-    const download = await server.gql(DOWNLOAD, { id: lora.id, grant }, { token: await server.tokens.machine() });
-    const url: string = download.body.data?.loraDownload?.url;
-    expect(url, JSON.stringify(download.body)).toMatch(/^http/);
+    const { url } = member(await loraDownload(server, await server.tokens.machine(), lora.id, grant), 'LoraDownload');
+    expect(url).toMatch(/^http/);
     const before = await fetch(url);
     expect(before.status).toBe(200);
     await before.arrayBuffer();

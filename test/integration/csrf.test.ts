@@ -7,6 +7,7 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 /**
  * CSRF prevention: requests a browser could send without a preflight need the header.
  * A real server per describe block over real HTTP, real PostgreSQL and Azurite, real JWTs.
+ * Requests are written by hand on purpose: the transport (method, content type, headers) is tested.
  */
 
 const CSRF_HEADERS: Record<string, string>[] = [{ 'x-graphql-yoga-csrf': '1' }, { 'apollo-require-preflight': 'true' }];

@@ -1,5 +1,8 @@
-import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LoraQuotaDocument, type UpdateLoraMutationVariables } from '../../sdk/index.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { sha256 } from '../testkit/hashes.ts';
+import { deleteLora, getLora, listLoras, setUserLoraQuota, updateLora } from '../testkit/library-helpers.ts';
 import { makeLora, sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { expectSeedShape, platformView } from '../testkit/platform-queries.ts';
@@ -22,14 +25,6 @@ beforeAll(async () => {
 });
 afterAll(() => server?.stop());
 
-const UPLOAD = `mutation Upload($file: Upload!, $name: String, $tags: [String!], $metadata: JSON, $uploadSource: LoraUploadSource) {
-  uploadLora(file: $file, name: $name, tags: $tags, metadata: $metadata, uploadSource: $uploadSource) {
-    __typename
-    ... on Error { code message }
-    ... on UploadLoraSuccess { lora { id sizeBytes sha256 } }
-  }
-}`;
-
 interface User {
   id: string;
   token: string;
@@ -41,7 +36,7 @@ async function newUser(): Promise<User> {
 }
 
 async function upload(u: User, file: Buffer, variables: Record<string, unknown> = {}, filename = 'lora.safetensors') {
-  const res = await postMultipart({ url: server.graphqlUrl, token: u.token, file, filename, variables, query: UPLOAD });
+  const res = await postMultipart({ url: server.graphqlUrl, token: u.token, file, filename, variables });
   return { res, result: res.body?.data?.uploadLora as { __typename: string; code?: string; lora?: { id: string } } | undefined };
 }
 
@@ -51,23 +46,24 @@ async function uploaded(u: User, file: Buffer, variables: Record<string, unknown
   return result?.lora?.id as string;
 }
 
-async function api(u: User, query: string, variables: Record<string, unknown> = {}) {
-  const res = await server.gql(query, variables, { token: u.token });
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  return res.body.data as Record<string, any>;
+async function edit(u: User, variables: UpdateLoraMutationVariables): Promise<void> {
+  member(await updateLora(server, u.token, variables), 'Lora');
+}
+
+async function remove(u: User, id: string): Promise<void> {
+  member(await deleteLora(server, u.token, id), 'DeleteLoraSuccess');
+}
+
+async function shownMetadata(u: User, id: string) {
+  return member(await getLora(server, u.token, id), 'Lora').metadata;
 }
 
 /** What the API reports: the user's READY LoRAs (every page) and the quota's used bytes. */
 async function apiView(u: User) {
-  const list = await api(u, '{ loras(limit: 200) { total loras { id name sizeBytes } } }');
-  const quota = await api(u, '{ loraQuota { usedStorageBytes loraCount } }');
-  const loras = (list.loras.loras as { id: string; name: string; sizeBytes: number }[]).sort((a, b) => Number(BigInt(a.id) - BigInt(b.id)));
-  return {
-    loras,
-    total: list.loras.total as number,
-    used: quota.loraQuota.usedStorageBytes as number,
-    count: quota.loraQuota.loraCount as number,
-  };
+  const list = await listLoras(server, u.token, { limit: 200 });
+  const quota = dataOf(await server.request(LoraQuotaDocument, {}, { token: u.token })).loraQuota;
+  const loras = list.loras.map(({ id, name, sizeBytes }) => ({ id, name, sizeBytes })).sort((a, b) => Number(BigInt(a.id) - BigInt(b.id)));
+  return { loras, total: list.total, used: quota.usedStorageBytes, count: quota.loraCount };
 }
 
 /** The seed's queries and the API agree on this user's LoRAs and bytes. */
@@ -95,22 +91,17 @@ async function expectRowsInContract(u: User): Promise<void> {
       expectSeedShape(row.file.gen_out_data, { sizeBytes: Number(row.size_bytes), sha256: row.sha256 });
     }
     if (row.status === 'READY') {
-      const shown = await api(u, 'query($id: ID!) { lora(id: $id) { ... on Lora { metadata { baseModel triggerWords rank } } } }', {
-        id: String(row.file_id),
-      });
+      const { baseModel, triggerWords, rank } = await shownMetadata(u, String(row.file_id));
       const m = (row.file.gen_out_data as { lora_metadata: Record<string, unknown> }).lora_metadata;
-      expect({ baseModel: m.base_model, triggerWords: m.trigger_words, rank: m.rank }).toEqual(shown.lora.metadata);
+      expect({ baseModel: m.base_model, triggerWords: m.trigger_words, rank: m.rank }).toEqual({ baseModel, triggerWords, rank });
     }
   }
 }
-
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe("the seed's flat_file queries agree with the API", () => {
   it('after uploads, renames, retags, metadata edits, deletes, failed and in-flight uploads, for every user', async () => {
     const users = await Promise.all([newUser(), newUser(), newUser(), newUser()]);
     const [alice, bob, carol, dave] = users as [User, User, User, User];
-    const admin = await server.tokens.admin();
 
     // alice: three LoRAs (Studio, default, .pt), one renamed, one retagged, one edited, one deleted
     const a1 = await uploaded(alice, makeLora('SDXL', 'kohya', { extra: { ss_resolution: '(1024, 1024)' } }), {
@@ -119,13 +110,10 @@ describe("the seed's flat_file queries agree with the API", () => {
     });
     const a2 = await uploaded(alice, makeLora('SD1', 'modelspec'), { name: 'second' });
     const a3 = await uploaded(alice, benignTorchZipLora(), {}, 'model.pt');
-    await api(alice, 'mutation($id: ID!) { updateLora(id: $id, name: "Ink wash") { __typename } }', { id: a1 });
-    await api(alice, 'mutation($id: ID!) { updateLora(id: $id, tags: ["lineart", "ink"]) { __typename } }', { id: a2 });
-    await api(alice, 'mutation($id: ID!, $m: JSON) { updateLora(id: $id, metadata: $m) { __typename } }', {
-      id: a1,
-      m: { triggerWords: ['ink wash', 'sumi-e'], baseModel: 'SDXL' },
-    });
-    await api(alice, 'mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: a3 });
+    await edit(alice, { id: a1, name: 'Ink wash' });
+    await edit(alice, { id: a2, tags: ['lineart', 'ink'] });
+    await edit(alice, { id: a1, metadata: { triggerWords: ['ink wash', 'sumi-e'], baseModel: 'SDXL' } });
+    await remove(alice, a3);
 
     // bob: two LoRAs, a refused file, an unsafe pickle, an interrupted upload, one over quota at the final check
     await uploaded(bob, sdxlLora('modelspec'));
@@ -134,16 +122,16 @@ describe("the seed's flat_file queries agree with the API", () => {
     const unsafe = BAD_PT_FILES.find((f) => f.expect === 'UNSAFE_FILE');
     expect((await upload(bob, Buffer.from(unsafe?.bytes ?? []), {}, 'evil.pt')).result).toMatchObject({ code: 'UNSAFE_FILE' });
     const big = makeSafetensors([{ name: 'w', shape: [512 * 1024], dtype: 'F16' }]);
-    const cut = await postMultipart({ url: server.graphqlUrl, token: bob.token, file: big, query: UPLOAD, abortAfterBytes: 256 * 1024 });
+    const cut = await postMultipart({ url: server.graphqlUrl, token: bob.token, file: big, abortAfterBytes: 256 * 1024 });
     expect(cut.aborted).toBe(true);
-    await server.gql(`mutation { setUserLoraQuota(userId: "${bob.id}", maxLoraCount: 2) { userId } }`, {}, { token: admin });
+    await setUserLoraQuota(server, { userId: bob.id, maxLoraCount: 2 });
     expect((await upload(bob, makeLora('SD2'))).result).toMatchObject({ code: 'QUOTA_EXCEEDED' });
-    await server.gql(`mutation { setUserLoraQuota(userId: "${bob.id}", maxLoraCount: 10) { userId } }`, {}, { token: admin });
+    await setUserLoraQuota(server, { userId: bob.id, maxLoraCount: 10 });
 
     // carol: nothing but failures; dave: one LoRA, deleted
     expect((await upload(carol, Buffer.from(unsafe?.bytes ?? []), {}, 'evil.pt')).result).toMatchObject({ code: 'UNSAFE_FILE' });
     const d1 = await uploaded(dave, makeLora('SD1'));
-    await api(dave, 'mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: d1 });
+    await remove(dave, d1);
 
     // bob's third upload is held mid-stream: its rows exist (UPLOADING) while we compare
     let release = () => {};
@@ -155,7 +143,6 @@ describe("the seed's flat_file queries agree with the API", () => {
       url: server.graphqlUrl,
       token: bob.token,
       file: heldFile,
-      query: UPLOAD,
       holdAfterBytes: 128 * 1024,
       hold,
     });
@@ -217,10 +204,8 @@ describe('gen_out_data of a LoRA row', () => {
       upload_source: 'emprops_studio',
       validation_status: 'safe',
     });
-    const shown = await api(u, 'query($id: ID!) { lora(id: $id) { ... on Lora { metadata { triggerWords } } } }', { id });
-    expect((ff.gen_out_data as { lora_metadata: { trigger_words: string[] } }).lora_metadata.trigger_words).toEqual(
-      shown.lora.metadata.triggerWords,
-    );
+    const shown = await shownMetadata(u, id);
+    expect((ff.gen_out_data as { lora_metadata: { trigger_words: string[] } }).lora_metadata.trigger_words).toEqual(shown.triggerWords);
   });
 
   it('upload_source is api when the client does not say, and follows metadata edits (what the API shows)', async () => {
@@ -229,13 +214,10 @@ describe('gen_out_data of a LoRA row', () => {
     const before = (await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } })).gen_out_data as Record<string, any>;
     expect(before.upload_source).toBe('api');
     expect(before.lora_metadata.trigger_words).toEqual(['mychar', 'red hair', 'blue eyes']);
-    await api(u, 'mutation($id: ID!, $m: JSON) { updateLora(id: $id, metadata: $m) { __typename } }', {
-      id,
-      m: { triggerWords: ['ink'], baseModel: 'SD2' },
-    });
+    await edit(u, { id, metadata: { triggerWords: ['ink'], baseModel: 'SD2' } });
     const after = (await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } })).gen_out_data as Record<string, any>;
     expect(after).toEqual({ ...before, lora_metadata: { ...before.lora_metadata, trigger_words: ['ink'], base_model: 'SD2' } });
-    await api(u, 'mutation($id: ID!, $m: JSON) { updateLora(id: $id, metadata: $m) { __typename } }', { id, m: { baseModel: null } });
+    await edit(u, { id, metadata: { baseModel: null } });
     const restored = (await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } })).gen_out_data as Record<string, any>;
     expect(restored.lora_metadata.base_model).toBe('SD1');
   });

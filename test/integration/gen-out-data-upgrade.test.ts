@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LoraQuotaDocument } from '../../sdk/index.ts';
 import { GEN_OUT_DATA_UPGRADE, upgradeGenOutData } from '../../server/jobs/gen-out-data-upgrade.ts';
-import { isolatedDatabase } from '../testkit/library-helpers.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { deleteLora, isolatedDatabase, listLoras, updateLora } from '../testkit/library-helpers.ts';
 import { makeLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { expectSeedShape, platformView } from '../testkit/platform-queries.ts';
@@ -22,10 +24,6 @@ const ids: string[] = [];
 let deletedId: string;
 let inFlightId: bigint;
 
-const UPLOAD = `mutation($file: Upload!, $metadata: JSON, $source: LoraUploadSource) {
-  uploadLora(file: $file, metadata: $metadata, uploadSource: $source) { __typename ... on UploadLoraSuccess { lora { id } } ... on Error { message } }
-}`;
-
 beforeAll(async () => {
   database = await isolatedDatabase();
   // no job workers: the start-up upgrade must not run before the rows are made old
@@ -35,7 +33,7 @@ beforeAll(async () => {
     users.push({ id, token: await server.tokens.user(id) });
   }
   const files = [
-    [makeLora('SDXL', 'kohya', { extra: { ss_resolution: '(1024, 1024)' } }), 'a.safetensors', { source: 'EMPROPS_STUDIO' }],
+    [makeLora('SDXL', 'kohya', { extra: { ss_resolution: '(1024, 1024)' } }), 'a.safetensors', { uploadSource: 'EMPROPS_STUDIO' }],
     [makeLora('SD1', 'modelspec'), 'b.safetensors', { metadata: { triggerWords: ['mine'], baseModel: 'SD2' } }],
     [benignTorchZipLora(), 'c.pt', {}],
     [makeLora('FLUX1-kohya'), 'd.safetensors', {}],
@@ -43,14 +41,13 @@ beforeAll(async () => {
   ] as const;
   for (const [i, [file, filename, variables]] of files.entries()) {
     const user = users[i % 2] as { id: string; token: string };
-    const res = await postMultipart({ url: server.graphqlUrl, token: user.token, file, filename, query: UPLOAD, variables });
+    const res = await postMultipart({ url: server.graphqlUrl, token: user.token, file, filename, variables });
     const id = res.body?.data?.uploadLora?.lora?.id;
     if (!id) throw new Error(res.text);
     ids.push(id);
   }
   deletedId = ids[3] as string;
-  const del = await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: deletedId }, { token: users[1]?.token });
-  expect(del.body.data?.deleteLora.__typename).toBe('DeleteLoraSuccess');
+  member(await deleteLora(server, users[1]?.token ?? '', deletedId), 'DeleteLoraSuccess');
   // an upload in flight: its rows exist (hidden, no gen_out_data) while the upgrade runs
   inFlightId = (
     await server.app.services.registry.begin({
@@ -156,17 +153,14 @@ describe('the gen_out_data upgrade', () => {
     await makeRowsOld();
     const [alice] = users as [{ id: string; token: string }];
     const runners = [1, 2, 3].map(() => upgradeGenOutData(server.app.db, { batchSize: 1, pauseMs: 0 }));
+    const [first, , third, , fifth] = ids as [string, string, string, string, string];
     const edits = [
-      server.gql('mutation($id: ID!) { updateLora(id: $id, name: "renamed") { __typename } }', { id: ids[0] }, { token: alice.token }),
-      server.gql(
-        'mutation($id: ID!, $m: JSON) { updateLora(id: $id, metadata: $m) { __typename } }',
-        { id: ids[2], m: { triggerWords: ['edited'] } },
-        { token: alice.token },
-      ),
-      server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: ids[4] }, { token: alice.token }),
+      updateLora(server, alice.token, { id: first, name: 'renamed' }),
+      updateLora(server, alice.token, { id: third, metadata: { triggerWords: ['edited'] } }),
+      deleteLora(server, alice.token, fifth),
     ];
     const results = await Promise.all(runners);
-    for (const r of await Promise.all(edits)) expect(r.body.errors, JSON.stringify(r.body)).toBeUndefined();
+    expect((await Promise.all(edits)).map((e) => e.__typename)).toEqual(['Lora', 'Lora', 'DeleteLoraSuccess']);
     // 6 LoRA rows (5 stored, 1 in flight), one per batch: a batch done twice would show here
     expect(results.reduce((sum, r) => sum + r.batches, 0)).toBe(6);
     expect(results.reduce((sum, r) => sum + r.rewritten, 0)).toBeLessThanOrEqual(5);
@@ -179,9 +173,10 @@ describe('the gen_out_data upgrade', () => {
     // and the platform's queries still agree with the API
     for (const user of users) {
       const view = await platformView(database.url, user.id);
-      const quota = await server.gql('{ loraQuota { usedStorageBytes } loras { loras { id name } } }', {}, { token: user.token });
-      expect(Number(view.storage ?? 0)).toBe(quota.body.data?.loraQuota.usedStorageBytes);
-      expect(view.loras.map((l) => l.id).sort()).toEqual(quota.body.data?.loras.loras.map((l: { id: string }) => l.id).sort());
+      const quota = dataOf(await server.request(LoraQuotaDocument, {}, { token: user.token })).loraQuota;
+      const listed = await listLoras(server, user.token);
+      expect(Number(view.storage ?? 0)).toBe(quota.usedStorageBytes);
+      expect(view.loras.map((l) => l.id).sort()).toEqual(listed.loras.map((l) => l.id).sort());
     }
     expect((await platformView(database.url, alice.id)).loras.find((l) => l.id === ids[0])?.name).toBe('renamed');
   });

@@ -1,17 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type LoraSort, LorasDocument, type LorasQueryVariables, type UpdateLoraMutationVariables } from '../../sdk/index.ts';
 import type { LoraView } from '../../server/domain/lora.ts';
 import { mintGrant } from '../testkit/grants.ts';
+import { member } from '../testkit/graphql-assertions.ts';
 import {
   compareCodePoints,
   compareIds,
   expectBadUserInput,
-  GET_QUERY,
-  type ListPage,
+  getLora as getLoraResult,
   listLoras,
   recordUsage,
-  UPDATE_MUTATION,
+  updateLora,
 } from '../testkit/library-helpers.ts';
-import { smallSd15Lora } from '../testkit/safetensors.ts';
+import { sizedLora } from '../testkit/safetensors.ts';
 import { newUserId, type SeedLoraOptions, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -28,11 +29,6 @@ afterAll(async () => {
   await server?.stop();
 });
 
-/** A real safetensors file whose size is base + 8·k bytes (the header grows by 8 characters per step). */
-function sizedLora(k: number): Buffer {
-  return smallSd15Lora({ ss_pad: 'x'.repeat(8 * k) });
-}
-
 /** Seeds several LoRAs concurrently (a few at a time) and returns them in input order. */
 async function seedAll(userId: string, specs: SeedLoraOptions[], concurrency = 8): Promise<LoraView[]> {
   const out: LoraView[] = new Array(specs.length);
@@ -48,22 +44,20 @@ async function seedAll(userId: string, specs: SeedLoraOptions[], concurrency = 8
   return out;
 }
 
-async function names(token: string, variables: Record<string, unknown>): Promise<string[]> {
+async function names(token: string, variables: LorasQueryVariables): Promise<string[]> {
   const page = await listLoras(server, token, { limit: 200, ...variables });
   expect(page.total).toBe(page.loras.length);
   return page.loras.map((l) => l.name).sort();
 }
 
+/** `lora(id)` when the LoRA must be visible: the Lora member of the result. */
 async function getLora(token: string, id: string) {
-  const res = await server.gql(GET_QUERY, { id }, { token });
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  return res.body.data?.lora;
+  return member(await getLoraResult(server, token, id), 'Lora');
 }
 
-async function update(token: string, variables: Record<string, unknown>) {
-  const res = await server.gql(UPDATE_MUTATION, variables, { token });
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  return res.body.data?.updateLora;
+/** `updateLora` when the edit must succeed: the Lora member of the result. */
+async function update(token: string, variables: UpdateLoraMutationVariables) {
+  return member(await updateLora(server, token, variables), 'Lora');
 }
 
 describe('loras: sort, order and paging', () => {
@@ -100,7 +94,7 @@ describe('loras: sort, order and paging', () => {
     // Another user's LoRAs must never show up.
     await seedLora(server.app, newUserId(), { name: 'alpha' });
 
-    const ascending: Record<'NAME' | 'SIZE' | 'CREATED_AT' | 'LAST_USED', (a: Row, b: Row) => number> = {
+    const ascending: Record<LoraSort, (a: Row, b: Row) => number> = {
       NAME: (a, b) => compareCodePoints(a.name.toLowerCase(), b.name.toLowerCase()) || compareIds(a.id, b.id),
       SIZE: (a, b) => a.size - b.size || compareIds(a.id, b.id),
       CREATED_AT: (a, b) => a.created - b.created || compareIds(a.id, b.id),
@@ -111,7 +105,7 @@ describe('loras: sort, order and paging', () => {
     expect(new Set(rows.map((r) => r.size)).size).toBeLessThan(rows.length);
     expect(new Set(rows.map((r) => r.created)).size).toBeLessThan(rows.length);
 
-    for (const [sort, cmp] of Object.entries(ascending)) {
+    for (const [sort, cmp] of Object.entries(ascending) as [LoraSort, (a: Row, b: Row) => number][]) {
       for (const order of ['ASC', 'DESC'] as const) {
         const expected = [...rows].sort(cmp).map((r) => r.id);
         if (order === 'DESC') expected.reverse();
@@ -156,12 +150,11 @@ describe('loras: sort, order and paging', () => {
       10,
     );
 
-    const res = await server.gql<{ loras: ListPage }>('{ loras { total limit offset loras { id } } }', {}, { token });
-    expect(res.body.errors).toBeUndefined();
-    expect(res.body.data?.loras.limit).toBe(50);
-    expect(res.body.data?.loras.offset).toBe(0);
-    expect(res.body.data?.loras.total).toBe(51);
-    expect(res.body.data?.loras.loras).toHaveLength(50);
+    const byDefault = await listLoras(server, token);
+    expect(byDefault.limit).toBe(50);
+    expect(byDefault.offset).toBe(0);
+    expect(byDefault.total).toBe(51);
+    expect(byDefault.loras).toHaveLength(50);
 
     const max = await listLoras(server, token, { limit: 200 });
     expect(max.limit).toBe(200);
@@ -170,20 +163,18 @@ describe('loras: sort, order and paging', () => {
     expect(tail.loras).toHaveLength(1);
     expect(tail.total).toBe(51);
 
-    const bad: [Record<string, unknown>, string][] = [
+    const bad: [LorasQueryVariables, string][] = [
       [{ limit: 0 }, 'limit'],
       [{ limit: 201 }, 'limit'],
       [{ limit: -5 }, 'limit'],
       [{ offset: -1 }, 'offset'],
     ];
     for (const [variables, path] of bad) {
-      const r = await server.gql('query($limit: Int, $offset: Int) { loras(limit: $limit, offset: $offset) { total } }', variables, {
-        token,
-      });
+      const r = await server.request(LorasDocument, variables, { token });
       expectBadUserInput(r, path);
       expect(r.body.data?.loras ?? null).toBeNull();
     }
-    // Inline literals take the same path.
+    // Inline literals take the same path (a hand-written document: the literal is the point).
     expectBadUserInput(await server.gql('{ loras(limit: 201) { total } }', {}, { token }), 'limit');
   });
 });
@@ -340,29 +331,30 @@ describe('lora(id): metadata and usage', () => {
 
     const after = await getLora(token, l1.id);
     expect(after.usageCount).toBe(4);
-    const lastUsed = Date.parse(after.lastUsedAt);
+    const lastUsed = Date.parse(after.lastUsedAt ?? '');
     expect(lastUsed).toBeGreaterThanOrEqual(t1 - 1000);
     expect(lastUsed).toBeLessThanOrEqual(Date.now() + 1000);
-    expect(after.workflowsUsing.map((w: { id: string; name: string; useCount: number }) => [w.id, w.name, w.useCount])).toEqual([
+    expect(after.workflowsUsing.map((w) => [w.id, w.name, w.useCount])).toEqual([
       ['wf-a', 'Portraits', 2],
       ['wf-b', 'Landscapes', 1],
     ]);
-    expect(Date.parse(after.workflowsUsing[0].lastUsedAt)).toBeGreaterThan(Date.parse(after.workflowsUsing[1].lastUsedAt));
+    const [latest, earlier] = after.workflowsUsing;
+    expect(Date.parse(latest?.lastUsedAt ?? '')).toBeGreaterThan(Date.parse(earlier?.lastUsedAt ?? ''));
     expect(Date.parse(after.updatedAt)).toBe(Date.parse(before.updatedAt)); // usage is not an edit
 
     await new Promise((r) => setTimeout(r, 10));
     expect(await recordUsage(server, machine, grant, [l1.id], 'wf-b', 'Landscapes')).toBe(1);
     const flipped = await getLora(token, l1.id);
-    expect(flipped.workflowsUsing.map((w: { id: string; useCount: number }) => [w.id, w.useCount])).toEqual([
+    expect(flipped.workflowsUsing.map((w) => [w.id, w.useCount])).toEqual([
       ['wf-b', 2],
       ['wf-a', 2],
     ]);
     expect(flipped.usageCount).toBe(5);
-    expect(Date.parse(flipped.lastUsedAt)).toBeGreaterThan(lastUsed);
+    expect(Date.parse(flipped.lastUsedAt ?? '')).toBeGreaterThan(lastUsed);
 
     const second = await getLora(token, l2.id);
     expect(second.usageCount).toBe(1);
-    expect(second.workflowsUsing.map((w: { id: string; useCount: number }) => [w.id, w.useCount])).toEqual([['wf-b', 1]]);
+    expect(second.workflowsUsing.map((w) => [w.id, w.useCount])).toEqual([['wf-b', 1]]);
 
     // The same fields through the list, sorted by LAST_USED.
     const list = await listLoras(server, token, { sort: 'LAST_USED', order: 'DESC' });
@@ -381,11 +373,12 @@ describe('lora(id): metadata and usage', () => {
     const lora = await seedLora(server.app, owner, { name: 'private' });
     const token = await server.tokens.user(newUserId());
     for (const id of [lora.id, '999999999999', 'abc', '0', '-1']) {
-      const res = await getLora(token, id);
+      const res = await getLoraResult(server, token, id);
       expect(res).toEqual({
         __typename: 'NotFoundError',
         code: 'LORA_NOT_FOUND',
         message: `LoRA with ID ${id} not found or access denied`,
+        loraId: id,
       });
     }
   });
@@ -456,7 +449,7 @@ describe('updateLora', () => {
     const lora = await seedLora(server.app, userId, { name: 'Keep me', tags: ['keep'] });
     const before = await dbState(lora.id);
 
-    const cases: [string, Record<string, unknown>, (path: string) => boolean][] = [
+    const cases: [string, Omit<UpdateLoraMutationVariables, 'id'>, (path: string) => boolean][] = [
       ['only spaces', { name: '    \t  ' }, (p) => p === 'name'],
       ['only invisible characters', { name: '\u200B\u202E\u0000 ' }, (p) => p === 'name'],
       ['10,000 characters', { name: 'n'.repeat(10_000) }, (p) => p === 'name'],
@@ -470,12 +463,11 @@ describe('updateLora', () => {
       ['good tags with a bad name', { name: ' ', tags: ['new'], metadata: { baseModel: 'SDXL' } }, (p) => p === 'name'],
     ];
     for (const [what, variables, pathOk] of cases) {
-      const result = await update(token, { id: lora.id, ...variables });
-      expect(result.__typename, what).toBe('ValidationError');
+      const result = member(await updateLora(server, token, { id: lora.id, ...variables }), 'ValidationError');
       expect(result.code, what).toBe('VALIDATION_FAILED');
       expect(result.issues.length, what).toBeGreaterThan(0);
       expect(
-        result.issues.some((i: { path: string }) => pathOk(i.path)),
+        result.issues.some((i) => pathOk(i.path)),
         `${what}: ${JSON.stringify(result.issues)}`,
       ).toBe(true);
       expect(await dbState(lora.id), what).toEqual(before);
@@ -563,7 +555,7 @@ describe('updateLora', () => {
     const owner = newUserId();
     const lora = await seedLora(server.app, owner, { name: 'Mine', tags: ['a'] });
     const before = await dbState(lora.id);
-    const result = await update(await server.tokens.user(newUserId()), { id: lora.id, name: 'Stolen', tags: ['b'] });
+    const result = await updateLora(server, await server.tokens.user(newUserId()), { id: lora.id, name: 'Stolen', tags: ['b'] });
     expect(result).toEqual({
       __typename: 'NotFoundError',
       code: 'LORA_NOT_FOUND',

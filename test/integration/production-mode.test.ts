@@ -10,6 +10,7 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 /**
  * Development vs production: introspection, suggestions and error masking.
  * A real server per describe block over real HTTP, real PostgreSQL and Azurite, real JWTs.
+ * The documents are hand-written on purpose: introspection, misspelt fields and failing selections.
  */
 
 const INTROSPECTION = '{ __schema { queryType { name } mutationType { name } } }';

@@ -7,6 +7,7 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 /**
  * Request limits before execution (THREATS.md row 9): depth, aliases, directives, tokens, characters, batching.
  * A real server per describe block over real HTTP, real PostgreSQL and Azurite, real JWTs.
+ * The documents are hand-written on purpose: their shape (depth, aliases, size) is what is tested.
  */
 
 async function quotaRow(server: TestServer, userId: string) {

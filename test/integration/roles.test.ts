@@ -12,6 +12,7 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 /**
  * Roles: every operation × every role (API.md "Roles", enforced by Pothos scope-auth on every field).
  * A real server per describe block over real HTTP, real PostgreSQL and Azurite, real JWTs.
+ * The documents are hand-written on purpose: each selects the fields a role must (or must not) see.
  */
 
 const DEFAULT_MAX_LORA_COUNT = 100; // QUOTA_DEFAULT_MAX_COUNT's default (server/config.ts)

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdUpload } from '../testkit/held-upload.ts';
 import { blobsUnder, type StoredBlob } from '../testkit/invariants.ts';
+import { setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
@@ -59,8 +60,7 @@ describe('failed uploads leave no staged blocks', () => {
 
   it('over the quota at the final check (committed, then refused)', async () => {
     const { id, token } = await user();
-    const admin = await server.tokens.admin();
-    await server.gql(`mutation { setUserLoraQuota(userId: "${id}", maxStorageBytes: ${MiB}) { userId } }`, {}, { token: admin });
+    await setUserLoraQuota(server, { userId: id, maxStorageBytes: MiB });
     const res = await postMultipart({ url: server.graphqlUrl, token, file: bigLora(9) });
     expect(res.body?.data?.uploadLora, res.text).toMatchObject({ __typename: 'QuotaExceededError', code: 'QUOTA_EXCEEDED' });
     await expectNoBlocksLeft(id);

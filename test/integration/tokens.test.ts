@@ -9,6 +9,7 @@ import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/se
 /**
  * Bearer tokens: every bad token gets the same answer (THREATS.md row 9).
  * A real server per describe block over real HTTP, real PostgreSQL and Azurite, real JWTs.
+ * The documents are hand-written on purpose: whole bodies are compared, so each selects only what the comparison needs.
  */
 
 const OTHER_SECRET = 'not-the-server-secret-not-the-server-secret-42';

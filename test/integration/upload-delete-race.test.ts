@@ -3,7 +3,14 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdUpload } from '../testkit/held-upload.ts';
 import { blobsUnder, invariantViolations } from '../testkit/invariants.ts';
-import { DELETE_MUTATION, deleteJobsFor, isolatedDatabase, listLoras, sleep } from '../testkit/library-helpers.ts';
+import {
+  deleteJobsFor,
+  deleteLora as deleteLoraResult,
+  isolatedDatabase,
+  listLoras,
+  setUserLoraQuota,
+  sleep,
+} from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { type MultipartResponse, postMultipart } from '../testkit/multipart.ts';
 import { makeSafetensors, smallSd15Lora } from '../testkit/safetensors.ts';
@@ -43,10 +50,8 @@ async function user() {
   return { id, token: await server.tokens.user(id) };
 }
 
-async function deleteLora(token: string, id: string): Promise<{ __typename: string; code?: string }> {
-  const res = await server.gql(DELETE_MUTATION, { id }, { token });
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  return res.body.data?.deleteLora;
+async function deleteLora(token: string, id: string) {
+  return deleteLoraResult(server, token, id);
 }
 
 /** The typed result of an upload; fails the test on a thrown (untyped) error. */
@@ -155,8 +160,7 @@ describe('deleteLora racing uploadLora', () => {
 
   it('50 concurrent uploads while their ids are deleted as they appear, 3 rounds: every outcome typed, the invariants hold', async () => {
     const { id, token } = await user();
-    const admin = await server.tokens.admin();
-    await server.gql(`mutation { setUserLoraQuota(userId: "${id}", maxLoraCount: 1000) { userId } }`, {}, { token: admin });
+    await setUserLoraQuota(server, { userId: id, maxLoraCount: 1000 });
     const seen = new Map<string, number>(); // id → order of appearance
     const deletes: Promise<{ __typename: string }>[] = [];
     const deleting = new Set<string>(); // one delete per id at a time, repeated while it is seen

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Topic, type UploadProgress } from '../../server/events/bus.ts';
 import { SNIFF_BYTES, sniffFormat } from '../../server/formats/sniff.ts';
+import { listLoras, setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { BAD_SAFETENSORS, makeLora, sdxlLora } from '../testkit/lora-files.ts';
 import { newUploadId, postMultipart } from '../testkit/multipart.ts';
 import { BAD_PT_FILES, benignLegacyPt, benignTorchZipLora } from '../testkit/pt-files.ts';
@@ -82,8 +83,9 @@ describe('uploadLora: a valid file', () => {
     expect(out.civitai_autov3_hash).toBe(autoV3);
     expect(result.lora).toMatchObject({ autoV2: sha.slice(0, 10), autoV3 });
 
-    const listed = await server.gql('{ loras { total loras { id } } }', {}, { token });
-    expect(listed.body.data!.loras).toEqual({ total: 1, loras: [{ id: result.lora.id }] });
+    const listed = await listLoras(server, token);
+    expect(listed.total).toBe(1);
+    expect(listed.loras.map((l) => l.id)).toEqual([result.lora.id]);
   });
 
   it('publishes progress RECEIVING → VALIDATING → STORING → DONE with the LoRA id', async () => {
@@ -144,8 +146,7 @@ describe('uploadLora: limits', () => {
 
   it('a declared size over the limit or the quota is refused at once, without reading the body', async () => {
     const { id, token } = await user();
-    const admin = await server.tokens.admin();
-    await server.gql(`mutation { setUserLoraQuota(userId: "${id}", maxStorageBytes: 1000) { userId } }`, {}, { token: admin });
+    await setUserLoraQuota(server, { userId: id, maxStorageBytes: 1000 });
     const big = Buffer.alloc(3 * 1024 * 1024, 7);
     const started = Date.now();
     const overQuota = await upload(token, big, { sizeBytes: 3 * 1024 * 1024 });
@@ -215,8 +216,7 @@ describe('uploadLora: interruptions and concurrency', () => {
 
   it('50 concurrent uploads against a quota of 10 LoRAs: exactly 40 fail, usage never exceeds the limit', async () => {
     const { id, token } = await user();
-    const admin = await server.tokens.admin();
-    await server.gql(`mutation { setUserLoraQuota(userId: "${id}", maxLoraCount: 10) { userId } }`, {}, { token: admin });
+    await setUserLoraQuota(server, { userId: id, maxLoraCount: 10 });
     const files = Array.from({ length: 50 }, (_, i) => makeLora('SD1', 'kohya', { extra: { ss_output_name: `n${i}` } }));
     const results = await Promise.all(files.map((f) => upload(token, f)));
     const kinds = results.map((r) => r.body?.data?.uploadLora?.__typename ?? r.text);
@@ -229,9 +229,9 @@ describe('uploadLora: interruptions and concurrency', () => {
     for await (const b of server.app.blobs.loras.listBlobsFlat({ prefix: `users/${id}/` })) blobs.push(b.name);
     expect(blobs).toHaveLength(10);
     // the list's total (read from the quota counter) agrees with the rows
-    const listed = await server.gql('{ loras { total loras { id } } }', {}, { token });
-    expect(listed.body.data?.loras.total).toBe(10);
-    expect(listed.body.data?.loras.loras).toHaveLength(10);
+    const listed = await listLoras(server, token);
+    expect(listed.total).toBe(10);
+    expect(listed.loras).toHaveLength(10);
   }, 60_000);
 });
 

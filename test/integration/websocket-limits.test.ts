@@ -10,6 +10,7 @@ import { type ProtocolMessage, type ProtocolSocket, protocolSocket } from '../te
  * WebSocket limits (THREATS.md row 33, issue 10 point 7): subscriptions are capped per socket and
  * per principal; a socket does not outlive its token; every pre-execution limit HTTP applies also
  * applies over the WebSocket, and a refusal answers that operation only — the socket stays open.
+ * The documents are hand-written on purpose: their shape and count are what the limits judge.
  */
 
 let server: TestServer;

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { CreateJobGrantDocument, LoraDownloadDocument, type LoraDownloadQuery } from '../../sdk/index.ts';
+import { dataOf } from './graphql-assertions.ts';
 import type { TestServer } from './server.ts';
 
 /**
@@ -10,12 +12,17 @@ export async function mintGrant(
   userId: string,
   options: { ttlSeconds?: number; jobId?: string } = {},
 ): Promise<string> {
-  const res = await server.gql<{ createJobGrant: { __typename: string; token?: string } }>(
-    'mutation($u: ID!, $j: String!, $t: Int) { createJobGrant(userId: $u, jobId: $j, ttlSeconds: $t) { __typename ... on JobGrant { token } } }',
-    { u: userId, j: options.jobId ?? `job-${randomUUID()}`, t: options.ttlSeconds ?? 3600 },
-    { token: await server.tokens.service() },
-  );
-  const token = res.body.data?.createJobGrant?.token;
-  if (!token) throw new Error(`createJobGrant failed: ${JSON.stringify(res.body)}`);
-  return token;
+  const variables = { userId, jobId: options.jobId ?? `job-${randomUUID()}`, ttlSeconds: options.ttlSeconds ?? 3600 };
+  const res = await server.request(CreateJobGrantDocument, variables, { token: await server.tokens.service() });
+  return dataOf(res).createJobGrant.token;
+}
+
+/** `loraDownload(id, grant)` through the SDK's document: the result union as served. */
+export async function loraDownload(
+  server: TestServer,
+  token: string,
+  id: string,
+  grant: string,
+): Promise<LoraDownloadQuery['loraDownload']> {
+  return dataOf(await server.request(LoraDownloadDocument, { id, grant }, { token })).loraDownload;
 }

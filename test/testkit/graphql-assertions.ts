@@ -31,3 +31,20 @@ export function withoutId(body: unknown, id: string): unknown {
   });
   return JSON.parse(json);
 }
+
+/** The response's data, failing the test (with the body) on any error or on missing data. */
+export function dataOf<T>(res: GqlResponse<T>): T {
+  expect(res.body.errors, JSON.stringify(res.body)).toBeUndefined();
+  const data = res.body.data;
+  if (data === undefined || data === null) throw new Error(`no data: ${JSON.stringify(res.body)}`);
+  return data;
+}
+
+/** The member of a result union with this `__typename`, narrowed; fails the test on any other. */
+export function member<T extends { __typename: string }, K extends T['__typename']>(
+  value: T | null | undefined,
+  typename: K,
+): Extract<T, { __typename: K }> {
+  expect(value?.__typename, JSON.stringify(value)).toBe(typename);
+  return value as Extract<T, { __typename: K }>;
+}

@@ -1,80 +1,63 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { expect, inject } from 'vitest';
+import {
+  DeleteLoraDocument,
+  type DeleteLoraMutation,
+  LoraDocument,
+  type LoraPage,
+  type LoraQuery,
+  type LoraQuotaDetails,
+  LoraQuotaDocument,
+  LorasDocument,
+  type LorasQueryVariables,
+  RecordLoraUsageDocument,
+  SetUserLoraQuotaDocument,
+  type SetUserLoraQuotaMutationVariables,
+  UpdateLoraDocument,
+  type UpdateLoraMutation,
+  type UpdateLoraMutationVariables,
+} from '../../sdk/index.ts';
+import { dataOf, member } from './graphql-assertions.ts';
 import type { GqlResponse, TestServer } from './server.ts';
 
-/** Small helpers shared by the library / delete-quota integration tests. */
+/**
+ * Small helpers shared by the library, deletes-and-quotas and neighbouring integration tests; the
+ * operations go through the SDK's generated documents (`server.request`).
+ */
 
-export const LORA_FIELDS = `
-  id name fileName format sizeBytes sha256 createdAt updatedAt tags status usageCount lastUsedAt
-  metadata { baseModel baseModelSource rank alpha networkModule triggerWords description title tensorCount }
-`;
-
-export const LIST_QUERY = `
-  query List($search: String, $tags: [String!], $baseModel: String, $limit: Int, $offset: Int, $sort: LoraSort, $order: SortOrder) {
-    loras(search: $search, tags: $tags, baseModel: $baseModel, limit: $limit, offset: $offset, sort: $sort, order: $order) {
-      total limit offset
-      loras { id name sizeBytes createdAt lastUsedAt tags metadata { baseModel baseModelSource } }
-    }
-  }`;
-
-export const GET_QUERY = `
-  query Get($id: ID!) {
-    lora(id: $id) {
-      __typename
-      ... on Lora { ${LORA_FIELDS} workflowsUsing { id name lastUsedAt useCount } }
-      ... on Error { code message }
-    }
-  }`;
-
-export const UPDATE_MUTATION = `
-  mutation Update($id: ID!, $name: String, $tags: [String!], $metadata: JSON) {
-    updateLora(id: $id, name: $name, tags: $tags, metadata: $metadata) {
-      __typename
-      ... on Lora { ${LORA_FIELDS} }
-      ... on ValidationError { code message issues { path message } }
-      ... on NotFoundError { code message loraId }
-    }
-  }`;
-
-export const DELETE_MUTATION = `
-  mutation Delete($id: ID!) {
-    deleteLora(id: $id) {
-      __typename
-      ... on DeleteLoraSuccess { loraId quota { usedStorageBytes loraCount maxStorageBytes maxLoraCount } }
-      ... on NotFoundError { code message loraId }
-    }
-  }`;
-
-export const QUOTA_FIELDS = `
-  userId maxStorageBytes usedStorageBytes availableBytes utilizationPercent loraCount maxLoraCount warning
-  loras { id name sizeBytes }
-`;
-
-export interface ListedLora {
-  id: string;
-  name: string;
-  sizeBytes: number;
-  createdAt: string;
-  lastUsedAt: string | null;
-  tags: string[];
-  metadata: { baseModel: string | null; baseModelSource: string | null };
+/** `loras(...)` through the SDK's document; returns the page (fails the test on any error). */
+export async function listLoras(server: TestServer, token: string, variables: LorasQueryVariables = {}): Promise<LoraPage> {
+  return dataOf(await server.request(LorasDocument, variables, { token })).loras;
 }
 
-export interface ListPage {
-  total: number;
-  limit: number;
-  offset: number;
-  loras: ListedLora[];
+/** `lora(id)` through the SDK's document: the result union as served. */
+export async function getLora(server: TestServer, token: string, id: string): Promise<LoraQuery['lora']> {
+  return dataOf(await server.request(LoraDocument, { id }, { token })).lora;
 }
 
-/** Runs `loras(...)` as the given token and returns the page (fails the test on any error). */
-export async function listLoras(server: TestServer, token: string, variables: Record<string, unknown> = {}): Promise<ListPage> {
-  const res = await server.gql<{ loras: ListPage }>(LIST_QUERY, variables, { token });
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  const page = res.body.data?.loras;
-  if (!page) throw new Error(`no page: ${JSON.stringify(res.body)}`);
-  return page;
+/** `updateLora(...)` through the SDK's document: the result union as served. */
+export async function updateLora(
+  server: TestServer,
+  token: string,
+  variables: UpdateLoraMutationVariables,
+): Promise<UpdateLoraMutation['updateLora']> {
+  return dataOf(await server.request(UpdateLoraDocument, variables, { token })).updateLora;
+}
+
+/** `deleteLora(id)` through the SDK's document: the result union as served. */
+export async function deleteLora(server: TestServer, token: string, id: string): Promise<DeleteLoraMutation['deleteLora']> {
+  return dataOf(await server.request(DeleteLoraDocument, { id }, { token })).deleteLora;
+}
+
+/** `setUserLoraQuota(...)` as an admin, through the SDK's document (fails the test on any error). */
+export async function setUserLoraQuota(server: TestServer, variables: SetUserLoraQuotaMutationVariables): Promise<LoraQuotaDetails> {
+  return dataOf(await server.request(SetUserLoraQuotaDocument, variables, { token: await server.tokens.admin() })).setUserLoraQuota;
+}
+
+/** `loraQuota(userId)` as an admin, through the SDK's document. */
+export async function quotaOf(server: TestServer, userId: string): Promise<LoraQuotaDetails> {
+  return dataOf(await server.request(LoraQuotaDocument, { userId }, { token: await server.tokens.admin() })).loraQuota;
 }
 
 /** Asserts a thrown BAD_USER_INPUT; returns the first error for further checks. */
@@ -127,18 +110,9 @@ export async function recordUsage(
   workflowId?: string,
   workflowName?: string,
 ): Promise<number> {
-  const res = await server.gql<{ recordLoraUsage: { __typename: string; recorded?: number } }>(
-    `mutation($grant: String!, $ids: [ID!]!, $wid: String, $wname: String) {
-      recordLoraUsage(grant: $grant, loraIds: $ids, workflowId: $wid, workflowName: $wname) {
-        __typename ... on RecordLoraUsageSuccess { recorded } ... on Error { code message }
-      }
-    }`,
-    { grant, ids: loraIds, wid: workflowId, wname: workflowName },
-    { token: machineToken },
-  );
-  const recorded = res.body.data?.recordLoraUsage.recorded;
-  if (recorded === undefined) throw new Error(`recordLoraUsage failed: ${JSON.stringify(res.body)}`);
-  return recorded;
+  const variables = { grant, loraIds, workflowId, workflowName };
+  const result = dataOf(await server.request(RecordLoraUsageDocument, variables, { token: machineToken })).recordLoraUsage;
+  return member(result, 'RecordLoraUsageSuccess').recorded;
 }
 
 /**

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type IncomingMessage, request } from 'node:http';
+import { print } from 'graphql';
+import { UploadLoraDocument } from '../../sdk/index.ts';
 
 /**
  * A GraphQL multipart request (the upload spec) written by hand over node:http, streaming the
@@ -8,22 +10,8 @@ import { type IncomingMessage, request } from 'node:http';
  * parts out of order, lie about sizes.
  */
 
-export const UPLOAD_MUTATION = `mutation Upload($file: Upload!, $name: String, $tags: [String!], $metadata: JSON, $uploadId: ID, $sizeBytes: Bytes) {
-  uploadLora(file: $file, name: $name, tags: $tags, metadata: $metadata, uploadId: $uploadId, sizeBytes: $sizeBytes) {
-    __typename
-    ... on Error { code message }
-    ... on InvalidFileError { detectedFormat reason }
-    ... on UnsafeFileError { findings { kind detail location } }
-    ... on FileTooLargeError { maxBytes }
-    ... on TooManyUploadsError { scope limit }
-    ... on QuotaExceededError { currentUsageBytes maxQuotaBytes availableBytes currentCount maxCount }
-    ... on ValidationError { issues { path message } }
-    ... on UploadLoraSuccess {
-      lora { id name fileName format sizeBytes sha256 autoV2 autoV3 tags status metadata { baseModel baseModelSource rank alpha networkModule triggerWords title description tensorCount trainingEpochs trainingImages raw } }
-      quota { usedStorageBytes loraCount warning }
-    }
-  }
-}`;
+/** The SDK's own upload document (`sdk/operations/uploads.graphql`): these requests send what the SDK sends. */
+export const UPLOAD_MUTATION = print(UploadLoraDocument);
 
 export type FileSource = Buffer | { path: string; size: number };
 

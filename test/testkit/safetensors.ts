@@ -43,3 +43,8 @@ export function smallSd15Lora(extraMetadata: Record<string, string> = {}): Buffe
     { ss_network_dim: '4', ss_network_alpha: '2', ss_base_model_version: 'sd_v1', ...extraMetadata },
   );
 }
+
+/** A real safetensors file whose size is base + 8·k bytes (the header grows by 8 characters per step). */
+export function sizedLora(k: number): Buffer {
+  return smallSd15Lora({ ss_pad: 'x'.repeat(8 * k) });
+}

@@ -1,3 +1,5 @@
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
+import { type DocumentNode, print } from 'graphql';
 import type { Logger } from 'pino';
 import { inject } from 'vitest';
 import { type App, buildApp, type RuntimeConfig } from '../../server/app.ts';
@@ -14,15 +16,31 @@ export interface GqlResponse<T = Record<string, unknown>> {
   body: { data?: T | null; errors?: { message: string; path?: string[]; extensions?: Record<string, unknown> }[] };
 }
 
+export interface RequestOptions {
+  token?: string | null;
+  headers?: Record<string, string>;
+}
+
 export interface TestServer {
   app: App;
   url: string;
   graphqlUrl: string;
-  gql<T = Record<string, any>>(
-    query: string,
-    variables?: Record<string, unknown>,
-    options?: { token?: string | null; headers?: Record<string, string> },
-  ): Promise<GqlResponse<T>>;
+  /**
+   * One of the SDK's generated documents (`LorasDocument`, `DeleteLoraDocument`, … from
+   * `sdk/index.ts`) over HTTP, sent as the SDK sends it (the printed text and its persisted hash):
+   * variables and data are typed, so a schema change breaks the test at compile time. The
+   * response is returned whole (status, errors) for tests about refusals.
+   */
+  request<TData, TVariables extends Record<string, unknown>>(
+    document: TypedDocumentNode<TData, TVariables>,
+    variables: TVariables,
+    options?: RequestOptions,
+  ): Promise<GqlResponse<TData>>;
+  /**
+   * A hand-written document: for tests about the document itself (selections per role, limits,
+   * malformed or foreign queries) and operations the SDK does not have.
+   */
+  gql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>, options?: RequestOptions): Promise<GqlResponse<T>>;
   tokens: {
     admin(): Promise<string>;
     service(): Promise<string>;
@@ -53,6 +71,25 @@ export function testConfig(env: Record<string, string> = {}): RuntimeConfig {
   };
 }
 
+/** The persisted hash codegen attaches to each SDK document, as the SDK sends it. */
+function persistedHashOf(document: DocumentNode): string | undefined {
+  return (document as { __meta__?: { hash?: string } }).__meta__?.hash?.replace(/^sha256:/, '');
+}
+
+async function post(graphqlUrl: string, body: unknown, options: RequestOptions): Promise<GqlResponse<any>> {
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...options.headers };
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  const res = await fetch(graphqlUrl, { method: 'POST', headers, body: JSON.stringify(body) });
+  const text = await res.text();
+  let parsed: GqlResponse['body'];
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = { errors: [{ message: text }] };
+  }
+  return { status: res.status, headers: res.headers, body: parsed };
+}
+
 export async function startTestServer(env: Record<string, string> = {}, options: { logger?: Logger } = {}): Promise<TestServer> {
   const config = testConfig(env);
   const app = buildApp(config, options);
@@ -63,19 +100,12 @@ export async function startTestServer(env: Record<string, string> = {}, options:
     app,
     url,
     graphqlUrl,
-    async gql(query, variables, options = {}) {
-      const headers: Record<string, string> = { 'content-type': 'application/json', ...options.headers };
-      if (options.token) headers.authorization = `Bearer ${options.token}`;
-      const res = await fetch(graphqlUrl, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
-      const text = await res.text();
-      let body: GqlResponse['body'];
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = { errors: [{ message: text }] };
-      }
-      return { status: res.status, headers: res.headers, body } as GqlResponse<any>;
+    request(document, variables, options = {}) {
+      const hash = persistedHashOf(document);
+      const extensions = hash ? { persistedQuery: { version: 1, sha256Hash: hash } } : undefined;
+      return post(graphqlUrl, { query: print(document), variables, extensions }, options);
     },
+    gql: (query, variables, options = {}) => post(graphqlUrl, { query, variables }, options),
     tokens: {
       admin: () => signToken(secret, { role: 'admin', sub: 'test-admin' }),
       service: () => signToken(secret, { role: 'service', sub: 'test-dispatcher' }),

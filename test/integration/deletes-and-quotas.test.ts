@@ -1,60 +1,40 @@
-import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  type LoraQuotaDetails,
+  LoraQuotaDocument,
+  SetUserLoraQuotaDocument,
+  type SetUserLoraQuotaMutationVariables,
+} from '../../sdk/index.ts';
 import { QuotaExceededError } from '../../server/domain/errors.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { dataOf } from '../testkit/graphql-assertions.ts';
+import { sha256 } from '../testkit/hashes.ts';
 import {
-  DELETE_MUTATION,
   deleteJobsFor,
+  deleteLora,
   expectBadUserInput,
   expectThrownCode,
-  GET_QUERY,
+  getLora,
   isolatedDatabase,
   listLoras,
-  QUOTA_FIELDS,
+  quotaOf,
+  setUserLoraQuota,
   sleep,
-  UPDATE_MUTATION,
+  updateLora,
 } from '../testkit/library-helpers.ts';
-import { smallSd15Lora } from '../testkit/safetensors.ts';
+import { sizedLora } from '../testkit/safetensors.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
- * Deletion (soft delete, the durable blob-deletion job, quota released exactly once), quota
- * administration and enforcement, machines' cache reports and shared-library downloads, over
- * real HTTP against real PostgreSQL (pg-boss) and Azurite.
+ * Deletion (soft delete, the durable blob-deletion job, quota released exactly once) and quota
+ * administration and enforcement, over real HTTP against real PostgreSQL (pg-boss) and Azurite.
+ * Operations go through the SDK's documents; the few hand-written ones are about inline literals
+ * and the raw JSON on the wire.
  */
 
 const GiB = 1024 ** 3;
-
-/** A real safetensors file whose size is base + 8·k bytes. */
-function sizedLora(k: number): Buffer {
-  return smallSd15Lora({ ss_pad: 'x'.repeat(8 * k) });
-}
-
-interface QuotaBody {
-  userId: string;
-  maxStorageBytes: number;
-  usedStorageBytes: number;
-  availableBytes: number;
-  utilizationPercent: number;
-  loraCount: number;
-  maxLoraCount: number;
-  warning: boolean;
-  loras: { id: string; name: string; sizeBytes: number }[];
-}
-
-async function quotaOf(server: TestServer, userId: string): Promise<QuotaBody> {
-  const res = await server.gql<{ loraQuota: QuotaBody }>(
-    `query($userId: ID) { loraQuota(userId: $userId) { ${QUOTA_FIELDS} } }`,
-    { userId },
-    { token: await server.tokens.admin() },
-  );
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  const quota = res.body.data?.loraQuota;
-  if (!quota) throw new Error(JSON.stringify(res.body));
-  return quota;
-}
 
 async function quotaRow(server: TestServer, userId: string) {
   const row = await server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
@@ -63,12 +43,6 @@ async function quotaRow(server: TestServer, userId: string) {
 
 async function blobPathOf(server: TestServer, id: string): Promise<string> {
   return (await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } })).blob_path;
-}
-
-async function deleteLora(server: TestServer, token: string, id: string) {
-  const res = await server.gql(DELETE_MUTATION, { id }, { token });
-  expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-  return res.body.data?.deleteLora;
 }
 
 describe('deleteLora', () => {
@@ -93,17 +67,26 @@ describe('deleteLora', () => {
     expect(deleted).toEqual({
       __typename: 'DeleteLoraSuccess',
       loraId: a.id,
-      quota: { usedStorageBytes: b.sizeBytes, loraCount: 1, maxStorageBytes: 10 * GiB, maxLoraCount: 100 },
+      quota: {
+        userId,
+        usedStorageBytes: b.sizeBytes,
+        loraCount: 1,
+        maxStorageBytes: 10 * GiB,
+        maxLoraCount: 100,
+        availableBytes: 10 * GiB - b.sizeBytes,
+        utilizationPercent: 0,
+        warning: false,
+        loras: [{ id: b.id, name: 'Survivor', sizeBytes: b.sizeBytes }],
+      },
     });
 
     // Gone from list and get at once, whatever the job has done yet.
     const list = await listLoras(server, token, {});
     expect(list.total).toBe(1);
     expect(list.loras.map((l) => l.id)).toEqual([b.id]);
-    const get = await server.gql(GET_QUERY, { id: a.id }, { token });
-    expect(get.body.data?.lora).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
-    const upd = await server.gql(UPDATE_MUTATION, { id: a.id, name: 'Zombie' }, { token });
-    expect(upd.body.data?.updateLora).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
+    expect(await getLora(server, token, a.id)).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
+    const upd = await updateLora(server, token, { id: a.id, name: 'Zombie' });
+    expect(upd).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
 
     const file = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(a.id) } });
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(a.id) } });
@@ -146,7 +129,7 @@ describe('deleteLora', () => {
 
     const results = await Promise.all(Array.from({ length: 5 }, () => deleteLora(server, token, target.id)));
     for (const r of results) expect(r).toMatchObject({ __typename: 'DeleteLoraSuccess', loraId: target.id });
-    for (const r of results) expect(r.quota).toMatchObject({ usedStorageBytes: othersBytes, loraCount: 2 });
+    for (const r of results) expect(r).toMatchObject({ quota: { usedStorageBytes: othersBytes, loraCount: 2 } });
     expect(await quotaRow(server, userId)).toEqual({ usedBytes: othersBytes, count: 2 });
     expect(await deleteJobsFor(server, target.id)).toHaveLength(1);
     const audit = await server.app.db.audit_log.count({ where: { lora_id: BigInt(target.id), action: 'lora.delete' } });
@@ -260,19 +243,15 @@ describe('quotas', () => {
     await server?.stop();
   });
 
-  const SET = `mutation($userId: ID!, $bytes: Bytes, $count: Int) {
-    setUserLoraQuota(userId: $userId, maxStorageBytes: $bytes, maxLoraCount: $count) { ${QUOTA_FIELDS} }
-  }`;
-
-  async function setQuota(userId: string, bytes: number | null | undefined, count: number | null | undefined): Promise<QuotaBody> {
-    const variables: Record<string, unknown> = { userId };
-    if (bytes !== undefined) variables.bytes = bytes;
-    if (count !== undefined) variables.count = count;
-    const res = await server.gql<{ setUserLoraQuota: QuotaBody }>(SET, variables, { token: await server.tokens.admin() });
-    expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-    const quota = res.body.data?.setUserLoraQuota;
-    if (!quota) throw new Error(JSON.stringify(res.body));
-    return quota;
+  async function setQuota(
+    userId: string,
+    maxStorageBytes: number | null | undefined,
+    maxLoraCount: number | null | undefined,
+  ): Promise<LoraQuotaDetails> {
+    const variables: SetUserLoraQuotaMutationVariables = { userId };
+    if (maxStorageBytes !== undefined) variables.maxStorageBytes = maxStorageBytes;
+    if (maxLoraCount !== undefined) variables.maxLoraCount = maxLoraCount;
+    return setUserLoraQuota(server, variables);
   }
 
   it('lets an admin set limits above 2^31 that round-trip as JSON numbers, and null restores the defaults', async () => {
@@ -353,25 +332,25 @@ describe('quotas', () => {
     expect((await listLoras(server, await server.tokens.user(userId), {})).total).toBe(4);
 
     // The user sees the same through their own token.
-    const own = await server.gql(`{ loraQuota { ${QUOTA_FIELDS} } }`, {}, { token: await server.tokens.user(userId) });
-    expect(own.body.data?.loraQuota).toEqual(over);
+    const own = await server.request(LoraQuotaDocument, {}, { token: await server.tokens.user(userId) });
+    expect(dataOf(own).loraQuota).toEqual(over);
   });
 
   it('rejects negative, fractional, unsafe or non-UUID arguments with BAD_USER_INPUT and keeps users out', async () => {
     const userId = newUserId();
     await setQuota(userId, 3 * GiB, 9);
     const admin = await server.tokens.admin();
-    const cases: [Record<string, unknown>, string | undefined][] = [
-      [{ userId, bytes: -1 }, undefined],
-      [{ userId, bytes: 1.5 }, undefined],
-      [{ userId, bytes: 2 ** 53 }, undefined],
-      [{ userId, bytes: '5368709120' }, undefined],
-      [{ userId, count: -1 }, 'maxLoraCount'],
-      [{ userId: 'not-a-uuid', count: 3 }, 'userId'],
-      [{ userId: `${userId}x`, bytes: GiB }, 'userId'],
+    const cases: [SetUserLoraQuotaMutationVariables, string | undefined][] = [
+      [{ userId, maxStorageBytes: -1 }, undefined],
+      [{ userId, maxStorageBytes: 1.5 }, undefined],
+      [{ userId, maxStorageBytes: 2 ** 53 }, undefined],
+      [{ userId, maxStorageBytes: '5368709120' as unknown as number }, undefined], // a string where Bytes wants a number
+      [{ userId, maxLoraCount: -1 }, 'maxLoraCount'],
+      [{ userId: 'not-a-uuid', maxLoraCount: 3 }, 'userId'],
+      [{ userId: `${userId}x`, maxStorageBytes: GiB }, 'userId'],
     ];
     for (const [variables, path] of cases) {
-      const res = await server.gql(SET, variables, { token: admin });
+      const res = await server.request(SetUserLoraQuotaDocument, variables, { token: admin });
       expectBadUserInput(res, path);
       expect(res.body.data?.setUserLoraQuota ?? null, JSON.stringify(variables)).toBeNull();
     }
@@ -383,13 +362,20 @@ describe('quotas', () => {
 
     // Users may neither set quotas (not even their own) nor read another user's.
     const userToken = await server.tokens.user(userId);
-    const bySelf = await server.gql(SET, { userId, bytes: 100 * GiB, count: 1000 }, { token: userToken });
+    const bySelf = await server.request(
+      SetUserLoraQuotaDocument,
+      { userId, maxStorageBytes: 100 * GiB, maxLoraCount: 1000 },
+      { token: userToken },
+    );
     expectThrownCode(bySelf, 'FORBIDDEN');
     expect(bySelf.body.data?.setUserLoraQuota ?? null).toBeNull();
-    const peek = await server.gql('query($u: ID) { loraQuota(userId: $u) { maxStorageBytes } }', { u: newUserId() }, { token: userToken });
+    const peek = await server.request(LoraQuotaDocument, { userId: newUserId() }, { token: userToken });
     expectThrownCode(peek, 'FORBIDDEN');
-    expectThrownCode(await server.gql(SET, { userId, count: 1 }, { token: await server.tokens.machine() }), 'FORBIDDEN');
-    expectThrownCode(await server.gql(SET, { userId, count: 1 }, {}), 'UNAUTHENTICATED');
+    expectThrownCode(
+      await server.request(SetUserLoraQuotaDocument, { userId, maxLoraCount: 1 }, { token: await server.tokens.machine() }),
+      'FORBIDDEN',
+    );
+    expectThrownCode(await server.request(SetUserLoraQuotaDocument, { userId, maxLoraCount: 1 }), 'UNAUTHENTICATED');
     expect(await quotaOf(server, userId)).toMatchObject({ maxStorageBytes: 3 * GiB, maxLoraCount: 9 });
   });
 
@@ -416,7 +402,7 @@ describe('quotas', () => {
           {
             fileId,
             sizeBytes: bytes.length,
-            sha256: createHash('sha256').update(bytes).digest('hex'),
+            sha256: sha256(bytes),
             baseModel: 'SD1',
             baseModelSource: 'METADATA',
             rank: 4,
@@ -460,193 +446,5 @@ describe('quotas', () => {
     const fits = await attempt(third);
     expect(fits.error).toBeUndefined();
     expect(await quotaRow(server, userId)).toEqual({ usedBytes: used + third.length, count: 3 });
-  });
-});
-
-describe('machine cache stats', () => {
-  let server: TestServer;
-  beforeAll(async () => {
-    server = await startTestServer();
-  });
-  afterAll(async () => {
-    await server?.stop();
-  });
-
-  const REPORT = 'mutation($input: CacheStatsInput!) { reportCacheStats(input: $input) }';
-  const STATS = `query($machineId: String) { loraCacheStats(machineId: $machineId) {
-    machineId totalLoraCacheBytes maxLoraCacheBytes utilizationPercent userLoraCount sharedLoraCount
-    cacheHitRate24h evictions24h oldestLoraAgeDays reportedAt } }`;
-  const input = (over: Record<string, unknown> = {}) => ({
-    totalLoraCacheBytes: 3 * GiB,
-    maxLoraCacheBytes: 8 * GiB,
-    userLoraCount: 12,
-    sharedLoraCount: 3,
-    cacheHitRate24h: 0.75,
-    evictions24h: 4,
-    oldestLoraAgeDays: 2.5,
-    ...over,
-  });
-
-  async function statsFor(machineIds: string[]) {
-    const res = await server.gql(STATS, {}, { token: await server.tokens.admin() });
-    expect(res.body.errors, JSON.stringify(res.body.errors)).toBeUndefined();
-    return ((res.body.data?.loraCacheStats ?? []) as { machineId: string }[]).filter((s) => machineIds.includes(s.machineId));
-  }
-
-  it('keeps the latest report per machine and computes utilizationPercent', async () => {
-    const m1 = `gpu-${randomUUID()}`;
-    const m2 = `gpu-${randomUUID()}`;
-    const t1 = await server.tokens.machine(m1);
-    const t2 = await server.tokens.machine(m2);
-    const before = Date.now();
-    expect((await server.gql(REPORT, { input: input() }, { token: t1 })).body).toEqual({ data: { reportCacheStats: true } });
-    expect(
-      (await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 6 * GiB, userLoraCount: 20, cacheHitRate24h: 0.9 }) }, { token: t1 }))
-        .body.data,
-    ).toEqual({ reportCacheStats: true });
-    expect(
-      (
-        await server.gql(
-          REPORT,
-          { input: input({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, cacheHitRate24h: 0, evictions24h: 0 }) },
-          { token: t2 },
-        )
-      ).body.data,
-    ).toEqual({ reportCacheStats: true });
-
-    const stats = await statsFor([m1, m2]);
-    expect(stats).toHaveLength(2);
-    const s1 = stats.find((s) => s.machineId === m1) as Record<string, unknown>;
-    const s2 = stats.find((s) => s.machineId === m2) as Record<string, unknown>;
-    expect(s1).toMatchObject({
-      totalLoraCacheBytes: 6 * GiB,
-      maxLoraCacheBytes: 8 * GiB,
-      utilizationPercent: 75,
-      userLoraCount: 20,
-      sharedLoraCount: 3,
-      cacheHitRate24h: 0.9,
-      evictions24h: 4,
-      oldestLoraAgeDays: 2.5,
-    });
-    expect(Date.parse(s1.reportedAt as string)).toBeGreaterThanOrEqual(before - 5_000);
-    expect(s2).toMatchObject({ totalLoraCacheBytes: 0, maxLoraCacheBytes: 0, utilizationPercent: 0, cacheHitRate24h: 0 });
-
-    const one = await server.gql(STATS, { machineId: m1 }, { token: await server.tokens.admin() });
-    expect(one.body.data?.loraCacheStats).toEqual([s1]);
-    const unknown = await server.gql(STATS, { machineId: `gpu-${randomUUID()}` }, { token: await server.tokens.admin() });
-    expect(unknown.body.data?.loraCacheStats).toEqual([]);
-
-    // A third of the cache: rounded to two decimals.
-    await server.gql(REPORT, { input: input({ totalLoraCacheBytes: 1000, maxLoraCacheBytes: 3000 }) }, { token: t2 });
-    const [third] = await statsFor([m2]);
-    expect((third as Record<string, unknown>).utilizationPercent).toBe(33.33);
-  });
-
-  it('rejects invalid reports (negative bytes or counts, hit rate outside 0–1) and stores nothing; only machines report, only admins read', async () => {
-    const machineId = `gpu-${randomUUID()}`;
-    const token = await server.tokens.machine(machineId);
-    expect((await server.gql(REPORT, { input: input() }, { token })).body.data).toEqual({ reportCacheStats: true });
-    const bad: [Record<string, unknown>, string | undefined][] = [
-      [{ totalLoraCacheBytes: -1 }, undefined],
-      [{ maxLoraCacheBytes: -8 * GiB }, undefined],
-      [{ cacheHitRate24h: 1.01 }, 'input.cacheHitRate24h'],
-      [{ cacheHitRate24h: -0.1 }, 'input.cacheHitRate24h'],
-      [{ userLoraCount: -3 }, 'input.userLoraCount'],
-      [{ evictions24h: -1 }, 'input.evictions24h'],
-      [{ oldestLoraAgeDays: -2 }, 'input.oldestLoraAgeDays'],
-    ];
-    for (const [over, path] of bad) {
-      const res = await server.gql(REPORT, { input: input({ ...over, userLoraCount: over.userLoraCount ?? 99 }) }, { token });
-      expectBadUserInput(res, path);
-      expect(res.body.data?.reportCacheStats ?? null, JSON.stringify(over)).toBeNull();
-    }
-    const [latest] = await statsFor([machineId]);
-    expect(latest).toMatchObject({ userLoraCount: 12, totalLoraCacheBytes: 3 * GiB, cacheHitRate24h: 0.75 });
-    expect(await server.app.db.machine_cache_report.count({ where: { machine_id: machineId } })).toBe(1);
-
-    const userToken = await server.tokens.user(newUserId());
-    expectThrownCode(await server.gql(REPORT, { input: input() }, { token: userToken }), 'FORBIDDEN');
-    expectThrownCode(await server.gql(STATS, {}, { token: userToken }), 'FORBIDDEN');
-    expectThrownCode(await server.gql(STATS, {}, { token }), 'FORBIDDEN');
-  });
-});
-
-describe('sharedLoraDownload', () => {
-  let server: TestServer;
-  beforeAll(async () => {
-    server = await startTestServer();
-  });
-  afterAll(async () => {
-    await server?.stop();
-  });
-
-  const SHARED = `query($name: String!) { sharedLoraDownload(name: $name) {
-    __typename
-    ... on LoraDownload { url loraId sharedName sha256 sizeBytes fileName userId etag expiresAt }
-    ... on ValidationError { code issues { path message } }
-    ... on NotFoundError { code message }
-  } }`;
-
-  it('gives a machine a short-lived URL that downloads the shared blob', async () => {
-    const name = `style/foo-${randomUUID().slice(0, 8)}.safetensors`;
-    const bytes = sizedLora(6);
-    await server.app.blobs.putShared(name, bytes);
-    const before = Date.now();
-    const res = await server.gql(SHARED, { name }, { token: await server.tokens.machine(`gpu-${randomUUID()}`) });
-    expect(res.body.errors).toBeUndefined();
-    const dl = res.body.data?.sharedLoraDownload;
-    expect(dl).toMatchObject({
-      __typename: 'LoraDownload',
-      loraId: null,
-      sharedName: name,
-      sha256: null,
-      sizeBytes: bytes.length,
-      fileName: name.split('/').pop(),
-      userId: null,
-    });
-    expect(dl.etag).not.toBe('');
-    const expires = Date.parse(dl.expiresAt);
-    expect(expires).toBeGreaterThan(before);
-    expect(expires).toBeLessThanOrEqual(before + 3600_000);
-    const url = new URL(dl.url);
-    expect(url.searchParams.get('sp')).toBe('r'); // read-only
-    const body = Buffer.from(await (await fetch(dl.url)).arrayBuffer());
-    expect(body.equals(bytes)).toBe(true);
-    // The URL names that one blob: swapping the name breaks the signature.
-    const forged = dl.url.replace(encodeURIComponent(name.split('/').pop() ?? ''), 'other.safetensors');
-    expect((await fetch(forged)).status).toBeGreaterThanOrEqual(400);
-  });
-
-  it('refuses traversal, absolute, backslash and NUL names (ValidationError) and answers NotFoundError for a missing one', async () => {
-    const token = await server.tokens.machine(`gpu-${randomUUID()}`);
-    const secret = `style/secret-${randomUUID().slice(0, 8)}.safetensors`;
-    await server.app.blobs.putShared(secret, sizedLora(1));
-    const badNames = [
-      '../secret.safetensors',
-      `style/../${secret}`,
-      '..',
-      'style/..',
-      '/style/foo.safetensors',
-      'style\\foo.safetensors',
-      '..\\..\\foo.safetensors',
-      'style/foo\u0000.safetensors',
-      '',
-      'style//foo.safetensors',
-      './foo.safetensors',
-      'style/\u202Egnp.safetensors',
-    ];
-    for (const name of badNames) {
-      const res = await server.gql(SHARED, { name }, { token });
-      expect(res.body.errors, JSON.stringify(name)).toBeUndefined();
-      const result = res.body.data?.sharedLoraDownload;
-      expect(result?.__typename, JSON.stringify(name)).toBe('ValidationError');
-      expect(result?.code).toBe('VALIDATION_FAILED');
-      expect(result?.issues.map((i: { path: string }) => i.path)).toContain('name');
-    }
-    const missing = `style/missing-${randomUUID()}.safetensors`;
-    const res = await server.gql(SHARED, { name: missing }, { token });
-    expect(res.body.data?.sharedLoraDownload).toMatchObject({ __typename: 'NotFoundError', code: 'LORA_NOT_FOUND' });
-    // Users cannot use it at all.
-    expectThrownCode(await server.gql(SHARED, { name: secret }, { token: await server.tokens.user(newUserId()) }), 'FORBIDDEN');
   });
 });
