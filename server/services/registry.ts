@@ -113,7 +113,7 @@ export class LoraRegistry {
         data: {
           hidden: false,
           created_at: now,
-          url: this.blobs.loras.getBlobClient(row.blob_path).url,
+          url: this.blobs.url(row.blob_path),
           gen_out_data: loraGenOutData(shown, { uploadSource: input.uploadSource, validationStatus: ValidationStatus.SAFE }) as object,
         },
       });

@@ -113,7 +113,7 @@ export class UploadService {
           const begun = await this.registry.begin({ userId, name, fileName, format, tags: args.tags ?? [] });
           fileId = begun.fileId;
           blobPath = begun.blobPath;
-          stager = new BlockStager(this.blobs.loras.getBlockBlobClient(begun.blobPath));
+          stager = new BlockStager(this.blobs.stagedBlob(begun.blobPath));
           return stager;
         },
       });
