@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import { findLoraRow, type LoraSort, listLoraRows, type SortOrder } from '../db/lora-reads.ts';
 import { LoraNotFoundError, RequestError } from '../domain/errors.ts';
 import { type ExtractedMetadata, type LoraRow, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import { displayName, LIMITS, parseArgs, parseLoraId, sanitizeDisplayName, userMetadata, userTags, uuid } from '../domain/validation.ts';
@@ -10,7 +11,6 @@ import type { JobQueue } from '../jobs/queues.ts';
 import { Queue } from '../jobs/queues.ts';
 import { AuditAction, audit } from './audit.ts';
 import { refreshGenOutData } from './gen-out-data.ts';
-import { findLoraRow, type LoraSort, listLoraRows, type SortOrder } from './lora-queries.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';
 
 /** The LoRA library: list, read, rename/retag, delete. Owners see their READY LoRAs; admins see all. */

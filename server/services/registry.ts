@@ -1,12 +1,12 @@
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import { findLoraRow } from '../db/lora-reads.ts';
 import { UploadInterruptedError } from '../domain/errors.ts';
 import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { loraBlobPath } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
-import { findLoraRow } from './lora-queries.ts';
 import type { QuotaService } from './quotas.ts';
 
 /**

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { likePattern } from '../../server/db/lora-reads.ts';
 import { ValidationFailedError } from '../../server/domain/errors.ts';
 import { displayName, parseArgs, parseLoraId, sanitizeDisplayName, sharedLoraName, userTags } from '../../server/domain/validation.ts';
-import { likePattern } from '../../server/services/lora-queries.ts';
 
 const UNSAFE = /[\p{Cc}\p{Default_Ignorable_Code_Point}]/u;
 
