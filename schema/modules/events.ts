@@ -1,4 +1,4 @@
-import { ValidationFailedError } from '../../server/domain/errors.ts';
+import { ValidationError } from '../../server/domain/errors.ts';
 import { type CacheEvent, CacheEventType, type UploadProgress } from '../../server/events/bus.ts';
 import { MACHINE_EVENT_TYPES } from '../../server/services/events.ts';
 import { builder } from '../builder.ts';
@@ -88,7 +88,7 @@ builder.mutationField('reportCacheEvent', (t) =>
     type: CacheEventRef,
     description: 'Machines: report a download, an eviction or a failed download (published to cacheEvents).',
     authScopes: { machine: true },
-    errors: { types: [ValidationFailedError], union: { name: 'ReportCacheEventResult' } },
+    errors: { types: [ValidationError], union: { name: 'ReportCacheEventResult' } },
     args: { input: t.arg({ type: CacheEventInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
       ctx.services.events.reportCacheEvent(ctx.principal, {

@@ -1,4 +1,4 @@
-import { LoraNotFoundError, ValidationFailedError } from '../../server/domain/errors.ts';
+import { NotFoundError, ValidationError } from '../../server/domain/errors.ts';
 import type { LoraMetadataView, LoraView } from '../../server/domain/lora.ts';
 import type { LoraPage, WorkflowRef } from '../../server/services/loras.ts';
 import type { QuotaView } from '../../server/services/quotas.ts';
@@ -101,7 +101,7 @@ builder.queryFields((t) => ({
   lora: t.field({
     type: LoraRef,
     authScopes: { user: true, admin: true },
-    errors: { types: [LoraNotFoundError], union: { name: 'LoraResult' } },
+    errors: { types: [NotFoundError], union: { name: 'LoraResult' } },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, ctx) => ctx.services.loras.get(ctx.principal, String(id)),
   }),
@@ -120,7 +120,7 @@ builder.mutationFields((t) => ({
   updateLora: t.field({
     type: LoraRef,
     authScopes: { user: true, admin: true },
-    errors: { types: [LoraNotFoundError, ValidationFailedError], union: { name: 'UpdateLoraResult' } },
+    errors: { types: [NotFoundError, ValidationError], union: { name: 'UpdateLoraResult' } },
     args: {
       id: t.arg.id({ required: true }),
       name: t.arg.string(),
@@ -132,7 +132,7 @@ builder.mutationFields((t) => ({
   deleteLora: t.field({
     type: DeleteLoraSuccess,
     authScopes: { user: true, admin: true },
-    errors: { types: [LoraNotFoundError], union: { name: 'DeleteLoraResult' } },
+    errors: { types: [NotFoundError], union: { name: 'DeleteLoraResult' } },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, ctx) => ctx.services.loras.delete(ctx.principal, String(id)),
   }),

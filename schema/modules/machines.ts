@@ -1,5 +1,5 @@
 import type { JobGrant } from '../../server/auth/grants.ts';
-import { InvalidGrantError, LoraNotFoundError, ValidationFailedError } from '../../server/domain/errors.ts';
+import { InvalidGrantError, NotFoundError, ValidationError } from '../../server/domain/errors.ts';
 import type { CacheStatsInput, MachineCacheStats } from '../../server/services/cache-stats.ts';
 import type { DownloadView } from '../../server/services/downloads.ts';
 import { builder } from '../builder.ts';
@@ -79,7 +79,7 @@ builder.queryFields((t) => ({
     type: LoraDownloadRef,
     description: 'Machines: a download URL for a user LoRA, with a job grant for its owner.',
     authScopes: { machine: true, admin: true },
-    errors: { types: [LoraNotFoundError, InvalidGrantError], union: { name: 'LoraDownloadResult' } },
+    errors: { types: [NotFoundError, InvalidGrantError], union: { name: 'LoraDownloadResult' } },
     args: { id: t.arg.id({ required: true }), grant: t.arg.string({ required: true }) },
     resolve: (_root, { id, grant }, ctx) => ctx.services.downloads.loraDownload(ctx.principal, String(id), grant),
   }),
@@ -87,7 +87,7 @@ builder.queryFields((t) => ({
     type: LoraDownloadRef,
     description: 'Machines: a download URL for a LoRA of the shared library.',
     authScopes: { machine: true, admin: true },
-    errors: { types: [LoraNotFoundError, ValidationFailedError], union: { name: 'SharedLoraDownloadResult' } },
+    errors: { types: [NotFoundError, ValidationError], union: { name: 'SharedLoraDownloadResult' } },
     args: { name: t.arg.string({ required: true }) },
     resolve: (_root, { name }, ctx) => ctx.services.downloads.sharedDownload(ctx.principal, name),
   }),
@@ -117,7 +117,7 @@ builder.mutationFields((t) => ({
     type: RecordLoraUsageSuccess,
     description: "Machines: count one use of each LoRA (the grant user's only) by a workflow.",
     authScopes: { machine: true },
-    errors: { types: [InvalidGrantError, ValidationFailedError], union: { name: 'RecordLoraUsageResult' } },
+    errors: { types: [InvalidGrantError, ValidationError], union: { name: 'RecordLoraUsageResult' } },
     args: {
       grant: t.arg.string({ required: true }),
       loraIds: t.arg.idList({ required: true }),

@@ -1,12 +1,12 @@
 import { GraphQLUpload } from 'graphql-upload-minimal';
 import {
   FileTooLargeError,
-  InvalidFileFormatError,
+  InvalidFileError,
   QuotaExceededError,
   TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
-  ValidationFailedError,
+  ValidationError,
 } from '../../server/domain/errors.ts';
 import { UploadSource } from '../../server/domain/flat-file-contract.ts';
 import type { LoraView } from '../../server/domain/lora.ts';
@@ -43,11 +43,11 @@ builder.mutationField('uploadLora', (t) =>
     errors: {
       types: [
         QuotaExceededError,
-        InvalidFileFormatError,
+        InvalidFileError,
         FileTooLargeError,
         UnsafeFileError,
         UploadInterruptedError,
-        ValidationFailedError,
+        ValidationError,
         TooManyUploadsError,
       ],
       union: { name: 'UploadLoraResult' },
