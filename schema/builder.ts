@@ -41,6 +41,9 @@ export const builder = new SchemaBuilder<{
         ? new GraphQLError('Authentication required', { extensions: { code: RequestErrorCode.UNAUTHENTICATED, http: { status: 200 } } })
         : new GraphQLError('Not allowed for your role', { extensions: { code: RequestErrorCode.FORBIDDEN } }),
   },
+  // A result union (`errors: { types }`) resolves itself: an error the plugin caught is the object
+  // type of its class (builder.objectType(ErrorClass, …) in ./errors.ts), anything else is the
+  // field's own type. So no object type needs an isTypeOf.
   errors: { directResult: true },
 });
 

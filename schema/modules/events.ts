@@ -26,7 +26,6 @@ const UploadProgressRef = builder.objectRef<UploadProgress>('UploadProgress').im
 
 const CacheEventRef = builder.objectRef<CacheEvent>('CacheEvent').implement({
   description: 'Ids only: never file contents or URLs.',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'type' in value && 'at' in value,
   fields: (t) => ({
     type: t.expose('type', { type: CacheEventTypeEnum }),
     loraId: t.exposeID('loraId', { nullable: true }),

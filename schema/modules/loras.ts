@@ -42,7 +42,6 @@ const LoraMetadataRef = builder.objectRef<LoraMetadataView>('LoraMetadata').impl
 
 export const LoraRef = builder.objectRef<LoraView>('Lora').implement({
   description: "A user's LoRA: a flat_file row tagged 'lora' plus its LoRA facts.",
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'sha256' in value && 'fileName' in value,
   fields: (t) => ({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
@@ -109,7 +108,6 @@ builder.queryFields((t) => ({
 
 const DeleteLoraSuccess = builder.objectRef<{ loraId: string; quota: QuotaView }>('DeleteLoraSuccess').implement({
   description: 'The LoRA is hidden at once, its quota freed; the blob is removed by a background job.',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'loraId' in value && 'quota' in value,
   fields: (t) => ({
     loraId: t.exposeID('loraId'),
     quota: t.expose('quota', { type: LoraQuotaRef }),

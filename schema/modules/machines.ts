@@ -9,7 +9,6 @@ import { LoraFormatEnum } from './loras.ts';
 
 const JobGrantRef = builder.objectRef<JobGrant & { token: string }>('JobGrant').implement({
   description: 'A short-lived signed grant naming one user and job; hand `token` to the machine running the job.',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'token' in value && 'jobId' in value,
   fields: (t) => ({
     token: t.exposeString('token'),
     userId: t.exposeID('userId'),
@@ -20,7 +19,6 @@ const JobGrantRef = builder.objectRef<JobGrant & { token: string }>('JobGrant').
 
 const LoraDownloadRef = builder.objectRef<DownloadView>('LoraDownload').implement({
   description: 'A read-only SAS URL for one blob, valid until expiresAt.',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'url' in value && 'etag' in value,
   fields: (t) => ({
     url: t.exposeString('url'),
     loraId: t.exposeID('loraId', { nullable: true }),
@@ -43,7 +41,6 @@ const LoraDownloadRef = builder.objectRef<DownloadView>('LoraDownload').implemen
 });
 
 const RecordLoraUsageSuccess = builder.objectRef<{ recorded: number }>('RecordLoraUsageSuccess').implement({
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'recorded' in value,
   fields: (t) => ({ recorded: t.exposeInt('recorded', { description: "How many of the ids were the grant user's READY LoRAs" }) }),
 });
 

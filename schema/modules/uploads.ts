@@ -27,7 +27,6 @@ const UploadSourceEnum = builder.enumType('LoraUploadSource', {
 
 const UploadLoraSuccess = builder.objectRef<{ lora: LoraView; quota: QuotaView }>('UploadLoraSuccess').implement({
   description: 'The new READY LoRA and the quota after it (warning from 80 %).',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'lora' in value && 'quota' in value,
   fields: (t) => ({
     lora: t.expose('lora', { type: LoraRef }),
     quota: t.expose('quota', { type: LoraQuotaRef }),
