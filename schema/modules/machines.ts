@@ -1,11 +1,13 @@
 import type { JobGrant } from '../../server/auth/grants.ts';
 import { InvalidGrantError, NotFoundError, ValidationError } from '../../server/domain/errors.ts';
-import type { CacheStatsInput, MachineCacheStats } from '../../server/services/cache-stats.ts';
+import type { MachineCacheStats } from '../../server/services/cache-stats.ts';
 import type { DownloadView } from '../../server/services/downloads.ts';
+import { MACHINE_EVENT_TYPES } from '../../server/services/events.ts';
 import { builder } from '../builder.ts';
+import { CacheEventRef } from './events.ts';
 import { LoraFormatEnum } from './loras.ts';
 
-/** What the dispatcher (service) and the GPU machines' cache agents use. */
+/** What the dispatcher (service) and the GPU machines' cache agents use: grants, downloads, usage, cache reports and reconciling. */
 
 const JobGrantRef = builder.objectRef<JobGrant & { token: string }>('JobGrant').implement({
   description: 'A short-lived signed grant naming one user and job; hand `token` to the machine running the job.',
@@ -56,6 +58,21 @@ const MachineCacheStatsRef = builder.objectRef<MachineCacheStats>('MachineCacheS
     evictions24h: t.exposeInt('evictions24h'),
     oldestLoraAgeDays: t.exposeFloat('oldestLoraAgeDays'),
     reportedAt: t.expose('reportedAt', { type: 'DateTime' }),
+  }),
+});
+
+const MachineCacheEventTypeEnum = builder.enumType('MachineCacheEventType', { values: [...MACHINE_EVENT_TYPES] });
+
+const CachedLoraInput = builder.inputType('CachedLoraInput', {
+  fields: (t) => ({ id: t.id({ required: true }), sha256: t.string({ required: true }) }),
+});
+
+const CacheEventInput = builder.inputType('CacheEventInput', {
+  fields: (t) => ({
+    type: t.field({ type: MachineCacheEventTypeEnum, required: true }),
+    loraId: t.id(),
+    sharedName: t.string(),
+    reason: t.string({ description: 'Why (for DOWNLOAD_FAILED / EVICTED), ≤ 500 characters' }),
   }),
 });
 
@@ -130,9 +147,34 @@ builder.mutationFields((t) => ({
     authScopes: { machine: true },
     args: { input: t.arg({ type: CacheStatsInputRef, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      if (ctx.principal.role !== 'machine') return false;
-      await ctx.services.cacheStats.report(ctx.principal.machineId, input as CacheStatsInput);
+      await ctx.services.cacheStats.report(ctx.principal, input);
       return true;
     },
   }),
 }));
+
+builder.queryField('lorasStillValid', (t) =>
+  t.idList({
+    description: 'Machines, after a reconnect: which of the cached LoRAs (named by id and sha256) are still READY. Evict the others.',
+    authScopes: { machine: true },
+    args: { loras: t.arg({ type: [CachedLoraInput], required: true }) },
+    resolve: (_root, { loras }, ctx) => ctx.services.events.lorasStillValid(loras.map((l) => ({ id: String(l.id), sha256: l.sha256 }))),
+  }),
+);
+
+builder.mutationField('reportCacheEvent', (t) =>
+  t.field({
+    type: CacheEventRef,
+    description: 'Machines: report a download, an eviction or a failed download (published to cacheEvents).',
+    authScopes: { machine: true },
+    errors: { types: [ValidationError], union: { name: 'ReportCacheEventResult' } },
+    args: { input: t.arg({ type: CacheEventInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      ctx.services.events.reportCacheEvent(ctx.principal, {
+        type: input.type,
+        loraId: input.loraId?.toString(),
+        sharedName: input.sharedName,
+        reason: input.reason,
+      }),
+  }),
+);

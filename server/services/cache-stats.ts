@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import { RequestError, RequestErrorCode } from '../domain/errors.ts';
 import { parseArgs } from '../domain/validation.ts';
 
 /** Machines' cache figures: stored as history, read as the latest report per machine. */
@@ -46,11 +48,13 @@ interface ReportRow {
 export class CacheStatsService {
   constructor(private readonly db: Db) {}
 
-  async report(machineId: string, input: CacheStatsInput): Promise<void> {
+  /** A machine reports its own cache figures (the machine id comes from its token); validated here. */
+  async report(principal: Principal, input: unknown): Promise<void> {
+    if (principal.role !== 'machine') throw new RequestError(RequestErrorCode.FORBIDDEN, 'Only machines report cache stats');
     const s = parseArgs(statsInput, input, 'input');
     await this.db.machine_cache_report.create({
       data: {
-        machine_id: machineId,
+        machine_id: principal.machineId,
         total_lora_cache_bytes: BigInt(s.totalLoraCacheBytes),
         max_lora_cache_bytes: BigInt(s.maxLoraCacheBytes),
         user_lora_count: s.userLoraCount,
