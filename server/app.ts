@@ -27,7 +27,7 @@ import { watchBodyIdle } from './uploads/body-idle.ts';
  * accepting, lets in-flight requests finish (up to the grace period) and closes everything.
  */
 
-/** Config whose external services are decided (main.ts fills in embedded ones when unset). */
+/** Config whose external services are decided (runtime.ts fills in embedded ones when unset). */
 export type RuntimeConfig = Config & {
   databaseUrl: string;
   storage: Config['storage'] & { connectionString: string };

@@ -13,7 +13,7 @@ import type { QuotaService } from './quotas.ts';
  * A LoRA's life from first byte to READY. `begin` reserves the id (and so the blob path) as an
  * invisible UPLOADING row; the caller stores the blob there; `finalize` then — in one
  * transaction — locks the owner's quota row, checks bytes and count, marks the row READY and
- * fills `flat_file`. Any failure before READY leaves nothing a user can see (`fail`).
+ * fills `flat_file`. Any failure before READY leaves nothing a user can see (`discard`).
  */
 
 const UPLOAD_GONE = 'the upload was cancelled or expired before it completed';
