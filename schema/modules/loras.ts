@@ -1,6 +1,6 @@
 import { NotFoundError, ValidationError } from '../../server/domain/errors.ts';
 import type { LoraMetadataView, LoraView } from '../../server/domain/lora.ts';
-import type { LoraPage, WorkflowRef } from '../../server/services/loras.ts';
+import type { LoraPage } from '../../server/services/loras.ts';
 import type { QuotaView } from '../../server/services/quotas.ts';
 import { builder } from '../builder.ts';
 import { LoraQuotaRef } from './quotas.ts';
@@ -13,12 +13,16 @@ export const LoraStatusEnum = builder.enumType('LoraStatus', {
 export const LoraSortEnum = builder.enumType('LoraSort', { values: ['NAME', 'SIZE', 'CREATED_AT', 'LAST_USED'] as const });
 export const SortOrderEnum = builder.enumType('SortOrder', { values: ['ASC', 'DESC'] as const });
 
-const WorkflowRefRef = builder.objectRef<WorkflowRef>('WorkflowRef').implement({
+// Loaded whole (5 columns) for a page's LoRAs in one query by ctx.loaders.workflowsUsing: the
+// parent Lora comes from the SQL list path, so the plugin's per-parent relation loading would cost
+// a query per LoRA.
+const WorkflowRefRef = builder.prismaObject('lora_workflow_usage', {
+  name: 'WorkflowRef',
   fields: (t) => ({
-    id: t.exposeID('id'),
-    name: t.exposeString('name', { nullable: true }),
-    lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime' }),
-    useCount: t.exposeInt('useCount'),
+    id: t.exposeID('workflow_id'),
+    name: t.exposeString('workflow_name', { nullable: true }),
+    lastUsedAt: t.expose('last_used_at', { type: 'DateTime' }),
+    useCount: t.exposeInt('use_count'),
   }),
 });
 

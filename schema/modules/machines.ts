@@ -1,6 +1,6 @@
 import type { JobGrant } from '../../server/auth/grants.ts';
 import { InvalidGrantError, NotFoundError, ValidationError } from '../../server/domain/errors.ts';
-import type { MachineCacheStats } from '../../server/services/cache-stats.ts';
+import { cacheUtilizationPercent } from '../../server/services/cache-stats.ts';
 import type { DownloadView } from '../../server/services/downloads.ts';
 import { MACHINE_EVENT_TYPES } from '../../server/services/events.ts';
 import { builder } from '../builder.ts';
@@ -46,18 +46,23 @@ const RecordLoraUsageSuccess = builder.objectRef<{ recorded: number }>('RecordLo
   fields: (t) => ({ recorded: t.exposeInt('recorded', { description: "How many of the ids were the grant user's READY LoRAs" }) }),
 });
 
-const MachineCacheStatsRef = builder.objectRef<MachineCacheStats>('MachineCacheStats').implement({
+const MachineCacheStatsRef = builder.prismaObject('machine_cache_report', {
+  name: 'MachineCacheStats',
+  select: { id: true },
   fields: (t) => ({
-    machineId: t.exposeString('machineId'),
-    totalLoraCacheBytes: t.expose('totalLoraCacheBytes', { type: 'Bytes' }),
-    maxLoraCacheBytes: t.expose('maxLoraCacheBytes', { type: 'Bytes' }),
-    utilizationPercent: t.exposeFloat('utilizationPercent'),
-    userLoraCount: t.exposeInt('userLoraCount'),
-    sharedLoraCount: t.exposeInt('sharedLoraCount'),
-    cacheHitRate24h: t.exposeFloat('cacheHitRate24h', { description: '0–1' }),
-    evictions24h: t.exposeInt('evictions24h'),
-    oldestLoraAgeDays: t.exposeFloat('oldestLoraAgeDays'),
-    reportedAt: t.expose('reportedAt', { type: 'DateTime' }),
+    machineId: t.exposeString('machine_id'),
+    totalLoraCacheBytes: t.expose('total_lora_cache_bytes', { type: 'Bytes' }),
+    maxLoraCacheBytes: t.expose('max_lora_cache_bytes', { type: 'Bytes' }),
+    utilizationPercent: t.float({
+      select: { total_lora_cache_bytes: true, max_lora_cache_bytes: true },
+      resolve: (r) => cacheUtilizationPercent(r.total_lora_cache_bytes, r.max_lora_cache_bytes),
+    }),
+    userLoraCount: t.exposeInt('user_lora_count'),
+    sharedLoraCount: t.exposeInt('shared_lora_count'),
+    cacheHitRate24h: t.exposeFloat('cache_hit_rate_24h', { description: '0–1' }),
+    evictions24h: t.exposeInt('evictions_24h'),
+    oldestLoraAgeDays: t.exposeFloat('oldest_lora_age_days'),
+    reportedAt: t.expose('reported_at', { type: 'DateTime' }),
   }),
 });
 
@@ -105,12 +110,12 @@ builder.queryFields((t) => ({
     args: { name: t.arg.string({ required: true }) },
     resolve: (_root, { name }, ctx) => ctx.services.downloads.sharedDownload(ctx.principal, name),
   }),
-  loraCacheStats: t.field({
+  loraCacheStats: t.prismaField({
     type: [MachineCacheStatsRef],
     description: 'Admins: the latest report of every machine (or of one).',
     authScopes: { admin: true },
     args: { machineId: t.arg.string() },
-    resolve: (_root, { machineId }, ctx) => ctx.services.cacheStats.latest(machineId),
+    resolve: (query, _root, { machineId }, ctx) => ctx.services.cacheStats.latest(ctx.principal, machineId, query),
   }),
 }));
 

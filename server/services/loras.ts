@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import type { lora_workflow_usage } from '../db/generated/client.ts';
 import { findLoraRow, type LoraSort, listLoraRows, type SortOrder } from '../db/lora-reads.ts';
 import { NotFoundError, RequestError, RequestErrorCode } from '../domain/errors.ts';
 import { type ExtractedMetadata, type LoraRow, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
@@ -34,12 +35,8 @@ export interface LoraPage {
   offset: number;
 }
 
-export interface WorkflowRef {
-  id: string;
-  name: string | null;
-  lastUsedAt: Date;
-  useCount: number;
-}
+/** One workflow's use of one LoRA: a `lora_workflow_usage` row (the GraphQL `WorkflowRef`). */
+export type WorkflowRef = lora_workflow_usage;
 
 const listArgs = z.object({
   search: z
@@ -189,7 +186,7 @@ export class LoraService {
     for (const r of rows) {
       const key = r.lora_id.toString();
       const list = byLora.get(key) ?? [];
-      list.push({ id: r.workflow_id, name: r.workflow_name, lastUsedAt: r.last_used_at, useCount: r.use_count });
+      list.push(r);
       byLora.set(key, list);
     }
     return loraIds.map((id) => byLora.get(id) ?? []);

@@ -51,3 +51,20 @@ describe('CacheStatsService.report', () => {
     expect(await server.app.db.machine_cache_report.count({ where: { machine_id: machine.machineId } })).toBe(0);
   });
 });
+
+describe('CacheStatsService.latest', () => {
+  it("answers admins only, with the latest report per machine and only the columns asked for (Pothos's query)", async () => {
+    const stats = server.app.services.cacheStats;
+    const machineId = `svc-latest-${newUserId()}`;
+    await stats.report({ role: 'machine', machineId }, STATS);
+    await stats.report({ role: 'machine', machineId }, { ...STATS, userLoraCount: 7 });
+    await expect(stats.latest({ role: 'machine', machineId }, machineId)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    const admin = { role: 'admin', subject: 'an-admin' } as const;
+    expect(await stats.latest(admin, machineId, { select: { machine_id: true, user_lora_count: true } })).toEqual([
+      { machine_id: machineId, user_lora_count: 7 },
+    ]);
+    const all = await stats.latest(admin, undefined);
+    expect(all.filter((r) => r.machine_id === machineId)).toHaveLength(1);
+    expect(all.map((r) => r.machine_id)).toEqual([...all.map((r) => r.machine_id)].sort());
+  });
+});
