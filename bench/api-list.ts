@@ -22,8 +22,8 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { type App, buildApp } from '../server/app.ts';
 import { signToken } from '../server/auth/tokens.ts';
+import { type LoraSort, listLoraRows, type SortOrder } from '../server/db/lora-reads.ts';
 import { migrate } from '../server/db/migrate.ts';
-import { type LoraSort, listLoraRows, type SortOrder } from '../server/services/lora-queries.ts';
 import { isCleaningUp, log, onCleanup, runBench, runtimeConfig, startServices, timed } from './harness.ts';
 
 // ---------------------------------------------------------------------------------------------

@@ -83,14 +83,15 @@ export async function deleteAllBlobs(store: BlobStore): Promise<void> {
   let count = 0;
   let bytes = 0;
   try {
-    await store.service.getProperties();
+    await store.clientsForTests().service.getProperties();
   } catch (error) {
     if (!/ECONNREFUSED/.test(String((error as Error).message))) throw error;
     // Ctrl-C reaches the whole process group: Azurite may have shut down on its own already
     log('Azurite has already stopped: its blobs go with its data dir, in the temp dir');
     return;
   }
-  for (const container of [store.loras, store.shared]) {
+  const { loras, shared } = store.clientsForTests();
+  for (const container of [loras, shared]) {
     if (!(await container.exists())) continue;
     for await (const b of container.listBlobsFlat({ includeUncommitedBlobs: true })) {
       await container.deleteBlob(b.name, { deleteSnapshots: 'include' }).catch((error: { statusCode?: number }) => {

@@ -38,9 +38,8 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BlockBlobClient } from '@azure/storage-blob';
 import { signToken } from '../server/auth/tokens.ts';
-import { BlobStore } from '../server/storage/blob-store.ts';
+import { BlobStore, type StagedBlob } from '../server/storage/blob-store.ts';
 import { BlockStager } from '../server/uploads/block-stager.ts';
 import { type BenchFile, deleteAllBlobs, writeSafetensorsFile } from './files.ts';
 import {
@@ -76,7 +75,7 @@ const SDK_MODE = process.env.BENCH_SDK === 'file' ? 'file' : 'stream';
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : undefined;
 
 // The server's staging parameters, read from BlockStager itself so the SDK baseline follows them.
-const stagerDefaults = new BlockStager({} as BlockBlobClient) as unknown as { blockBytes: number; concurrency: number };
+const stagerDefaults = new BlockStager({} as StagedBlob) as unknown as { blockBytes: number; concurrency: number };
 const BLOCK_BYTES = stagerDefaults.blockBytes;
 const CONCURRENCY = stagerDefaults.concurrency;
 
@@ -442,8 +441,8 @@ async function main(): Promise<number> {
     if (lora.sizeBytes !== file.size || lora.sha256 !== file.sha256 || lora.status !== 'READY')
       throw new Error(`upload stored the wrong thing: ${JSON.stringify(lora)}, expected ${file.size} bytes sha256 ${file.sha256}`);
     let blobBytes: number | undefined;
-    for await (const b of store.loras.listBlobsFlat({ prefix: `users/${userId}/loras/${lora.id}.` })) {
-      blobBytes = b.properties.contentLength;
+    for await (const b of store.list(`users/${userId}/loras/${lora.id}.`)) {
+      blobBytes = b.sizeBytes;
       lastApiBlob = b.name;
     }
     if (blobBytes !== file.size) throw new Error(`blob of LoRA ${lora.id} holds ${blobBytes ?? 'nothing'}, expected ${file.size} bytes`);
@@ -452,7 +451,7 @@ async function main(): Promise<number> {
   /** Downloads a blob and compares its sha256 with the file's: the bytes stored, not only those hashed. */
   const verifyStoredBytes = async (name: string | undefined, file: BenchFile): Promise<string> => {
     if (!name) throw new Error('no blob to verify');
-    const download = await store.loras.getBlobClient(name).download();
+    const download = await store.clientsForTests().loras.getBlobClient(name).download();
     const hash = createHash('sha256');
     for await (const chunk of download.readableStreamBody ?? []) hash.update(chunk as Buffer);
     const sha256 = hash.digest('hex');
@@ -460,7 +459,7 @@ async function main(): Promise<number> {
     return `the stored blob's bytes (downloaded, ${mb(file.size)} MB) have the file's sha256`;
   };
   const viaSdk = async (file: BenchFile): Promise<void> => {
-    const blob = store.loras.getBlockBlobClient(`bench-sdk/${++uploads}.safetensors`);
+    const blob = store.clientsForTests().loras.getBlockBlobClient(`bench-sdk/${++uploads}.safetensors`);
     const options = { blobHTTPHeaders: { blobContentType: 'application/octet-stream' }, conditions: { ifNoneMatch: '*' } };
     if (SDK_MODE === 'file') {
       await blob.uploadFile(file.path, { ...options, blockSize: BLOCK_BYTES, concurrency: CONCURRENCY, maxSingleShotSize: 0 });

@@ -1,8 +1,12 @@
 import SchemaBuilder from '@pothos/core';
 import ErrorsPlugin from '@pothos/plugin-errors';
+import PrismaPlugin from '@pothos/plugin-prisma';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
 import { GraphQLError } from 'graphql';
 import type { Context } from '../server/context.ts';
+import type { PrismaClient } from '../server/db/generated/client.ts';
+import type PrismaTypes from '../server/db/generated/pothos-types.ts';
+import { getDatamodel } from '../server/db/generated/pothos-types.ts';
 import { RequestErrorCode } from '../server/domain/errors.ts';
 
 /** The Pothos builder and its plugins. Defines no types: see ./modules. */
@@ -16,6 +20,7 @@ export interface AuthScopes {
 
 export const builder = new SchemaBuilder<{
   Context: Context;
+  PrismaTypes: PrismaTypes;
   AuthScopes: AuthScopes;
   DefaultFieldNullability: false;
   Scalars: {
@@ -26,7 +31,7 @@ export const builder = new SchemaBuilder<{
     Upload: { Input: Promise<import('../server/uploads/multipart-parser.ts').ReceivedFile>; Output: never };
   };
 }>({
-  plugins: [ScopeAuthPlugin, ErrorsPlugin],
+  plugins: [ScopeAuthPlugin, ErrorsPlugin, PrismaPlugin],
   defaultFieldNullability: false,
   scopeAuth: {
     authorizeOnSubscribe: true,
@@ -41,7 +46,21 @@ export const builder = new SchemaBuilder<{
         ? new GraphQLError('Authentication required', { extensions: { code: RequestErrorCode.UNAUTHENTICATED, http: { status: 200 } } })
         : new GraphQLError('Not allowed for your role', { extensions: { code: RequestErrorCode.FORBIDDEN } }),
   },
+  // A result union (`errors: { types }`) resolves itself: an error the plugin caught is the object
+  // type of its class (builder.objectType(ErrorClass, …) in ./errors.ts), anything else is the
+  // field's own type. So no object type needs an isTypeOf.
   errors: { directResult: true },
+  // prismaObject types (docs/decisions.md "Server") are always loaded by their service, which
+  // passes Pothos's `query` into its Prisma call. The plugin would use a client only to load
+  // what a parent did not (a relation, a missing column): that would be a query behind the
+  // service's back, so it fails loudly instead. `dmmf` is passed because Prisma 7 clients no
+  // longer carry it.
+  prisma: {
+    client: (): PrismaClient => {
+      throw new Error('A prismaObject field asked the Pothos Prisma plugin to query: load it in its service instead');
+    },
+    dmmf: getDatamodel(),
+  },
 });
 
 builder.queryType({});

@@ -2,14 +2,14 @@ import {
   type DomainError,
   ErrorCode,
   FileTooLargeError,
-  InvalidFileFormatError,
+  InvalidFileError,
   InvalidGrantError,
-  LoraNotFoundError,
+  NotFoundError,
   QuotaExceededError,
   TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
-  ValidationFailedError,
+  ValidationError,
 } from '../server/domain/errors.ts';
 import { builder } from './builder.ts';
 
@@ -25,7 +25,7 @@ export const ErrorInterface = builder.interfaceRef<DomainError>('Error').impleme
   }),
 });
 
-builder.objectType(LoraNotFoundError, {
+builder.objectType(NotFoundError, {
   name: 'NotFoundError',
   description: 'The LoRA does not exist or is not yours (indistinguishable on purpose).',
   interfaces: [ErrorInterface],
@@ -55,13 +55,13 @@ const ValidationIssue = builder.objectRef<{ path: string; message: string }>('Va
   fields: (t) => ({ path: t.exposeString('path'), message: t.exposeString('message') }),
 });
 
-builder.objectType(ValidationFailedError, {
+builder.objectType(ValidationError, {
   name: 'ValidationError',
   interfaces: [ErrorInterface],
   fields: (t) => ({ issues: t.field({ type: [ValidationIssue], resolve: (e) => e.issues }) }),
 });
 
-builder.objectType(InvalidFileFormatError, {
+builder.objectType(InvalidFileError, {
   name: 'InvalidFileError',
   description: 'The bytes are not a LoRA we accept (decided by content, never by the extension).',
   interfaces: [ErrorInterface],

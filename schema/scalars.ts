@@ -1,5 +1,6 @@
 import { GraphQLError, Kind } from 'graphql';
 import { JSONResolver } from 'graphql-scalars';
+import { RequestErrorCode } from '../server/domain/errors.ts';
 import { builder } from './builder.ts';
 
 builder.addScalarType('JSON', JSONResolver);
@@ -8,7 +9,7 @@ function toBytes(value: unknown): number {
   const n = typeof value === 'bigint' ? Number(value) : value;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
     throw new GraphQLError(`Bytes must be a non-negative safe integer, got ${String(value)}`, {
-      extensions: { code: 'BAD_USER_INPUT' },
+      extensions: { code: RequestErrorCode.BAD_USER_INPUT },
     });
   }
   return n;
@@ -20,7 +21,8 @@ builder.scalarType('Bytes', {
   serialize: toBytes,
   parseValue: toBytes,
   parseLiteral: (ast) => {
-    if (ast.kind !== Kind.INT) throw new GraphQLError('Bytes must be an integer literal', { extensions: { code: 'BAD_USER_INPUT' } });
+    if (ast.kind !== Kind.INT)
+      throw new GraphQLError('Bytes must be an integer literal', { extensions: { code: RequestErrorCode.BAD_USER_INPUT } });
     return toBytes(Number(ast.value));
   },
 });
@@ -30,7 +32,9 @@ const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d
 function toDate(value: unknown): Date {
   const date = typeof value === 'string' && ISO_DATE_TIME.test(value) ? new Date(value) : undefined;
   if (!date || Number.isNaN(date.getTime())) {
-    throw new GraphQLError('DateTime must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z', { extensions: { code: 'BAD_USER_INPUT' } });
+    throw new GraphQLError('DateTime must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z', {
+      extensions: { code: RequestErrorCode.BAD_USER_INPUT },
+    });
   }
   return date;
 }

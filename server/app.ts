@@ -9,6 +9,7 @@ import { createTokenVerifier } from './auth/tokens.ts';
 import type { Config } from './config.ts';
 import { createDb, type Db } from './db/client.ts';
 import { migrate } from './db/migrate.ts';
+import { RequestErrorCode } from './domain/errors.ts';
 import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
@@ -26,7 +27,7 @@ import { watchBodyIdle } from './uploads/body-idle.ts';
  * accepting, lets in-flight requests finish (up to the grace period) and closes everything.
  */
 
-/** Config whose external services are decided (main.ts fills in embedded ones when unset). */
+/** Config whose external services are decided (runtime.ts fills in embedded ones when unset). */
 export type RuntimeConfig = Config & {
   databaseUrl: string;
   storage: Config['storage'] & { connectionString: string };
@@ -141,12 +142,14 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     if (!multipart && req.method === 'POST' && req.headers['content-length'] === undefined) {
       // a chunked body of unknown size could not be held to the 1 MiB limit
       res.setHeader('connection', 'close');
-      json(res, 411, { errors: [{ message: 'Content-Length is required', extensions: { code: 'BAD_USER_INPUT' } }] });
+      json(res, 411, { errors: [{ message: 'Content-Length is required', extensions: { code: RequestErrorCode.BAD_USER_INPUT } }] });
       return;
     }
     if (!multipart && length > MAX_JSON_BODY_BYTES) {
       res.setHeader('connection', 'close');
-      json(res, 413, { errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] });
+      json(res, 413, {
+        errors: [{ message: `Request body over ${MAX_JSON_BODY_BYTES} bytes`, extensions: { code: RequestErrorCode.BAD_USER_INPUT } }],
+      });
       return;
     }
     if (!multipart && length > 0) {

@@ -1,9 +1,7 @@
-import { ValidationFailedError } from '../../server/domain/errors.ts';
 import { type CacheEvent, CacheEventType, type UploadProgress } from '../../server/events/bus.ts';
-import { MACHINE_EVENT_TYPES } from '../../server/services/events.ts';
 import { builder } from '../builder.ts';
 
-/** Live events over graphql-ws: upload progress, cache events; machines' reports and reconciling. */
+/** Live events over graphql-ws: upload progress and cache events (machines report theirs in ./machines.ts). */
 
 builder.subscriptionType({});
 
@@ -11,7 +9,6 @@ const UploadPhaseEnum = builder.enumType('UploadPhase', {
   values: ['RECEIVING', 'VALIDATING', 'STORING', 'DONE', 'FAILED'] as const,
 });
 const CacheEventTypeEnum = builder.enumType('CacheEventType', { values: Object.values(CacheEventType) });
-const MachineCacheEventTypeEnum = builder.enumType('MachineCacheEventType', { values: [...MACHINE_EVENT_TYPES] });
 
 const UploadProgressRef = builder.objectRef<UploadProgress>('UploadProgress').implement({
   fields: (t) => ({
@@ -24,9 +21,8 @@ const UploadProgressRef = builder.objectRef<UploadProgress>('UploadProgress').im
   }),
 });
 
-const CacheEventRef = builder.objectRef<CacheEvent>('CacheEvent').implement({
+export const CacheEventRef = builder.objectRef<CacheEvent>('CacheEvent').implement({
   description: 'Ids only: never file contents or URLs.',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'type' in value && 'at' in value,
   fields: (t) => ({
     type: t.expose('type', { type: CacheEventTypeEnum }),
     loraId: t.exposeID('loraId', { nullable: true }),
@@ -38,19 +34,6 @@ const CacheEventRef = builder.objectRef<CacheEvent>('CacheEvent').implement({
     sharedName: t.exposeString('sharedName', { nullable: true }),
     reason: t.exposeString('reason', { nullable: true }),
     at: t.expose('at', { type: 'DateTime' }),
-  }),
-});
-
-const CachedLoraInput = builder.inputType('CachedLoraInput', {
-  fields: (t) => ({ id: t.id({ required: true }), sha256: t.string({ required: true }) }),
-});
-
-const CacheEventInput = builder.inputType('CacheEventInput', {
-  fields: (t) => ({
-    type: t.field({ type: MachineCacheEventTypeEnum, required: true }),
-    loraId: t.id(),
-    sharedName: t.string(),
-    reason: t.string({ description: 'Why (for DOWNLOAD_FAILED / EVICTED), ≤ 500 characters' }),
   }),
 });
 
@@ -73,29 +56,3 @@ builder.subscriptionFields((t) => ({
     resolve: (event) => event,
   }),
 }));
-
-builder.queryField('lorasStillValid', (t) =>
-  t.idList({
-    description: 'Machines, after a reconnect: which of the cached LoRAs (named by id and sha256) are still READY. Evict the others.',
-    authScopes: { machine: true },
-    args: { loras: t.arg({ type: [CachedLoraInput], required: true }) },
-    resolve: (_root, { loras }, ctx) => ctx.services.events.lorasStillValid(loras.map((l) => ({ id: String(l.id), sha256: l.sha256 }))),
-  }),
-);
-
-builder.mutationField('reportCacheEvent', (t) =>
-  t.field({
-    type: CacheEventRef,
-    description: 'Machines: report a download, an eviction or a failed download (published to cacheEvents).',
-    authScopes: { machine: true },
-    errors: { types: [ValidationFailedError], union: { name: 'ReportCacheEventResult' } },
-    args: { input: t.arg({ type: CacheEventInput, required: true }) },
-    resolve: (_root, { input }, ctx) =>
-      ctx.services.events.reportCacheEvent(ctx.principal, {
-        type: input.type,
-        loraId: input.loraId?.toString(),
-        sharedName: input.sharedName,
-        reason: input.reason,
-      }),
-  }),
-);

@@ -1,6 +1,6 @@
-import { LoraNotFoundError, ValidationFailedError } from '../../server/domain/errors.ts';
+import { NotFoundError, ValidationError } from '../../server/domain/errors.ts';
 import type { LoraMetadataView, LoraView } from '../../server/domain/lora.ts';
-import type { LoraPage, WorkflowRef } from '../../server/services/loras.ts';
+import type { LoraPage } from '../../server/services/loras.ts';
 import type { QuotaView } from '../../server/services/quotas.ts';
 import { builder } from '../builder.ts';
 import { LoraQuotaRef } from './quotas.ts';
@@ -13,12 +13,16 @@ export const LoraStatusEnum = builder.enumType('LoraStatus', {
 export const LoraSortEnum = builder.enumType('LoraSort', { values: ['NAME', 'SIZE', 'CREATED_AT', 'LAST_USED'] as const });
 export const SortOrderEnum = builder.enumType('SortOrder', { values: ['ASC', 'DESC'] as const });
 
-const WorkflowRefRef = builder.objectRef<WorkflowRef>('WorkflowRef').implement({
+// Loaded whole (5 columns) for a page's LoRAs in one query by ctx.loaders.workflowsUsing: the
+// parent Lora comes from the SQL list path, so the plugin's per-parent relation loading would cost
+// a query per LoRA.
+const WorkflowRefRef = builder.prismaObject('lora_workflow_usage', {
+  name: 'WorkflowRef',
   fields: (t) => ({
-    id: t.exposeID('id'),
-    name: t.exposeString('name', { nullable: true }),
-    lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime' }),
-    useCount: t.exposeInt('useCount'),
+    id: t.exposeID('workflow_id'),
+    name: t.exposeString('workflow_name', { nullable: true }),
+    lastUsedAt: t.expose('last_used_at', { type: 'DateTime' }),
+    useCount: t.exposeInt('use_count'),
   }),
 });
 
@@ -42,7 +46,6 @@ const LoraMetadataRef = builder.objectRef<LoraMetadataView>('LoraMetadata').impl
 
 export const LoraRef = builder.objectRef<LoraView>('Lora').implement({
   description: "A user's LoRA: a flat_file row tagged 'lora' plus its LoRA facts.",
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'sha256' in value && 'fileName' in value,
   fields: (t) => ({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
@@ -101,7 +104,7 @@ builder.queryFields((t) => ({
   lora: t.field({
     type: LoraRef,
     authScopes: { user: true, admin: true },
-    errors: { types: [LoraNotFoundError], union: { name: 'LoraResult' } },
+    errors: { types: [NotFoundError], union: { name: 'LoraResult' } },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, ctx) => ctx.services.loras.get(ctx.principal, String(id)),
   }),
@@ -109,7 +112,6 @@ builder.queryFields((t) => ({
 
 const DeleteLoraSuccess = builder.objectRef<{ loraId: string; quota: QuotaView }>('DeleteLoraSuccess').implement({
   description: 'The LoRA is hidden at once, its quota freed; the blob is removed by a background job.',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'loraId' in value && 'quota' in value,
   fields: (t) => ({
     loraId: t.exposeID('loraId'),
     quota: t.expose('quota', { type: LoraQuotaRef }),
@@ -120,7 +122,7 @@ builder.mutationFields((t) => ({
   updateLora: t.field({
     type: LoraRef,
     authScopes: { user: true, admin: true },
-    errors: { types: [LoraNotFoundError, ValidationFailedError], union: { name: 'UpdateLoraResult' } },
+    errors: { types: [NotFoundError, ValidationError], union: { name: 'UpdateLoraResult' } },
     args: {
       id: t.arg.id({ required: true }),
       name: t.arg.string(),
@@ -132,7 +134,7 @@ builder.mutationFields((t) => ({
   deleteLora: t.field({
     type: DeleteLoraSuccess,
     authScopes: { user: true, admin: true },
-    errors: { types: [LoraNotFoundError], union: { name: 'DeleteLoraResult' } },
+    errors: { types: [NotFoundError], union: { name: 'DeleteLoraResult' } },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, ctx) => ctx.services.loras.delete(ctx.principal, String(id)),
   }),

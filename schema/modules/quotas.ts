@@ -10,7 +10,6 @@ const QuotaEntry = builder.objectRef<QuotaView['loras'][number]>('LoraQuotaEntry
 });
 
 export const LoraQuotaRef = builder.objectRef<QuotaView>('LoraQuota').implement({
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'maxStorageBytes' in value && 'warning' in value,
   fields: (t) => ({
     userId: t.exposeID('userId'),
     maxStorageBytes: t.expose('maxStorageBytes', { type: 'Bytes' }),

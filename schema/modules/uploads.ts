@@ -1,12 +1,12 @@
 import { GraphQLUpload } from 'graphql-upload-minimal';
 import {
   FileTooLargeError,
-  InvalidFileFormatError,
+  InvalidFileError,
   QuotaExceededError,
   TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
-  ValidationFailedError,
+  ValidationError,
 } from '../../server/domain/errors.ts';
 import { UploadSource } from '../../server/domain/flat-file-contract.ts';
 import type { LoraView } from '../../server/domain/lora.ts';
@@ -27,7 +27,6 @@ const UploadSourceEnum = builder.enumType('LoraUploadSource', {
 
 const UploadLoraSuccess = builder.objectRef<{ lora: LoraView; quota: QuotaView }>('UploadLoraSuccess').implement({
   description: 'The new READY LoRA and the quota after it (warning from 80 %).',
-  isTypeOf: (value) => typeof value === 'object' && value !== null && 'lora' in value && 'quota' in value,
   fields: (t) => ({
     lora: t.expose('lora', { type: LoraRef }),
     quota: t.expose('quota', { type: LoraQuotaRef }),
@@ -43,11 +42,11 @@ builder.mutationField('uploadLora', (t) =>
     errors: {
       types: [
         QuotaExceededError,
-        InvalidFileFormatError,
+        InvalidFileError,
         FileTooLargeError,
         UnsafeFileError,
         UploadInterruptedError,
-        ValidationFailedError,
+        ValidationError,
         TooManyUploadsError,
       ],
       union: { name: 'UploadLoraResult' },

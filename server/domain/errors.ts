@@ -1,7 +1,8 @@
 /**
  * Domain outcomes a client must branch on (API.md "Error codes"). Services throw these; the
  * schema's errors plugin turns each into a typed member of the mutation/query result union.
- * One place for every code.
+ * Each class carries the name of its GraphQL type (`NotFoundError` is the type `NotFoundError`).
+ * One place for every code: domain codes (`ErrorCode`) and thrown request codes (`RequestErrorCode`).
  */
 
 export const ErrorCode = {
@@ -24,6 +25,8 @@ export const RequestErrorCode = {
   BAD_USER_INPUT: 'BAD_USER_INPUT',
   RATE_LIMITED: 'RATE_LIMITED',
   INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
+  /** A persisted-query hash the server does not know (the code persisted-query clients look for). */
+  PERSISTED_QUERY_NOT_FOUND: 'PERSISTED_QUERY_NOT_FOUND',
 } as const;
 export type RequestErrorCode = (typeof RequestErrorCode)[keyof typeof RequestErrorCode];
 
@@ -31,8 +34,8 @@ export abstract class DomainError extends Error {
   abstract readonly code: ErrorCode;
 }
 
-export class LoraNotFoundError extends DomainError {
-  override name = 'LoraNotFoundError';
+export class NotFoundError extends DomainError {
+  override name = 'NotFoundError';
   readonly code = ErrorCode.LORA_NOT_FOUND;
   constructor(readonly loraId: string) {
     super(`LoRA with ID ${loraId} not found or access denied`);
@@ -71,8 +74,8 @@ export interface ValidationIssue {
   message: string;
 }
 
-export class ValidationFailedError extends DomainError {
-  override name = 'ValidationFailedError';
+export class ValidationError extends DomainError {
+  override name = 'ValidationError';
   readonly code = ErrorCode.VALIDATION_FAILED;
   constructor(readonly issues: ValidationIssue[]) {
     super(`Invalid arguments: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
@@ -80,8 +83,8 @@ export class ValidationFailedError extends DomainError {
 }
 
 /** The bytes are not a LoRA we accept (decided by content, never by the extension). */
-export class InvalidFileFormatError extends DomainError {
-  override name = 'InvalidFileFormatError';
+export class InvalidFileError extends DomainError {
+  override name = 'InvalidFileError';
   readonly code = ErrorCode.INVALID_FILE_FORMAT;
   constructor(
     /** What the bytes look like: safetensors, pt-zip, pt-pickle, zip, png, empty, unknown, … */

@@ -58,7 +58,7 @@ export interface LoraView {
   autoV3: string | null;
 }
 
-/** The row shape every LoRA query selects (see services/lora-queries.ts). */
+/** The row shape every LoRA query selects (see db/lora-reads.ts). */
 export interface LoraRow {
   /** bigint from Prisma, string from node-postgres (int8) */
   file_id: bigint | string;

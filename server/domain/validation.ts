@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ValidationFailedError } from './errors.ts';
+import { ValidationError } from './errors.ts';
 
 /** Argument rules shared by services. Failures become VALIDATION_FAILED with every issue. */
 
@@ -91,11 +91,11 @@ export const sharedLoraName = z
     'must be a relative name without . or .. segments',
   );
 
-/** Parses with a zod schema; failures become one ValidationFailedError listing every issue. */
+/** Parses with a zod schema; failures become one ValidationError listing every issue. */
 export function parseArgs<S extends z.ZodType>(schema: S, value: unknown, prefix = ''): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  throw new ValidationFailedError(
+  throw new ValidationError(
     result.error.issues.map((issue) => ({
       path: [prefix, ...issue.path.map(String)].filter(Boolean).join('.') || '(root)',
       message: issue.message,

@@ -2,9 +2,9 @@ import { setMaxListeners } from 'node:events';
 import { createPubSub, type PubSub } from 'graphql-yoga';
 
 /**
- * The event bus: typed topics in one place. In-memory (one process) for now; the live-events
- * work adds a Redis event target so events cross replicas. Events carry ids, never file
- * contents or URLs.
+ * The event bus: typed topics in one place. In-memory here (one process); with `REDIS_URL` set,
+ * ./redis.ts builds the same bus over Redis so events cross replicas. Events carry ids, never
+ * file contents or URLs.
  */
 
 export const Topic = {

@@ -9,11 +9,11 @@
  * STACK_GLOBAL), small ints, imports, and shallow tuples/lists (persistent ids, storage keys).
  *
  * Fail closed: an unknown opcode, a truncated or absurd argument, stack or memo misuse, a missing
- * STOP, or exceeding a work bound is an InvalidFileFormatError — unless the part already read
+ * STOP, or exceeding a work bound is an InvalidFileError — unless the part already read
  * imports or does something outside the allowlist, in which case the verdict is UnsafeFileError
  * (a real unpickler would have run that import before tripping over the rest).
  */
-import { InvalidFileFormatError, UnsafeFileError, type UnsafeFinding } from '../domain/errors.ts';
+import { InvalidFileError, UnsafeFileError, type UnsafeFinding } from '../domain/errors.ts';
 import { ALLOWED_CALLS, ALLOWED_GLOBALS, isAllowedImport, PY2_MODULES, PY2_NAMES, TENSOR_REBUILDS } from './pickle-allowlist.ts';
 import { DICT, OBJ, PICKLE_LIMITS, PickleMachine, type PickleValue } from './pickle-machine.ts';
 import { HIGHEST_PROTOCOL, OPCODES, type OpcodeInfo } from './pickle-opcodes.ts';
@@ -67,7 +67,7 @@ class Stop extends Error {}
 
 /**
  * Scans one pickle starting at `bytes[0]`. `location` names it in errors and findings (archive
- * entry name, or "<file>"). Throws InvalidFileFormatError for a stream it cannot fully parse (or
+ * entry name, or "<file>"). Throws InvalidFileError for a stream it cannot fully parse (or
  * UnsafeFileError if the parsed part is already unsafe); never throws anything else.
  */
 export function scanPickle(bytes: Buffer, location: string, options: ScanOptions = {}): PickleScan {
@@ -75,7 +75,7 @@ export function scanPickle(bytes: Buffer, location: string, options: ScanOptions
   try {
     return scanner.run();
   } catch (err) {
-    if (err instanceof InvalidFileFormatError || err instanceof UnsafeFileError) throw err;
+    if (err instanceof InvalidFileError || err instanceof UnsafeFileError) throw err;
     // A bug in the scanner must still fail closed, and say so.
     throw scanner.failure(`scanner error (${err instanceof Error ? err.name : 'unknown'})`);
   }
@@ -147,12 +147,12 @@ class Scanner extends PickleMachine {
   }
 
   /** The error for a stream we cannot parse: UnsafeFileError if what was read is already unsafe. */
-  override failure(reason: string): InvalidFileFormatError | UnsafeFileError {
+  override failure(reason: string): InvalidFileError | UnsafeFileError {
     const where = `${this.location}: ${reason}${this.opcodeCount ? ` (${this.op.name} at byte ${this.opStart})` : ''}`;
     const seen = { imports: [...this.imports.values()], findings: [...this.findings.values()] };
     const unsafe = unsafeFindings(seen, this.location);
     if (unsafe.length) return new UnsafeFileError([...unsafe, { kind: 'parse-error', detail: where, location: this.location }]);
-    return new InvalidFileFormatError(this.options.format ?? 'pickle', where);
+    return new InvalidFileError(this.options.format ?? 'pickle', where);
   }
 
   // ---- findings ------------------------------------------------------------------------------

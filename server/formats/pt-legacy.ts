@@ -5,7 +5,7 @@
  * storage's element count (int64 little-endian) and its raw bytes. Each pickle is scanned and
  * asserted safe before the next is read; the storage bytes must account for the rest of the file.
  */
-import { InvalidFileFormatError } from '../domain/errors.ts';
+import { InvalidFileError } from '../domain/errors.ts';
 import { storageBytes } from './pickle-allowlist.ts';
 import { assertSafeGlobals, type PickleScan, scanPickle } from './pickle-scan.ts';
 import type { PtCheck } from './pt.ts';
@@ -15,7 +15,7 @@ const FORMAT = 'pt-pickle';
 const MAGIC_NUMBER = 0x1950a86a20f9469cfc6cn;
 const PROTOCOL_VERSION = 1001n;
 const PICKLES = ['magic number', 'format version', 'sys_info', 'data', 'storage keys'] as const;
-const fail = (reason: string) => new InvalidFileFormatError(FORMAT, reason);
+const fail = (reason: string) => new InvalidFileError(FORMAT, reason);
 
 /** Validates a legacy torch file; see the module comment. `maxPickleBytes` bounds the pickles' total size. */
 export async function checkLegacyPt(reader: RandomAccessReader, maxPickleBytes: number): Promise<PtCheck> {
@@ -30,7 +30,7 @@ export async function checkLegacyPt(reader: RandomAccessReader, maxPickleBytes: 
     try {
       scan = scanPickle(head.subarray(offset), location, { format: FORMAT, trailing: 'allow' });
     } catch (err) {
-      const cut = head.length < reader.size && err instanceof InvalidFileFormatError && /truncated|no STOP/.test(err.reason);
+      const cut = head.length < reader.size && err instanceof InvalidFileError && /truncated|no STOP/.test(err.reason);
       throw cut ? fail(`the pickles exceed ${maxPickleBytes} bytes`) : err;
     }
     assertSafeGlobals(scan, location);

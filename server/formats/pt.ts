@@ -6,7 +6,7 @@
  * - pt-pickle (legacy): consecutive pickles then raw storage bytes (pt-legacy.ts).
  * Safety is decided before layout: a file that is both malformed and unsafe reports UNSAFE_FILE.
  */
-import { InvalidFileFormatError, UnsafeFileError, type UnsafeFinding } from '../domain/errors.ts';
+import { InvalidFileError, UnsafeFileError, type UnsafeFinding } from '../domain/errors.ts';
 import { storageBytes } from './pickle-allowlist.ts';
 import { type PickleScan, type StorageRef, scanPickle, unsafeFindings } from './pickle-scan.ts';
 import { checkLegacyPt } from './pt-legacy.ts';
@@ -31,7 +31,7 @@ export interface PtCheck {
 }
 
 /**
- * Validates a torch file and returns what its pickles import; throws InvalidFileFormatError
+ * Validates a torch file and returns what its pickles import; throws InvalidFileError
  * (detectedFormat = `kind`) for anything malformed and UnsafeFileError for any import or
  * construct outside the allowlist (pickle-allowlist.ts).
  */
@@ -40,7 +40,7 @@ export async function checkPtFile(reader: RandomAccessReader, kind: 'pt-zip' | '
 }
 
 const FORMAT = 'pt-zip';
-const fail = (reason: string) => new InvalidFileFormatError(FORMAT, reason);
+const fail = (reason: string) => new InvalidFileError(FORMAT, reason);
 /** Every record torch.save writes next to data.pkl (relative to the top folder). */
 const KNOWN_RECORD = /^(?:version|\.format_version|\.storage_alignment|byteorder|\.data\/serialization_id|\.data\/version)$/;
 const STORAGE_RECORD = /^data\/([0-9]{1,20})$/;

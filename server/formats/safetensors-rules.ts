@@ -4,7 +4,7 @@
  * and add ours: no duplicate or prototype keys, entries with exactly the three known fields,
  * bounded tensor count and name length, at least one tensor. Pure: no I/O.
  */
-import { InvalidFileFormatError } from '../domain/errors.ts';
+import { InvalidFileError } from '../domain/errors.ts';
 import { type ArgKind, HIGHEST_PROTOCOL, OPCODES } from './pickle-opcodes.ts';
 import { JsonNumber, JsonObject, type JsonValue, parseStrictJson, quoteKey, StrictJsonError } from './strict-json.ts';
 
@@ -72,7 +72,7 @@ const TENSOR_FIELDS = ['dtype', 'shape', 'data_offsets'] as const;
 
 /** Throws the one error type of this module. */
 export function reject(reason: string): never {
-  throw new InvalidFileFormatError('safetensors', reason);
+  throw new InvalidFileError('safetensors', reason);
 }
 
 function kindOf(value: JsonValue): string {
@@ -175,7 +175,7 @@ function checkLayout(tensors: SafetensorsTensor[]): number {
 
 /**
  * Validates a complete, UTF-8-decoded header of `headerLength` bytes and returns it parsed.
- * Throws `InvalidFileFormatError('safetensors', reason)` naming the first rule that fails.
+ * Throws `InvalidFileError('safetensors', reason)` naming the first rule that fails.
  */
 export function validateHeaderText(text: string, headerLength: number): SafetensorsHeader {
   let root: JsonValue;

@@ -3,7 +3,7 @@
  * length N, N bytes of UTF-8 JSON (possibly padded with spaces), then the tensor data. The upload
  * pipeline feeds chunks as they arrive; the reader decides as early as possible (the length
  * prefix, the first header byte, each invalid UTF-8 sequence) and keeps nothing but the header
- * bytes received so far (never a buffer sized from the declared length). Every rejection is `InvalidFileFormatError('safetensors', reason)`. Pure: no I/O.
+ * bytes received so far (never a buffer sized from the declared length). Every rejection is `InvalidFileError('safetensors', reason)`. Pure: no I/O.
  */
 import { MAX_HEADER_BYTES, picklePrologue, reject, type SafetensorsHeader, validateHeaderText } from './safetensors-rules.ts';
 import { describeFormat, sniffFormat } from './sniff.ts';
@@ -134,7 +134,7 @@ export class SafetensorsHeaderReader {
 
 /**
  * After the last byte: the file must be exactly 8 + N + the last tensor's end. Shorter means
- * truncated, longer means trailing bytes; either throws `InvalidFileFormatError`.
+ * truncated, longer means trailing bytes; either throws `InvalidFileError`.
  */
 export function assertCompleteSize(header: SafetensorsHeader, totalBytes: number): void {
   const expected = header.dataStart + header.dataEnd;

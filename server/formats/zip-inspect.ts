@@ -5,7 +5,7 @@
  * descriptor, next entry, …, central directory, [zip64 end record, locator,] end record — so no
  * prefix, gap, overlap, trailing byte or comment can hide a second archive or a different reading.
  */
-import { InvalidFileFormatError } from '../domain/errors.ts';
+import { InvalidFileError } from '../domain/errors.ts';
 import { type RandomAccessReader, readAheadReader, readExact } from './zip-reader.ts';
 
 export { bufferReader, fileReader, type RandomAccessReader, readZipEntry } from './zip-reader.ts';
@@ -41,11 +41,11 @@ const U32_MAX = 0xffffffff;
 const NESTED_NAME = /\.(zip|pt|pth|ckpt|bin|tar|gz|tgz|bz2|xz|zst|7z|rar|jar|whl|npz|safetensors)$/i;
 const UNSAFE_CHAR = /[\p{Cc}\p{Default_Ignorable_Code_Point}]/u;
 
-type Fail = (reason: string) => InvalidFileFormatError;
+type Fail = (reason: string) => InvalidFileError;
 const failer =
   (format: string): Fail =>
   (reason) =>
-    new InvalidFileFormatError(format, reason);
+    new InvalidFileError(format, reason);
 
 interface Central {
   name: string;
@@ -61,7 +61,7 @@ interface Central {
 
 /**
  * Validates the archive and lists its entries (central directory order). Throws
- * InvalidFileFormatError (detectedFormat `format`, default "zip") naming the first rule broken.
+ * InvalidFileError (detectedFormat `format`, default "zip") naming the first rule broken.
  */
 export async function inspectZip(reader: RandomAccessReader, options: { format?: string } = {}): Promise<ZipEntry[]> {
   const format = options.format ?? 'zip';

@@ -4,7 +4,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32, inflateRawSync } from 'node:zlib';
-import { InvalidFileFormatError } from '../domain/errors.ts';
+import { InvalidFileError } from '../domain/errors.ts';
 
 /** Reads byte ranges of a file of known size. `read` may return fewer bytes only at the end of the file. */
 export interface RandomAccessReader {
@@ -57,13 +57,13 @@ export function readAheadReader(reader: RandomAccessReader, blockSize = 64 * 102
   };
 }
 
-/** Exactly `length` bytes at `offset`, or InvalidFileFormatError naming `what` was cut off. */
+/** Exactly `length` bytes at `offset`, or InvalidFileError naming `what` was cut off. */
 export async function readExact(reader: RandomAccessReader, offset: number, length: number, what: string, format: string): Promise<Buffer> {
   if (offset < 0 || length < 0 || offset + length > reader.size) {
-    throw new InvalidFileFormatError(format, `${what} runs past the end of the file (truncated?)`);
+    throw new InvalidFileError(format, `${what} runs past the end of the file (truncated?)`);
   }
   const buf = await reader.read(offset, length);
-  if (buf.length !== length) throw new InvalidFileFormatError(format, `${what}: short read (file truncated while reading)`);
+  if (buf.length !== length) throw new InvalidFileError(format, `${what}: short read (file truncated while reading)`);
   return buf;
 }
 
@@ -80,23 +80,23 @@ export interface EntryLocation {
 /**
  * An entry's uncompressed bytes, at most `maxBytes` of them: stored entries are read as they are,
  * deflated ones inflated with a hard output cap. The length and CRC-32 must match the central
- * directory. Throws InvalidFileFormatError otherwise.
+ * directory. Throws InvalidFileError otherwise.
  */
 export async function readZipEntry(reader: RandomAccessReader, entry: EntryLocation, maxBytes: number, format = 'zip'): Promise<Buffer> {
   const label = `entry ${JSON.stringify(entry.name)}`;
-  if (entry.uncompressedSize > maxBytes) throw new InvalidFileFormatError(format, `${label} is larger than ${maxBytes} bytes`);
+  if (entry.uncompressedSize > maxBytes) throw new InvalidFileError(format, `${label} is larger than ${maxBytes} bytes`);
   const raw = await readExact(reader, entry.dataOffset, entry.compressedSize, label, format);
   let data = raw;
   if (entry.method === 8) {
     try {
       data = inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.uncompressedSize) });
     } catch {
-      throw new InvalidFileFormatError(format, `${label}: deflate data is corrupt or inflates beyond its declared size`);
+      throw new InvalidFileError(format, `${label}: deflate data is corrupt or inflates beyond its declared size`);
     }
   } else if (entry.method !== 0) {
-    throw new InvalidFileFormatError(format, `${label}: compression method ${entry.method} is not supported`);
+    throw new InvalidFileError(format, `${label}: compression method ${entry.method} is not supported`);
   }
-  if (data.length !== entry.uncompressedSize) throw new InvalidFileFormatError(format, `${label}: size differs from the central directory`);
-  if (crc32(data) >>> 0 !== entry.crc32 >>> 0) throw new InvalidFileFormatError(format, `${label}: CRC-32 mismatch`);
+  if (data.length !== entry.uncompressedSize) throw new InvalidFileError(format, `${label}: size differs from the central directory`);
+  if (crc32(data) >>> 0 !== entry.crc32 >>> 0) throw new InvalidFileError(format, `${label}: CRC-32 mismatch`);
   return data;
 }

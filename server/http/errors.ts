@@ -1,6 +1,6 @@
 import { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
-import { DomainError, RequestError, RequestErrorCode, ValidationFailedError } from '../domain/errors.ts';
+import { DomainError, RequestError, RequestErrorCode, ValidationError } from '../domain/errors.ts';
 
 /**
  * Turns every error leaving the server into a GraphQLError with `extensions.code`, keeping its
@@ -15,7 +15,7 @@ export function createMaskError(logger: Logger, production: boolean) {
     const original = located?.originalError ?? error;
     const where = { nodes: located?.nodes, path: located?.path };
     if (located?.extensions?.code) return production ? withoutSuggestions(located) : located;
-    if (original instanceof ValidationFailedError) {
+    if (original instanceof ValidationError) {
       return new GraphQLError(original.message, {
         ...where,
         extensions: { code: RequestErrorCode.BAD_USER_INPUT, issues: original.issues },

@@ -32,7 +32,7 @@ export function loadTrustedDocuments(file: string, only: boolean): TrustedDocume
       const hash = typeof persisted === 'string' ? persisted : params.documentId;
       if (hash) {
         const text = store.get(hash.replace(/^sha256:/, ''));
-        if (!text) throw refusal('Unknown trusted document', 'PERSISTED_QUERY_NOT_FOUND', 400);
+        if (!text) throw refusal('Unknown trusted document', RequestErrorCode.PERSISTED_QUERY_NOT_FOUND, 400);
         return text;
       }
       if (only && principal.role !== 'admin') {
@@ -47,7 +47,7 @@ export function loadTrustedDocuments(file: string, only: boolean): TrustedDocume
   };
 }
 
-function refusal(message: string, code: string, status: number): GraphQLError {
+function refusal(message: string, code: RequestErrorCode, status: number): GraphQLError {
   return new GraphQLError(message, { extensions: { code, http: { status } } });
 }
 

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
+import { lockLoraRowsAfter } from '../db/lora-reads.ts';
 import { currentGenOutData } from '../services/gen-out-data.ts';
-import { lockLoraRowsAfter } from '../services/lora-queries.ts';
 
 /**
  * Rewrites the `gen_out_data` of LoRA rows written before docs/flat-file.md into the seed's

@@ -84,7 +84,7 @@ async function readyRowsWithoutBlob(
 ): Promise<{ missing: InvariantPlan['readyWithoutBlob']; checked: number; skipped: boolean }> {
   const listedFrom = new Date();
   const names = new Set<string>();
-  for await (const blob of blobs.loras.listBlobsFlat({ prefix: 'users/' })) {
+  for await (const blob of blobs.list('users/')) {
     if (names.size >= maxBlobs) return { missing: [], checked: 0, skipped: true };
     names.add(blob.name);
   }

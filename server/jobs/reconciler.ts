@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
-import { type BlobStore, discardStagedBlocks } from '../storage/blob-store.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
 import { type InvariantPlan, planInvariants, repairInvariants } from './invariants.ts';
 
 /**
@@ -42,9 +42,9 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
   const maxBlobs = options.maxBlobs ?? 100_000;
   let seen = 0;
   const candidates: { name: string }[] = [];
-  for await (const blob of blobs.loras.listBlobsFlat({ prefix: 'users/', includeUncommitedBlobs: true })) {
+  for await (const blob of blobs.list('users/', { includeUncommitted: true })) {
     if (++seen > maxBlobs) break;
-    const modified = blob.properties.lastModified;
+    const modified = blob.lastModified;
     if (modified && modified < cutoff) candidates.push({ name: blob.name });
     if (candidates.length >= 1000) orphanBlobs.push(...(await orphansAmong(db, candidates.splice(0))));
   }
@@ -66,13 +66,9 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
 
 /** The bytes staged when the blob has uncommitted blocks and no committed content, else undefined. */
 async function stagedOnly(blobs: BlobStore, path: string): Promise<number | undefined> {
-  try {
-    const list = await blobs.loras.getBlockBlobClient(path).getBlockList('all');
-    if (list.committedBlocks?.length || !list.uncommittedBlocks?.length) return undefined;
-    return list.uncommittedBlocks.reduce((sum, b) => sum + b.size, 0);
-  } catch {
-    return undefined; // gone meanwhile, or not a block blob: the plain delete deals with it
-  }
+  // undefined blocks: gone meanwhile, or not a block blob; the plain delete deals with it
+  const blocks = await blobs.blocks(path);
+  return blocks && blocks.committedBlocks === 0 && blocks.stagedBlocks > 0 ? blocks.stagedBytes : undefined;
 }
 
 async function orphansAmong(db: Db, candidates: { name: string }[]): Promise<string[]> {
@@ -91,7 +87,7 @@ export async function executeReconcile(db: Db, blobs: BlobStore, plan: Reconcile
     if (removed.count) await blobs.purge(upload.blobPath);
   }
   for (const path of plan.orphanBlobs) await blobs.delete(path);
-  for (const leftover of plan.stagedLeftovers) await discardStagedBlocks(blobs.loras.getBlockBlobClient(leftover.path));
+  for (const leftover of plan.stagedLeftovers) await blobs.discardStaged(leftover.path);
   if (plan.staleUploads.length || plan.orphanBlobs.length || plan.stagedLeftovers.length) {
     logger.warn(
       {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
-import { LoraNotFoundError } from '../domain/errors.ts';
+import { NotFoundError } from '../domain/errors.ts';
 import { downloadFileName, type LoraFormat } from '../domain/lora.ts';
 import { LIMITS, parseArgs, parseLoraId, sharedLoraName } from '../domain/validation.ts';
 import { BlobNotFoundError, type BlobStore } from '../storage/blob-store.ts';
@@ -53,13 +53,13 @@ export class DownloadService {
             where: { file_id: fileId },
             select: { user_id: true, status: true, blob_path: true, sha256: true, size_bytes: true, file_name: true, format: true },
           });
-    if (row?.status !== 'READY' || row.user_id !== grant.userId) throw new LoraNotFoundError(id);
+    if (row?.status !== 'READY' || row.user_id !== grant.userId) throw new NotFoundError(id);
     const fileName = downloadFileName(row.file_name, row.format);
     let link: Awaited<ReturnType<BlobStore['loraSas']>>;
     try {
       link = await this.blobs.loraSas(row.blob_path, this.sasTtlSeconds, fileName);
     } catch (error) {
-      if (error instanceof BlobNotFoundError) throw new LoraNotFoundError(id);
+      if (error instanceof BlobNotFoundError) throw new NotFoundError(id);
       throw error;
     }
     await this.db.$transaction((tx) =>
@@ -90,7 +90,7 @@ export class DownloadService {
     try {
       link = await this.blobs.sharedSas(safeName, this.sasTtlSeconds);
     } catch (error) {
-      if (error instanceof BlobNotFoundError) throw new LoraNotFoundError(safeName);
+      if (error instanceof BlobNotFoundError) throw new NotFoundError(safeName);
       throw error;
     }
     await this.db.$transaction((tx) => audit(tx, principal, { action: AuditAction.SHARED_DOWNLOAD_GRANTED, details: { name: safeName } }));

@@ -2,7 +2,7 @@ import { Repeater } from 'graphql-yoga';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
-import { RequestError, ValidationFailedError } from '../domain/errors.ts';
+import { RequestError, RequestErrorCode, ValidationError } from '../domain/errors.ts';
 import { parseArgs, parseLoraId, sharedLoraName } from '../domain/validation.ts';
 import { type CacheEvent, CacheEventType, cacheEvent, type EventBus, Topic, type UploadProgress } from '../events/bus.ts';
 
@@ -43,9 +43,10 @@ export class EventService {
   async uploadProgress(principal: Principal, uploadId: string): Promise<AsyncIterable<UploadProgress>> {
     const id = parseArgs(z.uuid('must be a UUID'), uploadId, 'uploadId');
     if (principal.role === 'user') {
-      if (!(await this.claimUpload(principal.userId, id))) throw new RequestError('FORBIDDEN', 'This upload belongs to someone else');
+      if (!(await this.claimUpload(principal.userId, id)))
+        throw new RequestError(RequestErrorCode.FORBIDDEN, 'This upload belongs to someone else');
     } else if (principal.role !== 'admin') {
-      throw new RequestError('FORBIDDEN', 'Not allowed');
+      throw new RequestError(RequestErrorCode.FORBIDDEN, 'Not allowed');
     }
     const source = this.bus.subscribe(Topic.UPLOAD_PROGRESS, id);
     const mine = (p: UploadProgress) => principal.role === 'admin' || (principal.role === 'user' && p.userId === principal.userId);
@@ -60,7 +61,7 @@ export class EventService {
    */
   cacheEvents(principal: Principal, machineId: string | null | undefined): AsyncIterable<CacheEvent> {
     if (principal.role === 'machine' && machineId && machineId !== principal.machineId) {
-      throw new RequestError('FORBIDDEN', "A machine may only follow its own machine's events");
+      throw new RequestError(RequestErrorCode.FORBIDDEN, "A machine may only follow its own machine's events");
     }
     const wanted = (e: CacheEvent): boolean => {
       if (GLOBAL_EVENT_TYPES.has(e.type)) return true;
@@ -75,13 +76,13 @@ export class EventService {
     principal: Principal,
     input: { type: string; loraId?: string | null; sharedName?: string | null; reason?: string | null },
   ): Promise<CacheEvent> {
-    if (principal.role !== 'machine') throw new RequestError('FORBIDDEN', 'Only machines report cache events');
+    if (principal.role !== 'machine') throw new RequestError(RequestErrorCode.FORBIDDEN, 'Only machines report cache events');
     const args = parseArgs(reportInput, input, 'input');
     if (!args.loraId === !args.sharedName) {
-      throw new ValidationFailedError([{ path: 'input', message: 'give exactly one of loraId and sharedName' }]);
+      throw new ValidationError([{ path: 'input', message: 'give exactly one of loraId and sharedName' }]);
     }
     const loraId = args.loraId ? parseLoraId(args.loraId) : null;
-    if (args.loraId && loraId === null) throw new ValidationFailedError([{ path: 'input.loraId', message: 'not a LoRA id' }]);
+    if (args.loraId && loraId === null) throw new ValidationError([{ path: 'input.loraId', message: 'not a LoRA id' }]);
     const event = cacheEvent(args.type, {
       loraId: loraId?.toString() ?? null,
       sharedName: args.sharedName ?? null,

@@ -1,7 +1,7 @@
 import type { Tx } from '../db/client.ts';
+import { findLoraRow } from '../db/lora-reads.ts';
 import { type LoraGenOutData, loraGenOutData, uploadSourceOf, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type LoraRow, toLoraView } from '../domain/lora.ts';
-import { findLoraRow } from './lora-queries.ts';
 
 /**
  * Keeps a stored LoRA's `flat_file.gen_out_data` equal to what the API shows of it

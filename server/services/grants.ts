@@ -2,7 +2,7 @@ import type { GrantSigner, JobGrant } from '../auth/grants.ts';
 import { GrantError } from '../auth/grants.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
-import { InvalidGrantError, ValidationFailedError } from '../domain/errors.ts';
+import { InvalidGrantError, ValidationError } from '../domain/errors.ts';
 import { jobGrantInput, parseArgs } from '../domain/validation.ts';
 import { AuditAction, audit } from './audit.ts';
 
@@ -17,7 +17,7 @@ export class GrantService {
   async create(principal: Principal, input: { userId: string; jobId: string; ttlSeconds: number }): Promise<JobGrant & { token: string }> {
     const args = parseArgs(jobGrantInput, input);
     if (args.ttlSeconds > this.maxTtlSeconds) {
-      throw new ValidationFailedError([{ path: 'ttlSeconds', message: `at most ${this.maxTtlSeconds}` }]);
+      throw new ValidationError([{ path: 'ttlSeconds', message: `at most ${this.maxTtlSeconds}` }]);
     }
     const { token, grant } = await this.signer.sign(args);
     await this.db.$transaction((tx) =>

@@ -18,7 +18,7 @@ import { UploadService } from './uploads.ts';
 export interface ServiceDeps {
   config: Config;
   db: Db;
-  /** node-postgres pool for the hot list reads (see lora-queries.ts). */
+  /** node-postgres pool for the hot list reads (see server/db/README.md). */
   reads: pg.Pool;
   blobs: BlobStore;
   jobs: JobQueue;

@@ -2,7 +2,9 @@ import type pg from 'pg';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
-import { LoraNotFoundError, RequestError } from '../domain/errors.ts';
+import type { lora_workflow_usage } from '../db/generated/client.ts';
+import { findLoraRow, type LoraSort, listLoraRows, type SortOrder } from '../db/lora-reads.ts';
+import { NotFoundError, RequestError, RequestErrorCode } from '../domain/errors.ts';
 import { type ExtractedMetadata, type LoraRow, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import { displayName, LIMITS, parseArgs, parseLoraId, sanitizeDisplayName, userMetadata, userTags, uuid } from '../domain/validation.ts';
 import { CacheEventType, cacheEvent, type EventBus, Topic } from '../events/bus.ts';
@@ -10,7 +12,6 @@ import type { JobQueue } from '../jobs/queues.ts';
 import { Queue } from '../jobs/queues.ts';
 import { AuditAction, audit } from './audit.ts';
 import { refreshGenOutData } from './gen-out-data.ts';
-import { findLoraRow, type LoraSort, listLoraRows, type SortOrder } from './lora-queries.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';
 
 /** The LoRA library: list, read, rename/retag, delete. Owners see their READY LoRAs; admins see all. */
@@ -34,12 +35,8 @@ export interface LoraPage {
   offset: number;
 }
 
-export interface WorkflowRef {
-  id: string;
-  name: string | null;
-  lastUsedAt: Date;
-  useCount: number;
-}
+/** One workflow's use of one LoRA: a `lora_workflow_usage` row (the GraphQL `WorkflowRef`). */
+export type WorkflowRef = lora_workflow_usage;
 
 const listArgs = z.object({
   search: z
@@ -76,9 +73,10 @@ export class LoraService {
     let userId: string | null;
     if (principal.role === 'admin') userId = args.userId ?? null;
     else if (principal.role === 'user') {
-      if (args.userId && args.userId !== principal.userId) throw new RequestError('FORBIDDEN', "Only admins may list another user's LoRAs");
+      if (args.userId && args.userId !== principal.userId)
+        throw new RequestError(RequestErrorCode.FORBIDDEN, "Only admins may list another user's LoRAs");
       userId = principal.userId;
-    } else throw new RequestError('FORBIDDEN', 'Not allowed');
+    } else throw new RequestError(RequestErrorCode.FORBIDDEN, 'Not allowed');
     const { rows, total } = await listLoraRows(
       this.reads,
       { userId, search: args.search || null, tags: args.tags ?? null, baseModel: args.baseModel ?? null, statuses: ['READY'] },
@@ -143,16 +141,16 @@ export class LoraService {
     const fileId = this.parseId(id);
     const outcome = await this.db.$transaction(async (tx) => {
       const row = (await findLoraRow(tx, fileId, true)) as (LoraRow & { blob_path: string }) | null;
-      if (!row || !this.owns(principal, row)) throw new LoraNotFoundError(id);
+      if (!row || !this.owns(principal, row)) throw new NotFoundError(id);
       if (row.status === 'DELETED') return { row, changed: false };
       // An upload in flight (or failed) is not a LoRA yet: not deletable, as for any id one cannot see.
-      if (row.status !== 'READY') throw new LoraNotFoundError(id);
+      if (row.status !== 'READY') throw new NotFoundError(id);
       const now = new Date();
       const deleted = await tx.lora.updateMany({
         where: { file_id: fileId, status: 'READY' },
         data: { status: 'DELETED', deleted_at: now, updated_at: now },
       });
-      if (deleted.count !== 1) throw new LoraNotFoundError(id);
+      if (deleted.count !== 1) throw new NotFoundError(id);
       await tx.flat_file.update({ where: { id: fileId }, data: { hidden: true } });
       await this.jobs.enqueue(tx, Queue.DELETE_LORA_BLOB, { loraId: id, userId: row.user_id, blobPath: row.blob_path });
       await audit(tx, principal, {
@@ -188,7 +186,7 @@ export class LoraService {
     for (const r of rows) {
       const key = r.lora_id.toString();
       const list = byLora.get(key) ?? [];
-      list.push({ id: r.workflow_id, name: r.workflow_name, lastUsedAt: r.last_used_at, useCount: r.use_count });
+      list.push(r);
       byLora.set(key, list);
     }
     return loraIds.map((id) => byLora.get(id) ?? []);
@@ -196,7 +194,7 @@ export class LoraService {
 
   private parseId(id: string): bigint {
     const fileId = parseLoraId(id);
-    if (fileId === null) throw new LoraNotFoundError(id);
+    if (fileId === null) throw new NotFoundError(id);
     return fileId;
   }
 
@@ -208,8 +206,8 @@ export class LoraService {
   /** The row if the caller may see it: owners see READY rows, admins any; else LORA_NOT_FOUND. */
   private async visibleRow(principal: Principal, id: string): Promise<LoraRow> {
     const row = await findLoraRow(this.db, this.parseId(id));
-    if (!row || !this.owns(principal, row)) throw new LoraNotFoundError(id);
-    if (principal.role !== 'admin' && row.status !== 'READY') throw new LoraNotFoundError(id);
+    if (!row || !this.owns(principal, row)) throw new NotFoundError(id);
+    if (principal.role !== 'admin' && row.status !== 'READY') throw new NotFoundError(id);
     return row;
   }
 }

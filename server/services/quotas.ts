@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Config } from '../config.ts';
 import type { Db, Tx } from '../db/client.ts';
-import { QuotaExceededError, type QuotaFigures, RequestError } from '../domain/errors.ts';
+import { QuotaExceededError, type QuotaFigures, RequestError, RequestErrorCode } from '../domain/errors.ts';
 import { parseArgs, uuid } from '../domain/validation.ts';
 import { AuditAction, audit } from './audit.ts';
 
@@ -117,15 +117,15 @@ export class QuotaService {
   private resolveUser(principal: Principal, userId: string | null | undefined): string {
     if (principal.role === 'user') {
       if (userId && userId.toLowerCase() !== principal.userId) {
-        throw new RequestError('FORBIDDEN', "Only admins may read another user's quota");
+        throw new RequestError(RequestErrorCode.FORBIDDEN, "Only admins may read another user's quota");
       }
       return principal.userId;
     }
     if (principal.role === 'admin') {
-      if (!userId) throw new RequestError('BAD_USER_INPUT', 'Admins must pass userId');
+      if (!userId) throw new RequestError(RequestErrorCode.BAD_USER_INPUT, 'Admins must pass userId');
       return parseArgs(uuid, userId, 'userId');
     }
-    throw new RequestError('FORBIDDEN', 'Not allowed');
+    throw new RequestError(RequestErrorCode.FORBIDDEN, 'Not allowed');
   }
 
   private async view(userId: string): Promise<QuotaView> {

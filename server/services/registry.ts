@@ -1,19 +1,19 @@
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
+import { findLoraRow } from '../db/lora-reads.ts';
 import { UploadInterruptedError } from '../domain/errors.ts';
 import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { loraBlobPath } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
-import { findLoraRow } from './lora-queries.ts';
 import type { QuotaService } from './quotas.ts';
 
 /**
  * A LoRA's life from first byte to READY. `begin` reserves the id (and so the blob path) as an
  * invisible UPLOADING row; the caller stores the blob there; `finalize` then — in one
  * transaction — locks the owner's quota row, checks bytes and count, marks the row READY and
- * fills `flat_file`. Any failure before READY leaves nothing a user can see (`fail`).
+ * fills `flat_file`. Any failure before READY leaves nothing a user can see (`discard`).
  */
 
 const UPLOAD_GONE = 'the upload was cancelled or expired before it completed';
@@ -113,7 +113,7 @@ export class LoraRegistry {
         data: {
           hidden: false,
           created_at: now,
-          url: this.blobs.loras.getBlobClient(row.blob_path).url,
+          url: this.blobs.url(row.blob_path),
           gen_out_data: loraGenOutData(shown, { uploadSource: input.uploadSource, validationStatus: ValidationStatus.SAFE }) as object,
         },
       });

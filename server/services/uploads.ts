@@ -2,7 +2,7 @@ import { basename, extname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
-import { FileTooLargeError, RequestError, ValidationFailedError } from '../domain/errors.ts';
+import { FileTooLargeError, RequestError, RequestErrorCode, ValidationError } from '../domain/errors.ts';
 import { CLIENT_UPLOAD_SOURCES, UploadSource } from '../domain/flat-file-contract.ts';
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
@@ -71,7 +71,7 @@ export class UploadService {
   }
 
   async upload(principal: Principal, input: UploadInput): Promise<{ lora: LoraView; quota: QuotaView }> {
-    if (principal.role !== 'user') throw new RequestError('FORBIDDEN', 'Only users upload LoRAs');
+    if (principal.role !== 'user') throw new RequestError(RequestErrorCode.FORBIDDEN, 'Only users upload LoRAs');
     const release = this.slots.take(principal.userId); // TOO_MANY_UPLOADS before a byte is read
     try {
       return await this.receive(principal, input);
@@ -94,7 +94,7 @@ export class UploadService {
     try {
       const args = parseArgs(uploadArgs, { ...input, file: undefined });
       if (args.uploadId && !(await this.events.claimUpload(userId, args.uploadId))) {
-        throw new ValidationFailedError([{ path: 'uploadId', message: 'already used by another upload' }]);
+        throw new ValidationError([{ path: 'uploadId', message: 'already used by another upload' }]);
       }
       if (args.sizeBytes != null) {
         if (args.sizeBytes > this.options.maxUploadBytes) throw new FileTooLargeError(this.options.maxUploadBytes);
@@ -113,7 +113,7 @@ export class UploadService {
           const begun = await this.registry.begin({ userId, name, fileName, format, tags: args.tags ?? [] });
           fileId = begun.fileId;
           blobPath = begun.blobPath;
-          stager = new BlockStager(this.blobs.loras.getBlockBlobClient(begun.blobPath));
+          stager = new BlockStager(this.blobs.stagedBlob(begun.blobPath));
           return stager;
         },
       });
@@ -141,7 +141,7 @@ export class UploadService {
       await stager?.abort();
       if (committed && blobPath) await this.blobs.delete(blobPath).catch(() => {});
       if (fileId !== undefined) await this.registry.discard(fileId).catch(() => {});
-      progress('FAILED', 0, { error: (error as { code?: string }).code ?? 'INTERNAL_SERVER_ERROR' });
+      progress('FAILED', 0, { error: (error as { code?: string }).code ?? RequestErrorCode.INTERNAL_SERVER_ERROR });
       throw error;
     }
   }

@@ -39,6 +39,28 @@ export class BlobNotFoundError extends Error {
 /** 'committed-blob': a committed blob is there, left untouched. */
 export type DiscardOutcome = 'discarded' | 'committed-blob';
 
+/** The staged blocks of an upload are gone (discarded as stale) or another blob took the path. */
+export class StagedBlocksLostError extends Error {
+  override name = 'StagedBlocksLostError';
+}
+
+/** One listed blob of the LoRA container. */
+export interface ListedBlob {
+  name: string;
+  lastModified: Date | undefined;
+  /** 0 for a blob holding only staged blocks. */
+  sizeBytes: number;
+}
+
+/** A block blob being written block by block (see BlockStager); nothing is visible before `commit`. */
+export interface StagedBlob {
+  stageBlock(id: string, body: Buffer): Promise<void>;
+  /** Commits exactly `ids` with `If-None-Match: *`; StagedBlocksLostError when they are gone or the path is taken. */
+  commit(ids: string[], contentType: string): Promise<void>;
+  /** Discards the staged blocks; a committed blob is left alone. */
+  discard(): Promise<DiscardOutcome>;
+}
+
 /**
  * Removes the uncommitted (staged) blocks of a blob that was never committed. Azure keeps them
  * for 7 days, and Delete Blob on a blob with only uncommitted blocks may answer 404, so: commit
@@ -46,7 +68,7 @@ export type DiscardOutcome = 'discarded' | 'committed-blob';
  * replaces a committed blob), then delete that empty blob by its ETag. Put Blob with empty
  * content is no substitute: Azurite 3.37 refuses it with 409 on a blob with staged blocks.
  */
-export async function discardStagedBlocks(blob: BlockBlobClient): Promise<DiscardOutcome> {
+async function discardStagedBlocks(blob: BlockBlobClient): Promise<DiscardOutcome> {
   let etag: string | undefined;
   try {
     etag = (await blob.commitBlockList([], { conditions: { ifNoneMatch: '*' } })).etag;
@@ -66,10 +88,14 @@ export function loraBlobPath(userId: string, fileId: bigint | string, ext: strin
   return `users/${userId}/loras/${fileId}.${ext}`;
 }
 
+/**
+ * The Azure clients stay inside: services, jobs and the upload stager call the named operations
+ * below, so every storage call the product makes is listed in this file.
+ */
 export class BlobStore {
-  readonly service: BlobServiceClient;
-  readonly loras: ContainerClient;
-  readonly shared: ContainerClient;
+  private readonly service: BlobServiceClient;
+  private readonly loras: ContainerClient;
+  private readonly shared: ContainerClient;
 
   constructor(private readonly options: BlobStoreOptions) {
     const retry = options.retry ?? {};
@@ -110,6 +136,75 @@ export class BlobStore {
 
   async exists(path: string): Promise<boolean> {
     return this.loras.getBlobClient(path).exists();
+  }
+
+  /** The blob's URL without a signature (what `flat_file.url` records; not readable without a SAS). */
+  url(path: string): string {
+    return this.loras.getBlobClient(path).url;
+  }
+
+  /** The LoRA container's blobs under `prefix`; `includeUncommitted` adds blobs of staged blocks only. */
+  async *list(prefix: string, options: { includeUncommitted?: boolean } = {}): AsyncIterable<ListedBlob> {
+    for await (const blob of this.loras.listBlobsFlat({ prefix, includeUncommitedBlobs: options.includeUncommitted ?? false })) {
+      yield { name: blob.name, lastModified: blob.properties.lastModified, sizeBytes: blob.properties.contentLength ?? 0 };
+    }
+  }
+
+  /** The whole blob (tests and checks of small files; downloads go through SAS URLs). */
+  async read(path: string): Promise<Buffer> {
+    return this.loras.getBlobClient(path).downloadToBuffer();
+  }
+
+  /** A blob to write block by block (the upload path's BlockStager). */
+  stagedBlob(path: string): StagedBlob {
+    const blob = this.loras.getBlockBlobClient(path);
+    return {
+      stageBlock: async (id, body) => {
+        await blob.stageBlock(id, body, body.length);
+      },
+      commit: async (ids, contentType) => {
+        try {
+          await blob.commitBlockList(ids, { conditions: { ifNoneMatch: '*' }, blobHTTPHeaders: { blobContentType: contentType } });
+        } catch (error) {
+          const code = error instanceof RestError ? error.code : undefined;
+          if (code === 'InvalidBlockList' || code === 'BlobAlreadyExists') throw new StagedBlocksLostError(path);
+          throw error;
+        }
+      },
+      discard: () => discardStagedBlocks(blob),
+    };
+  }
+
+  /** Discards a blob's staged blocks (see discardStagedBlocks); a committed blob is left alone. */
+  async discardStaged(path: string): Promise<DiscardOutcome> {
+    return discardStagedBlocks(this.loras.getBlockBlobClient(path));
+  }
+
+  /**
+   * The block list of one blob: committed blocks (0 for a blob written by one Put Blob) and the
+   * uncommitted (staged) ones with their bytes; undefined when it is gone or not a block blob.
+   */
+  async blocks(path: string): Promise<{ committedBlocks: number; stagedBlocks: number; stagedBytes: number } | undefined> {
+    try {
+      const list = await this.loras.getBlockBlobClient(path).getBlockList('all');
+      const staged = list.uncommittedBlocks ?? [];
+      return {
+        committedBlocks: list.committedBlocks?.length ?? 0,
+        stagedBlocks: staged.length,
+        stagedBytes: staged.reduce((sum, b) => sum + b.size, 0),
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Tests and benchmarks only: the raw Azure clients, to plant what the product never writes
+   * (staged blocks of a vanished upload), drop a run's containers, or upload through the SDK as a
+   * baseline. Nothing under server/ calls this.
+   */
+  clientsForTests(): { service: BlobServiceClient; loras: ContainerClient; shared: ContainerClient } {
+    return { service: this.service, loras: this.loras, shared: this.shared };
   }
 
   /** Idempotent: a blob that is already gone counts as deleted ('not-found'). `signal` ends the tries early. */

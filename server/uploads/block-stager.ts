@@ -1,6 +1,5 @@
-import { type BlockBlobClient, RestError } from '@azure/storage-blob';
 import { UploadInterruptedError } from '../domain/errors.ts';
-import { discardStagedBlocks } from '../storage/blob-store.ts';
+import { type StagedBlob, StagedBlocksLostError } from '../storage/blob-store.ts';
 
 /**
  * Stages a stream's bytes to a block blob in fixed-size blocks, a bounded number in flight, and
@@ -36,7 +35,7 @@ export class BlockStager {
   private committed = false;
 
   constructor(
-    private readonly blob: BlockBlobClient,
+    private readonly blob: StagedBlob,
     options: BlockStagerOptions = {},
   ) {
     this.blockBytes = options.blockBytes ?? 8 * 1024 * 1024;
@@ -72,15 +71,11 @@ export class BlockStager {
     await Promise.all(this.inFlight);
     this.throwIfFailed();
     try {
-      await this.blob.commitBlockList(this.blockIds, {
-        conditions: { ifNoneMatch: '*' },
-        blobHTTPHeaders: { blobContentType: contentType },
-      });
+      await this.blob.commit(this.blockIds, contentType);
     } catch (error) {
       // Our blocks are gone, or an empty blob took the path: the reconciler discarded this
       // upload as stale (it outlived UPLOAD_STALE_SECONDS).
-      const code = error instanceof RestError ? error.code : undefined;
-      if (code === 'InvalidBlockList' || code === 'BlobAlreadyExists') throw new UploadInterruptedError('its staged blocks expired');
+      if (error instanceof StagedBlocksLostError) throw new UploadInterruptedError('its staged blocks expired');
       throw error;
     }
     this.committed = true;
@@ -96,7 +91,7 @@ export class BlockStager {
     this.filled = 0;
     await Promise.allSettled(this.inFlight);
     if (this.committed || this.blockIds.length === 0) return;
-    await discardStagedBlocks(this.blob).catch(() => {});
+    await this.blob.discard().catch(() => {});
   }
 
   /** Uploads `block[0, length)`; the buffer is reused once the SDK is done with it (every try settled). */
@@ -107,7 +102,7 @@ export class BlockStager {
     }
     const id = Buffer.from(String(this.blockIds.length).padStart(8, '0')).toString('base64');
     this.blockIds.push(id);
-    const task = this.blob.stageBlock(id, length === block.length ? block : block.subarray(0, length), length).then(
+    const task = this.blob.stageBlock(id, length === block.length ? block : block.subarray(0, length)).then(
       () => {
         this.spare.push(block);
       },

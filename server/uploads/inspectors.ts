@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { InvalidFileFormatError } from '../domain/errors.ts';
+import { InvalidFileError } from '../domain/errors.ts';
 import type { ExtractedMetadata, LoraFormat } from '../domain/lora.ts';
 import { autoV3Range, extractLoraMetadata } from '../formats/lora-metadata.ts';
 import { checkPtFile } from '../formats/pt.ts';
@@ -47,7 +47,7 @@ export function createInspector(head: Buffer, spoolDir: string): Inspector {
     case 'pt-pickle':
       return new PtInspector(sniffed.kind, spoolDir);
     default:
-      throw new InvalidFileFormatError(sniffed.detected, 'not a safetensors or PyTorch file (decided by content, not the file name)');
+      throw new InvalidFileError(sniffed.detected, 'not a safetensors or PyTorch file (decided by content, not the file name)');
   }
 }
 

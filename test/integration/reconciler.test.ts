@@ -33,13 +33,13 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await server?.stop();
-  await server?.app.blobs.loras.deleteIfExists();
+  await server?.app.blobs.clientsForTests().loras.deleteIfExists();
   await db?.drop();
 });
 
 async function blobNames(prefix: string): Promise<string[]> {
   const names: string[] = [];
-  for await (const b of server.app.blobs.loras.listBlobsFlat({ prefix })) names.push(b.name);
+  for await (const b of server.app.blobs.list(prefix)) names.push(b.name);
   return names.sort();
 }
 
@@ -90,8 +90,9 @@ describe('upload reconciler', () => {
     const token = await server.tokens.user(userId);
     // Staged blocks of an upload whose own cleanup never ran (its rows are gone).
     const leftover = `users/${userId}/loras/888888888.safetensors`;
-    await server.app.blobs.loras
-      .getBlockBlobClient(leftover)
+    await server.app.blobs
+      .clientsForTests()
+      .loras.getBlockBlobClient(leftover)
       .stageBlock(Buffer.from('00000000').toString('base64'), Buffer.alloc(4096, 1), 4096);
     // An upload in flight with a staged 8 MiB block.
     const file = makeSafetensors([{ name: 'w', shape: [4.5 * 1024 * 1024], dtype: 'F16' }]);

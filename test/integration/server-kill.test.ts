@@ -31,7 +31,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
-  await after?.app.blobs.loras.deleteIfExists();
+  await after?.app.blobs.clientsForTests().loras.deleteIfExists();
   await after?.stop();
   await db?.drop();
 });
@@ -106,7 +106,7 @@ describe('the API server killed mid-upload', () => {
     expect(plan.staleUploads).toHaveLength(1);
     expect(await after.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
     const blobs: string[] = [];
-    for await (const b of after.app.blobs.loras.listBlobsFlat({ prefix: `users/${userId}/` })) blobs.push(b.name);
+    for await (const b of after.app.blobs.list(`users/${userId}/`)) blobs.push(b.name);
     expect(blobs).toEqual([]); // staged blocks were never committed
 
     // The quota holds nothing of it: the same upload now succeeds in full.

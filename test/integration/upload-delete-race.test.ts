@@ -41,7 +41,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await server?.stop();
-  await server?.app.blobs.loras.deleteIfExists();
+  await server?.app.blobs.clientsForTests().loras.deleteIfExists();
   await db?.drop();
 });
 

@@ -34,7 +34,7 @@ async function expectNothingStored(userId: string) {
   expect(await server.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
   expect(await server.app.db.flat_file.count({ where: { user_id: userId } })).toBe(0);
   const blobs: string[] = [];
-  for await (const b of server.app.blobs.loras.listBlobsFlat({ prefix: `users/${userId}/` })) blobs.push(b.name);
+  for await (const b of server.app.blobs.list(`users/${userId}/`)) blobs.push(b.name);
   expect(blobs).toEqual([]);
   const quota = await server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
   expect(Number(quota?.used_bytes ?? 0)).toBe(0);
@@ -64,7 +64,7 @@ describe('uploadLora: a valid file', () => {
 
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(result.lora.id) } });
     expect(row.blob_path).toBe(`users/${id}/loras/${result.lora.id}.safetensors`);
-    const stored = await server.app.blobs.loras.getBlobClient(row.blob_path).downloadToBuffer();
+    const stored = await server.app.blobs.read(row.blob_path);
     expect(stored.equals(file)).toBe(true);
     const ff = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(result.lora.id) } });
     expect(ff).toMatchObject({ hidden: false, user_id: id, tags: ['lora', 'style'] });
@@ -226,7 +226,7 @@ describe('uploadLora: interruptions and concurrency', () => {
     expect(quota.lora_count).toBe(10);
     expect(await server.app.db.lora.count({ where: { user_id: id } })).toBe(10);
     const blobs: string[] = [];
-    for await (const b of server.app.blobs.loras.listBlobsFlat({ prefix: `users/${id}/` })) blobs.push(b.name);
+    for await (const b of server.app.blobs.list(`users/${id}/`)) blobs.push(b.name);
     expect(blobs).toHaveLength(10);
     // the list's total (read from the quota counter) agrees with the rows
     const listed = await listLoras(server, token);
@@ -248,7 +248,7 @@ describe('uploadLora: PyTorch files are scanned, never unpickled', () => {
     expect(result.lora).toMatchObject({ format: 'PT', sizeBytes: file.length, sha256: createHash('sha256').update(file).digest('hex') });
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(result.lora.id) } });
     expect(row.blob_path).toBe(`users/${id}/loras/${result.lora.id}.pt`);
-    expect((await server.app.blobs.loras.getBlobClient(row.blob_path).downloadToBuffer()).equals(file)).toBe(true);
+    expect((await server.app.blobs.read(row.blob_path)).equals(file)).toBe(true);
   });
 
   it.each(BAD_PT_FILES.map((f) => [f.name, f] as const))('%s', async (_name, bad) => {

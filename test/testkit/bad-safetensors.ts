@@ -34,7 +34,7 @@ const A16 = entry('F32', [2, 2], [0, 16]); // a valid 16-byte tensor at the star
 export interface BadFile {
   name: string;
   bytes: Buffer;
-  /** Matches the `reason` of the InvalidFileFormatError the safetensors reader throws. */
+  /** Matches the `reason` of the InvalidFileError the safetensors reader throws. */
   reasonMatches: RegExp;
   /** What `sniffFormat` says the bytes are ('safetensors', 'pt-pickle', or the `detected` name). */
   sniffedAs: string;

@@ -16,10 +16,9 @@ export interface StoredBlob {
 /** Every blob under `prefix`, staged-only ones included, with its block list. */
 export async function blobsUnder(app: App, prefix: string): Promise<StoredBlob[]> {
   const out: StoredBlob[] = [];
-  for await (const item of app.blobs.loras.listBlobsFlat({ prefix, includeUncommitedBlobs: true })) {
-    const client = app.blobs.loras.getBlockBlobClient(item.name);
-    const [list, committed] = await Promise.all([client.getBlockList('all'), client.exists()]);
-    out.push({ name: item.name, committed, uncommittedBlocks: list.uncommittedBlocks?.length ?? 0 });
+  for await (const item of app.blobs.list(prefix, { includeUncommitted: true })) {
+    const [blocks, committed] = await Promise.all([app.blobs.blocks(item.name), app.blobs.exists(item.name)]);
+    out.push({ name: item.name, committed, uncommittedBlocks: blocks?.stagedBlocks ?? 0 });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }

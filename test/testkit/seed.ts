@@ -4,8 +4,9 @@ import type { LoraView } from '../../server/domain/lora.ts';
 import { smallSd15Lora } from './safetensors.ts';
 
 /**
- * Test-only seeding until uploads land: writes a real blob and real rows through the same
- * registry the upload pipeline uses (begin → blob → finalize, quota charged).
+ * Test-only seeding, faster than an upload: writes a real blob and real rows through the same
+ * registry the upload pipeline uses (begin → blob → finalize, quota charged), without streaming
+ * or validating a file. Tests of the upload path itself upload through the API.
  */
 
 export interface SeedLoraOptions {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { InvalidFileFormatError, UnsafeFileError } from '../../server/domain/errors.ts';
+import { InvalidFileError, UnsafeFileError } from '../../server/domain/errors.ts';
 import { ALLOWED_GLOBALS, isAllowedImport } from '../../server/formats/pickle-allowlist.ts';
 import { OPCODES } from '../../server/formats/pickle-opcodes.ts';
 import { assertSafeGlobals, PICKLE_LIMITS, type PickleScan, scanPickle, unsafeFindings } from '../../server/formats/pickle-scan.ts';
@@ -47,8 +47,8 @@ async function caught(f: () => unknown): Promise<unknown> {
 /** Only the two domain errors may escape, and never the scanner's own "bug" fallback. */
 function expectDomainError(err: unknown): void {
   if (err instanceof UnsafeFileError) return;
-  expect(err).toBeInstanceOf(InvalidFileFormatError);
-  expect((err as InvalidFileFormatError).reason).not.toMatch(/scanner error/);
+  expect(err).toBeInstanceOf(InvalidFileError);
+  expect((err as InvalidFileError).reason).not.toMatch(/scanner error/);
 }
 
 function scan(bytes: Buffer): PickleScan {
@@ -281,7 +281,7 @@ describe('pickle scanner', () => {
           return e;
         }
       })();
-      expect(err, reason.source).toBeInstanceOf(InvalidFileFormatError);
+      expect(err, reason.source).toBeInstanceOf(InvalidFileError);
       expect((err as Error).message).toMatch(reason);
     }
   });
@@ -396,13 +396,13 @@ describe('checkPtFile', () => {
   it.each(BAD_PT_FILES.map((f) => [f.name, f] as const))('rejects %s', async (_name, file) => {
     const err = await caught(() => checkPtFile(bufferReader(file.bytes), file.kind));
     expectDomainError(err);
-    expect((err as UnsafeFileError | InvalidFileFormatError).code).toBe(file.expect);
+    expect((err as UnsafeFileError | InvalidFileError).code).toBe(file.expect);
     expect((err as Error).message).toMatch(file.matches);
     if (err instanceof UnsafeFileError) {
       expect(err.findings.length).toBeGreaterThan(0);
       for (const f of err.findings) expect(f.location).toMatch(file.kind === 'pt-zip' ? /^[^/]+\/.+/ : /^<file>/);
     } else {
-      expect((err as InvalidFileFormatError).detectedFormat).toBe(file.kind);
+      expect((err as InvalidFileError).detectedFormat).toBe(file.kind);
     }
   });
 
@@ -424,7 +424,7 @@ describe('fuzzing (never anything but the two domain errors, never slow)', () =>
 
   it('every truncation of a benign pickle is INVALID_FILE_FORMAT', () => {
     for (const p of pickles) {
-      for (let n = 0; n < p.length; n++) expect(() => scan(p.subarray(0, n))).toThrow(InvalidFileFormatError);
+      for (let n = 0; n < p.length; n++) expect(() => scan(p.subarray(0, n))).toThrow(InvalidFileError);
     }
   });
 

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { InvalidFileFormatError } from '../../server/domain/errors.ts';
+import { InvalidFileError } from '../../server/domain/errors.ts';
 import { autoV2, autoV3Range, extractLoraMetadata } from '../../server/formats/lora-metadata.ts';
 import {
   assertCompleteSize,
@@ -29,23 +29,23 @@ function readInChunks(bytes: Uint8Array, sizes: number[] = [bytes.length || 1]):
   return header;
 }
 
-/** The InvalidFileFormatError `fn` throws (fails the test on anything else, or on success). */
-function rejection(fn: () => unknown): InvalidFileFormatError {
+/** The InvalidFileError `fn` throws (fails the test on anything else, or on success). */
+function rejection(fn: () => unknown): InvalidFileError {
   try {
     fn();
   } catch (error) {
-    if (error instanceof InvalidFileFormatError) return error;
+    if (error instanceof InvalidFileError) return error;
     throw error;
   }
-  throw new Error('expected an InvalidFileFormatError, but the file was accepted');
+  throw new Error('expected an InvalidFileError, but the file was accepted');
 }
 
-/** Parses, returning the header or the InvalidFileFormatError; anything else propagates. */
-function outcome(bytes: Uint8Array): SafetensorsHeader | InvalidFileFormatError {
+/** Parses, returning the header or the InvalidFileError; anything else propagates. */
+function outcome(bytes: Uint8Array): SafetensorsHeader | InvalidFileError {
   try {
     return parseSafetensorsFile(bytes);
   } catch (error) {
-    if (error instanceof InvalidFileFormatError) return error;
+    if (error instanceof InvalidFileError) return error;
     throw error;
   }
 }
@@ -114,7 +114,7 @@ describe('safetensors: bad files', () => {
       prefix.writeBigUInt64LE(n);
       expect(reader.push(prefix.subarray(0, 7))).toBeUndefined();
       expect(rejection(() => reader.push(prefix.subarray(7))).reason).toMatch(/^header length \d+ (exceeds|is too small)/);
-      expect(() => reader.push(Buffer.from('{}'))).toThrow(InvalidFileFormatError); // stays failed
+      expect(() => reader.push(Buffer.from('{}'))).toThrow(InvalidFileError); // stays failed
     }
   });
 
@@ -233,7 +233,7 @@ describe('safetensors: valid files', () => {
   });
 });
 
-describe('safetensors: random corruption only ever yields InvalidFileFormatError', () => {
+describe('safetensors: random corruption only ever yields InvalidFileError', () => {
   const file = makeLora('SDXL', 'kohya');
   const { json, data } = split(file);
 
@@ -253,7 +253,7 @@ describe('safetensors: random corruption only ever yields InvalidFileFormatError
       fc.property(fc.nat(file.length + 64), (length) => {
         const bytes = length <= file.length ? file.subarray(0, length) : Buffer.concat([file, Buffer.alloc(length - file.length)]);
         const result = outcome(bytes);
-        expect(result instanceof InvalidFileFormatError).toBe(length !== file.length);
+        expect(result instanceof InvalidFileError).toBe(length !== file.length);
       }),
       { numRuns: 300 },
     );
@@ -270,13 +270,13 @@ describe('safetensors: random corruption only ever yields InvalidFileFormatError
       fc.property(lengths, (n) => {
         const bytes = withPrefix(json, data, n);
         const result = outcome(bytes);
-        if (n !== BigInt(json.length)) expect(result).toBeInstanceOf(InvalidFileFormatError);
+        if (n !== BigInt(json.length)) expect(result).toBeInstanceOf(InvalidFileError);
         const before = process.memoryUsage().arrayBuffers;
         const reader = new SafetensorsHeaderReader(); // a stream that stalls after its first 64 bytes
         try {
           reader.push(bytes.subarray(0, 64));
         } catch (error) {
-          expect(error).toBeInstanceOf(InvalidFileFormatError);
+          expect(error).toBeInstanceOf(InvalidFileError);
         }
         growth = Math.max(growth, process.memoryUsage().arrayBuffers - before);
       }),
@@ -297,7 +297,7 @@ describe('safetensors: random corruption only ever yields InvalidFileFormatError
         let t = text;
         for (const [op, at, s] of mutations) t = t.slice(0, at) + (op === 'delete' ? '' : s) + t.slice(op === 'insert' ? at : at + 1);
         const result = outcome(withPrefix(Buffer.from(t, 'utf8'), data));
-        if (result instanceof InvalidFileFormatError) return;
+        if (result instanceof InvalidFileError) return;
         expect(result.dataStart + result.dataEnd).toBe(8 + Buffer.byteLength(t) + data.length);
       }),
       { numRuns: 1000 },

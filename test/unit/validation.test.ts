@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ValidationFailedError } from '../../server/domain/errors.ts';
+import { likePattern } from '../../server/db/lora-reads.ts';
+import { ValidationError } from '../../server/domain/errors.ts';
 import { displayName, parseArgs, parseLoraId, sanitizeDisplayName, sharedLoraName, userTags } from '../../server/domain/validation.ts';
-import { likePattern } from '../../server/services/lora-queries.ts';
 
 const UNSAFE = /[\p{Cc}\p{Default_Ignorable_Code_Point}]/u;
 
@@ -21,7 +21,7 @@ describe('display names', () => {
   it('strips a right-to-left override and NUL, refuses blank and over-long names', () => {
     expect(parseArgs(displayName, 'evil\u202Egnp.exe\u0000')).toBe('evilgnp.exe');
     expect(parseArgs(displayName, 'in\u2060vi\u061Csi\u180Eble\u2063')).toBe('invisible');
-    expect(() => parseArgs(displayName, '   \t ')).toThrow(ValidationFailedError);
+    expect(() => parseArgs(displayName, '   \t ')).toThrow(ValidationError);
     expect(() => parseArgs(displayName, 'x'.repeat(10_000))).toThrow(/at most 200/);
   });
 
@@ -48,7 +48,7 @@ describe('ids and names', () => {
   it('shared names cannot escape the library prefix', () => {
     expect(parseArgs(sharedLoraName, 'styles/ink.safetensors')).toBe('styles/ink.safetensors');
     for (const bad of ['../x', 'a/../b', '/etc/passwd', 'a\\b', 'a\u0000b', 'a//b', './a', '']) {
-      expect(() => parseArgs(sharedLoraName, bad), bad).toThrow(ValidationFailedError);
+      expect(() => parseArgs(sharedLoraName, bad), bad).toThrow(ValidationError);
     }
   });
 
@@ -61,7 +61,7 @@ describe('ids and names', () => {
       parseArgs(userTags, ['', 'x'.repeat(51)]);
       expect.unreachable();
     } catch (e) {
-      expect((e as ValidationFailedError).issues.map((i) => i.path)).toEqual(['0', '1']);
+      expect((e as ValidationError).issues.map((i) => i.path)).toEqual(['0', '1']);
     }
   });
 });

@@ -1,14 +1,15 @@
 import type pg from 'pg';
-import type { Db, Tx } from '../db/client.ts';
-import { Prisma } from '../db/generated/client.ts';
 import type { LoraRow, LoraStatus } from '../domain/lora.ts';
+import type { Db, Tx } from './client.ts';
+import { Prisma } from './generated/client.ts';
 
 /**
  * The SQL behind LoRA reads. Hand-written because each list order must hit its own partial
  * index (see the init migration) and Prisma's orderBy cannot say `lower(name) COLLATE "C"` or
  * NULLS LAST. Every list is two queries, whatever the page size: the page and its total.
  * Lists run on node-postgres directly (the `reads` pool): the hottest read of the product, where
- * Prisma's raw-query path cost ~0.5 ms per request on top of the SQL (bench:api).
+ * Prisma's raw-query path cost ~0.5 ms per request on top of the SQL (bench:api). The three ways
+ * of reaching the database and why each exists: server/db/README.md.
  */
 
 export type LoraSort = 'NAME' | 'SIZE' | 'CREATED_AT' | 'LAST_USED';
