@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CSRF_HEADER, postRaw } from '../testkit/graphql-requests.ts';
+import { quotaRow } from '../testkit/rows.ts';
 import { newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -11,10 +12,6 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  */
 
 const CSRF_HEADERS: Record<string, string>[] = [{ 'x-graphql-yoga-csrf': '1' }, { 'apollo-require-preflight': 'true' }];
-
-async function quotaRow(server: TestServer, userId: string) {
-  return server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
-}
 
 describe('CSRF prevention', () => {
   let server: TestServer;

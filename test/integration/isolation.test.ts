@@ -10,6 +10,7 @@ import {
 } from '../../sdk/index.ts';
 import { dataOf, expectRefused, member, type Res, withoutId } from '../testkit/graphql-assertions.ts';
 import { deleteLora, listLoras } from '../testkit/library-helpers.ts';
+import { loraRow, quotaRow } from '../testkit/rows.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -17,14 +18,6 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  * Isolation between users: nothing of A reaches B, whatever B tries (THREATS.md rows 10, 15).
  * A real server per describe block over real HTTP, real PostgreSQL and Azurite, real JWTs.
  */
-
-async function quotaRow(server: TestServer, userId: string) {
-  return server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
-}
-
-async function loraRow(server: TestServer, id: string) {
-  return server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } });
-}
 
 describe('isolation between users', () => {
   let server: TestServer;

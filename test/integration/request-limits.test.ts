@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectRefused, expectRejectedBeforeExecution } from '../testkit/graphql-assertions.ts';
 import { nestedInlineFragments, postRaw } from '../testkit/graphql-requests.ts';
+import { quotaRow } from '../testkit/rows.ts';
 import { newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -9,10 +10,6 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  * A real server per describe block over real HTTP, real PostgreSQL and Azurite, real JWTs.
  * The documents are hand-written on purpose: their shape (depth, aliases, size) is what is tested.
  */
-
-async function quotaRow(server: TestServer, userId: string) {
-  return server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
-}
 
 describe('request limits (THREATS row 9)', () => {
   let server: TestServer;

@@ -3,8 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LoraView } from '../../server/domain/lora.ts';
 import { mintGrant } from '../testkit/grants.ts';
 import { expectRefused } from '../testkit/graphql-assertions.ts';
+import { M_SET_QUOTA, STATS_INPUT } from '../testkit/graphql-requests.ts';
 import { decodePayload, GRANT_AUDIENCE } from '../testkit/jwt.ts';
 import { postMultipart } from '../testkit/multipart.ts';
+import { loraRow, quotaRow } from '../testkit/rows.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -24,24 +26,6 @@ const Q_DOWNLOAD = `query($id: ID!, $grant: String!) { loraDownload(id: $id, gra
   ... on InvalidGrantError { code message reason } } }`;
 const M_USAGE = `mutation($grant: String!, $ids: [ID!]!) { recordLoraUsage(grant: $grant, loraIds: $ids, workflowId: "wf-1", workflowName: "Workflow") {
   __typename ... on RecordLoraUsageSuccess { recorded } ... on InvalidGrantError { code reason } ... on ValidationError { code } } }`;
-const M_SET_QUOTA = 'mutation($u: ID!, $n: Int) { setUserLoraQuota(userId: $u, maxLoraCount: $n) { userId maxLoraCount } }';
-const STATS_INPUT = {
-  totalLoraCacheBytes: 3_000_000_000,
-  maxLoraCacheBytes: 6_000_000_000,
-  userLoraCount: 3,
-  sharedLoraCount: 2,
-  cacheHitRate24h: 0.5,
-  evictions24h: 1,
-  oldestLoraAgeDays: 2.5,
-};
-
-async function quotaRow(server: TestServer, userId: string) {
-  return server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
-}
-
-async function loraRow(server: TestServer, id: string) {
-  return server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } });
-}
 
 type Role = 'anonymous' | 'user' | 'admin' | 'machine' | 'service';
 const ROLES: Role[] = ['anonymous', 'user', 'admin', 'machine', 'service'];

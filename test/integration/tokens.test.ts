@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintGrant } from '../testkit/grants.ts';
 import { expectRefused } from '../testkit/graphql-assertions.ts';
+import { M_SET_QUOTA, STATS_INPUT } from '../testkit/graphql-requests.ts';
 import { signRawJwt, unsignedJwt, withPayload } from '../testkit/jwt.ts';
+import { quotaRow } from '../testkit/rows.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
 
@@ -13,21 +15,6 @@ import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/se
  */
 
 const OTHER_SECRET = 'not-the-server-secret-not-the-server-secret-42';
-
-const M_SET_QUOTA = 'mutation($u: ID!, $n: Int) { setUserLoraQuota(userId: $u, maxLoraCount: $n) { userId maxLoraCount } }';
-const STATS_INPUT = {
-  totalLoraCacheBytes: 3_000_000_000,
-  maxLoraCacheBytes: 6_000_000_000,
-  userLoraCount: 3,
-  sharedLoraCount: 2,
-  cacheHitRate24h: 0.5,
-  evictions24h: 1,
-  oldestLoraAgeDays: 2.5,
-};
-
-async function quotaRow(server: TestServer, userId: string) {
-  return server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
-}
 
 describe('bearer tokens', () => {
   let server: TestServer;
