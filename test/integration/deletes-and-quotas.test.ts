@@ -354,10 +354,11 @@ describe('quotas', () => {
       expectBadUserInput(res, path);
       expect(res.body.data?.setUserLoraQuota ?? null, JSON.stringify(variables)).toBeNull();
     }
+    // As a literal (a hand-written document: Bytes' literal parsing is the point).
     expectBadUserInput(
       await server.gql(`mutation { setUserLoraQuota(userId: "${userId}", maxStorageBytes: -5) { userId } }`, {}, { token: admin }),
     );
-    expectBadUserInput(await server.gql('{ loraQuota(userId: "nope") { userId } }', {}, { token: admin }), 'userId');
+    expectBadUserInput(await server.request(LoraQuotaDocument, { userId: 'nope' }, { token: admin }), 'userId');
     expect(await quotaOf(server, userId)).toMatchObject({ maxStorageBytes: 3 * GiB, maxLoraCount: 9 });
 
     // Users may neither set quotas (not even their own) nor read another user's.

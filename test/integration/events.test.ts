@@ -1,4 +1,15 @@
+import { print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CacheEventsDocument,
+  type CacheEventsSubscription,
+  LorasStillValidDocument,
+  ReportCacheEventDocument,
+  UploadProgressDocument,
+  type UploadProgressSubscription,
+} from '../../sdk/index.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { deleteLora, updateLora } from '../testkit/library-helpers.ts';
 import { makeLora, sdxlLora } from '../testkit/lora-files.ts';
 import { newUploadId, postMultipart } from '../testkit/multipart.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
@@ -13,8 +24,9 @@ beforeAll(async () => {
 });
 afterAll(() => server?.stop());
 
-const PROGRESS = 'subscription($id: ID!) { uploadProgress(uploadId: $id) { uploadId phase bytesReceived totalBytes loraId error } }';
-const CACHE_EVENTS = 'subscription($m: String) { cacheEvents(machineId: $m) { type loraId userId machineId sharedName reason at } }';
+/** The SDK's subscription documents, printed: the graphql-ws helpers take the document's text. */
+const PROGRESS = print(UploadProgressDocument);
+const CACHE_EVENTS = print(CacheEventsDocument);
 
 /** Resolves once the server has this many subscribers on a topic (so no event is published too early). */
 async function subscribed(): Promise<void> {
@@ -27,7 +39,7 @@ describe('uploadProgress', () => {
     const token = await server.tokens.user(userId);
     const client = wsClient(server.graphqlUrl, token);
     const uploadId = newUploadId();
-    const progress = collect<{ uploadProgress: { phase: string; loraId: string | null } }>(client, PROGRESS, { id: uploadId }, (v) =>
+    const progress = collect<UploadProgressSubscription>(client, PROGRESS, { uploadId }, (v) =>
       ['DONE', 'FAILED'].includes(v.at(-1)?.uploadProgress.phase ?? ''),
     );
     await subscribed();
@@ -50,10 +62,10 @@ describe('uploadProgress', () => {
     const stranger = await server.tokens.user(newUserId());
     const uploadId = newUploadId();
     const ownerClient = wsClient(server.graphqlUrl, owner);
-    const ownerSub = collect(ownerClient, PROGRESS, { id: uploadId }, () => false, 1_000);
+    const ownerSub = collect(ownerClient, PROGRESS, { uploadId }, () => false, 1_000);
     await subscribed(); // the owner claimed the id first
     const strangerClient = wsClient(server.graphqlUrl, stranger);
-    const refused = await collect(strangerClient, PROGRESS, { id: uploadId }, () => true);
+    const refused = await collect(strangerClient, PROGRESS, { uploadId }, () => true);
     expect(refused.values).toEqual([]);
     expect(JSON.stringify(refused.errors)).toMatch(/FORBIDDEN|belongs to someone else/);
     const hijack = await postMultipart({ url: server.graphqlUrl, token: stranger, file: sdxlLora(), variables: { uploadId } });
@@ -71,14 +83,14 @@ describe('cacheEvents', () => {
     const lora = await seedLora(server.app, userId);
     const machine = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-a'));
     const admin = wsClient(server.graphqlUrl, await server.tokens.admin());
-    const until = (v: { cacheEvents: { type: string; loraId: string } }[]) =>
+    const until = (v: CacheEventsSubscription[]) =>
       v.some((e) => e.cacheEvents.type === 'LORA_DELETED' && e.cacheEvents.loraId === lora.id);
-    const machineSeen = collect(machine, CACHE_EVENTS, {}, until);
-    const adminSeen = collect(admin, CACHE_EVENTS, {}, until);
+    const machineSeen = collect<CacheEventsSubscription>(machine, CACHE_EVENTS, {}, until);
+    const adminSeen = collect<CacheEventsSubscription>(admin, CACHE_EVENTS, {}, until);
     await subscribed();
-    await server.gql('mutation($id: ID!) { updateLora(id: $id, name: "renamed") { __typename } }', { id: lora.id }, { token });
+    member(await updateLora(server, token, { id: lora.id, name: 'renamed' }), 'Lora');
     const started = Date.now();
-    await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: lora.id }, { token });
+    member(await deleteLora(server, token, lora.id), 'DeleteLoraSuccess');
     const [m, a] = await Promise.all([machineSeen, adminSeen]);
     expect(Date.now() - started).toBeLessThan(1_000);
     for (const [seen, owner] of [
@@ -102,31 +114,31 @@ describe('cacheEvents', () => {
     const adminOfOther = wsClient(server.graphqlUrl, await server.tokens.admin());
     const reporter = wsClient(server.graphqlUrl, reporterToken);
     const other = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-other'));
-    const gotReport = (v: { cacheEvents: { type: string } }[]) => v.some((e) => e.cacheEvents.type === 'EVICTED');
+    const gotReport = (v: CacheEventsSubscription[]) => v.some((e) => e.cacheEvents.type === 'EVICTED');
     const subs = [
-      collect(admin, CACHE_EVENTS, {}, gotReport, 3_000),
-      collect(reporter, CACHE_EVENTS, {}, gotReport, 3_000),
-      collect(other, CACHE_EVENTS, {}, gotReport, 1_500),
-      collect(adminOfOther, CACHE_EVENTS, { m: 'gpu-other' }, gotReport, 1_500),
-    ];
+      collect<CacheEventsSubscription>(admin, CACHE_EVENTS, {}, gotReport, 3_000),
+      collect<CacheEventsSubscription>(reporter, CACHE_EVENTS, {}, gotReport, 3_000),
+      collect<CacheEventsSubscription>(other, CACHE_EVENTS, {}, gotReport, 1_500),
+      collect<CacheEventsSubscription>(adminOfOther, CACHE_EVENTS, { machineId: 'gpu-other' }, gotReport, 1_500),
+    ] as const;
     await subscribed();
-    const res = await server.gql(
-      'mutation($i: CacheEventInput!) { reportCacheEvent(input: $i) { __typename ... on CacheEvent { type loraId machineId reason } } }',
-      { i: { type: 'EVICTED', loraId: '42', reason: 'lru' } },
+    const res = await server.request(
+      ReportCacheEventDocument,
+      { input: { type: 'EVICTED', loraId: '42', reason: 'lru' } },
       { token: reporterToken },
     );
-    expect(res.body.data?.reportCacheEvent).toEqual({
+    expect(dataOf(res).reportCacheEvent).toMatchObject({
       __typename: 'CacheEvent',
       type: 'EVICTED',
       loraId: '42',
       machineId: 'gpu-report',
       reason: 'lru',
     });
-    const [a, r, o, ao] = (await Promise.all(subs)) as [any, any, any, any];
+    const [a, r, o, ao] = await Promise.all(subs);
     expect(a.values.at(-1)?.cacheEvents).toMatchObject({ type: 'EVICTED', machineId: 'gpu-report' });
     expect(r.values.at(-1)?.cacheEvents).toMatchObject({ type: 'EVICTED', machineId: 'gpu-report' });
-    expect(o.values.filter((v: any) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
-    expect(ao.values.filter((v: any) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
+    expect(o.values.filter((v) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
+    expect(ao.values.filter((v) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
     for (const c of [admin, adminOfOther, reporter, other]) await c.dispose();
   });
 
@@ -135,7 +147,7 @@ describe('cacheEvents', () => {
     const refused = await collect(user, CACHE_EVENTS, {}, () => true);
     expect(JSON.stringify(refused.errors)).toMatch(/FORBIDDEN|Not allowed/);
     const machine = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-x'));
-    const other = await collect(machine, CACHE_EVENTS, { m: 'gpu-y' }, () => true);
+    const other = await collect(machine, CACHE_EVENTS, { machineId: 'gpu-y' }, () => true);
     expect(JSON.stringify(other.errors)).toMatch(/FORBIDDEN|own machine/);
     await user.dispose();
     await machine.dispose();
@@ -152,11 +164,11 @@ describe('reconciling after a reconnect', () => {
       await seedLora(server.app, userId, { bytes: unique() }),
     ];
     const someoneElses = await seedLora(server.app, newUserId(), { bytes: unique() });
-    await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: deleted.id }, { token });
-    const res = await server.gql(
-      'query($l: [CachedLoraInput!]!) { lorasStillValid(loras: $l) }',
+    member(await deleteLora(server, token, deleted.id), 'DeleteLoraSuccess');
+    const res = await server.request(
+      LorasStillValidDocument,
       {
-        l: [
+        loras: [
           { id: kept.id, sha256: kept.sha256 },
           { id: deleted.id, sha256: deleted.sha256 },
           { id: someoneElses.id, sha256: kept.sha256 }, // an id it does not hold, guessed with another hash
@@ -165,8 +177,8 @@ describe('reconciling after a reconnect', () => {
       },
       { token: await server.tokens.machine('gpu-r') },
     );
-    expect(res.body.data?.lorasStillValid).toEqual([kept.id]);
-    const asUser = await server.gql('query { lorasStillValid(loras: []) }', {}, { token });
+    expect(dataOf(res).lorasStillValid).toEqual([kept.id]);
+    const asUser = await server.request(LorasStillValidDocument, { loras: [] }, { token });
     expect(asUser.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
   });
 });

@@ -6,7 +6,8 @@ import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentPool } from '../testkit/agent.ts';
-import { mintGrant } from '../testkit/grants.ts';
+import { loraDownload, mintGrant } from '../testkit/grants.ts';
+import { member } from '../testkit/graphql-assertions.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { protoPolyglot, unicodeLinePolyglot } from '../testkit/polyglot.ts';
 import { newUserId } from '../testkit/seed.ts';
@@ -42,9 +43,6 @@ async function uploadAs(userId: string, file: Buffer, filename: string) {
   return res.body.data.uploadLora;
 }
 
-const DOWNLOAD = `query($id: ID!, $grant: String!) { loraDownload(id: $id, grant: $grant) {
-  __typename ... on LoraDownload { url fileName format } ... on Error { code } } }`;
-
 describe('a safetensors/pickle polyglot uploaded as a .pt (THREATS 28)', () => {
   it('is stored, offered (Content-Disposition) and cached by the agent only as .safetensors', async () => {
     const file = unicodeLinePolyglot();
@@ -59,8 +57,8 @@ describe('a safetensors/pickle polyglot uploaded as a .pt (THREATS 28)', () => {
     expect(row?.blob_path).toMatch(new RegExp(`/${id}\\.safetensors$`));
 
     const grant = await mintGrant(server, userId);
-    const dl = (await server.gql(DOWNLOAD, { id, grant }, { token: await server.tokens.machine('polyglot') })).body.data?.loraDownload;
-    expect(dl).toMatchObject({ __typename: 'LoraDownload', fileName: 'inkwash-style.safetensors', format: 'SAFETENSORS' });
+    const dl = member(await loraDownload(server, await server.tokens.machine('polyglot'), id, grant), 'LoraDownload');
+    expect(dl).toMatchObject({ fileName: 'inkwash-style.safetensors', format: 'SAFETENSORS' });
     const fetched = await fetch(dl.url);
     expect(fetched.status).toBe(200);
     expect(fetched.headers.get('content-disposition')).toBe('attachment; filename="inkwash-style.safetensors"');

@@ -4,7 +4,7 @@ import { migrate } from '../../server/db/migrate.ts';
 import { planReconcile } from '../../server/jobs/reconciler.ts';
 import { holdUpload } from '../testkit/held-upload.ts';
 import { blobsUnder, invariantViolations } from '../testkit/invariants.ts';
-import { isolatedDatabase, sleep } from '../testkit/library-helpers.ts';
+import { isolatedDatabase, listLoras, sleep } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
@@ -73,8 +73,7 @@ describe('upload reconciler', () => {
     expect(await server.app.db.flat_file.findUnique({ where: { id: fileId } })).toBeNull();
     const remaining = await blobNames(`users/${userId}/`);
     expect(remaining).toEqual([`users/${userId}/loras/${keptId}.safetensors`, `users/${userId}/loras/${seeded.id}.safetensors`].sort());
-    const listed = await server.gql('{ loras { total } }', {}, { token });
-    expect(listed.body.data?.loras.total).toBe(2);
+    expect((await listLoras(server, token)).total).toBe(2);
 
     // Nothing left to do: a second run plans nothing.
     expect(await server.app.jobs.reconcileNow()).toMatchObject({
@@ -149,10 +148,8 @@ describe('upload reconciler', () => {
 
     for (const u of [userA, userB, userC]) expect(await invariantViolations(server.app, u)).toEqual([]);
     const tokenA = await server.tokens.user(userA);
-    expect((await server.gql('{ loras { total loras { id } } }', {}, { token: tokenA })).body.data?.loras).toEqual({
-      total: 1,
-      loras: [{ id: survivor.id }],
-    });
+    const listedA = await listLoras(server, tokenA);
+    expect({ total: listedA.total, ids: listedA.loras.map((l) => l.id) }).toEqual({ total: 1, ids: [survivor.id] });
     expect(await server.app.db.user_lora_quota.findUnique({ where: { user_id: userB } })).toMatchObject({ used_bytes: 0n, lora_count: 0 });
     const repairs = await server.app.db.audit_log.findMany({ where: { action: 'lora.repair' }, orderBy: { id: 'asc' } });
     expect(repairs.map((r) => [r.lora_id, (r.details as { reason: string }).reason])).toEqual([

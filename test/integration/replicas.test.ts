@@ -1,8 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { print } from 'graphql';
 import type { Client } from 'graphql-ws';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CacheEventsDocument,
+  type CacheEventsSubscription,
+  ReportCacheEventDocument,
+  UploadProgressDocument,
+  type UploadProgressSubscription,
+} from '../../sdk/index.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { deleteLora, getLora } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { newUploadId, postMultipart } from '../testkit/multipart.ts';
 import { startRedis } from '../testkit/redis.ts';
@@ -25,33 +35,12 @@ const redis = await startRedis();
 const skipReason = 'unavailable' in redis ? redis.unavailable : undefined;
 if (skipReason) console.warn(`[replicas.test.ts] SKIPPED the Redis replica tests: ${skipReason}`);
 
-const CACHE_EVENTS = 'subscription($m: String) { cacheEvents(machineId: $m) { type loraId userId machineId sharedName reason at } }';
-const PROGRESS = 'subscription($id: ID!) { uploadProgress(uploadId: $id) { uploadId phase bytesReceived totalBytes loraId error } }';
-const REPORT =
-  'mutation($i: CacheEventInput!) { reportCacheEvent(input: $i) { __typename ... on CacheEvent { type machineId sharedName } } }';
-const DELETE = 'mutation($id: ID!) { deleteLora(id: $id) { __typename ... on DeleteLoraSuccess { loraId } } }';
+/** The SDK's subscription documents, printed: graphql-ws's client takes the document's text. */
+const CACHE_EVENTS = print(CacheEventsDocument);
+const PROGRESS = print(UploadProgressDocument);
 
-interface CacheEventData {
-  cacheEvents: {
-    type: string;
-    loraId: string | null;
-    userId: string | null;
-    machineId: string | null;
-    sharedName: string | null;
-    reason: string | null;
-    at: string;
-  };
-}
-interface ProgressData {
-  uploadProgress: {
-    uploadId: string;
-    phase: string;
-    bytesReceived: number;
-    totalBytes: number | null;
-    loraId: string | null;
-    error: string | null;
-  };
-}
+type CacheEventData = CacheEventsSubscription;
+type ProgressData = UploadProgressSubscription;
 
 /** One live subscription: every result with the time it arrived (performance.now()). */
 interface Follower<T> {
@@ -119,8 +108,12 @@ async function live(server: TestServer, machineToken: string, follower: Follower
   const probe = `probe/${randomUUID()}`;
   const deadline = performance.now() + 5_000;
   for (;;) {
-    const res = await server.gql(REPORT, { i: { type: 'DOWNLOADED', sharedName: probe } }, { token: machineToken });
-    expect(res.body.data?.reportCacheEvent).toMatchObject({ __typename: 'CacheEvent', sharedName: probe });
+    const res = await server.request(
+      ReportCacheEventDocument,
+      { input: { type: 'DOWNLOADED', sharedName: probe } },
+      { token: machineToken },
+    );
+    expect(dataOf(res).reportCacheEvent).toMatchObject({ __typename: 'CacheEvent', sharedName: probe });
     try {
       await follower.waitFor((v) => v.cacheEvents.sharedName === probe, 200, 'probe');
       return;
@@ -178,8 +171,7 @@ describe.skipIf(skipReason !== undefined)(
       await live(a, await a.tokens.machine('probe-a'), adminOnA);
 
       const started = performance.now();
-      const res = await a.gql(DELETE, { id: lora.id }, { token: owner });
-      expect(res.body.data?.deleteLora).toEqual({ __typename: 'DeleteLoraSuccess', loraId: lora.id });
+      expect(member(await deleteLora(a, owner, lora.id), 'DeleteLoraSuccess').loraId).toBe(lora.id);
       const deleted = (v: CacheEventData) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
       const seenOnB = await onB.waitFor(deleted, 1_000, 'LORA_DELETED on replica B');
       expect(seenOnB.receivedAt - started).toBeLessThan(1_000);
@@ -197,7 +189,7 @@ describe.skipIf(skipReason !== undefined)(
       const userId = newUserId();
       const token = await b.tokens.user(userId);
       const uploadId = newUploadId();
-      const progress = follow<ProgressData>(connect(b, token), PROGRESS, { id: uploadId });
+      const progress = follow<ProgressData>(connect(b, token), PROGRESS, { uploadId });
       // Live once B has subscribed its Redis connection to this upload's channel (nobody else has).
       const channel = `upload-progress:${uploadId}`;
       const deadline = performance.now() + 5_000;
@@ -222,14 +214,14 @@ describe.skipIf(skipReason !== undefined)(
       expect(updates.every((p) => p.uploadId === uploadId && p.totalBytes === file.length)).toBe(true);
       expect(updates.at(-1)).toMatchObject({ phase: 'DONE', loraId: res.body.data.uploadLora.lora.id, bytesReceived: file.length });
       // and the LoRA is there for B's clients too (same database)
-      const onB = await b.gql('query($id: ID!) { lora(id: $id) { ... on Lora { id status } } }', { id: updates.at(-1)?.loraId }, { token });
-      expect(onB.body.data?.lora).toEqual({ id: res.body.data.uploadLora.lora.id, status: 'READY' });
+      const onB = member(await getLora(b, token, String(updates.at(-1)?.loraId)), 'Lora');
+      expect(onB).toMatchObject({ id: res.body.data.uploadLora.lora.id, status: 'READY' });
     });
 
     it('a reportCacheEvent on replica B reaches an admin subscribed on replica A, once, and not other machines', async () => {
       const admin = await a.tokens.admin();
       const adminOnA = follow<CacheEventData>(connect(a, admin), CACHE_EVENTS);
-      const adminOfReporterOnA = follow<CacheEventData>(connect(a, admin), CACHE_EVENTS, { m: 'gpu-reporter' });
+      const adminOfReporterOnA = follow<CacheEventData>(connect(a, admin), CACHE_EVENTS, { machineId: 'gpu-reporter' });
       const otherToken = await a.tokens.machine('gpu-other');
       const otherMachineOnA = follow<CacheEventData>(connect(a, otherToken), CACHE_EVENTS);
       await live(a, await a.tokens.machine('probe-a2'), adminOnA);
@@ -238,12 +230,12 @@ describe.skipIf(skipReason !== undefined)(
 
       const reason = `lru-${randomUUID()}`;
       const started = performance.now();
-      const res = await b.gql(
-        'mutation($i: CacheEventInput!) { reportCacheEvent(input: $i) { __typename ... on CacheEvent { type loraId machineId reason } } }',
-        { i: { type: 'EVICTED', loraId: '42', reason } },
+      const res = await b.request(
+        ReportCacheEventDocument,
+        { input: { type: 'EVICTED', loraId: '42', reason } },
         { token: await b.tokens.machine('gpu-reporter') },
       );
-      expect(res.body.data?.reportCacheEvent).toEqual({
+      expect(dataOf(res).reportCacheEvent).toMatchObject({
         __typename: 'CacheEvent',
         type: 'EVICTED',
         loraId: '42',
@@ -290,7 +282,7 @@ describe('control: two replicas without Redis (in-memory buses)', () => {
     const onB = follow<CacheEventData>(clientB, CACHE_EVENTS);
     await live(a, machineA, onA);
     await live(b, machineB, onB);
-    await a.gql(DELETE, { id: lora.id }, { token: await a.tokens.user(userId) });
+    member(await deleteLora(a, await a.tokens.user(userId), lora.id), 'DeleteLoraSuccess');
     const deleted = (v: CacheEventData) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
     await onA.waitFor(deleted, 1_000, 'LORA_DELETED on A');
     await sleep(500);

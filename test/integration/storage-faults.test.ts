@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { member } from '../testkit/graphql-assertions.ts';
+import { deleteLora } from '../testkit/library-helpers.ts';
 import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -27,8 +29,7 @@ describe('storage faults', () => {
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(lora.id) } });
 
     proxy.add({ fault: { kind: 'status', status: 503 }, times: 3, match: (r) => r.method === 'DELETE' && r.url.includes(row.blob_path) });
-    const res = await server.gql('mutation($id: ID!) { deleteLora(id: $id) { __typename } }', { id: lora.id }, { token });
-    expect(res.body.data?.deleteLora.__typename).toBe('DeleteLoraSuccess');
+    member(await deleteLora(server, token, lora.id), 'DeleteLoraSuccess');
 
     await eventually(async () => !(await server.app.blobs.exists(row.blob_path)), 30_000, 'blob deletion after 503s');
     expect(proxy.count('status')).toBe(3);
