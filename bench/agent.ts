@@ -182,6 +182,7 @@ async function freshAgent(fx: Fixture, label: string, client?: LoraClient): Prom
     AGENT_PORT: '0',
     STATS_INTERVAL_SECONDS: '0',
     LOG_LEVEL: 'info',
+    MODEL_CACHE_DB_CREATE: 'true', // no Python nodes here to create model_cache.db
   });
   const agent = buildAgent(config, { logger, ...(client ? { client } : {}) });
   await agent.start({ listen: false, subscribe: false, schedule: false });
