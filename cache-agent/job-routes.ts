@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { AgentError } from './errors.ts';
 import type { JobRegistry } from './jobs.ts';
-import { normaliseLoraId, normaliseSharedName } from './lora-refs.ts';
+import { grantField, loraIdField, sharedNameField } from './request-fields.ts';
 
 /**
  * The local interface's job routes (same caller checks as every route):
@@ -15,18 +15,10 @@ import { normaliseLoraId, normaliseSharedName } from './lora-refs.ts';
 const jobId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/, 'letters, digits and ._:- (at most 200)');
 const promptId = z.string().min(1).max(200);
 const instance = z.string().min(1).max(200).nullish();
-const grant = z.string().min(1).max(8192);
-const checked = (normalise: (v: unknown) => string | null, message: string) =>
-  z.unknown().transform((v, ctx) => {
-    const value = normalise(v);
-    if (value !== null) return value;
-    ctx.addIssue({ code: 'custom', message });
-    return z.NEVER;
-  });
 
 const registerBody = z.object({
   jobId,
-  grant,
+  grant: grantField,
   promptId: promptId.nullish(),
   instance,
   ttlSeconds: z
@@ -37,18 +29,18 @@ const registerBody = z.object({
     .nullish(),
   workflow: z.unknown().optional(),
 });
-const bindBody = z.object({ grant, promptId });
-const endBody = z.object({ grant });
+const bindBody = z.object({ grant: grantField, promptId });
+const endBody = z.object({ grant: grantField });
 const nodeCommon = {
   promptId: promptId.nullish().transform((v) => v ?? null),
   instance: instance.transform((v) => v ?? null),
   unreported: z.record(z.string(), z.number()).optional(),
 };
 const nodeEnsureBody = z.discriminatedUnion('source', [
-  z.object({ source: z.literal('user'), id: checked(normaliseLoraId, 'a LoRA id (a positive integer)'), ...nodeCommon }),
+  z.object({ source: z.literal('user'), id: loraIdField, ...nodeCommon }),
   z.object({
     source: z.literal('shared'),
-    name: checked(normaliseSharedName, 'a relative file name inside the shared library'),
+    name: sharedNameField,
     ...nodeCommon,
   }),
 ]);
@@ -100,3 +92,4 @@ export async function routeJobs(
   }
   return { status: 200, body: await jobs.end(job, io.parse(endBody, body).grant) };
 }
+

@@ -7,8 +7,9 @@ import type { EnsureOptions, EnsureResult } from './ensure.ts';
 import { AgentError, HTTP_STATUS } from './errors.ts';
 import { routeJobs } from './job-routes.ts';
 import type { JobRegistry } from './jobs.ts';
-import { type LoraRef, normaliseLoraId, normaliseSharedName } from './lora-refs.ts';
+import type { LoraRef } from './lora-refs.ts';
 import type { PrefetchOptions, PrefetchResult } from './prefetch.ts';
+import { grantField, loraIdField, sharedNameField } from './request-fields.ts';
 import type { CacheStore } from './store.ts';
 
 /**
@@ -57,25 +58,12 @@ const lease = z
   ])
   .optional();
 const common = { lease, workflowId: z.string().max(200).optional(), workflowName: z.string().max(500).optional() };
-/** A value checked (and normalised) by `normalise`, or the issue `message`. */
-const checked = (normalise: (v: unknown) => string | null, message: string) =>
-  z.unknown().transform((v, ctx) => {
-    const value = normalise(v);
-    if (value === null) {
-      ctx.addIssue({ code: 'custom', message });
-      return z.NEVER;
-    }
-    return value;
-  });
-const loraId = checked(normaliseLoraId, 'a LoRA id (a positive integer)');
-const sharedName = checked(normaliseSharedName, 'a relative file name inside the shared library');
-const grant = z.string().min(1).max(8192);
 const ensureBody = z.discriminatedUnion('source', [
-  z.object({ source: z.literal('user'), id: loraId, grant, ...common }),
-  z.object({ source: z.literal('shared'), name: sharedName, grant: grant.optional(), ...common }),
+  z.object({ source: z.literal('user'), id: loraIdField, grant: grantField, ...common }),
+  z.object({ source: z.literal('shared'), name: sharedNameField, grant: grantField.optional(), ...common }),
 ]);
-const prefetchBody = z.object({ workflow: z.unknown(), grant: grant.optional(), ...common });
-const releaseBody = z.union([z.object({ leaseId: z.string().min(1).max(100) }), z.object({ holder: z.string().min(1).max(200), grant })]);
+const prefetchBody = z.object({ workflow: z.unknown(), grant: grantField.optional(), ...common });
+const releaseBody = z.union([z.object({ leaseId: z.string().min(1).max(100) }), z.object({ holder: z.string().min(1).max(200), grant: grantField })]);
 
 type LeaseInput = z.infer<typeof lease>;
 /** The lease to take: the default one, none, or the caller's, bound to the request's grant (if any). */
