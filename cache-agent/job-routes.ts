@@ -85,7 +85,7 @@ export async function routeJobs(
     });
     return { status: result.prefetch?.items.some((item) => item.error) ? 207 : 200, body: result };
   }
-  const job = decodeURIComponent(id);
+  const job = decodedJobId(id);
   if (action === 'prompt') {
     const r = io.parse(bindBody, body);
     return { status: 200, body: jobs.bind(job, r.grant, r.promptId) };
@@ -93,3 +93,11 @@ export async function routeJobs(
   return { status: 200, body: await jobs.end(job, io.parse(endBody, body).grant) };
 }
 
+/** The job id of a route path; a malformed escape (`%E0`) is the caller's error, not ours. */
+function decodedJobId(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new AgentError('INVALID_REQUEST', 'the job id in the path is not valid percent-encoding');
+  }
+}

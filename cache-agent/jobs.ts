@@ -68,6 +68,8 @@ interface Job {
 /** How long a node's lookup waits for a runner that binds its prompt id after submitting (older ComfyUI). */
 const BIND_WAIT_MS = 2000;
 const BIND_POLL_MS = 50;
+/** At most this many unreachable-agent failures are taken from one node call (a node counts its own calls). */
+const MAX_UNREPORTED = 10_000;
 
 const hash = (grant: string) => createHash('sha256').update(grant).digest();
 
@@ -142,7 +144,10 @@ export class JobRegistry {
 
   /** The node's request: the LoRA for the job its prompt belongs to. Failures are counted and logged. */
   async ensureForNode(request: NodeEnsureRequest): Promise<EnsureResult> {
-    for (const [code, count] of Object.entries(request.unreported ?? {})) this.count(code, count);
+    // Only what a node can have missed telling us: failures while the agent was unreachable. Any other
+    // code is ours to count when we answer it, so a caller cannot grow /stats with names of its own.
+    const missed = request.unreported?.AGENT_UNAVAILABLE;
+    if (missed !== undefined && missed <= MAX_UNREPORTED) this.count('AGENT_UNAVAILABLE', missed);
     try {
       const job = await this.jobOfPrompt(request);
       if (request.ref.source === 'user') {

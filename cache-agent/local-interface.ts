@@ -63,7 +63,10 @@ const ensureBody = z.discriminatedUnion('source', [
   z.object({ source: z.literal('shared'), name: sharedNameField, grant: grantField.optional(), ...common }),
 ]);
 const prefetchBody = z.object({ workflow: z.unknown(), grant: grantField.optional(), ...common });
-const releaseBody = z.union([z.object({ leaseId: z.string().min(1).max(100) }), z.object({ holder: z.string().min(1).max(200), grant: grantField })]);
+const releaseBody = z.union([
+  z.object({ leaseId: z.string().min(1).max(100) }),
+  z.object({ holder: z.string().min(1).max(200), grant: grantField }),
+]);
 
 type LeaseInput = z.infer<typeof lease>;
 /** The lease to take: the default one, none, or the caller's, bound to the request's grant (if any). */

@@ -67,7 +67,7 @@ class AgentClient:
                 response = conn.getresponse()
                 raw = response.read()
             except (OSError, http.client.HTTPException) as exc:
-                raise AgentCallError(AGENT_UNAVAILABLE, "the agent at %s is unreachable (%s)" % (self.address, exc or type(exc).__name__))
+                raise AgentCallError(AGENT_UNAVAILABLE, "the agent at %s is unreachable (%s)" % (self.address, str(exc) or type(exc).__name__))
         finally:
             conn.close()
         try:

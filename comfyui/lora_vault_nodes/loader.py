@@ -79,6 +79,8 @@ def resolve(ref):
     except AgentCallError as exc:
         if exc.code == AGENT_UNAVAILABLE:
             _unreported[exc.code] = _unreported.get(exc.code, 0) + 1
+        else:
+            _unreported.clear()  # the agent answered (it counted what we sent before refusing)
         if source == "shared":
             local = folder_paths.get_full_path("loras", value)
             if local:

@@ -156,5 +156,11 @@ describe('ComfyUI node package against a real agent and API (python3 -m unittest
       code: 'FORBIDDEN_HOST',
     });
     expect(await post('/jobs', {}, { jobId: '../x', grant })).toMatchObject({ status: 400, code: 'INVALID_REQUEST' });
+    expect(await post('/jobs/%E0/end', {}, { grant })).toMatchObject({ status: 400, code: 'INVALID_REQUEST' }); // not a 500
+    // a caller cannot grow /stats with codes of its own through `unreported`: only AGENT_UNAVAILABLE is taken
+    const bogus = { source: 'shared', name: 'absent.safetensors', promptId: 'p', instance: 'i', unreported: { MADE_UP_CODE: 5 } };
+    await post('/node/ensure', {}, bogus);
+    const stats = (await (await fetch(`${tcp.address}/stats`)).json()) as { nodeFailures: Record<string, number> };
+    expect(stats.nodeFailures.MADE_UP_CODE).toBeUndefined();
   });
 });

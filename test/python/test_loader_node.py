@@ -263,6 +263,19 @@ class AgentDown(NodeTestCase):
         self.assertLoaded(mini_comfy.MiniComfy().submit(graph(user_node(USER["loras"][0]["id"])), prompt2), USER["loras"][0]["sha256"])
         self.assertEqual(stats()["nodeFailures"].get("AGENT_UNAVAILABLE", 0), before + 1)
 
+    def test_missed_failures_are_counted_once_even_when_the_next_answer_is_a_refusal(self):
+        before = stats()["nodeFailures"].get("AGENT_UNAVAILABLE", 0)
+        _, prompt_id = self.job()
+        loader.set_config(live_config(agent_url=FIXTURE["deadUrl"]))
+        with self.assertLogs(LOG, level="WARNING"):
+            self.comfy.submit(graph(user_node(USER["loras"][0]["id"])), prompt_id)
+        loader.set_config(live_config())
+        with self.assertLogs(LOG, level="WARNING"):  # the agent answers, refusing: no registered job
+            self.comfy.submit(graph(user_node(USER["loras"][0]["id"])), "no-such-prompt")
+        _, prompt2 = self.job()
+        self.assertLoaded(mini_comfy.MiniComfy().submit(graph(user_node(USER["loras"][0]["id"])), prompt2), USER["loras"][0]["sha256"])
+        self.assertEqual(stats()["nodeFailures"].get("AGENT_UNAVAILABLE", 0), before + 1)
+
     def test_strict_mode_fails_the_job(self):
         _, prompt_id = self.job()
         loader.set_config(live_config(agent_url=FIXTURE["deadUrl"], strict=True))
