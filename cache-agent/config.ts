@@ -48,7 +48,7 @@ const envSchema = z
     LORA_MAX_AGE_DAYS: nonNegative.optional(),
     LORA_EVICTION_ENABLED: boolish.optional(),
     MIN_FREE_SPACE_GB: nonNegative.optional(),
-    /** Override of the agent's own hard floor (`lora_min_free_hard_gb`, seeded 0): a download never leaves less free. */
+    /** Override of the agent's own hard floor (`lora_min_free_hard_gb`, not seeded; 0 when unset): a download never leaves less free. */
     LORA_MIN_FREE_HARD_GB: nonNegative.optional(),
     /** Local interface: TCP on 127.0.0.1:7433 unless AGENT_SOCKET (a unix socket path) is set. */
     AGENT_HOST: z.string().min(1).default('127.0.0.1'),

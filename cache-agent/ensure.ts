@@ -147,7 +147,7 @@ export class CacheCore {
     else {
       // The Python side removed the models row: add it back (the file is good whatever happens).
       await store
-        .register({ ...entry, fileName: entry.path.split('/').pop() ?? entry.path }, now)
+        .register({ ...entry, fileName: basename(entry.path) }, now)
         .catch((error: unknown) => this.deps.logger.warn({ err: error, path: entry.path }, 'could not re-add the models row'));
     }
     return entry;

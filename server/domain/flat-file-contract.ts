@@ -21,7 +21,6 @@ export type UploadSource = (typeof UploadSource)[keyof typeof UploadSource];
 
 /** The sources a client may name on `uploadLora`. */
 export const CLIENT_UPLOAD_SOURCES = [UploadSource.EMPROPS_STUDIO, UploadSource.API] as const;
-export type ClientUploadSource = (typeof CLIENT_UPLOAD_SOURCES)[number];
 
 const KNOWN_SOURCES: readonly string[] = Object.values(UploadSource);
 

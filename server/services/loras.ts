@@ -146,11 +146,8 @@ export class LoraService {
       // An upload in flight (or failed) is not a LoRA yet: not deletable, as for any id one cannot see.
       if (row.status !== 'READY') throw new NotFoundError(id);
       const now = new Date();
-      const deleted = await tx.lora.updateMany({
-        where: { file_id: fileId, status: 'READY' },
-        data: { status: 'DELETED', deleted_at: now, updated_at: now },
-      });
-      if (deleted.count !== 1) throw new NotFoundError(id);
+      // The row is locked (FOR UPDATE) and READY: the status cannot change under us before the commit.
+      await tx.lora.update({ where: { file_id: fileId }, data: { status: 'DELETED', deleted_at: now, updated_at: now } });
       await tx.flat_file.update({ where: { id: fileId }, data: { hidden: true } });
       await this.jobs.enqueue(tx, Queue.DELETE_LORA_BLOB, { loraId: id, userId: row.user_id, blobPath: row.blob_path });
       await audit(tx, principal, {

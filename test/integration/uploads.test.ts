@@ -9,6 +9,7 @@ import { BAD_PT_FILES, benignLegacyPt, benignTorchZipLora } from '../testkit/pt-
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { expectNothingStored } from '../testkit/stored.ts';
 
 /** uploadLora over real multipart HTTP into real Azurite (THREATS.md rows 1–3, 5–8, 12–13). */
 
@@ -27,18 +28,6 @@ async function user() {
 
 async function upload(token: string | null, file: Buffer, variables: Record<string, unknown> = {}, filename = 'style.safetensors') {
   return postMultipart({ url: server.graphqlUrl, token, file, filename, variables });
-}
-
-/** Nothing of this user's exists anywhere: no rows, no blobs, quota untouched. */
-async function expectNothingStored(userId: string) {
-  expect(await server.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
-  expect(await server.app.db.flat_file.count({ where: { user_id: userId } })).toBe(0);
-  const blobs: string[] = [];
-  for await (const b of server.app.blobs.list(`users/${userId}/`)) blobs.push(b.name);
-  expect(blobs).toEqual([]);
-  const quota = await server.app.db.user_lora_quota.findUnique({ where: { user_id: userId } });
-  expect(Number(quota?.used_bytes ?? 0)).toBe(0);
-  expect(quota?.lora_count ?? 0).toBe(0);
 }
 
 describe('uploadLora: a valid file', () => {
@@ -119,7 +108,7 @@ describe('uploadLora: bad files are refused by content, and nothing is stored', 
     const result = res.body?.data?.uploadLora;
     expect(result, res.text).toMatchObject({ __typename: 'InvalidFileError', code: 'INVALID_FILE_FORMAT', detectedFormat: 'safetensors' });
     expect(result.reason).toMatch(bad.reasonMatches);
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 
   it.each([
@@ -130,7 +119,7 @@ describe('uploadLora: bad files are refused by content, and nothing is stored', 
     const { id, token } = await user();
     const res = await upload(token, bytes);
     expect(res.body.data.uploadLora).toMatchObject({ __typename: 'InvalidFileError', detectedFormat: detected });
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 });
 
@@ -141,7 +130,7 @@ describe('uploadLora: limits', () => {
     expect(file.length).toBeGreaterThan(MAX_UPLOAD);
     const res = await upload(token, file);
     expect(res.body.data.uploadLora).toMatchObject({ __typename: 'FileTooLargeError', code: 'FILE_TOO_LARGE', maxBytes: MAX_UPLOAD });
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 
   it('a declared size over the limit or the quota is refused at once, without reading the body', async () => {
@@ -154,7 +143,7 @@ describe('uploadLora: limits', () => {
     const overLimit = await upload(token, big, { sizeBytes: MAX_UPLOAD + 1 });
     expect(overLimit.body.data.uploadLora).toMatchObject({ __typename: 'FileTooLargeError' });
     expect(Date.now() - started).toBeLessThan(5_000);
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 
   it('refuses a multipart request without the CSRF header, and one without a token', async () => {
@@ -164,7 +153,7 @@ describe('uploadLora: limits', () => {
     expect(noCsrf.status).toBe(403);
     const anonymous = await upload(null, file);
     expect(anonymous.body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 });
 
@@ -186,7 +175,7 @@ describe('uploadLora: malformed multipart requests are 4xx, never 500, and pollu
     expect(res.status, res.text).toBeLessThan(500);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(Object.prototype).not.toHaveProperty('polluted');
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 });
 
@@ -211,7 +200,7 @@ describe('uploadLora: interruptions and concurrency', () => {
     await iterator.return?.();
     expect(phases.at(-1)).toBe('FAILED');
     await eventually(async () => (await server.app.db.flat_file.count({ where: { user_id: id } })) === 0, 10_000, 'rows removed');
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 
   it('50 concurrent uploads against a quota of 10 LoRAs: exactly 40 fail, usage never exceeds the limit', async () => {
@@ -263,7 +252,7 @@ describe('uploadLora: PyTorch files are scanned, never unpickled', () => {
     } else {
       expect(bad.expect === 'UNSAFE_FILE' ? JSON.stringify(result.findings) : result.reason).toMatch(bad.matches);
     }
-    await expectNothingStored(id);
+    await expectNothingStored(server.app, id);
   });
 
   it('leaves no spooled temp file behind, whatever the outcome', async () => {
