@@ -29,9 +29,12 @@ export interface InvariantPlan {
   blobCheckSkipped: boolean;
 }
 
-export interface InvariantOptions {
-  /** Blobs listed for the blob check at most. @default 100,000 */
-  maxBlobs?: number;
+/** The committed blobs under `users/` as the reconciler listed them once, started at `listedFrom`. */
+export interface BlobListing {
+  committed: ReadonlySet<string>;
+  listedFrom: Date;
+  /** False when the listing stopped at its limit: then no row can be judged missing. */
+  complete: boolean;
 }
 
 const RECONCILER: Principal = { role: 'service', subject: 'reconciler' };
@@ -40,12 +43,12 @@ const PAGE = 1000;
 const MISSING_BLOB_BRAKE_MIN = 10;
 const MISSING_BLOB_BRAKE_RATIO = 0.01;
 
-export async function planInvariants(db: Db, blobs: BlobStore, options: InvariantOptions = {}): Promise<InvariantPlan> {
+export async function planInvariants(db: Db, blobs: BlobStore, listing: BlobListing): Promise<InvariantPlan> {
   const deleted = await db.lora.findMany({
     where: { status: 'READY', deleted_at: { not: null } },
     select: { file_id: true, user_id: true },
   });
-  const { missing, checked, skipped } = await readyRowsWithoutBlob(db, blobs, options.maxBlobs ?? 100_000);
+  const { missing, checked, skipped } = await readyRowsWithoutBlob(db, blobs, listing);
   const drift = await db.$queryRaw<{ user_id: string; used_bytes: bigint; lora_count: number; ready_bytes: bigint; ready_count: bigint }[]>`
     SELECT q.user_id::text AS user_id, q.used_bytes, q.lora_count,
            COALESCE(r.bytes, 0)::bigint AS ready_bytes, COALESCE(r.n, 0)::bigint AS ready_count
@@ -73,21 +76,16 @@ export async function planInvariants(db: Db, blobs: BlobStore, options: Invarian
 }
 
 /**
- * READY rows whose blob is not in storage. The listing starts first; a row READY since before
+ * READY rows whose blob is not in storage. The listing started first; a row READY since before
  * then had its blob committed before then (finalize commits, then readies), so its absence from
  * the listing means the blob is gone — confirmed with a HEAD before it counts.
  */
 async function readyRowsWithoutBlob(
   db: Db,
   blobs: BlobStore,
-  maxBlobs: number,
+  { committed: names, listedFrom, complete }: BlobListing,
 ): Promise<{ missing: InvariantPlan['readyWithoutBlob']; checked: number; skipped: boolean }> {
-  const listedFrom = new Date();
-  const names = new Set<string>();
-  for await (const blob of blobs.list('users/')) {
-    if (names.size >= maxBlobs) return { missing: [], checked: 0, skipped: true };
-    names.add(blob.name);
-  }
+  if (!complete) return { missing: [], checked: 0, skipped: true };
   const missing: InvariantPlan['readyWithoutBlob'] = [];
   let checked = 0;
   for (let after = -1n; ; ) {
@@ -109,7 +107,7 @@ async function readyRowsWithoutBlob(
   }
 }
 
-export function invariantPlanIsEmpty(plan: InvariantPlan): boolean {
+function invariantPlanIsEmpty(plan: InvariantPlan): boolean {
   return !plan.deletedButReady.length && !plan.readyWithoutBlob.length && !plan.quotaDrift.length;
 }
 

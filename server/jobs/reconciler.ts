@@ -42,8 +42,16 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
   const maxBlobs = options.maxBlobs ?? 100_000;
   let seen = 0;
   const candidates: { name: string }[] = [];
+  // One listing serves the orphan sweep and the invariant check (READY ⇒ blob committed).
+  const listing = { committed: new Set<string>(), listedFrom: new Date(), complete: true };
+  const empty = new Set<string>(); // staged-only blobs are listed with length 0
   for await (const blob of blobs.list('users/', { includeUncommitted: true })) {
-    if (++seen > maxBlobs) break;
+    if (++seen > maxBlobs) {
+      listing.complete = false;
+      break;
+    }
+    if (blob.sizeBytes > 0) listing.committed.add(blob.name);
+    else empty.add(blob.name);
     const modified = blob.lastModified;
     if (modified && modified < cutoff) candidates.push({ name: blob.name });
     if (candidates.length >= 1000) orphanBlobs.push(...(await orphansAmong(db, candidates.splice(0))));
@@ -52,7 +60,7 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
   const stagedLeftovers: ReconcilePlan['stagedLeftovers'] = [];
   const committedOrphans: string[] = [];
   for (const path of orphanBlobs) {
-    const staged = await stagedOnly(blobs, path);
+    const staged = empty.has(path) ? await stagedOnly(blobs, path) : undefined;
     if (staged === undefined) committedOrphans.push(path);
     else stagedLeftovers.push({ path, bytes: staged });
   }
@@ -60,7 +68,7 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
     staleUploads: stale.map((s) => ({ fileId: s.file_id, blobPath: s.blob_path })),
     orphanBlobs: committedOrphans,
     stagedLeftovers,
-    invariants: await planInvariants(db, blobs, { maxBlobs }),
+    invariants: await planInvariants(db, blobs, listing),
   };
 }
 
