@@ -190,14 +190,15 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       applyOverrides(store, config.overrides);
       await claimUsersDir(layout);
       await mkdir(layout.locksDir, { recursive: true });
-      const future = store.futureRows(now());
-      if (future > 0) {
-        logger.warn(
-          { rows: future, tz: process.env.TZ ?? null },
-          `model_cache.db holds ${future} row(s) dated in the future: the Python nodes write naive local times in another time zone; run both with the same TZ`,
-        );
-      }
       if (startOptions.maintain !== false) {
+        // The daemon's start only (one-shot commands skip it): it parses every row's timestamp.
+        const future = store.futureRows(now());
+        if (future > 0) {
+          logger.warn(
+            { rows: future, tz: process.env.TZ ?? null },
+            `model_cache.db holds ${future} row(s) dated in the future: the Python nodes write naive local times in another time zone; run both with the same TZ`,
+          );
+        }
         cleanup = await startupCleanup(store, layout, logger, now());
         // Leases an older agent granted without a cap (e.g. 7 days) end within the cap too.
         await store.capLeases(new Date(now().getTime() + config.leaseMaxSeconds * 1000));
