@@ -7,8 +7,9 @@ import { LoraQuotaRef } from './quotas.ts';
 
 export const LoraFormatEnum = builder.enumType('LoraFormat', { values: ['SAFETENSORS', 'PT'] as const });
 export const LoraStatusEnum = builder.enumType('LoraStatus', {
-  description: 'READY LoRAs are listed; the others are seen by admins only.',
-  values: ['UPLOADING', 'READY', 'FAILED', 'DELETED'] as const,
+  description:
+    'READY LoRAs are listed; the others are seen by admins only. SUSPENDED: hidden by an account deletion, restored if an admin cancels it before the purge.',
+  values: ['UPLOADING', 'READY', 'FAILED', 'DELETED', 'SUSPENDED'] as const,
 });
 export const LoraSortEnum = builder.enumType('LoraSort', { values: ['NAME', 'SIZE', 'CREATED_AT', 'LAST_USED'] as const });
 export const SortOrderEnum = builder.enumType('SortOrder', { values: ['ASC', 'DESC'] as const });

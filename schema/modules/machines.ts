@@ -144,7 +144,7 @@ builder.mutationFields((t) => ({
       workflowName: t.arg.string(),
     },
     resolve: async (_root, args, ctx) => ({
-      recorded: await ctx.services.downloads.recordUsage({ ...args, loraIds: args.loraIds.map(String) }),
+      recorded: await ctx.services.downloads.recordUsage(ctx.principal, { ...args, loraIds: args.loraIds.map(String) }),
     }),
   }),
   reportCacheStats: t.boolean({

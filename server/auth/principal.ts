@@ -1,10 +1,14 @@
-/** Who is calling. Built once per request from the bearer token (auth/tokens.ts). */
-export type Principal =
+/**
+ * Who is calling. Built once per request from the bearer token (auth/tokens.ts); the GraphQL
+ * context adds the request's id (`x-request-id`), which the audit trail records.
+ */
+export type Principal = (
   | { role: 'anonymous' }
   | { role: 'user'; userId: string }
   | { role: 'admin'; subject: string }
   | { role: 'machine'; machineId: string }
-  | { role: 'service'; subject: string };
+  | { role: 'service'; subject: string }
+) & { readonly requestId?: string };
 
 export type Role = Exclude<Principal['role'], 'anonymous'>;
 export const ROLES = ['user', 'admin', 'machine', 'service'] as const satisfies readonly Role[];

@@ -50,7 +50,7 @@ export function likePattern(search: string): string {
   return `%${search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
-const LORA_STATUSES: readonly string[] = ['UPLOADING', 'READY', 'FAILED', 'DELETED'] satisfies LoraStatus[];
+const LORA_STATUSES: readonly string[] = ['UPLOADING', 'READY', 'FAILED', 'DELETED', 'SUSPENDED'] satisfies LoraStatus[];
 
 /**
  * `l.status IN ('READY'::lora_status, …)`, the values written as typed literals, not parameters

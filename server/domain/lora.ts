@@ -3,7 +3,8 @@ import type { UserMetadata } from './validation.ts';
 /** What the API shows of a LoRA: a `flat_file` row tagged 'lora' joined with its `lora` facts. */
 
 export type LoraFormat = 'SAFETENSORS' | 'PT';
-export type LoraStatus = 'UPLOADING' | 'READY' | 'FAILED' | 'DELETED';
+/** SUSPENDED: hidden by an account deletion, blob kept until the purge (server/services/accounts.ts). */
+export type LoraStatus = 'UPLOADING' | 'READY' | 'FAILED' | 'DELETED' | 'SUSPENDED';
 export const LORA_TAG = 'lora';
 
 /** Facts extracted from the file (stored in `lora.metadata`). Base model, rank, alpha are columns. */

@@ -149,7 +149,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
       const principal = ws ?? (initial.request ? await principalOf(initial.request) : ANONYMOUS);
       const requestId = (initial.request && requestIds.get(initial.request)) || randomUUID();
       return {
-        principal,
+        principal: { ...principal, requestId },
         services: deps.services,
         requestId,
         log: deps.logger.child({ requestId }),

@@ -109,12 +109,15 @@ export class DownloadService {
   }
 
   /** Counts one use of each LoRA the grant's user owns; others are ignored. Returns how many counted. */
-  async recordUsage(input: {
-    grant: string;
-    loraIds: string[];
-    workflowId?: string | null;
-    workflowName?: string | null;
-  }): Promise<number> {
+  async recordUsage(
+    principal: Principal,
+    input: {
+      grant: string;
+      loraIds: string[];
+      workflowId?: string | null;
+      workflowName?: string | null;
+    },
+  ): Promise<number> {
     const grant = await this.grants.check(input.grant);
     const args = parseArgs(usageArgs, input);
     const ids = [...new Set(args.loraIds.map(parseLoraId).filter((v): v is bigint => v !== null))];
@@ -144,6 +147,11 @@ export class DownloadService {
               workflow_name = COALESCE(EXCLUDED.workflow_name, lora_workflow_usage.workflow_name)`;
         }
       }
+      await audit(tx, principal, {
+        action: AuditAction.USAGE_RECORDED,
+        userId: grant.userId,
+        details: { jobId: grant.jobId, loraIds: ownedIds.map(String), workflowId: args.workflowId ?? null },
+      });
       return ownedIds.length;
     });
   }

@@ -72,6 +72,12 @@ export type machine_cache_report = Prisma.machine_cache_reportModel
  */
 export type audit_log = Prisma.audit_logModel
 /**
+ * Model lora_account_deletion
+ * A user's LoRA account deleted (server/services/accounts.ts): uploads and grants refused, LoRAs
+ * SUSPENDED, purge after `purge_after`; kept after the purge as a tombstone.
+ */
+export type lora_account_deletion = Prisma.lora_account_deletionModel
+/**
  * Model upload_claim
  * Who owns a client-chosen uploadId (first subscriber or uploader claims it).
  */

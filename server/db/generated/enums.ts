@@ -13,7 +13,8 @@ export const lora_status = {
   UPLOADING: 'UPLOADING',
   READY: 'READY',
   FAILED: 'FAILED',
-  DELETED: 'DELETED'
+  DELETED: 'DELETED',
+  SUSPENDED: 'SUSPENDED'
 } as const
 
 export type lora_status = (typeof lora_status)[keyof typeof lora_status]

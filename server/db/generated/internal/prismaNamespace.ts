@@ -403,6 +403,7 @@ export const ModelName = {
   lora_workflow_usage: 'lora_workflow_usage',
   machine_cache_report: 'machine_cache_report',
   audit_log: 'audit_log',
+  lora_account_deletion: 'lora_account_deletion',
   upload_claim: 'upload_claim',
   data_upgrade: 'data_upgrade'
 } as const
@@ -420,7 +421,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log" | "upload_claim" | "data_upgrade"
+    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log" | "lora_account_deletion" | "upload_claim" | "data_upgrade"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -868,6 +869,80 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         }
       }
     }
+    lora_account_deletion: {
+      payload: Prisma.$lora_account_deletionPayload<ExtArgs>
+      fields: Prisma.lora_account_deletionFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.lora_account_deletionFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.lora_account_deletionFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>
+        }
+        findFirst: {
+          args: Prisma.lora_account_deletionFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.lora_account_deletionFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>
+        }
+        findMany: {
+          args: Prisma.lora_account_deletionFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>[]
+        }
+        create: {
+          args: Prisma.lora_account_deletionCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>
+        }
+        createMany: {
+          args: Prisma.lora_account_deletionCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.lora_account_deletionCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>[]
+        }
+        delete: {
+          args: Prisma.lora_account_deletionDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>
+        }
+        update: {
+          args: Prisma.lora_account_deletionUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>
+        }
+        deleteMany: {
+          args: Prisma.lora_account_deletionDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.lora_account_deletionUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.lora_account_deletionUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>[]
+        }
+        upsert: {
+          args: Prisma.lora_account_deletionUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_account_deletionPayload>
+        }
+        aggregate: {
+          args: Prisma.Lora_account_deletionAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateLora_account_deletion>
+        }
+        groupBy: {
+          args: Prisma.lora_account_deletionGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Lora_account_deletionGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.lora_account_deletionCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Lora_account_deletionCountAggregateOutputType> | number
+        }
+      }
+    }
     upload_claim: {
       payload: Prisma.$upload_claimPayload<ExtArgs>
       fields: Prisma.upload_claimFieldRefs
@@ -1147,10 +1222,25 @@ export const Audit_logScalarFieldEnum = {
   action: 'action',
   user_id: 'user_id',
   lora_id: 'lora_id',
-  details: 'details'
+  details: 'details',
+  request_id: 'request_id'
 } as const
 
 export type Audit_logScalarFieldEnum = (typeof Audit_logScalarFieldEnum)[keyof typeof Audit_logScalarFieldEnum]
+
+
+export const Lora_account_deletionScalarFieldEnum = {
+  user_id: 'user_id',
+  deletion_id: 'deletion_id',
+  requested_at: 'requested_at',
+  purge_after: 'purge_after',
+  requested_by_role: 'requested_by_role',
+  requested_by_id: 'requested_by_id',
+  purge_started_at: 'purge_started_at',
+  purged_at: 'purged_at'
+} as const
+
+export type Lora_account_deletionScalarFieldEnum = (typeof Lora_account_deletionScalarFieldEnum)[keyof typeof Lora_account_deletionScalarFieldEnum]
 
 
 export const Upload_claimScalarFieldEnum = {
@@ -1503,6 +1593,7 @@ export type GlobalOmitConfig = {
   lora_workflow_usage?: Prisma.lora_workflow_usageOmit
   machine_cache_report?: Prisma.machine_cache_reportOmit
   audit_log?: Prisma.audit_logOmit
+  lora_account_deletion?: Prisma.lora_account_deletionOmit
   upload_claim?: Prisma.upload_claimOmit
   data_upgrade?: Prisma.data_upgradeOmit
 }

@@ -57,6 +57,7 @@ export const ModelName = {
   lora_workflow_usage: 'lora_workflow_usage',
   machine_cache_report: 'machine_cache_report',
   audit_log: 'audit_log',
+  lora_account_deletion: 'lora_account_deletion',
   upload_claim: 'upload_claim',
   data_upgrade: 'data_upgrade'
 } as const
@@ -169,10 +170,25 @@ export const Audit_logScalarFieldEnum = {
   action: 'action',
   user_id: 'user_id',
   lora_id: 'lora_id',
-  details: 'details'
+  details: 'details',
+  request_id: 'request_id'
 } as const
 
 export type Audit_logScalarFieldEnum = (typeof Audit_logScalarFieldEnum)[keyof typeof Audit_logScalarFieldEnum]
+
+
+export const Lora_account_deletionScalarFieldEnum = {
+  user_id: 'user_id',
+  deletion_id: 'deletion_id',
+  requested_at: 'requested_at',
+  purge_after: 'purge_after',
+  requested_by_role: 'requested_by_role',
+  requested_by_id: 'requested_by_id',
+  purge_started_at: 'purge_started_at',
+  purged_at: 'purged_at'
+} as const
+
+export type Lora_account_deletionScalarFieldEnum = (typeof Lora_account_deletionScalarFieldEnum)[keyof typeof Lora_account_deletionScalarFieldEnum]
 
 
 export const Upload_claimScalarFieldEnum = {

@@ -44,6 +44,7 @@ export type Audit_logMinAggregateOutputType = {
   action: string | null
   user_id: string | null
   lora_id: bigint | null
+  request_id: string | null
 }
 
 export type Audit_logMaxAggregateOutputType = {
@@ -54,6 +55,7 @@ export type Audit_logMaxAggregateOutputType = {
   action: string | null
   user_id: string | null
   lora_id: bigint | null
+  request_id: string | null
 }
 
 export type Audit_logCountAggregateOutputType = {
@@ -65,6 +67,7 @@ export type Audit_logCountAggregateOutputType = {
   user_id: number
   lora_id: number
   details: number
+  request_id: number
   _all: number
 }
 
@@ -87,6 +90,7 @@ export type Audit_logMinAggregateInputType = {
   action?: true
   user_id?: true
   lora_id?: true
+  request_id?: true
 }
 
 export type Audit_logMaxAggregateInputType = {
@@ -97,6 +101,7 @@ export type Audit_logMaxAggregateInputType = {
   action?: true
   user_id?: true
   lora_id?: true
+  request_id?: true
 }
 
 export type Audit_logCountAggregateInputType = {
@@ -108,6 +113,7 @@ export type Audit_logCountAggregateInputType = {
   user_id?: true
   lora_id?: true
   details?: true
+  request_id?: true
   _all?: true
 }
 
@@ -206,6 +212,7 @@ export type Audit_logGroupByOutputType = {
   user_id: string | null
   lora_id: bigint | null
   details: runtime.JsonValue
+  request_id: string | null
   _count: Audit_logCountAggregateOutputType | null
   _avg: Audit_logAvgAggregateOutputType | null
   _sum: Audit_logSumAggregateOutputType | null
@@ -240,6 +247,7 @@ export type audit_logWhereInput = {
   user_id?: Prisma.UuidNullableFilter<"audit_log"> | string | null
   lora_id?: Prisma.BigIntNullableFilter<"audit_log"> | bigint | number | null
   details?: Prisma.JsonFilter<"audit_log">
+  request_id?: Prisma.StringNullableFilter<"audit_log"> | string | null
 }
 
 export type audit_logOrderByWithRelationInput = {
@@ -251,6 +259,7 @@ export type audit_logOrderByWithRelationInput = {
   user_id?: Prisma.SortOrderInput | Prisma.SortOrder
   lora_id?: Prisma.SortOrderInput | Prisma.SortOrder
   details?: Prisma.SortOrder
+  request_id?: Prisma.SortOrderInput | Prisma.SortOrder
 }
 
 export type audit_logWhereUniqueInput = Prisma.AtLeast<{
@@ -265,6 +274,7 @@ export type audit_logWhereUniqueInput = Prisma.AtLeast<{
   user_id?: Prisma.UuidNullableFilter<"audit_log"> | string | null
   lora_id?: Prisma.BigIntNullableFilter<"audit_log"> | bigint | number | null
   details?: Prisma.JsonFilter<"audit_log">
+  request_id?: Prisma.StringNullableFilter<"audit_log"> | string | null
 }, "id">
 
 export type audit_logOrderByWithAggregationInput = {
@@ -276,6 +286,7 @@ export type audit_logOrderByWithAggregationInput = {
   user_id?: Prisma.SortOrderInput | Prisma.SortOrder
   lora_id?: Prisma.SortOrderInput | Prisma.SortOrder
   details?: Prisma.SortOrder
+  request_id?: Prisma.SortOrderInput | Prisma.SortOrder
   _count?: Prisma.audit_logCountOrderByAggregateInput
   _avg?: Prisma.audit_logAvgOrderByAggregateInput
   _max?: Prisma.audit_logMaxOrderByAggregateInput
@@ -295,6 +306,7 @@ export type audit_logScalarWhereWithAggregatesInput = {
   user_id?: Prisma.UuidNullableWithAggregatesFilter<"audit_log"> | string | null
   lora_id?: Prisma.BigIntNullableWithAggregatesFilter<"audit_log"> | bigint | number | null
   details?: Prisma.JsonWithAggregatesFilter<"audit_log">
+  request_id?: Prisma.StringNullableWithAggregatesFilter<"audit_log"> | string | null
 }
 
 export type audit_logCreateInput = {
@@ -306,6 +318,7 @@ export type audit_logCreateInput = {
   user_id?: string | null
   lora_id?: bigint | number | null
   details?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  request_id?: string | null
 }
 
 export type audit_logUncheckedCreateInput = {
@@ -317,6 +330,7 @@ export type audit_logUncheckedCreateInput = {
   user_id?: string | null
   lora_id?: bigint | number | null
   details?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  request_id?: string | null
 }
 
 export type audit_logUpdateInput = {
@@ -328,6 +342,7 @@ export type audit_logUpdateInput = {
   user_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   lora_id?: Prisma.NullableBigIntFieldUpdateOperationsInput | bigint | number | null
   details?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  request_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
 }
 
 export type audit_logUncheckedUpdateInput = {
@@ -339,6 +354,7 @@ export type audit_logUncheckedUpdateInput = {
   user_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   lora_id?: Prisma.NullableBigIntFieldUpdateOperationsInput | bigint | number | null
   details?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  request_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
 }
 
 export type audit_logCreateManyInput = {
@@ -350,6 +366,7 @@ export type audit_logCreateManyInput = {
   user_id?: string | null
   lora_id?: bigint | number | null
   details?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  request_id?: string | null
 }
 
 export type audit_logUpdateManyMutationInput = {
@@ -361,6 +378,7 @@ export type audit_logUpdateManyMutationInput = {
   user_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   lora_id?: Prisma.NullableBigIntFieldUpdateOperationsInput | bigint | number | null
   details?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  request_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
 }
 
 export type audit_logUncheckedUpdateManyInput = {
@@ -372,6 +390,7 @@ export type audit_logUncheckedUpdateManyInput = {
   user_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   lora_id?: Prisma.NullableBigIntFieldUpdateOperationsInput | bigint | number | null
   details?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  request_id?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
 }
 
 export type audit_logCountOrderByAggregateInput = {
@@ -383,6 +402,7 @@ export type audit_logCountOrderByAggregateInput = {
   user_id?: Prisma.SortOrder
   lora_id?: Prisma.SortOrder
   details?: Prisma.SortOrder
+  request_id?: Prisma.SortOrder
 }
 
 export type audit_logAvgOrderByAggregateInput = {
@@ -398,6 +418,7 @@ export type audit_logMaxOrderByAggregateInput = {
   action?: Prisma.SortOrder
   user_id?: Prisma.SortOrder
   lora_id?: Prisma.SortOrder
+  request_id?: Prisma.SortOrder
 }
 
 export type audit_logMinOrderByAggregateInput = {
@@ -408,6 +429,7 @@ export type audit_logMinOrderByAggregateInput = {
   action?: Prisma.SortOrder
   user_id?: Prisma.SortOrder
   lora_id?: Prisma.SortOrder
+  request_id?: Prisma.SortOrder
 }
 
 export type audit_logSumOrderByAggregateInput = {
@@ -426,6 +448,7 @@ export type audit_logSelect<ExtArgs extends runtime.Types.Extensions.InternalArg
   user_id?: boolean
   lora_id?: boolean
   details?: boolean
+  request_id?: boolean
 }, ExtArgs["result"]["audit_log"]>
 
 export type audit_logSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetSelect<{
@@ -437,6 +460,7 @@ export type audit_logSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Ext
   user_id?: boolean
   lora_id?: boolean
   details?: boolean
+  request_id?: boolean
 }, ExtArgs["result"]["audit_log"]>
 
 export type audit_logSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetSelect<{
@@ -448,6 +472,7 @@ export type audit_logSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Ext
   user_id?: boolean
   lora_id?: boolean
   details?: boolean
+  request_id?: boolean
 }, ExtArgs["result"]["audit_log"]>
 
 export type audit_logSelectScalar = {
@@ -459,9 +484,10 @@ export type audit_logSelectScalar = {
   user_id?: boolean
   lora_id?: boolean
   details?: boolean
+  request_id?: boolean
 }
 
-export type audit_logOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "at" | "actor_role" | "actor_id" | "action" | "user_id" | "lora_id" | "details", ExtArgs["result"]["audit_log"]>
+export type audit_logOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "at" | "actor_role" | "actor_id" | "action" | "user_id" | "lora_id" | "details" | "request_id", ExtArgs["result"]["audit_log"]>
 
 export type $audit_logPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   name: "audit_log"
@@ -475,6 +501,10 @@ export type $audit_logPayload<ExtArgs extends runtime.Types.Extensions.InternalA
     user_id: string | null
     lora_id: bigint | null
     details: runtime.JsonValue
+    /**
+     * the request (x-request-id) the entry came from; null for background jobs
+     */
+    request_id: string | null
   }, ExtArgs["result"]["audit_log"]>
   composites: {}
 }
@@ -906,6 +936,7 @@ export interface audit_logFieldRefs {
   readonly user_id: Prisma.FieldRef<"audit_log", 'String'>
   readonly lora_id: Prisma.FieldRef<"audit_log", 'BigInt'>
   readonly details: Prisma.FieldRef<"audit_log", 'Json'>
+  readonly request_id: Prisma.FieldRef<"audit_log", 'String'>
 }
     
 
