@@ -14,6 +14,9 @@ import {
   CreateJobGrantDocument,
   type CreateJobGrantMutation,
   type CreateJobGrantMutationVariables,
+  CreateLoraDownloadDocument,
+  type CreateLoraDownloadMutation,
+  type CreateLoraDownloadMutationVariables,
   DeleteLoraDocument,
   type DeleteLoraMutation,
   type DeleteLoraMutationVariables,
@@ -118,6 +121,7 @@ export type LoraPage = LorasQuery['loras'];
 export type LoraDetails = Success<LoraQuery['lora'], 'Lora'>;
 export type LoraQuotaDetails = LoraQuotaQuery['loraQuota'];
 export type DeleteLoraResult = Success<DeleteLoraMutation['deleteLora'], 'DeleteLoraSuccess'>;
+export type LoraDownloadLink = Success<CreateLoraDownloadMutation['createLoraDownload'], 'LoraDownloadLink'>;
 export type JobGrant = CreateJobGrantMutation['createJobGrant'];
 export type LoraDownloadDetails = Success<LoraDownloadQuery['loraDownload'], 'LoraDownload'>;
 export type SharedLoraDownloadDetails = Success<SharedLoraDownloadQuery['sharedLoraDownload'], 'LoraDownload'>;
@@ -139,6 +143,8 @@ export interface LoraClient {
   getLora(variables: LoraQueryVariables, options?: CallOptions): Promise<LoraDetails>;
   updateLora(variables: UpdateLoraMutationVariables, options?: CallOptions): Promise<LoraDetails>;
   deleteLora(variables: DeleteLoraMutationVariables, options?: CallOptions): Promise<DeleteLoraResult>;
+  /** The owner's (or an admin's) short-lived download URL, saved under the display name. */
+  createDownload(variables: CreateLoraDownloadMutationVariables, options?: CallOptions): Promise<LoraDownloadLink>;
   getQuota(variables?: LoraQuotaQueryVariables, options?: CallOptions): Promise<LoraQuotaDetails>;
   setQuota(variables: SetUserLoraQuotaMutationVariables, options?: CallOptions): Promise<LoraQuotaDetails>;
   createJobGrant(variables: CreateJobGrantMutationVariables, options?: CallOptions): Promise<JobGrant>;
@@ -418,6 +424,8 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     getLora: async (variables, call) => unwrap((await request(LoraDocument, variables, call)).lora, 'Lora'),
     updateLora: async (variables, call) => unwrap((await request(UpdateLoraDocument, variables, call)).updateLora, 'Lora'),
     deleteLora: async (variables, call) => unwrap((await request(DeleteLoraDocument, variables, call)).deleteLora, 'DeleteLoraSuccess'),
+    createDownload: async (variables, call) =>
+      unwrap((await request(CreateLoraDownloadDocument, variables, call)).createLoraDownload, 'LoraDownloadLink'),
     getQuota: async (variables = {}, call) => (await request(LoraQuotaDocument, variables, call)).loraQuota,
     setQuota: async (variables, call) => (await request(SetUserLoraQuotaDocument, variables, call)).setUserLoraQuota,
     createJobGrant: async (variables, call) => (await request(CreateJobGrantDocument, variables, call)).createJobGrant,

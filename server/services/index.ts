@@ -11,6 +11,7 @@ import { DownloadService } from './downloads.ts';
 import { EventService } from './events.ts';
 import { GrantService } from './grants.ts';
 import { LoraService } from './loras.ts';
+import { OwnerDownloadService } from './owner-downloads.ts';
 import { QuotaService } from './quotas.ts';
 import { LoraRegistry } from './registry.ts';
 import { UploadService } from './uploads.ts';
@@ -40,6 +41,7 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     grants,
     loras: new LoraService(db, reads, quotas, jobs, bus),
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
+    ownerDownloads: new OwnerDownloadService(db, blobs, config.storage.sasTtlSeconds),
     cacheStats: new CacheStatsService(db),
     registry,
     uploads: new UploadService(blobs, registry, quotas, events, bus, {

@@ -232,6 +232,11 @@ export class BlobStore {
     return this.sas(this.loras, path, ttlSeconds, fileName === undefined ? undefined : `attachment; filename="${fileName}"`);
   }
 
+  /** A read-only SAS URL for one user LoRA blob whose response carries `contentDisposition` as given (owner downloads). */
+  async loraSasWithDisposition(path: string, ttlSeconds: number, contentDisposition: string): Promise<SasLink> {
+    return this.sas(this.loras, path, ttlSeconds, contentDisposition);
+  }
+
   /** A read-only SAS URL for one shared-library LoRA. */
   async sharedSas(name: string, ttlSeconds: number): Promise<SasLink> {
     return this.sas(this.shared, this.sharedPath(name), ttlSeconds);
