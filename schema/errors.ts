@@ -1,4 +1,5 @@
 import {
+  AccountDeletedError,
   type DomainError,
   ErrorCode,
   FileTooLargeError,
@@ -111,5 +112,17 @@ builder.objectType(TooManyUploadsError, {
   fields: (t) => ({
     scope: t.field({ type: UploadLimitScopeEnum, resolve: (e) => e.scope }),
     limit: t.exposeInt('limit'),
+  }),
+});
+
+builder.objectType(AccountDeletedError, {
+  name: 'AccountDeletedError',
+  description:
+    "The user's LoRA account is deleted: no uploads or job grants; for cancelUserLoraAccountDeletion, the purge has started (nothing can be restored).",
+  interfaces: [ErrorInterface],
+  fields: (t) => ({
+    userId: t.exposeID('userId'),
+    purgeAfter: t.expose('purgeAfter', { type: 'DateTime' }),
+    purgeStarted: t.exposeBoolean('purgeStarted'),
   }),
 });

@@ -8,6 +8,7 @@ import './modules/machines.ts';
 import './modules/uploads.ts';
 import './modules/events.ts';
 import './modules/owner-downloads.ts';
+import './modules/accounts.ts';
 
 let schema: GraphQLSchema | undefined;
 

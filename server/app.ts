@@ -75,6 +75,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     workers: config.jobsEnabled,
     pollingIntervalSeconds: config.jobsPollSeconds,
     uploadStaleAfterMs: config.uploadStaleMs,
+    auditRetentionDays: config.retention.auditRetentionDays,
   });
   const services = createServices({
     config,

@@ -96,6 +96,11 @@ const envSchema = z
     HTTP_HEADERS_TIMEOUT_SECONDS: seconds.default(30),
     /** An idle keep-alive connection is closed after this long. */
     HTTP_KEEPALIVE_TIMEOUT_SECONDS: seconds.default(5),
+    // Account deletion and the audit log (issue 13 §4-5; README "Configuration"; retention below)
+    /** Days between deleteUserLoraAccount and the purge of the user's blobs and rows (fractions allowed: tests use seconds). */
+    ACCOUNT_PURGE_DAYS: z.coerce.number().min(0).max(3650).default(30),
+    /** Audit entries older than this many days are deleted by a daily job. */
+    AUDIT_RETENTION_DAYS: z.coerce.number().positive().max(36500).default(365),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -155,6 +160,7 @@ export interface Config {
   websocket: { perSocket: number; perPrincipal: number };
   uploadLimits: { idleMs: number; perUser: number; perProcess: number };
   httpTimeouts: { headersMs: number; keepAliveMs: number };
+  retention: { accountPurgeDelayMs: number; auditRetentionDays: number };
 }
 
 export class ConfigError extends Error {
@@ -212,6 +218,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       perProcess: env.UPLOAD_CONCURRENCY_PER_PROCESS,
     },
     httpTimeouts: { headersMs: env.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, keepAliveMs: env.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
+    retention: { accountPurgeDelayMs: Math.round(env.ACCOUNT_PURGE_DAYS * 86_400_000), auditRetentionDays: env.AUDIT_RETENTION_DAYS },
   });
 }
 

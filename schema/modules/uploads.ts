@@ -1,5 +1,6 @@
 import { GraphQLUpload } from 'graphql-upload-minimal';
 import {
+  AccountDeletedError,
   FileTooLargeError,
   InvalidFileError,
   QuotaExceededError,
@@ -48,6 +49,7 @@ builder.mutationField('uploadLora', (t) =>
         UploadInterruptedError,
         ValidationError,
         TooManyUploadsError,
+        AccountDeletedError,
       ],
       union: { name: 'UploadLoraResult' },
     },

@@ -15,6 +15,7 @@ export const ErrorCode = {
   INVALID_GRANT: 'INVALID_GRANT',
   VALIDATION_FAILED: 'VALIDATION_FAILED',
   TOO_MANY_UPLOADS: 'TOO_MANY_UPLOADS',
+  ACCOUNT_DELETED: 'ACCOUNT_DELETED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -145,6 +146,26 @@ export class TooManyUploadsError extends DomainError {
       scope === 'USER'
         ? `Too many uploads at once: at most ${limit} per user; retry when one has finished`
         : `The server is busy with ${limit} uploads; retry shortly`,
+    );
+  }
+}
+
+/**
+ * The user's LoRA account was deleted (deleteUserLoraAccount): no new uploads or job grants for
+ * them; for an admin's cancel, the purge has already started or run.
+ */
+export class AccountDeletedError extends DomainError {
+  override name = 'AccountDeletedError';
+  readonly code = ErrorCode.ACCOUNT_DELETED;
+  constructor(
+    readonly userId: string,
+    readonly purgeAfter: Date,
+    readonly purgeStarted: boolean,
+  ) {
+    super(
+      purgeStarted
+        ? `The LoRA account of user ${userId} has been purged (or is being purged); it cannot be restored`
+        : `The LoRA account of user ${userId} is deleted (purge after ${purgeAfter.toISOString()})`,
     );
   }
 }

@@ -1,13 +1,19 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
+import { overduePurges, purgeAccount } from './account-purge.ts';
 import { type InvariantPlan, planInvariants, repairInvariants } from './invariants.ts';
+import type { PurgeAccountJob } from './queues.ts';
 
 /**
  * Cleans what a crash left behind (README "Uploading a LoRA": any failure before READY leaves
  * nothing visible). Plans, then executes, then logs what it did:
  * - uploads stuck in UPLOADING (or FAILED) longer than `staleAfterMs` → blob deleted, rows removed;
- * - blobs under `users/` older than `staleAfterMs` that no READY or UPLOADING row names → deleted
+ * - deleted accounts whose purge is overdue by more than `staleAfterMs` (the purge job was lost)
+ *   → purged now (jobs/account-purge.ts); so after the retention window, blobs of a deleted
+ *   account are either purged or — written later, or missed — orphans of the next sweep;
+ * - blobs under `users/` older than `staleAfterMs` that no READY, UPLOADING or SUSPENDED (an
+ *   account deletion's, kept for a cancel until the purge) row names → deleted
  *   (rows DELETED are the blob-deletion job's; it deletes them too, and a 404 counts as done);
  *   among them, blobs with only staged (uncommitted) blocks — a failed upload whose own cleanup
  *   did not run — have their blocks discarded. A live upload's staging blob is named by its
@@ -30,10 +36,13 @@ export interface ReconcilePlan {
   /** Blobs of staged blocks only that no live row names, with the bytes staged. */
   stagedLeftovers: { path: string; bytes: number }[];
   invariants: InvariantPlan;
+  /** Account deletions past their window whose purge has not run. */
+  overduePurges: PurgeAccountJob[];
 }
 
 export async function planReconcile(db: Db, blobs: BlobStore, options: ReconcileOptions = {}): Promise<ReconcilePlan> {
-  const cutoff = new Date((options.now ?? new Date()).getTime() - (options.staleAfterMs ?? 3 * 3600_000));
+  const staleAfterMs = options.staleAfterMs ?? 3 * 3600_000;
+  const cutoff = new Date((options.now ?? new Date()).getTime() - staleAfterMs);
   const stale = await db.lora.findMany({
     where: { status: { in: ['UPLOADING', 'FAILED'] }, updated_at: { lt: cutoff } },
     select: { file_id: true, blob_path: true },
@@ -69,6 +78,7 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
     orphanBlobs: committedOrphans,
     stagedLeftovers,
     invariants: await planInvariants(db, blobs, listing),
+    overduePurges: await overduePurges(db, staleAfterMs, options.now),
   };
 }
 
@@ -81,7 +91,7 @@ async function stagedOnly(blobs: BlobStore, path: string): Promise<number | unde
 
 async function orphansAmong(db: Db, candidates: { name: string }[]): Promise<string[]> {
   const live = await db.lora.findMany({
-    where: { blob_path: { in: candidates.map((c) => c.name) }, status: { in: ['READY', 'UPLOADING'] } },
+    where: { blob_path: { in: candidates.map((c) => c.name) }, status: { in: ['READY', 'UPLOADING', 'SUSPENDED'] } },
     select: { blob_path: true },
   });
   const keep = new Set(live.map((l) => l.blob_path));
@@ -89,6 +99,10 @@ async function orphansAmong(db: Db, candidates: { name: string }[]): Promise<str
 }
 
 export async function executeReconcile(db: Db, blobs: BlobStore, plan: ReconcilePlan, logger: Logger): Promise<void> {
+  for (const job of plan.overduePurges) {
+    logger.error({ userId: job.userId }, 'account purge overdue (its job was lost): purging now');
+    await purgeAccount(db, blobs, job, logger);
+  }
   for (const upload of plan.staleUploads) {
     // The rows first, and only while still not READY: an upload finishing right now keeps its blob.
     const removed = await db.flat_file.deleteMany({ where: { id: upload.fileId, lora: { status: { in: ['UPLOADING', 'FAILED'] } } } });

@@ -2,7 +2,17 @@ import PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
 import type { Db, Tx } from '../db/client.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
-import { type DeleteLoraBlobJob, IMMEDIATE_DELETE_TIMEOUT_MS, type JobPayloads, type JobQueue, Queue } from './queues.ts';
+import { type PurgeOutcome, purgeAccount } from './account-purge.ts';
+import { enforceAuditRetention } from './audit-retention.ts';
+import {
+  type DeleteLoraBlobJob,
+  type EnqueueOptions,
+  IMMEDIATE_DELETE_TIMEOUT_MS,
+  type JobPayloads,
+  type JobQueue,
+  type PurgeAccountJob,
+  Queue,
+} from './queues.ts';
 import { executeReconcile, planReconcile, type ReconcilePlan } from './reconciler.ts';
 
 /**
@@ -26,11 +36,19 @@ export interface JobRunnerOptions {
   reconcileCron?: string;
   /** Uploads older than this are leftovers. @default 3 hours */
   uploadStaleAfterMs?: number;
+  /** AUDIT_RETENTION_DAYS. @default 365 */
+  auditRetentionDays?: number;
+  /** Cron of the audit retention job. @default daily at 03:17 */
+  auditRetentionCron?: string;
 }
 
 export interface JobRunner extends JobQueue {
   /** Runs the upload reconciler at once (it also runs on a schedule). */
   reconcileNow(): Promise<ReconcilePlan>;
+  /** Runs the audit retention at once (it also runs daily); resolves with the entries deleted. */
+  auditRetentionNow(): Promise<number>;
+  /** Runs one account purge at once (what the `account.purge` job does when due). */
+  purgeAccountNow(job: PurgeAccountJob): Promise<PurgeOutcome>;
   start(): Promise<void>;
   stop(): Promise<void>;
   boss: PgBoss;
@@ -78,9 +96,14 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     return plan;
   }
 
+  const purgeAccountNow = (job: PurgeAccountJob) => purgeAccount(options.db, blobs, job, logger);
+  const auditRetentionNow = () => enforceAuditRetention(options.db, options.auditRetentionDays ?? 365, logger);
+
   return {
     boss,
     reconcileNow,
+    purgeAccountNow,
+    auditRetentionNow,
     async start() {
       await boss.start();
       // pg-boss 10 creates queues without a lock: replicas starting together can deadlock (40P01)
@@ -89,9 +112,26 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         boss.createQueue(Queue.RECONCILE_UPLOADS, { name: Queue.RECONCILE_UPLOADS, policy: 'singleton', retryLimit: 0 }),
       );
       await boss.schedule(Queue.RECONCILE_UPLOADS, options.reconcileCron ?? '*/15 * * * *');
+      await retryOnDeadlock(() => boss.createQueue(Queue.PURGE_ACCOUNT, { name: Queue.PURGE_ACCOUNT, ...QUEUE_OPTIONS }));
+      await retryOnDeadlock(() =>
+        boss.createQueue(Queue.AUDIT_RETENTION, { name: Queue.AUDIT_RETENTION, policy: 'singleton', retryLimit: 2 }),
+      );
+      await boss.schedule(Queue.AUDIT_RETENTION, options.auditRetentionCron ?? '17 3 * * *');
       if (options.workers ?? true) {
         await boss.work(Queue.RECONCILE_UPLOADS, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
           await reconcileNow();
+        });
+        await boss.work<PurgeAccountJob>(
+          Queue.PURGE_ACCOUNT,
+          { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 },
+          async ([job]) => {
+            if (!job) return;
+            // not due yet (clock skew): fail, so pg-boss retries it with backoff
+            if ((await purgeAccountNow(job.data)) === 'not-due') throw new Error(`purge of ${job.data.userId} is not due yet`);
+          },
+        );
+        await boss.work(Queue.AUDIT_RETENTION, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
+          await auditRetentionNow();
         });
         deleteWorkerId = await boss.work<DeleteLoraBlobJob>(
           Queue.DELETE_LORA_BLOB,
@@ -112,9 +152,10 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         return false;
       }
     },
-    async enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q]) {
+    async enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q], enqueue: EnqueueOptions = {}) {
       await boss.send(queue, payload as object, {
         ...QUEUE_OPTIONS,
+        ...(enqueue.startAfter ? { startAfter: enqueue.startAfter } : {}),
         db: {
           executeSql: async (text: string, values: unknown[]) => ({
             rows: await tx.$queryRawUnsafe<unknown[]>(text, ...values),

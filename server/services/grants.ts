@@ -4,6 +4,7 @@ import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
 import { InvalidGrantError, ValidationError } from '../domain/errors.ts';
 import { jobGrantInput, parseArgs } from '../domain/validation.ts';
+import { assertAccountActive } from './accounts.ts';
 import { AuditAction, audit } from './audit.ts';
 
 /** Minting (dispatcher) and checking (machine requests) of job grants. */
@@ -19,6 +20,7 @@ export class GrantService {
     if (args.ttlSeconds > this.maxTtlSeconds) {
       throw new ValidationError([{ path: 'ttlSeconds', message: `at most ${this.maxTtlSeconds}` }]);
     }
+    await assertAccountActive(this.db, args.userId); // a deleted account gets no grants (ACCOUNT_DELETED)
     const { token, grant } = await this.signer.sign(args);
     await this.db.$transaction((tx) =>
       audit(tx, principal, {

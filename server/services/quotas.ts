@@ -95,6 +95,19 @@ export class QuotaService {
       WHERE user_id = ${userId}::uuid`;
   }
 
+  /**
+   * Sets a locked row's counters to the user's READY LoRAs: 0 after an account deletion suspended
+   * them all, what was restored after its cancel (limits are not checked: nothing new is stored).
+   */
+  async recount(tx: Tx, userId: string): Promise<void> {
+    await this.lock(tx, userId);
+    await tx.$executeRaw`
+      UPDATE user_lora_quota q SET used_bytes = r.bytes, lora_count = r.n, updated_at = now()
+      FROM (SELECT COALESCE(sum(size_bytes), 0)::bigint AS bytes, count(*)::int AS n
+            FROM lora WHERE user_id = ${userId}::uuid AND status = 'READY') r
+      WHERE q.user_id = ${userId}::uuid`;
+  }
+
   /** Refuses early when a declared size cannot fit (no lock; the final check is in `charge`). */
   async precheck(userId: string, sizeBytes: number): Promise<void> {
     const row = await this.db.user_lora_quota.findUnique({ where: { user_id: userId } });

@@ -6,6 +6,7 @@ import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/f
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { loraBlobPath } from '../storage/blob-store.ts';
+import { assertAccountActive } from './accounts.ts';
 import { AuditAction, audit } from './audit.ts';
 import type { QuotaService } from './quotas.ts';
 
@@ -47,6 +48,11 @@ export class LoraRegistry {
     private readonly blobs: BlobStore,
     private readonly quotas: QuotaService,
   ) {}
+
+  /** ACCOUNT_DELETED when the user's LoRA account is deleted (the early check; finalize checks again under its lock). */
+  async assertActive(userId: string): Promise<void> {
+    await assertAccountActive(this.db, userId);
+  }
 
   async begin(input: BeginInput): Promise<{ fileId: bigint; blobPath: string }> {
     return this.db.$transaction(async (tx) => {
@@ -91,6 +97,7 @@ export class LoraRegistry {
         WHERE file_id = ${input.fileId} AND status = 'UPLOADING' AND deleted_at IS NULL FOR UPDATE`;
       if (!locked) throw new UploadInterruptedError(UPLOAD_GONE);
       const row = await tx.lora.findUniqueOrThrow({ where: { file_id: input.fileId } });
+      await assertAccountActive(tx, row.user_id); // deleted meanwhile: ACCOUNT_DELETED, the caller discards the upload
       const now = new Date();
       const ready = {
         status: 'READY',

@@ -96,6 +96,7 @@ export class UploadService {
       if (args.uploadId && !(await this.events.claimUpload(userId, args.uploadId))) {
         throw new ValidationError([{ path: 'uploadId', message: 'already used by another upload' }]);
       }
+      await this.registry.assertActive(userId); // a deleted account: ACCOUNT_DELETED before a byte is stored
       if (args.sizeBytes != null) {
         if (args.sizeBytes > this.options.maxUploadBytes) throw new FileTooLargeError(this.options.maxUploadBytes);
         await this.quotas.precheck(userId, args.sizeBytes);
