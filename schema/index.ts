@@ -9,6 +9,7 @@ import './modules/uploads.ts';
 import './modules/events.ts';
 import './modules/owner-downloads.ts';
 import './modules/accounts.ts';
+import './modules/audit.ts';
 
 let schema: GraphQLSchema | undefined;
 

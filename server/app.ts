@@ -12,6 +12,7 @@ import { migrate } from './db/migrate.ts';
 import { RequestErrorCode } from './domain/errors.ts';
 import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
+import { AUDIT_EXPORT_PATH, createAuditExportHandler } from './http/audit-export.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
 import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
@@ -105,6 +106,8 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     uploadIdleMs: config.uploadLimits.idleMs,
   });
 
+  const auditExport = createAuditExportHandler({ verify, auditLog: services.auditLog, logger });
+
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
     await Promise.all([
@@ -136,6 +139,15 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     }
     if (path === '/readyz') {
       void ready().then((r) => json(res, r.ok ? 200 : 503, { status: r.ok ? 'ready' : 'not ready', checks: r.checks }));
+      return;
+    }
+    if (path === AUDIT_EXPORT_PATH) {
+      auditExport(req, res).catch((error: unknown) => {
+        logger.error({ err: error }, 'audit export failed');
+        if (!res.headersSent)
+          json(res, 500, { errors: [{ message: 'Internal error', extensions: { code: RequestErrorCode.INTERNAL_SERVER_ERROR } }] });
+        else res.destroy();
+      });
       return;
     }
     const length = Number(req.headers['content-length'] ?? 0);

@@ -7,6 +7,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { JobQueue } from '../jobs/queues.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { AccountService } from './accounts.ts';
+import { AuditLogService } from './audit-log.ts';
 import { CacheStatsService } from './cache-stats.ts';
 import { DownloadService } from './downloads.ts';
 import { EventService } from './events.ts';
@@ -44,6 +45,7 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
     ownerDownloads: new OwnerDownloadService(db, blobs, config.storage.sasTtlSeconds),
     cacheStats: new CacheStatsService(db),
+    auditLog: new AuditLogService(db),
     accounts: new AccountService(db, quotas, jobs, bus, config.retention.accountPurgeDelayMs),
     registry,
     uploads: new UploadService(blobs, registry, quotas, events, bus, {

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  CancelUserLoraAccountDeletionDocument,
   CreateJobGrantDocument,
+  CreateLoraDownloadDocument,
   DeleteLoraDocument,
+  DeleteUserLoraAccountDocument,
   RecordLoraUsageDocument,
   SetUserLoraQuotaDocument,
   UpdateLoraDocument,
@@ -134,5 +137,30 @@ describe('one audit entry per change, in its transaction', () => {
     });
     expect(entry).toMatchObject({ action: 'lora.usage-recorded', actor_role: 'machine', actor_id: 'audit-machine' });
     expect(entry.xmin).toBe(await loraXmin(lora.id));
+  });
+
+  it('createLoraDownload, deleteUserLoraAccount and its cancel: one entry each, in the transaction of the change', async () => {
+    const userId = newUserId();
+    const lora = await seedLora(server.app, userId);
+    const download = await oneEntry(userId, async () => {
+      const res = await server.request(CreateLoraDownloadDocument, { id: lora.id }, { token: await server.tokens.user(userId) });
+      member(dataOf(res).createLoraDownload, 'LoraDownloadLink');
+    });
+    expect(download).toMatchObject({ action: 'lora.owner-download', actor_id: userId, lora_id: BigInt(lora.id) });
+
+    const deletion = await oneEntry(userId, async () => {
+      dataOf(await server.request(DeleteUserLoraAccountDocument, { userId }, { token: await server.tokens.service() }));
+    });
+    expect(deletion).toMatchObject({ action: 'account.delete', actor_role: 'service' });
+    expect(deletion.xmin).toBe(await loraXmin(lora.id));
+    expect(deletion.xmin).toBe(await quotaXmin(userId));
+
+    const cancel = await oneEntry(userId, async () => {
+      const res = await server.request(CancelUserLoraAccountDeletionDocument, { userId }, { token: await server.tokens.admin() });
+      member(dataOf(res).cancelUserLoraAccountDeletion, 'LoraAccountDeletion');
+    });
+    expect(cancel).toMatchObject({ action: 'account.delete-cancel', actor_role: 'admin' });
+    expect(cancel.xmin).toBe(await loraXmin(lora.id));
+    expect(cancel.xmin).toBe(await quotaXmin(userId));
   });
 });
