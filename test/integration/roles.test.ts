@@ -209,6 +209,51 @@ const OPERATIONS: OperationCase[] = [
       expect(data.reportCacheEvent).toEqual({ __typename: 'CacheEvent', type: 'DOWNLOADED', machineId: fx.machineId, loraId: fx.lora.id });
     },
   },
+  {
+    op: 'createLoraDownload',
+    allowed: ['user', 'admin'],
+    document: 'mutation($id: ID!) { createLoraDownload(id: $id) { __typename ... on LoraDownloadLink { loraId fileName } } }',
+    variables: (fx) => ({ id: fx.lora.id }),
+    expectAllowed: (data, fx) => {
+      expect(data.createLoraDownload).toEqual({
+        __typename: 'LoraDownloadLink',
+        loraId: fx.lora.id,
+        fileName: `${fx.lora.name}.safetensors`,
+      });
+    },
+  },
+  {
+    op: 'deleteUserLoraAccount',
+    allowed: ['admin', 'service'],
+    document: 'mutation($u: ID!) { deleteUserLoraAccount(userId: $u) { userId status changedLoras } }',
+    variables: (fx) => ({ u: fx.owner }),
+    expectAllowed: async (data, fx) => {
+      expect(data.deleteUserLoraAccount).toEqual({ userId: fx.owner, status: 'DELETED', changedLoras: 1 });
+      expect((await loraRow(fx.server, fx.lora.id)).status).toBe('SUSPENDED');
+    },
+    expectUnchanged: async (fx) => {
+      expect((await loraRow(fx.server, fx.lora.id)).status).toBe('READY');
+      expect(await fx.server.app.db.lora_account_deletion.count({ where: { user_id: fx.owner } })).toBe(0);
+    },
+  },
+  {
+    op: 'cancelUserLoraAccountDeletion',
+    allowed: ['admin'],
+    document: 'mutation($u: ID!) { cancelUserLoraAccountDeletion(userId: $u) { __typename ... on LoraAccountDeletion { userId status } } }',
+    variables: (fx) => ({ u: fx.owner }),
+    expectAllowed: (data, fx) => {
+      expect(data.cancelUserLoraAccountDeletion).toEqual({ __typename: 'LoraAccountDeletion', userId: fx.owner, status: 'ACTIVE' });
+    },
+  },
+  {
+    op: 'auditLog',
+    allowed: ['admin'],
+    document: 'query($u: ID) { auditLog(filter: { userId: $u }, first: 5) { entries { action userId } } }',
+    variables: (fx) => ({ u: fx.owner }),
+    expectAllowed: (data, fx) => {
+      expect(data.auditLog.entries).toEqual([{ action: 'lora.upload', userId: fx.owner }]);
+    },
+  },
 ];
 
 describe('roles: every operation × every role', () => {
