@@ -4,7 +4,7 @@ import type { Db } from '../db/client.ts';
 import { NotFoundError } from '../domain/errors.ts';
 import { downloadFileName, type LoraFormat } from '../domain/lora.ts';
 import { LIMITS, parseArgs, parseLoraId, sharedLoraName } from '../domain/validation.ts';
-import { BlobNotFoundError, type BlobStore } from '../storage/blob-store.ts';
+import { BlobNotFoundError, type BlobStore, type SasLink } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
 import type { GrantService } from './grants.ts';
 
@@ -35,6 +35,16 @@ const usageArgs = z.object({
   workflowName: z.string().trim().max(LIMITS.nameMaxChars).nullish(),
 });
 
+/** A SAS link, or LORA_NOT_FOUND (named `id`) when the blob is gone: the answer for any id one cannot have. */
+export async function sasOrNotFound(id: string, sign: () => Promise<SasLink>): Promise<SasLink> {
+  try {
+    return await sign();
+  } catch (error) {
+    if (error instanceof BlobNotFoundError) throw new NotFoundError(id);
+    throw error;
+  }
+}
+
 export class DownloadService {
   constructor(
     private readonly db: Db,
@@ -55,13 +65,7 @@ export class DownloadService {
           });
     if (row?.status !== 'READY' || row.user_id !== grant.userId) throw new NotFoundError(id);
     const fileName = downloadFileName(row.file_name, row.format);
-    let link: Awaited<ReturnType<BlobStore['loraSas']>>;
-    try {
-      link = await this.blobs.loraSas(row.blob_path, this.sasTtlSeconds, fileName);
-    } catch (error) {
-      if (error instanceof BlobNotFoundError) throw new NotFoundError(id);
-      throw error;
-    }
+    const link = await sasOrNotFound(id, () => this.blobs.loraSas(row.blob_path, this.sasTtlSeconds, fileName));
     await this.db.$transaction((tx) =>
       audit(tx, principal, {
         action: AuditAction.DOWNLOAD_GRANTED,
@@ -86,13 +90,7 @@ export class DownloadService {
 
   async sharedDownload(principal: Principal, name: string): Promise<DownloadView> {
     const safeName = parseArgs(sharedLoraName, name, 'name');
-    let link: Awaited<ReturnType<BlobStore['sharedSas']>>;
-    try {
-      link = await this.blobs.sharedSas(safeName, this.sasTtlSeconds);
-    } catch (error) {
-      if (error instanceof BlobNotFoundError) throw new NotFoundError(safeName);
-      throw error;
-    }
+    const link = await sasOrNotFound(safeName, () => this.blobs.sharedSas(safeName, this.sasTtlSeconds));
     await this.db.$transaction((tx) => audit(tx, principal, { action: AuditAction.SHARED_DOWNLOAD_GRANTED, details: { name: safeName } }));
     return {
       loraId: null,

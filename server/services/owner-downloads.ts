@@ -3,8 +3,9 @@ import type { Db } from '../db/client.ts';
 import { NotFoundError } from '../domain/errors.ts';
 import { attachmentDisposition, ownerFileName } from '../domain/owner-file-name.ts';
 import { parseLoraId } from '../domain/validation.ts';
-import { BlobNotFoundError, type BlobStore } from '../storage/blob-store.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
+import { sasOrNotFound } from './downloads.ts';
 
 /**
  * Owners download their own LoRAs (createLoraDownload): a short-lived read-only SAS URL for a
@@ -42,13 +43,8 @@ export class OwnerDownloadService {
     const mine = principal.role === 'admin' || (principal.role === 'user' && row?.user_id === principal.userId);
     if (fileId === null || row?.status !== 'READY' || !mine) throw new NotFoundError(id);
     const fileName = ownerFileName(row.name, row.format);
-    let link: Awaited<ReturnType<BlobStore['loraSas']>>;
-    try {
-      link = await this.blobs.loraSasWithDisposition(row.blob_path, this.sasTtlSeconds, attachmentDisposition(fileName));
-    } catch (error) {
-      if (error instanceof BlobNotFoundError) throw new NotFoundError(id);
-      throw error;
-    }
+    const disposition = attachmentDisposition(fileName);
+    const link = await sasOrNotFound(id, () => this.blobs.loraSasWithDisposition(row.blob_path, this.sasTtlSeconds, disposition));
     await this.db.$transaction((tx) =>
       audit(tx, principal, {
         action: AuditAction.OWNER_DOWNLOAD,
