@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { parse as parseDisposition } from 'content-disposition';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateLoraDownloadDocument, DeleteLoraDocument } from '../../sdk/index.ts';
+import { userClient } from '../testkit/agent.ts';
 import { dataOf, expectRefused, member, withoutId } from '../testkit/graphql-assertions.ts';
 import { sha256 } from '../testkit/hashes.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
@@ -51,6 +52,11 @@ describe('createLoraDownload', () => {
 
     const [entry] = await server.app.db.audit_log.findMany({ where: { lora_id: BigInt(lora.id), action: 'lora.owner-download' } });
     expect(entry).toMatchObject({ actor_role: 'user', actor_id: userId, user_id: userId });
+
+    // the SDK's method (Studio's Download action) gets the same
+    const sdk = await userClient(server, userId);
+    expect(await sdk.createDownload({ id: lora.id })).toMatchObject({ __typename: 'LoraDownloadLink', fileName: link.fileName });
+    await sdk.close();
   });
 
   it('an admin gets one for any LoRA; a stranger, a deleted LoRA and a missing id all answer the same LORA_NOT_FOUND', async () => {
