@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,6 +16,9 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const STUDIO = join(ROOT, 'studio');
 const DIST = join(STUDIO, 'dist');
 const STAMP = join(DIST, '.build-stamp');
+/** Held (mkdir is atomic) while one process builds: parallel test files and starts wait instead of building over each other. */
+const LOCK = join(STUDIO, '.build-lock');
+const LOCK_STALE_MS = 120_000;
 const SKIP = new Set(['dist', 'node_modules']);
 const SDK_INPUTS = ['sdk/gql/graphql.ts', 'sdk/browser-upload.ts', 'sdk/errors.ts', 'sdk/package.json', 'package-lock.json'];
 
@@ -43,16 +46,41 @@ export async function sourceHash(): Promise<string> {
 /** Builds unless `ifStale` and the stamp matches; resolves with what it did. */
 export async function buildStudio(options: { ifStale: boolean }): Promise<'built' | 'current' | 'no-vite'> {
   const hash = await sourceHash();
-  if (options.ifStale && (await readFile(STAMP, 'utf8').catch(() => '')) === hash) return 'current';
+  const current = async () => options.ifStale && (await readFile(STAMP, 'utf8').catch(() => '')) === hash;
+  if (await current()) return 'current';
   let vite: typeof import('vite');
   try {
     vite = await import('vite');
   } catch {
     return 'no-vite';
   }
-  await vite.build({ root: STUDIO, configFile: join(STUDIO, 'vite.config.ts'), logLevel: 'warn' });
-  await writeFile(STAMP, hash);
-  return 'built';
+  await takeLock();
+  try {
+    if (await current()) return 'current'; // another process built it while we waited
+    await vite.build({ root: STUDIO, configFile: join(STUDIO, 'vite.config.ts'), logLevel: 'warn' });
+    await writeFile(STAMP, hash);
+    return 'built';
+  } finally {
+    await rmdir(LOCK).catch(() => {});
+  }
+}
+
+async function takeLock(): Promise<void> {
+  for (;;) {
+    try {
+      await mkdir(LOCK);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const since = await stat(LOCK).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
+      if (since > LOCK_STALE_MS)
+        await rmdir(LOCK).catch(() => {}); // left by a killed build
+      else await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

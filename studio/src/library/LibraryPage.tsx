@@ -82,7 +82,7 @@ export function LibraryPage({ token }: { token: string }) {
 
   return (
     <div className={selectedId ? 'library library--with-details' : 'library'}>
-      <div className="library__main">
+      <div className="library__main" aria-busy={list.fetching}>
         <QuotaBar quota={quota} />
         <UploadPanel items={uploads.items} onFiles={uploads.add} onCancel={uploads.cancel} onDismiss={uploads.dismiss} />
         <section aria-labelledby="library-heading" className="library__list">
@@ -94,13 +94,18 @@ export function LibraryPage({ token }: { token: string }) {
             {notice}
           </p>
           {list.error && <p role="alert">Could not load your LoRAs: {list.error.message}</p>}
-          {list.data && loras.length === 0 ? (
+          {list.data && loras.length === 0 && !list.fetching ? (
             <EmptyState filtered={filtered} onClear={() => setFilters({ ...INITIAL_FILTERS, view: filters.view })} />
           ) : (
             <LoraList loras={loras} view={filters.view} selectedId={selectedId} onOpen={setSelectedId} />
           )}
           {total > 0 && (
-            <Pagination page={filters.page} pageSize={PAGE_SIZE} total={total} onPage={(page) => setFilters({ ...filters, page })} />
+            <Pagination
+              page={Math.floor((list.data?.loras.offset ?? 0) / PAGE_SIZE)}
+              pageSize={PAGE_SIZE}
+              total={total}
+              onPage={(page) => setFilters({ ...filters, page })}
+            />
           )}
         </section>
       </div>
