@@ -128,6 +128,8 @@ describe('the LoRA picker', () => {
     const userId = newUserId();
     const sdxl = await seedLora(server.app, userId, { name: 'Picker SDXL look', baseModel: 'SDXL' });
     const sd1 = await seedLora(server.app, userId, { name: 'Picker SD1 look', baseModel: 'SD1' });
+    const hostile = '<img src=x onerror="window.__pwned=1"> look';
+    await seedLora(server.app, userId, { name: hostile, tags: ['<script>window.__pwned=2</script>'], baseModel: 'SD1' });
     const { context, page, errors } = await signedInPage(browser, server.url, await server.tokens.user(userId), DESKTOP);
     await page.getByRole('link', { name: 'LoRA picker' }).click();
     await page.getByLabel("This workflow's base model").selectOption('SDXL');
@@ -139,6 +141,9 @@ describe('the LoRA picker', () => {
     expect(await page.getByTestId('picker-warning').innerText()).toMatch(/made for SD1, but this workflow uses SDXL/);
     await screenshot(page, 'picker-mismatch');
 
+    // names and tags are text, never markup
+    expect(await page.getByRole('radio', { name: hostile }).count()).toBe(1);
+    expect(await page.evaluate(() => (window as { __pwned?: number }).__pwned)).toBeUndefined();
     await page.getByRole('radio', { name: /Picker SDXL look/ }).check();
     await eventually(() => page.getByTestId('picker-output').innerText()).toBe(`{"lora_source":"user","lora_identifier":"${sdxl.id}"}`);
     expect(await page.getByTestId('picker-warning').count()).toBe(0);

@@ -148,6 +148,33 @@ describe('uploading', () => {
   });
 });
 
+describe('cancelling', () => {
+  it('Cancel stops an upload in flight: the row says so, nothing is stored, the quota is untouched', async () => {
+    const { token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    // Chromium's own throttling (DevTools network conditions) holds the upload at ~1 MB/s
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1_000_000 });
+    const file = largeSafetensors(16);
+    await dropFiles(page, [{ name: 'slow.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
+    await eventually(() =>
+      rows(page)
+        .locator('progress')
+        .evaluate((bar) => Number((bar as HTMLProgressElement).value) > 0),
+    ).toBe(true);
+    await page.getByRole('button', { name: 'Cancel upload of slow.safetensors' }).click();
+    await eventually(() => rows(page).getAttribute('data-phase')).toBe('CANCELLED');
+    expect(await rows(page).innerText()).toMatch(/The upload of “slow\.safetensors” was cancelled\. Nothing was stored\./);
+    await screenshot(page, 'upload-cancelled');
+    await eventually(async () => (await listLoras(server, token)).total).toBe(0);
+    expect(await page.getByTestId('quota').innerText()).toMatch(/0 bytes of[\s\S]*0 of 100/);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
+
 describe('editing and deleting', () => {
   it('renames and retags, then deletes with confirmation; the list and quota follow', async () => {
     const { userId, token } = await newUser();
