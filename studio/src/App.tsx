@@ -43,7 +43,7 @@ export function App() {
           </button>
         </p>
       </header>
-      <main>{route === 'picker' ? <PickerPage /> : <LibraryPage key={token} token={token} />}</main>
+      <main>{route === 'picker' ? <PickerPage /> : <LibraryPage key={token} token={token} onUnauthenticated={signOut} />}</main>
     </Provider>
   );
 }

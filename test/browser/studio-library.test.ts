@@ -112,6 +112,15 @@ describe('the library page', () => {
     await context.close();
   });
 
+  it('a token the API refuses (forged here) sends the page back to sign-in', async () => {
+    const forged = `${ownerToken.slice(0, ownerToken.lastIndexOf('.'))}.${'A'.repeat(43)}`;
+    const { context, page, errors } = await signedInPage(browser, server.url, forged);
+    await eventually(() => page.getByRole('heading', { name: 'Sign in to your LoRA library' }).count()).toBe(1);
+    expect(await page.evaluate(() => sessionStorage.getItem('lora-vault.studio.token'))).toBeNull();
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
   it('the dev token picker signs in a new user, who sees the empty state explaining LoRAs', async () => {
     const { context, page, errors } = await signedInPage(browser, server.url, null);
     await page.getByRole('button', { name: 'Sign in as a new, empty user' }).click();

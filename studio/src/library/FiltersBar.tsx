@@ -20,46 +20,30 @@ export function FiltersBar(props: { filters: LibraryFilters; knownTags: string[]
             onChange={(e) => onChange(withChange(filters, { search: e.target.value }))}
           />
         </div>
-        <div className="field">
-          <label htmlFor="library-base-model">Base model</label>
-          <select
-            id="library-base-model"
-            value={filters.baseModel}
-            onChange={(e) => onChange(withChange(filters, { baseModel: e.target.value }))}
-          >
-            <option value="">All</option>
-            {BASE_MODELS.map((m) => (
-              <option key={m} value={m}>
-                {m}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div className="field">
-          <label htmlFor="library-sort">Sort by</label>
-          <select
-            id="library-sort"
-            value={filters.sort}
-            onChange={(e) => onChange(withChange(filters, { sort: e.target.value as LoraSort }))}
-          >
-            {(Object.keys(SORT_LABELS) as LoraSort[]).map((s) => (
-              <option key={s} value={s}>
-                {SORT_LABELS[s]}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div className="field">
-          <label htmlFor="library-order">Order</label>
-          <select
-            id="library-order"
-            value={filters.order}
-            onChange={(e) => onChange(withChange(filters, { order: e.target.value as SortOrder }))}
-          >
-            <option value="ASC">Ascending</option>
-            <option value="DESC">Descending</option>
-          </select>
-        </div>
+        <SelectField
+          id="library-base-model"
+          label="Base model"
+          value={filters.baseModel}
+          options={[['', 'All'], ...BASE_MODELS.map((m): [string, string] => [m, m])]}
+          onChange={(baseModel) => onChange(withChange(filters, { baseModel }))}
+        />
+        <SelectField
+          id="library-sort"
+          label="Sort by"
+          value={filters.sort}
+          options={Object.entries(SORT_LABELS)}
+          onChange={(sort) => onChange(withChange(filters, { sort: sort as LoraSort }))}
+        />
+        <SelectField
+          id="library-order"
+          label="Order"
+          value={filters.order}
+          options={[
+            ['ASC', 'Ascending'],
+            ['DESC', 'Descending'],
+          ]}
+          onChange={(order) => onChange(withChange(filters, { order: order as SortOrder }))}
+        />
         <fieldset className="field segmented">
           <legend>View</legend>
           {(['grid', 'list'] as const).map((view) => (
@@ -91,6 +75,22 @@ export function FiltersBar(props: { filters: LibraryFilters; knownTags: string[]
           ))}
         </fieldset>
       )}
+    </div>
+  );
+}
+
+/** A labelled select over [value, label] pairs. */
+function SelectField(props: { id: string; label: string; value: string; options: [string, string][]; onChange: (value: string) => void }) {
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <select id={props.id} value={props.value} onChange={(e) => props.onChange(e.target.value)}>
+        {props.options.map(([value, label]) => (
+          <option key={value} value={value}>
+            {label}
+          </option>
+        ))}
+      </select>
     </div>
   );
 }

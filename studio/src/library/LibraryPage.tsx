@@ -1,6 +1,7 @@
 import { LoraEventsDocument, type LoraEventsSubscription, LoraQuotaDocument, LorasDocument } from '@lora-vault/sdk/documents';
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { useQuery, useSubscription } from 'urql';
+import { isUnauthenticated } from '../client.ts';
 import { PAGE_SIZE, SEARCH_DEBOUNCE_MS } from '../config.ts';
 import { LoraDetails } from '../details/LoraDetails.tsx';
 import { QuotaBar } from '../quota/QuotaBar.tsx';
@@ -18,7 +19,7 @@ import { Pagination } from './Pagination.tsx';
  * A LoRA deleted elsewhere (another tab, an admin) leaves the list at once (`loraEvents`), and
  * the list and quota are fetched again after every upload, edit and delete.
  */
-export function LibraryPage({ token }: { token: string }) {
+export function LibraryPage({ token, onUnauthenticated }: { token: string; onUnauthenticated: () => void }) {
   const [filters, setFilters] = useState<LibraryFilters>(INITIAL_FILTERS);
   const [selectedId, setSelectedId] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
@@ -41,6 +42,10 @@ export function LibraryPage({ token }: { token: string }) {
   const [list, refetchList] = useQuery({ query: LorasDocument, variables, requestPolicy: 'cache-and-network' });
   const [quotaResult, refetchQuota] = useQuery({ query: LoraQuotaDocument, variables: {}, requestPolicy: 'cache-and-network' });
   const quota = quotaResult.data?.loraQuota;
+  const refused = isUnauthenticated(list.error) || isUnauthenticated(quotaResult.error);
+  useEffect(() => {
+    if (refused) onUnauthenticated(); // the token expired or was refused: back to sign-in
+  }, [refused, onUnauthenticated]);
 
   const refresh = useCallback(() => {
     refetchList({ requestPolicy: 'network-only' });

@@ -11,41 +11,28 @@ export function QuotaBar({ quota }: { quota: QuotaFieldsFragment | undefined }) 
       <h2 id="quota-heading" className="visually-hidden">
         Storage
       </h2>
-      <div className="quota__row">
-        <label htmlFor="quota-bytes">Storage</label>
-        <meter
-          id="quota-bytes"
-          min={0}
-          max={quota.maxStorageBytes}
-          low={quota.maxStorageBytes * 0.8}
-          high={quota.maxStorageBytes * 0.8}
-          optimum={0}
-          value={quota.usedStorageBytes}
-        />
-        <span>
-          {formatBytes(quota.usedStorageBytes)} of {formatBytes(quota.maxStorageBytes)} ({formatPercent(bytes)})
-        </span>
-      </div>
-      <div className="quota__row">
-        <label htmlFor="quota-count">LoRAs</label>
-        <meter
-          id="quota-count"
-          min={0}
-          max={quota.maxLoraCount}
-          low={quota.maxLoraCount * 0.8}
-          high={quota.maxLoraCount * 0.8}
-          optimum={0}
-          value={quota.loraCount}
-        />
-        <span>
-          {quota.loraCount} of {quota.maxLoraCount} ({formatPercent(count)})
-        </span>
-      </div>
+      <QuotaMeter id="quota-bytes" label="Storage" used={quota.usedStorageBytes} max={quota.maxStorageBytes}>
+        {formatBytes(quota.usedStorageBytes)} of {formatBytes(quota.maxStorageBytes)} ({formatPercent(bytes)})
+      </QuotaMeter>
+      <QuotaMeter id="quota-count" label="LoRAs" used={quota.loraCount} max={quota.maxLoraCount}>
+        {quota.loraCount} of {quota.maxLoraCount} ({formatPercent(count)})
+      </QuotaMeter>
       {quota.warning && (
         <p className="quota__warning" role="status" data-testid="quota-warning">
           Your library is almost full ({formatPercent(Math.max(bytes, count))} used). Delete LoRAs you no longer need before uploading more.
         </p>
       )}
     </section>
+  );
+}
+
+/** One labelled meter that turns to its warning colour from 80 %. */
+function QuotaMeter(props: { id: string; label: string; used: number; max: number; children: React.ReactNode }) {
+  return (
+    <div className="quota__row">
+      <label htmlFor={props.id}>{props.label}</label>
+      <meter id={props.id} min={0} max={props.max} low={props.max * 0.8} high={props.max * 0.8} optimum={0} value={props.used} />
+      <span>{props.children}</span>
+    </div>
   );
 }
