@@ -1,7 +1,15 @@
 import { createHash } from 'node:crypto';
 import type { Browser, FileChooser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { buildStudioIfStale, dropFiles, largeSafetensors, launchChromium, screenshot, signedInPage } from '../testkit/browser.ts';
+import {
+  buildStudioIfStale,
+  dropFiles,
+  largeSafetensors,
+  launchChromium,
+  screenshot,
+  signedInPage,
+  throttleUploads,
+} from '../testkit/browser.ts';
 import { getLora, listLoras, setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
@@ -62,7 +70,8 @@ describe('uploading', () => {
     const { context, page, errors } = await signedInPage(browser, server.url, token);
     await page.getByTestId('empty-state').waitFor();
     await recordProgress(page);
-    const file = largeSafetensors(24);
+    await throttleUploads(context, page, 4_000_000); // ~2 s of sending, on a fast machine too
+    const file = largeSafetensors(8);
     await dropFiles(page, [{ name: 'ink-wash.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
     await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
     await screenshot(page, 'upload-done');
@@ -75,7 +84,7 @@ describe('uploading', () => {
     expect(seen.at(-1)?.phase).toBe('DONE');
 
     await eventually(() => itemNames(page)).toEqual(['ink-wash']);
-    await eventually(() => page.getByTestId('quota').innerText()).toMatch(/24\.\d MiB of 10\.0 GiB[\s\S]*1 of 100/);
+    await eventually(() => page.getByTestId('quota').innerText()).toMatch(/8\.\d MiB of 10\.0 GiB[\s\S]*1 of 100/);
     const [stored] = (await listLoras(server, token)).loras;
     const sha256 = createHash('sha256')
       .update(Buffer.concat([file.bytes, Buffer.alloc(file.zeroBytes)]))
@@ -90,6 +99,12 @@ describe('uploading', () => {
     expect(facts).toMatch(/Rank\s+4 \(alpha 2\)/);
     expect(facts).toMatch(/Training epochs\s+12/);
     expect(facts).toContain(sha256);
+    const triggerWords = await details.getByTestId('trigger-words').innerText();
+    expect(triggerWords).toMatch(/inkwash style/);
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+    await details.getByRole('button', { name: 'Copy trigger words' }).click();
+    await eventually(() => details.getByText('Trigger words copied.').count()).toBe(1);
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toMatch(/inkwash style/);
     await screenshot(page, 'details-1280');
     expect(errors).toEqual([]);
     expect(userId).toBeTruthy();
@@ -153,10 +168,7 @@ describe('cancelling', () => {
     const { token } = await newUser();
     const { context, page, errors } = await signedInPage(browser, server.url, token);
     await page.getByTestId('empty-state').waitFor();
-    // Chromium's own throttling (DevTools network conditions) holds the upload at ~1 MB/s
-    const cdp = await context.newCDPSession(page);
-    await cdp.send('Network.enable');
-    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1_000_000 });
+    await throttleUploads(context, page, 1_000_000);
     const file = largeSafetensors(16);
     await dropFiles(page, [{ name: 'slow.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
     await eventually(() =>

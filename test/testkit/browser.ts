@@ -48,6 +48,18 @@ export async function signedInPage(
   return { context, page, errors };
 }
 
+/** Holds the page's uploads to about `bytesPerSecond` (Chromium's own network emulation), so progress is seen on any machine. */
+export async function throttleUploads(context: BrowserContext, page: Page, bytesPerSecond: number): Promise<void> {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: bytesPerSecond,
+  });
+}
+
 export async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
 }
@@ -83,7 +95,13 @@ export function largeSafetensors(megabytes: number): { bytes: Buffer; zeroBytes:
     { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight', shape: [320, 4] },
     { name: 'lora_unet_mid_block_attentions_0_proj_out.lora_up.weight', shape: [bigElements / 320, 320] },
   ];
-  const metadata = { ss_network_dim: '4', ss_network_alpha: '2', ss_base_model_version: 'sd_v1', ss_num_epochs: '12' };
+  const metadata = {
+    ss_network_dim: '4',
+    ss_network_alpha: '2',
+    ss_base_model_version: 'sd_v1',
+    ss_num_epochs: '12',
+    'modelspec.trigger_phrase': 'inkwash style, sumi-e',
+  };
   const full = makeSafetensors(tensors, metadata);
   const zeroBytes = bigElements * 2;
   return { bytes: full.subarray(0, full.length - zeroBytes), zeroBytes, totalBytes: full.length };
