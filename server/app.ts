@@ -20,6 +20,8 @@ import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createServices, type Services } from './services/index.ts';
 import { BlobStore } from './storage/blob-store.ts';
+import { createDevTokenHandler } from './studio/dev-tokens.ts';
+import { createStudioStaticHandler, STUDIO_PATH } from './studio/static-files.ts';
 import { watchBodyIdle } from './uploads/body-idle.ts';
 
 /**
@@ -54,7 +56,13 @@ const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** Largest ordinary (non-multipart) request body. */
 export const MAX_JSON_BODY_BYTES = 1024 * 1024;
 
-export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {}): App {
+export interface BuildOptions {
+  logger?: Logger;
+  /** Studio's dev token picker (`GET /studio/dev-tokens`): only when the development secret was generated here. */
+  studioDevTokens?: boolean;
+}
+
+export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'lora-vault' } });
   const db = createDb(config.databaseUrl);
   const reads = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
@@ -107,6 +115,8 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   });
 
   const auditExport = createAuditExportHandler({ verify, auditLog: services.auditLog, logger });
+  const studio = createStudioStaticHandler(resolve(PACKAGE_ROOT, 'studio/dist'));
+  const devTokens = options.studioDevTokens && config.auth.jwtSecret ? createDevTokenHandler(config.auth.jwtSecret) : null;
 
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
@@ -132,7 +142,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/healthz') {
       json(res, 200, { status: 'ok' });
       return;
@@ -148,6 +158,11 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
           json(res, 500, { errors: [{ message: 'Internal error', extensions: { code: RequestErrorCode.INTERNAL_SERVER_ERROR } }] });
         else res.destroy();
       });
+      return;
+    }
+    if (path === STUDIO_PATH || path.startsWith(`${STUDIO_PATH}/`)) {
+      if (devTokens && path === `${STUDIO_PATH}/dev-tokens`) devTokens(req, res);
+      else studio(req, res, path);
       return;
     }
     const length = Number(req.headers['content-length'] ?? 0);

@@ -1,13 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import pino from 'pino';
 import { buildApp } from './app.ts';
+import { DEMO_USER_ID } from './auth/dev-identities.ts';
 import { signToken } from './auth/tokens.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { resolveRuntime } from './runtime.ts';
 
 /** `npm start`: parse config, decide services (embedded when unset), start, stop on a signal. */
-
-const DEMO_USER_ID = '00000000-0000-4000-8000-000000000001';
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -22,7 +21,7 @@ async function main(): Promise<void> {
   }
   const logger = pino({ level: config.logLevel, base: { service: 'lora-vault' } });
   const runtime = await resolveRuntime(config, logger);
-  const app = buildApp(runtime.config, { logger });
+  const app = buildApp(runtime.config, { logger, studioDevTokens: runtime.devSecret });
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -58,6 +57,7 @@ async function main(): Promise<void> {
       `${[
         '',
         `  lora-vault is running. GraphiQL: ${url}/graphql`,
+        `  Studio (the LoRA library; pick a development user): ${url}/studio/`,
         `  Embedded: PostgreSQL ${runtime.embedded.postgres ? 'yes' : 'no'}, Azurite ${runtime.embedded.azurite ? 'yes' : 'no'} (data in ${runtime.config.dataDir})`,
         '  Development tokens (paste into GraphiQL headers as {"Authorization": "Bearer <token>"}):',
         `    user ${DEMO_USER_ID}: ${tokens.user}`,

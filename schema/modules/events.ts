@@ -55,4 +55,12 @@ builder.subscriptionFields((t) => ({
     subscribe: (_root, { machineId }, ctx) => ctx.services.events.cacheEvents(ctx.principal, machineId),
     resolve: (event) => event,
   }),
+  loraEvents: t.field({
+    type: CacheEventRef,
+    description:
+      "The caller's library changed elsewhere (another tab, an admin): LORA_DELETED / LORA_UPDATED of the user's own LoRAs (admins: everyone's), so Studio drops or refreshes them live.",
+    authScopes: { user: true, admin: true },
+    subscribe: (_root, _args, ctx) => ctx.services.events.loraEvents(ctx.principal),
+    resolve: (event) => event,
+  }),
 }));

@@ -72,6 +72,14 @@ export class EventService {
     return filtered(this.bus.subscribe(Topic.CACHE_EVENTS), wanted, shown);
   }
 
+  /** LORA_DELETED / LORA_UPDATED of a user's own LoRAs (admins: of everyone's), for Studio's live library. */
+  loraEvents(principal: Principal): AsyncIterable<CacheEvent> {
+    if (principal.role !== 'user' && principal.role !== 'admin') throw new RequestError(RequestErrorCode.FORBIDDEN, 'Not allowed');
+    const owner = principal.role === 'user' ? principal.userId : null;
+    const wanted = (e: CacheEvent) => GLOBAL_EVENT_TYPES.has(e.type) && (owner === null || e.userId === owner);
+    return filtered(this.bus.subscribe(Topic.CACHE_EVENTS), wanted);
+  }
+
   async reportCacheEvent(
     principal: Principal,
     input: { type: string; loraId?: string | null; sharedName?: string | null; reason?: string | null },

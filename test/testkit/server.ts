@@ -1,8 +1,7 @@
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { type DocumentNode, print } from 'graphql';
-import type { Logger } from 'pino';
 import { inject } from 'vitest';
-import { type App, buildApp, type RuntimeConfig } from '../../server/app.ts';
+import { type App, type BuildOptions, buildApp, type RuntimeConfig } from '../../server/app.ts';
 import { signToken } from '../../server/auth/tokens.ts';
 import { loadConfig } from '../../server/config.ts';
 
@@ -90,7 +89,7 @@ async function post(graphqlUrl: string, body: unknown, options: RequestOptions):
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
-export async function startTestServer(env: Record<string, string> = {}, options: { logger?: Logger } = {}): Promise<TestServer> {
+export async function startTestServer(env: Record<string, string> = {}, options: BuildOptions = {}): Promise<TestServer> {
   const config = testConfig(env);
   const app = buildApp(config, options);
   const url = await app.start();

@@ -1,0 +1,289 @@
+import { createHash } from 'node:crypto';
+import type { Browser, FileChooser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import {
+  buildStudioIfStale,
+  dropFiles,
+  largeSafetensors,
+  launchChromium,
+  screenshot,
+  signedInPage,
+  throttleUploads,
+} from '../testkit/browser.ts';
+import { getLora, listLoras, setUserLoraQuota } from '../testkit/library-helpers.ts';
+import { BAD_PT_FILES } from '../testkit/pt-files.ts';
+import { smallSd15Lora } from '../testkit/safetensors.ts';
+import { newUserId, seedLora } from '../testkit/seed.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+
+/**
+ * Studio's uploads, edits and deletes in headless Chromium against the real server and storage:
+ * drag and drop with live progress, typed refusals as sentences, the quota warning and early
+ * refusal, rename, delete, live removal from another page, and keyboard-only upload and delete.
+ */
+
+// a browser drives real uploads on a shared 2-core machine: generous, never tight
+vi.setConfig({ testTimeout: 60_000 });
+/** expect.poll with room for a loaded machine (its default gives up after 1 s). */
+const eventually = <T>(read: () => Promise<T> | T) => expect.poll(read, { timeout: 20_000, interval: 100 });
+
+let server: TestServer;
+let browser: Browser;
+
+beforeAll(async () => {
+  buildStudioIfStale();
+  [server, browser] = await Promise.all([startTestServer(), launchChromium()]);
+}, 120_000);
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function newUser(): Promise<{ userId: string; token: string }> {
+  const userId = newUserId();
+  return { userId, token: await server.tokens.user(userId) };
+}
+
+const rows = (page: Page) => page.getByTestId('upload-row');
+const itemNames = (page: Page) => page.getByTestId('lora-item').locator('.card__name').allInnerTexts();
+/** Opens a LoRA's details from its card in the library. */
+const openLora = (page: Page, name: string) => page.getByTestId('lora-item').filter({ hasText: name }).getByRole('button').click();
+
+/** Records every value and phase an upload row's progress shows, as the page renders them. */
+async function recordProgress(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const seen: { phase: string | null; value: number | null }[] = [];
+    (window as unknown as { progressSeen: typeof seen }).progressSeen = seen;
+    new MutationObserver(() => {
+      const row = document.querySelector('[data-testid="upload-row"]');
+      const bar = row?.querySelector('progress');
+      const entry = { phase: row?.getAttribute('data-phase') ?? null, value: bar ? Number(bar.value) : null };
+      const last = seen.at(-1);
+      if (!last || last.phase !== entry.phase || last.value !== entry.value) seen.push(entry);
+    }).observe(document.body, { subtree: true, childList: true, attributes: true });
+  });
+}
+
+describe('uploading', () => {
+  it('a safetensors file dropped on the page shows advancing progress, then is listed with its facts and the quota grows', async () => {
+    const { userId, token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    await recordProgress(page);
+    await throttleUploads(context, page, 4_000_000); // ~2 s of sending, on a fast machine too
+    const file = largeSafetensors(8);
+    await dropFiles(page, [{ name: 'ink-wash.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
+    await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
+    await screenshot(page, 'upload-done');
+
+    const seen = await page.evaluate(() => (window as unknown as { progressSeen: { phase: string; value: number | null }[] }).progressSeen);
+    const partial = seen.map((s) => s.value).filter((v): v is number => v !== null && v > 0 && v < file.totalBytes);
+    expect(partial.length, JSON.stringify(seen)).toBeGreaterThanOrEqual(2);
+    expect([...partial].sort((a, b) => a - b)).toEqual(partial); // only ever forward
+    expect(seen.map((s) => s.phase)).toContain('RECEIVING');
+    expect(seen.at(-1)?.phase).toBe('DONE');
+
+    await eventually(() => itemNames(page)).toEqual(['ink-wash']);
+    await eventually(() => page.getByTestId('quota').innerText()).toMatch(/8\.\d MiB of 10\.0 GiB[\s\S]*1 of 100/);
+    const [stored] = (await listLoras(server, token)).loras;
+    const sha256 = createHash('sha256')
+      .update(Buffer.concat([file.bytes, Buffer.alloc(file.zeroBytes)]))
+      .digest('hex');
+    expect(stored).toMatchObject({ name: 'ink-wash', sizeBytes: file.totalBytes, sha256 });
+
+    await openLora(page, 'ink-wash');
+    const details = page.getByTestId('details');
+    await eventually(() => details.getByTestId('autov2').innerText()).toBe(sha256.slice(0, 10));
+    const facts = await details.innerText();
+    expect(facts).toMatch(/Base model\s+SD1/);
+    expect(facts).toMatch(/Rank\s+4 \(alpha 2\)/);
+    expect(facts).toMatch(/Training epochs\s+12/);
+    expect(facts).toContain(sha256);
+    const triggerWords = await details.getByTestId('trigger-words').innerText();
+    expect(triggerWords).toMatch(/inkwash style/);
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+    await details.getByRole('button', { name: 'Copy trigger words' }).click();
+    await eventually(() => details.getByText('Trigger words copied.').count()).toBe(1);
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toMatch(/inkwash style/);
+    await screenshot(page, 'details-1280');
+    expect(errors).toEqual([]);
+    expect(userId).toBeTruthy();
+    await context.close();
+  });
+
+  it('hostile and foreign files are refused with sentences that say why, and nothing is stored', async () => {
+    const { token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    const unsafe = BAD_PT_FILES.find((f) => f.expect === 'UNSAFE_FILE' && f.name.includes('os.system'));
+    if (!unsafe) throw new Error('no os.system fixture');
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(64, 1)]);
+    await dropFiles(page, [
+      { name: 'free-style.pt', bytes: unsafe.bytes },
+      { name: 'cat.safetensors', bytes: png },
+    ]);
+    await eventually(() => rows(page).evaluateAll((els) => els.map((e) => e.getAttribute('data-phase')))).toEqual(['FAILED', 'FAILED']);
+    const messages = await page.getByRole('alert').allInnerTexts();
+    expect(messages).toContainEqual(
+      expect.stringMatching(/“free-style\.pt” was refused because loading it could run code on the GPU machines: it calls .*os\.system/),
+    );
+    expect(messages).toContainEqual(
+      expect.stringMatching(/“cat\.safetensors” is not a LoRA file Studio can store \(it looks like a PNG image\): /),
+    );
+    await screenshot(page, 'upload-refused');
+    expect((await listLoras(server, token)).total).toBe(0);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it('warns from 80 % of the quota, and refuses a file that cannot fit before sending a byte', async () => {
+    const { userId, token } = await newUser();
+    for (let i = 0; i < 4; i++) await seedLora(server.app, userId, { name: `kept ${i}` });
+    await setUserLoraQuota(server, { userId, maxLoraCount: 5 });
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await eventually(() => page.getByTestId('quota-warning').innerText()).toMatch(/almost full \(80 % used\)/);
+
+    const used = (await listLoras(server, token)).loras.reduce((sum, l) => sum + l.sizeBytes, 0);
+    await setUserLoraQuota(server, { userId, maxLoraCount: 5, maxStorageBytes: used + 100 });
+    await page.reload();
+    await eventually(() => page.getByTestId('quota').innerText()).toMatch(/4 of 5/);
+    const uploads: string[] = [];
+    page.on('request', (r) => {
+      if ((r.headers()['content-type'] ?? '').startsWith('multipart/')) uploads.push(r.url());
+    });
+    await dropFiles(page, [{ name: 'too-big.safetensors', bytes: smallSd15Lora() }]);
+    await eventually(() => rows(page).getAttribute('data-phase')).toBe('FAILED');
+    expect(await page.getByRole('alert').innerText()).toMatch(
+      /“too-big\.safetensors” \(.+\) does not fit: you use .+ of .+, so only 100 bytes is free/,
+    );
+    await screenshot(page, 'quota-warning-and-refusal');
+    expect(uploads).toEqual([]);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
+
+describe('cancelling', () => {
+  it('Cancel stops an upload in flight: the row says so, nothing is stored, the quota is untouched', async () => {
+    const { token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    await throttleUploads(context, page, 1_000_000);
+    const file = largeSafetensors(16);
+    await dropFiles(page, [{ name: 'slow.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
+    await eventually(() =>
+      rows(page)
+        .locator('progress')
+        .evaluate((bar) => Number((bar as HTMLProgressElement).value) > 0),
+    ).toBe(true);
+    await page.getByRole('button', { name: 'Cancel upload of slow.safetensors' }).click();
+    await eventually(() => rows(page).getAttribute('data-phase')).toBe('CANCELLED');
+    expect(await rows(page).innerText()).toMatch(/The upload of “slow\.safetensors” was cancelled\. Nothing was stored\./);
+    await screenshot(page, 'upload-cancelled');
+    await eventually(async () => (await listLoras(server, token)).total).toBe(0);
+    expect(await page.getByTestId('quota').innerText()).toMatch(/0 bytes of[\s\S]*0 of 100/);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
+
+describe('editing and deleting', () => {
+  it('renames and retags, then deletes with confirmation; the list and quota follow', async () => {
+    const { userId, token } = await newUser();
+    const lora = await seedLora(server.app, userId, { name: 'first name' });
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await openLora(page, 'first name');
+    await page.getByLabel('Name', { exact: true }).fill('Ink wash v2');
+    await page.getByLabel('Tags', { exact: true }).fill('style, ink ,style');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await eventually(() => itemNames(page)).toEqual(['Ink wash v2']);
+    const renamed = await getLora(server, token, lora.id);
+    expect(renamed).toMatchObject({ name: 'Ink wash v2', tags: ['style', 'ink'] });
+
+    await page.getByRole('button', { name: 'Delete…' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Delete “Ink wash v2”?' });
+    await dialog.waitFor();
+    await screenshot(page, 'delete-confirmation');
+    await dialog.getByRole('button', { name: 'Keep it' }).click();
+    expect(await itemNames(page)).toEqual(['Ink wash v2']);
+    await page.getByRole('button', { name: 'Delete…' }).click();
+    await dialog.getByRole('button', { name: 'Delete LoRA' }).click();
+    await page.getByTestId('empty-state').waitFor();
+    await eventually(() => page.getByTestId('quota').innerText()).toMatch(/0 bytes of[\s\S]*0 of 100/);
+    expect((await listLoras(server, token)).total).toBe(0);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it('a LoRA deleted from a second page disappears from the first without a reload', async () => {
+    const { userId, token } = await newUser();
+    const doomed = await seedLora(server.app, userId, { name: 'doomed' });
+    await seedLora(server.app, userId, { name: 'survivor' });
+    const first = await signedInPage(browser, server.url, token);
+    await eventually(() => itemNames(first.page)).toEqual(['survivor', 'doomed']);
+    await openLora(first.page, 'doomed'); // its details are open here
+    await first.page.getByTestId('details').getByText(doomed.fileName).waitFor();
+
+    const second = await signedInPage(browser, server.url, token);
+    await openLora(second.page, 'doomed');
+    await second.page.getByRole('button', { name: 'Delete…' }).click();
+    await second.page.getByRole('button', { name: 'Delete LoRA' }).click();
+
+    await eventually(() => itemNames(first.page)).toEqual(['survivor']);
+    await eventually(() => first.page.getByTestId('notice').innerText()).toBe('The LoRA you had open was deleted elsewhere.');
+    expect(await first.page.getByTestId('details').count()).toBe(0);
+    await screenshot(first.page, 'live-removal');
+    expect([...first.errors, ...second.errors]).toEqual([]);
+    await Promise.all([first.context.close(), second.context.close()]);
+  });
+});
+
+describe('keyboard only', () => {
+  /** Presses Tab until the focused element's accessible text matches, failing after `max` presses. */
+  async function tabTo(page: Page, text: RegExp, max = 60): Promise<void> {
+    for (let i = 0; i < max; i++) {
+      await page.keyboard.press('Tab');
+      const focused = await page.evaluate(() => {
+        const el = document.activeElement as HTMLElement | null;
+        return `${el?.getAttribute('aria-label') ?? ''} ${el?.innerText ?? ''}`.trim();
+      });
+      if (text.test(focused)) {
+        // the focus is visible: an outline is drawn on the focused control
+        const outline = await page.evaluate(() => getComputedStyle(document.activeElement as Element).outlineStyle);
+        expect(outline, `focus ring on ${focused}`).not.toBe('none');
+        return;
+      }
+    }
+    throw new Error(`never reached ${text} with Tab`);
+  }
+
+  it('uploads with the file picker and deletes with the confirmation, using only the keyboard', async () => {
+    const { token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.bringToFront(); // keys go to the focused page (earlier tests opened others)
+    await page.getByTestId('empty-state').waitFor();
+
+    // listening before any key is pressed turns on Playwright's file chooser interception in time
+    const chooserOpened = new Promise<FileChooser>((resolve) => page.once('filechooser', resolve));
+    await tabTo(page, /^Choose files/);
+    await page.keyboard.press('Enter');
+    const chooser = await chooserOpened;
+    await chooser.setFiles({ name: 'keyboard.safetensors', mimeType: 'application/octet-stream', buffer: smallSd15Lora() });
+    await eventually(() => rows(page).getAttribute('data-phase')).toBe('DONE');
+    await eventually(() => itemNames(page)).toEqual(['keyboard']);
+
+    await tabTo(page, /^keyboard/);
+    await page.keyboard.press('Enter');
+    await tabTo(page, /^Delete…/);
+    await page.keyboard.press('Enter');
+    // the dialog takes the focus on "Keep it"; one Tab further is the delete
+    expect(await page.evaluate(() => (document.activeElement as HTMLElement).innerText)).toBe('Keep it');
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => (document.activeElement as HTMLElement).innerText)).toBe('Delete LoRA');
+    await page.keyboard.press('Enter');
+    await page.getByTestId('empty-state').waitFor();
+    expect((await listLoras(server, token)).total).toBe(0);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
