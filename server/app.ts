@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
+import type { GrantKeySet } from './auth/grant-keys.ts';
 import { createGrantSigner } from './auth/grants.ts';
 import { createTokenVerifier } from './auth/tokens.ts';
 import type { Config } from './config.ts';
@@ -12,6 +13,7 @@ import { migrate } from './db/migrate.ts';
 import { RequestErrorCode } from './domain/errors.ts';
 import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
+import { JWKS_PATH, serveJwks } from './http/jwks.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
 import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
@@ -31,7 +33,7 @@ import { watchBodyIdle } from './uploads/body-idle.ts';
 export type RuntimeConfig = Config & {
   databaseUrl: string;
   storage: Config['storage'] & { connectionString: string };
-  auth: Config['auth'] & { grantSecret: string };
+  auth: Config['auth'] & { grantKeys: GrantKeySet };
 };
 
 export interface App {
@@ -83,7 +85,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     blobs,
     jobs,
     bus,
-    grantSigner: createGrantSigner(config.auth.grantSecret),
+    grantSigner: createGrantSigner(config.auth.grantKeys),
   });
   const verify = createTokenVerifier({
     secret: config.auth.jwtSecret,
@@ -131,6 +133,10 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') {
       json(res, 200, { status: 'ok' });
+      return;
+    }
+    if (path === JWKS_PATH) {
+      serveJwks(req, res, config.auth.grantKeys);
       return;
     }
     if (path === '/readyz') {

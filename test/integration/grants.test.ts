@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CreateJobGrantDocument,
@@ -9,11 +9,20 @@ import {
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
 import { dataOf, expectRefused, member, withoutId } from '../testkit/graphql-assertions.ts';
 import { sha256 } from '../testkit/hashes.ts';
-import { decodePayload, GRANT_AUDIENCE, signGrant, unsignedJwt, withPayload } from '../testkit/jwt.ts';
+import {
+  decodeHeader,
+  decodePayload,
+  GRANT_AUDIENCE,
+  grantSigningKey,
+  signGrant,
+  unsignedGrant,
+  unsignedJwt,
+  withPayload,
+} from '../testkit/jwt.ts';
 import { deleteLora, getLora } from '../testkit/library-helpers.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
-import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
+import { startTestServer, TEST_GRANT_KEY_PEM, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
 
 /**
  * Job grants and machine downloads: grants name one user and job; machines reach only that user's LoRAs.
@@ -22,7 +31,10 @@ import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/se
 
 const GRANT_MAX_TTL_SECONDS = 24 * 3600; // GRANT_MAX_TTL_SECONDS's default
 const SAS_TTL_SECONDS = 900; // SAS_TTL_SECONDS's default
-const OTHER_SECRET = 'not-the-server-secret-not-the-server-secret-42';
+/** An Ed25519 key the server does not have. */
+const otherKey = () => grantSigningKey(generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }) as string);
+/** The server's public key as PEM: what an alg-swap forger uses as an HMAC secret. */
+const PUBLIC_KEY_PEM = createPublicKey(TEST_GRANT_KEY_PEM).export({ format: 'pem', type: 'spki' }) as string;
 
 describe('job grants and machine downloads', () => {
   let server: TestServer;
@@ -62,7 +74,21 @@ describe('job grants and machine downloads', () => {
       iss: 'lora-vault',
       exp: Math.floor(expiresAt / 1000),
     });
+    // EdDSA, naming the published key it was signed with (the RFC 7638 thumbprint of the test key)
+    expect(decodeHeader(grant.token)).toEqual({ alg: 'EdDSA', typ: 'JWT', kid: (await grantSigningKey()).kid });
     expect(await server.app.db.audit_log.count({ where: { action: 'grant.create', user_id: userId } })).toBe(1);
+  });
+
+  it('GET /.well-known/jwks.json publishes the public keys only, cacheable, without a token', async () => {
+    const res = await fetch(`${server.url}/.well-known/jwks.json`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/jwk-set\+json/);
+    expect(res.headers.get('cache-control')).toBe('public, max-age=300');
+    const { x } = createPublicKey(TEST_GRANT_KEY_PEM).export({ format: 'jwk' });
+    expect(await res.json()).toEqual({
+      keys: [{ kty: 'OKP', crv: 'Ed25519', x, kid: (await grantSigningKey()).kid, alg: 'EdDSA', use: 'sig' }],
+    });
+    expect((await fetch(`${server.url}/.well-known/jwks.json`, { method: 'POST' })).status).toBe(405);
   });
 
   it('createJobGrant refuses bad arguments with BAD_USER_INPUT and mints nothing', async () => {
@@ -104,10 +130,13 @@ describe('job grants and machine downloads', () => {
       ['garbage', 'malformed'],
       ['a.b.c', 'malformed'],
       [await server.tokens.user(a), 'malformed'], // a bearer token is not a grant (no audience)
-      [await signGrant({ secret: TEST_JWT_SECRET, userId: a, audience: 'lora-vault' }), 'malformed'],
-      [await signGrant({ secret: TEST_JWT_SECRET, userId: a, issuer: 'elsewhere' }), 'malformed'],
-      [await signGrant({ secret: TEST_JWT_SECRET, userId: 'not-a-uuid' }), 'malformed'],
+      [await signGrant({ userId: a, audience: 'lora-vault' }), 'malformed'],
+      [await signGrant({ userId: a, issuer: 'elsewhere' }), 'malformed'],
+      [await signGrant({ userId: 'not-a-uuid' }), 'malformed'],
       [unsignedJwt({ sub: a, job_id: 'j', aud: GRANT_AUDIENCE }), 'malformed'],
+      [unsignedGrant(a, (await grantSigningKey()).kid), 'malformed'], // alg none naming the real kid
+      [await signGrant({ userId: a, hmacSecret: PUBLIC_KEY_PEM }), 'malformed'], // alg swapped to HS256, public key as secret
+      [await signGrant({ userId: a, hmacSecret: TEST_JWT_SECRET, kid: null }), 'malformed'], // a grant of the retired HS256 scheme
     ];
     for (const [grant, reason] of bad) {
       const forA = await server.request(LoraDownloadDocument, { id: loraA.id, grant }, { token: machine });
@@ -118,11 +147,18 @@ describe('job grants and machine downloads', () => {
     }
   });
 
-  it('loraDownload with a grant signed with another secret → INVALID_GRANT', async () => {
+  it("loraDownload with a grant signed with another Ed25519 key (naming the server's kid, its own, or none) → INVALID_GRANT", async () => {
     const { a, loraA } = await owners();
-    const forged = await signGrant({ secret: OTHER_SECRET, userId: a });
-    const res = await server.request(LoraDownloadDocument, { id: loraA.id, grant: forged }, { token: machine });
-    expect(res.body.data?.loraDownload).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'bad-signature' });
+    const other = await otherKey();
+    for (const kid of [(await grantSigningKey()).kid, other.kid]) {
+      const forged = await signGrant({ signer: other, kid, userId: a });
+      const res = await server.request(LoraDownloadDocument, { id: loraA.id, grant: forged }, { token: machine });
+      expect(res.body.data?.loraDownload).toMatchObject({
+        __typename: 'InvalidGrantError',
+        code: 'INVALID_GRANT',
+        reason: 'bad-signature',
+      });
+    }
     // A real grant tampered to name another user fails the same way.
     const { b } = await owners();
     const tampered = withPayload(await mintGrant(server, b), { sub: a });
@@ -136,7 +172,7 @@ describe('job grants and machine downloads', () => {
     await new Promise((r) => setTimeout(r, 2_500));
     const res = await server.request(LoraDownloadDocument, { id: loraA.id, grant: shortLived }, { token: machine });
     expect(res.body.data?.loraDownload).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'expired' });
-    const pastExp = await signGrant({ secret: TEST_JWT_SECRET, userId: a, expiresIn: -3600 });
+    const pastExp = await signGrant({ userId: a, expiresIn: -3600 });
     const res2 = await server.request(LoraDownloadDocument, { id: loraA.id, grant: pastExp }, { token: machine });
     expect(res2.body.data?.loraDownload).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'expired' });
     expect(res2.body.data?.loraDownload).not.toHaveProperty('url');
@@ -238,7 +274,7 @@ describe('job grants and machine downloads', () => {
       return { usageCount, lastUsedAt, workflowsUsing: workflowsUsing.map(({ id, useCount }) => ({ id, useCount })) };
     };
     expect(await lookA()).toEqual({ usageCount: 0, lastUsedAt: null, workflowsUsing: [] });
-    const forged = await usage(await signGrant({ secret: OTHER_SECRET, userId: a }), [loraA.id]);
+    const forged = await usage(await signGrant({ signer: await otherKey(), userId: a }), [loraA.id]);
     expect(forged).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'bad-signature' });
     expect(await lookA()).toEqual({ usageCount: 0, lastUsedAt: null, workflowsUsing: [] });
     // Control: the owner's grant counts.
