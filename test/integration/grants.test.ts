@@ -1,5 +1,10 @@
+import { spawn } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { once } from 'node:events';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   CreateJobGrantDocument,
   type CreateJobGrantMutationVariables,
@@ -281,4 +286,42 @@ describe('job grants and machine downloads', () => {
     expect(await usage(await mintGrant(server, a), [loraA.id])).toEqual({ __typename: 'RecordLoraUsageSuccess', recorded: 1 });
     expect(await lookA()).toMatchObject({ usageCount: 1, workflowsUsing: [{ id: 'wf-1', useCount: 1 }] });
   });
+});
+
+describe('start-up: the grant key configuration (a real `server/main.ts` process)', () => {
+  const ROOT = join(import.meta.dirname, '../..');
+  async function start(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/root',
+        PORT: '0',
+        DATA_DIR: await mkdtemp(join(tmpdir(), 'lora-grant-start-')),
+        DATABASE_URL: inject('databaseUrl'),
+        AZURE_STORAGE_CONNECTION_STRING: inject('storageConnectionString'),
+        JWT_SECRET: TEST_JWT_SECRET,
+        JOBS_ENABLED: 'false',
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000); // it must exit on its own, at once
+    const [code] = (await once(child, 'exit')) as [number | null];
+    clearTimeout(timer);
+    return { code, output };
+  }
+
+  it('GRANT_SECRET set → exit 1 saying it is retired and to set GRANT_SIGNING_KEY; production without a key → exit 1', async () => {
+    const retired = await start({ NODE_ENV: 'test', GRANT_SECRET: TEST_JWT_SECRET, GRANT_SIGNING_KEY: TEST_GRANT_KEY_PEM });
+    expect(retired.code).toBe(1);
+    expect(retired.output).toMatch(/GRANT_SECRET: is retired: job grants are signed with Ed25519 now[\s\S]*set GRANT_SIGNING_KEY/);
+    const missing = await start({ NODE_ENV: 'production' });
+    expect(missing.code).toBe(1);
+    expect(missing.output).toContain('GRANT_SIGNING_KEY: production needs GRANT_SIGNING_KEY');
+    expect(missing.output).not.toMatch(/listening/);
+  }, 90_000);
 });
