@@ -27,8 +27,11 @@ export interface GrantClaims {
 }
 
 export interface GrantKeySource {
-  getGrantKeys(): Promise<GrantKeySet>;
+  getGrantKeys(options?: { signal?: AbortSignal }): Promise<GrantKeySet>;
 }
+
+/** How long one fetch of the keys may take, retries included (a grant naming a new kid waits for it). */
+const FETCH_TIMEOUT_MS = 15_000;
 
 export interface GrantVerifierOptions {
   /** Where the keys come from (the SDK client); null = no API configured: no grant can be verified. */
@@ -116,7 +119,7 @@ export class GrantVerifier {
     this.triedAt = Date.now();
     this.keyFetches.started++;
     this.inflight = source
-      .getGrantKeys()
+      .getGrantKeys({ signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) })
       .then((set) => {
         const keys = new Map<string, KeyObject>();
         for (const jwk of set.keys) {

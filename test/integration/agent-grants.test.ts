@@ -166,6 +166,35 @@ describe('the agent verifies every grant (THREATS 26)', () => {
   }, 60_000);
 });
 
+describe('the key set and an unreachable API', () => {
+  it('keys cached: hits keep verifying while the API is down and the background refresh fails; never fetched: API_UNAVAILABLE, then fine', async () => {
+    const proxy = await startTcpProxy(Number(new URL(server.url).port));
+    try {
+      const via = `http://127.0.0.1:${proxy.port}/graphql`;
+      const env = { GRANT_KEYS_MAX_AGE_SECONDS: '1', GRANT_KEYS_MIN_REFRESH_SECONDS: '0' };
+      const { agent, counter } = await countingAgent(server, via, { env });
+      const { grant, loras } = await userWithLoras(server, [10_000]);
+      const id = loras[0]!.id;
+      await agent.ensure({ source: 'user', id, grant });
+      proxy.down();
+      await new Promise((r) => setTimeout(r, 1_500)); // the cached keys are now stale
+      for (let i = 0; i < 20; i++) expect((await agent.ensure({ source: 'user', id, grant }, { recordUsage: false })).hit).toBe(true);
+      await eventually(async () => agent.grants.keyFetches.failed > 0, 20_000, 'a background refresh failed');
+      expect((await agent.ensure({ source: 'user', id, grant }, { recordUsage: false })).hit).toBe(true);
+
+      // A fresh agent that never reached the API cannot verify any grant yet: retryable API_UNAVAILABLE.
+      const fresh = await countingAgent(server, via, { comfyDir: agent.config.comfyDir, env });
+      await expect(fresh.agent.ensure({ source: 'user', id, grant })).rejects.toMatchObject({ code: 'API_UNAVAILABLE', retryable: true });
+      proxy.up();
+      expect((await fresh.agent.ensure({ source: 'user', id, grant })).hit).toBe(true);
+      expect(fresh.counter.jwks).toBeGreaterThanOrEqual(1);
+      expect(counter.jwks).toBeGreaterThanOrEqual(2);
+    } finally {
+      await proxy.close();
+    }
+  }, 90_000);
+});
+
 describe('key rotation across a running agent', () => {
   const servers: TestServer[] = [];
   afterAll(async () => {
