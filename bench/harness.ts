@@ -19,6 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { RuntimeConfig } from '../server/app.ts';
+import { generateGrantKeyPem, parseGrantKeys } from '../server/auth/grant-keys.ts';
 import { loadConfig } from '../server/config.ts';
 import type { AzuriteHandle } from '../server/embedded/azurite.ts';
 import type { EmbeddedPostgresHandle } from '../server/embedded/postgres.ts';
@@ -170,19 +171,18 @@ export async function startServices(options: ServicesOptions = {}): Promise<Serv
 /**
  * The app's RuntimeConfig from environment variables (like test/testkit/server.ts, without vitest):
  * DATABASE_URL and AZURE_STORAGE_CONNECTION_STRING are required; job grants are signed with
- * GRANT_SECRET, else JWT_SECRET.
+ * GRANT_SIGNING_KEY, else a key generated for this run.
  */
 export function runtimeConfig(env: Record<string, string | undefined>): RuntimeConfig {
   const loaded = loadConfig(env);
   if (!loaded.databaseUrl || !loaded.storage.connectionString)
     throw new Error('config lacks DATABASE_URL or AZURE_STORAGE_CONNECTION_STRING');
-  const grantSecret = loaded.auth.grantSecret ?? loaded.auth.jwtSecret;
-  if (!grantSecret) throw new Error('config lacks JWT_SECRET (or GRANT_SECRET)');
+  const grantKeys = loaded.auth.grantKeys ?? parseGrantKeys(generateGrantKeyPem());
   return {
     ...loaded,
     databaseUrl: loaded.databaseUrl,
     storage: { ...loaded.storage, connectionString: loaded.storage.connectionString },
-    auth: { ...loaded.auth, grantSecret },
+    auth: { ...loaded.auth, grantKeys },
   };
 }
 

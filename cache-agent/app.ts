@@ -8,6 +8,7 @@ import type { AgentConfig, SettingOverrides } from './config.ts';
 import { CacheCore, type CacheCoreDeps, type EnsureOptions, type EnsureResult } from './ensure.ts';
 import { AgentError } from './errors.ts';
 import { type EvictDeps, type EvictReport, evictByAge, evictNow } from './evict.ts';
+import { GrantVerifier } from './grant-verifier.ts';
 import { Invalidator } from './invalidation.ts';
 import { JobRegistry } from './jobs.ts';
 import { checkUsersDirIsolated, layoutFor, realPathLoose } from './layout.ts';
@@ -85,6 +86,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         : null;
   const ownsClient = options.client === undefined;
   const reporter = createReporter(client, logger);
+  const grants = new GrantVerifier({ source: client, logger, now, ...config.grantKeys });
   const timers: NodeJS.Timeout[] = [];
   let cron: Cron | null = null;
   let localInterface: LocalInterface | null = null;
@@ -141,6 +143,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     config,
     layout,
     client,
+    /** Verifies job grants against the API's keys (keyFetches counts fetches of the key set). */
+    grants,
     /** The index (after start). */
     get store(): CacheStore {
       return parts().store;
@@ -182,6 +186,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         client,
         logger,
         reporter,
+        grants,
         now,
         ...(options.downloadTuning ? { downloadTuning: options.downloadTuning } : {}),
       });
@@ -218,7 +223,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       }
       if (startOptions.listen !== false) {
         const ensure = core.ensure.bind(core);
-        const jobs = new JobRegistry({ config, ensure, prefetch, release }, logger);
+        const verifyGrant = (grant: string) => grants.verify(grant);
+        const jobs = new JobRegistry({ config, ensure, prefetch, release, verifyGrant }, logger);
         const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs };
         localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
       }

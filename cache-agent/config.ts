@@ -82,6 +82,10 @@ const envSchema = z
     DB_BUSY_TIMEOUT_MS: positiveInt.default(5000),
     /** pino's level. @default info for the daemon, warn for one-shot commands (their logs go to stderr) */
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+    /** Least seconds between two fetches of the API's grant keys (a grant naming an unknown kid asks again). @default 30 */
+    GRANT_KEYS_MIN_REFRESH_SECONDS: z.coerce.number().min(0).max(3600).default(30),
+    /** Cached grant keys older than this are refreshed in the background (hits keep using them). @default 900 */
+    GRANT_KEYS_MAX_AGE_SECONDS: positiveInt.max(86_400).default(900),
     /** The job grant `lora-cache ensure` / `prefetch` use when no --grant is given. @default none */
     LORA_GRANT: z.string().optional(),
   })
@@ -138,6 +142,8 @@ export interface AgentConfig {
   logLevel: LogLevel;
   /** One-shot CLI commands: LOG_LEVEL when set, else `warn`. */
   commandLogLevel: LogLevel;
+  /** How the API's grant keys are cached (grant-verifier.ts). */
+  grantKeys: { minRefreshMs: number; maxAgeMs: number };
   /** LORA_GRANT: the CLI's job grant when no --grant is given. */
   defaultGrant: string | null;
 }
@@ -197,6 +203,7 @@ export function loadAgentConfig(
     dbBusyTimeoutMs: e.DB_BUSY_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL ?? 'info',
     commandLogLevel: e.LOG_LEVEL ?? 'warn',
+    grantKeys: { minRefreshMs: e.GRANT_KEYS_MIN_REFRESH_SECONDS * 1000, maxAgeMs: e.GRANT_KEYS_MAX_AGE_SECONDS * 1000 },
     defaultGrant: e.LORA_GRANT ?? null,
   };
 }

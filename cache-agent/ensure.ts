@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
 import { type DownloadOptions, type DownloadTarget, downloadToTemp } from './downloader.ts';
 import { AgentError } from './errors.ts';
-import { readGrantClaims } from './grant-claims.ts';
+import type { GrantVerifier } from './grant-verifier.ts';
 import { type Layout, type LoraFormat, lockKey, sharedLoraPath, userLoraPath } from './layout.ts';
 import { type DownloadLock, isLocked, tryLock } from './lock.ts';
 import type { LoraRef } from './lora-refs.ts';
@@ -52,6 +52,8 @@ export interface CacheCoreDeps {
   client: LoraClient | null;
   logger: Logger;
   reporter: Reporter;
+  /** Verifies every job grant (hits included) against the API's published keys. */
+  grants: GrantVerifier;
   now: () => Date;
   /** Test and benchmark tuning of the downloader (part size, retry delays). */
   downloadTuning?: Partial<Pick<DownloadOptions, 'partBytes' | 'concurrency' | 'retries' | 'baseDelayMs' | 'maxDelayMs' | 'stallMs'>>;
@@ -79,9 +81,16 @@ export class CacheCore {
 
   async ensure(ref: LoraRef, options: EnsureOptions = {}): Promise<EnsureResult> {
     if (this.stopping) throw new AgentError('SHUTTING_DOWN', 'the agent is stopping');
+    // Every grant is verified, once per ensure: the ref's (a user LoRA), and the lease's when it is another.
+    const refGrant = ref.source === 'user' ? await this.deps.grants.verify(ref.grant) : null;
+    const grantUser = refGrant?.sub ?? null;
     const leaseGrant = options.lease ? (options.lease.grant ?? (ref.source === 'user' ? ref.grant : null)) : null;
-    const leaseGrantExp = leaseGrant === null ? null : readGrantClaims(leaseGrant, this.deps.now()).exp;
-    const grantUser = ref.source === 'user' ? readGrantClaims(ref.grant, this.deps.now()).sub : null;
+    const leaseGrantExp =
+      leaseGrant === null
+        ? null
+        : ref.source === 'user' && leaseGrant === ref.grant
+          ? (refGrant?.exp ?? null)
+          : (await this.deps.grants.verify(leaseGrant)).exp;
     const cached = await this.hit(ref, grantUser);
     let entry: CacheEntry;
     let hit = true;

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
 import type { EnsureOptions, EnsureResult } from './ensure.ts';
 import { AgentError, type AgentErrorCode } from './errors.ts';
-import { readGrantClaims } from './grant-claims.ts';
+import type { GrantClaims } from './grant-verifier.ts';
 import type { LoraRef } from './lora-refs.ts';
 
 /**
@@ -26,6 +26,8 @@ export interface JobAgent {
   ensure(ref: LoraRef, options?: EnsureOptions): Promise<EnsureResult>;
   prefetch(workflow: unknown, grant: string | null, options?: Omit<EnsureOptions, 'recordUsage' | 'onProgress'>): Promise<PrefetchOutcome>;
   release(by: { holder: string; grant: string }): Promise<{ released: number }>;
+  /** The grant's claims once its signature verifies (grant-verifier.ts); INVALID_GRANT otherwise. */
+  verifyGrant(grant: string): Promise<GrantClaims>;
 }
 interface PrefetchOutcome {
   items: { ref: { source: 'user' | 'shared' }; result?: unknown; error?: unknown }[];
@@ -94,7 +96,7 @@ export class JobRegistry {
   ): Promise<{ jobId: string; promptId: string | null; expiresAt: string; prefetch?: PrefetchOutcome }> {
     const now = this.now();
     this.sweep(now);
-    const { sub, exp } = readGrantClaims(input.grant, now);
+    const { sub, exp } = await this.agent.verifyGrant(input.grant);
     const existing = this.jobs.get(input.jobId);
     if (existing && !sameGrant(existing, input.grant))
       throw new AgentError('INVALID_REQUEST', `job ${input.jobId} is registered already with another grant`);

@@ -61,6 +61,7 @@ import {
   type UploadProgressSubscription,
   type UploadProgressSubscriptionVariables,
 } from './gql/graphql.ts';
+import { type GrantKeySet, grantKeysFromResponse, grantKeysUrl } from './grant-keys.ts';
 
 type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
@@ -80,6 +81,8 @@ export interface LoraClientOptions {
   token?: string;
   /** Called before every request and WebSocket connection (for tokens that expire). */
   getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** The grant keys' JWK Set. @default `.well-known/jwks.json` beside `url` (https://h/graphql → https://h/.well-known/jwks.json) */
+  grantKeysUrl?: string;
   /** The WebSocket endpoint. @default `url` with http(s) → ws(s) */
   wsUrl?: string;
   /** @default globalThis.fetch */
@@ -155,6 +158,8 @@ export interface LoraClient {
   getCacheStats(variables?: LoraCacheStatsQueryVariables, options?: CallOptions): Promise<MachineCacheStats[]>;
   lorasStillValid(variables: LorasStillValidQueryVariables, options?: CallOptions): Promise<string[]>;
   reportCacheEvent(variables: ReportCacheEventMutationVariables, options?: CallOptions): Promise<ReportedCacheEvent>;
+  /** The public keys job grants verify with (`GET /.well-known/jwks.json`, no token; retried like queries). */
+  getGrantKeys(options?: CallOptions): Promise<GrantKeySet>;
   uploadLora(input: UploadLoraInput): Promise<UploadLoraResult>;
   /** Follows an upload by the uploadId passed to uploadLora; ends after DONE or FAILED. */
   uploadProgress(variables: UploadProgressSubscriptionVariables): AsyncGenerator<UploadProgress, void, undefined>;
@@ -269,8 +274,10 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     };
   }
 
-  async function attempt<TData>(document: DocumentNode, variables: unknown, signal?: AbortSignal): Promise<TData> {
+  /** One fetch under the per-attempt timeout, the caller's signal also aborting it. */
+  async function timed<T>(signal: AbortSignal | undefined, run: (fetch: FetchLike, signal: AbortSignal) => Promise<T>): Promise<T> {
     if (!doFetch) throw new TypeError('No fetch: pass `fetch` to createLoraClient');
+    const fetcher = doFetch;
     const controller = new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -280,7 +287,18 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     const onAbort = () => controller.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const response = await doFetch(options.url, {
+      return await run(fetcher, controller.signal);
+    } catch (error) {
+      throw networkError(error, timedOut);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  function attempt<TData>(document: DocumentNode, variables: unknown, signal?: AbortSignal): Promise<TData> {
+    return timed(signal, async (fetch, aborted) => {
+      const response = await fetch(options.url, {
         method: 'POST',
         headers: {
           ...(await headers()),
@@ -293,15 +311,23 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
           operationName: operationOf(document).name?.value,
           extensions: extensionsOf(document),
         }),
-        signal: controller.signal,
+        signal: aborted,
       });
       const text = await response.text();
       return resultFromResponse<TData>(response.status, text);
-    } catch (error) {
-      throw networkError(error, timedOut);
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+    });
+  }
+
+  /** `run` again on retryable failures when `idempotent` (full-jitter backoff), else once. */
+  async function retrying<T>(idempotent: boolean, signal: AbortSignal | undefined, run: () => Promise<T>): Promise<T> {
+    for (let n = 0; ; n++) {
+      try {
+        return await run();
+      } catch (error) {
+        const sdkError = networkError(error);
+        if (!idempotent || !retry || n >= retry.retries || !sdkError.retryable || signal?.aborted) throw sdkError;
+        await sleep(backoffDelay(n, retry), signal);
+      }
     }
   }
 
@@ -311,15 +337,21 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     call: CallOptions = {},
   ): Promise<TData> {
     const idempotent = operationOf(document).operation === 'query';
-    for (let n = 0; ; n++) {
-      try {
-        return await attempt<TData>(document, variables, call.signal);
-      } catch (error) {
-        const sdkError = networkError(error);
-        if (!idempotent || !retry || n >= retry.retries || !sdkError.retryable || call.signal?.aborted) throw sdkError;
-        await sleep(backoffDelay(n, retry), call.signal);
-      }
-    }
+    return retrying(idempotent, call.signal, () => attempt<TData>(document, variables, call.signal));
+  }
+
+  function getGrantKeys(call: CallOptions = {}): Promise<GrantKeySet> {
+    const url = options.grantKeysUrl ?? grantKeysUrl(options.url);
+    return retrying(true, call.signal, () =>
+      timed(call.signal, async (fetch, aborted) => {
+        const response = await fetch(url, {
+          method: 'GET',
+          headers: { accept: 'application/jwk-set+json, application/json' },
+          signal: aborted,
+        });
+        return grantKeysFromResponse(response.status, await response.text());
+      }),
+    );
   }
 
   function wsClient(): WsClient {
@@ -442,6 +474,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
       (await request<LorasStillValidQuery, LorasStillValidQueryVariables>(LorasStillValidDocument, variables, call)).lorasStillValid,
     reportCacheEvent: async (variables, call) =>
       unwrap((await request(ReportCacheEventDocument, variables, call)).reportCacheEvent, 'CacheEvent'),
+    getGrantKeys,
     uploadLora,
     uploadProgress: (variables) => subscribe(UploadProgressDocument, variables, (d) => d.uploadProgress),
     cacheEvents: (variables = {}) => subscribe(CacheEventsDocument, variables, (d) => d.cacheEvents),

@@ -12,3 +12,4 @@ export * from './client.ts';
 export * from './errors.ts';
 export { graphql } from './gql/gql.ts';
 export * from './gql/graphql.ts';
+export * from './grant-keys.ts';

@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
+import type { GrantKeySet } from './auth/grant-keys.ts';
 import { createGrantSigner } from './auth/grants.ts';
 import { createTokenVerifier } from './auth/tokens.ts';
 import type { Config } from './config.ts';
@@ -13,6 +14,7 @@ import { RequestErrorCode } from './domain/errors.ts';
 import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
 import { AUDIT_EXPORT_PATH, createAuditExportHandler } from './http/audit-export.ts';
+import { JWKS_PATH, serveJwks } from './http/jwks.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
 import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
@@ -34,7 +36,7 @@ import { watchBodyIdle } from './uploads/body-idle.ts';
 export type RuntimeConfig = Config & {
   databaseUrl: string;
   storage: Config['storage'] & { connectionString: string };
-  auth: Config['auth'] & { grantSecret: string };
+  auth: Config['auth'] & { grantKeys: GrantKeySet };
 };
 
 export interface App {
@@ -93,7 +95,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     blobs,
     jobs,
     bus,
-    grantSigner: createGrantSigner(config.auth.grantSecret),
+    grantSigner: createGrantSigner(config.auth.grantKeys),
   });
   const verify = createTokenVerifier({
     secret: config.auth.jwtSecret,
@@ -145,6 +147,10 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/healthz') {
       json(res, 200, { status: 'ok' });
+      return;
+    }
+    if (path === JWKS_PATH) {
+      serveJwks(req, res, config.auth.grantKeys);
       return;
     }
     if (path === '/readyz') {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { GrantKeyError, type GrantKeySet, parseGrantKeys } from './auth/grant-keys.ts';
 
 /**
  * The server's configuration: the only reader of `process.env`. Parsed once at start-up;
@@ -56,8 +57,13 @@ const envSchema = z
     JWT_JWKS_URL: z.url().optional(),
     JWT_ISSUER: z.string().min(1).optional(),
     JWT_AUDIENCE: z.string().min(1).optional(),
-    /** HS256 secret for job grants; unset = JWT_SECRET (or the generated dev secret). */
-    GRANT_SECRET: z.string().min(32).optional(),
+    /** Retired (HS256 job grants): set, it is a start-up error pointing at GRANT_SIGNING_KEY. */
+    GRANT_SECRET: z.string().optional(),
+    /**
+     * Ed25519 key(s) job grants are signed with: PEM, JWK or JWK Set, the first signs (server/auth/grant-keys.ts).
+     * Unset: generated under DATA_DIR outside production; required in production.
+     */
+    GRANT_SIGNING_KEY: z.string().optional(),
     /** Longest lifetime a job grant may be minted with. */
     GRANT_MAX_TTL_SECONDS: positiveInt.default(24 * 3600),
     QUOTA_DEFAULT_MAX_BYTES: positiveInt.default(10 * GiB),
@@ -106,8 +112,28 @@ const envSchema = z
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
       ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'production needs JWT_SECRET or JWT_JWKS_URL' });
     }
-    if (env.JWT_JWKS_URL && !env.GRANT_SECRET && !env.JWT_SECRET) {
-      ctx.addIssue({ code: 'custom', path: ['GRANT_SECRET'], message: 'with JWT_JWKS_URL, set GRANT_SECRET to sign job grants' });
+    if (env.GRANT_SECRET !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['GRANT_SECRET'],
+        message:
+          'is retired: job grants are signed with Ed25519 now, so machines can verify them. Remove GRANT_SECRET and set GRANT_SIGNING_KEY (a PEM or JWK Ed25519 private key, or a JWK Set; see README "Job grants")',
+      });
+    }
+    if (env.NODE_ENV === 'production' && env.GRANT_SIGNING_KEY === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['GRANT_SIGNING_KEY'],
+        message: 'production needs GRANT_SIGNING_KEY (an Ed25519 private key, PEM or JWK) to sign job grants',
+      });
+    }
+    if (env.GRANT_SIGNING_KEY !== undefined) {
+      try {
+        parseGrantKeys(env.GRANT_SIGNING_KEY);
+      } catch (error) {
+        if (!(error instanceof GrantKeyError)) throw error;
+        ctx.addIssue({ code: 'custom', path: ['GRANT_SIGNING_KEY'], message: error.message });
+      }
     }
     if (env.JWT_JWKS_URL && (!env.JWT_ISSUER || !env.JWT_AUDIENCE)) {
       ctx.addIssue({ code: 'custom', path: ['JWT_ISSUER'], message: 'JWT_JWKS_URL needs JWT_ISSUER and JWT_AUDIENCE' });
@@ -143,7 +169,8 @@ export interface Config {
     jwksUrl: string | undefined;
     issuer: string | undefined;
     audience: string | undefined;
-    grantSecret: string | undefined;
+    /** GRANT_SIGNING_KEY parsed; undefined = generated under DATA_DIR (runtime.ts), outside production only. */
+    grantKeys: GrantKeySet | undefined;
     grantMaxTtlSeconds: number;
   };
   quota: { defaultMaxBytes: number; defaultMaxCount: number };
@@ -198,7 +225,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       jwksUrl: env.JWT_JWKS_URL,
       issuer: env.JWT_ISSUER,
       audience: env.JWT_AUDIENCE,
-      grantSecret: env.GRANT_SECRET,
+      grantKeys: env.GRANT_SIGNING_KEY === undefined ? undefined : parseGrantKeys(env.GRANT_SIGNING_KEY),
       grantMaxTtlSeconds: env.GRANT_MAX_TTL_SECONDS,
     },
     quota: { defaultMaxBytes: env.QUOTA_DEFAULT_MAX_BYTES, defaultMaxCount: env.QUOTA_DEFAULT_MAX_COUNT },

@@ -3,13 +3,14 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { RuntimeConfig } from './app.ts';
 import { readOrCreateDevSecret } from './auth/dev-secret.ts';
+import { readOrCreateDevGrantKey } from './auth/grant-keys.ts';
 import type { Config } from './config.ts';
 import { startAzurite } from './embedded/azurite.ts';
 import { startEmbeddedPostgres } from './embedded/postgres.ts';
 
 /**
  * Decides the external services: what the environment names, else embedded PostgreSQL and
- * Azurite under DATA_DIR (the zero-setup default), and the signing secrets.
+ * Azurite under DATA_DIR (the zero-setup default), and the signing secret and grant key.
  */
 
 export interface Runtime {
@@ -31,8 +32,9 @@ export async function resolveRuntime(config: Config, logger: Logger): Promise<Ru
   try {
     const devSecret = !config.auth.jwtSecret && !config.auth.jwksUrl;
     const jwtSecret = config.auth.jwtSecret ?? (devSecret ? await readOrCreateDevSecret(dataDir) : undefined);
-    const grantSecret = config.auth.grantSecret ?? jwtSecret;
-    if (!grantSecret) throw new Error('no secret to sign job grants with (set GRANT_SECRET)');
+    // loadConfig refuses production without GRANT_SIGNING_KEY; elsewhere a key is generated once.
+    const grantKeys = config.auth.grantKeys ?? (config.production ? undefined : await readOrCreateDevGrantKey(dataDir));
+    if (!grantKeys) throw new Error('no key to sign job grants with (set GRANT_SIGNING_KEY)');
 
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {
@@ -54,7 +56,7 @@ export async function resolveRuntime(config: Config, logger: Logger): Promise<Ru
         dataDir,
         databaseUrl,
         storage: { ...config.storage, connectionString },
-        auth: { ...config.auth, jwtSecret, grantSecret },
+        auth: { ...config.auth, jwtSecret, grantKeys },
       },
       embedded: { postgres: !config.databaseUrl, azurite: !config.storage.connectionString },
       devSecret,

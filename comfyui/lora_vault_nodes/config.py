@@ -22,6 +22,9 @@ class NodeConfig:
     connect_timeout: float = 1.0
     #: LORA_VAULT_ENSURE_TIMEOUT seconds a resolve may take (downloads included). @default 600
     ensure_timeout: float = 600.0
+    #: USER_LORA_DIR: where the agent keeps user LoRAs (the agent's variable of the same name); a user LoRA
+    #: path the agent answers outside it is refused. @default <ComfyUI models folder>/lora-vault-users
+    user_lora_dir: Optional[str] = None
 
     @classmethod
     def from_env(cls, env=None):
@@ -33,6 +36,7 @@ class NodeConfig:
             instance=env.get("LORA_VAULT_INSTANCE") or None,
             connect_timeout=_seconds(env, "LORA_VAULT_CONNECT_TIMEOUT", 1.0),
             ensure_timeout=_seconds(env, "LORA_VAULT_ENSURE_TIMEOUT", 600.0),
+            user_lora_dir=env.get("USER_LORA_DIR") or None,
         )
 
 

@@ -24,6 +24,9 @@ _unreported = {}
 _fallback_generation = 0
 
 _LORA_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+_USER_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: The extensions the agent gives user LoRAs: the format the API detected (cache-agent/layout.ts).
+_USER_LORA_EXTENSIONS = (".safetensors", ".pt")
 
 
 class LoraUnavailable(Exception):
@@ -91,6 +94,11 @@ def resolve(ref):
     path = answer.get("path") if isinstance(answer, dict) else None
     if not isinstance(path, str) or not os.path.isabs(path) or not os.path.isfile(path):
         return _failed(ref, "BAD_PATH", "the agent answered %r, not an existing absolute file" % (path,))
+    unexpected = _unexpected_path(ref, path)
+    if unexpected:
+        # Whatever answers on the agent's address (a process that bound the port first, a misconfigured
+        # agent), only the file asked for, where the agent keeps it, is loaded.
+        return _failed(ref, "UNEXPECTED_PATH", "the agent answered %s, %s; refusing to load it" % (path, unexpected))
     if source == "user":
         exposing = _loras_folder_holding(path)
         if exposing:
@@ -99,6 +107,34 @@ def resolve(ref):
             return _failed(ref, "USER_LORAS_EXPOSED", "%s lies under the loras folder %s, which any workflow can list; "
                            "move the agent's USER_LORA_DIR out of it (or that folder out of extra_model_paths.yaml)" % (path, exposing))
     return path
+
+
+def user_lora_dir():
+    """Where the agent keeps user LoRAs: USER_LORA_DIR, else <ComfyUI models folder>/lora-vault-users (the agent's default)."""
+    return CONFIG.user_lora_dir or os.path.join(folder_paths.models_dir, "lora-vault-users")
+
+
+def _unexpected_path(ref, path):
+    """Why `path` is not the agent's file for `ref` (None when it is): a user LoRA must be
+    {USER_LORA_DIR}/{user uuid}/{lora id}_….safetensors|pt, a shared one {a loras folder}/{name}, by real path."""
+    source, value = ref
+    real = os.path.realpath(path)
+    if source == "user":
+        root = os.path.realpath(user_lora_dir())
+        parts = os.path.relpath(real, root).split(os.sep)
+        if os.path.commonpath([real, root]) != root or len(parts) != 2:
+            return "outside the user LoRA folder %s (set USER_LORA_DIR to the agent's)" % root
+        user_id, name = parts
+        if not _USER_ID.match(user_id) or not name.startswith(value + "_") or not name.endswith(_USER_LORA_EXTENSIONS):
+            return "not LoRA %s's file in %s" % (value, root)
+        return None
+    name = os.path.normpath(value)
+    if os.path.isabs(name) or name.split(os.sep)[0] == "..":
+        return "and %r is no shared LoRA name" % value
+    # by real path, as the agent resolves its LORA_DIR (a symlinked folder or file is still the same file)
+    if any(real == os.path.realpath(os.path.join(folder, name)) for folder in folder_paths.get_folder_paths("loras")):
+        return None
+    return "not the file %r in a loras folder" % value
 
 
 def _loras_folder_holding(path):

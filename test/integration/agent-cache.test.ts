@@ -10,7 +10,7 @@ import { mintGrant } from '../testkit/grants.ts';
 import { sha256 } from '../testkit/hashes.ts';
 import { signGrant } from '../testkit/jwt.ts';
 import { eventually } from '../testkit/seed.ts';
-import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
 import { startTcpProxy } from '../testkit/tcp-proxy.ts';
 
 /** The cache agent against the real server and Azurite: hits and misses, eviction, leases, invalidation. */
@@ -78,8 +78,8 @@ describe('ensure: cold download, then hits', () => {
     await expect(agent.ensure({ source: 'user', id: owner.loras[0]!.id, grant: 'not-a-jwt' })).rejects.toMatchObject({
       code: 'INVALID_GRANT',
     });
-    // The owner's own grant, past its exp, on a hit (THREATS row 26: the signature is not checked there yet).
-    const expired = await signGrant({ secret: TEST_JWT_SECRET, userId: owner.userId, expiresIn: -60 });
+    // The owner's own grant, past its exp, on a hit (forged ones: agent-grants.test.ts).
+    const expired = await signGrant({ userId: owner.userId, expiresIn: -60 });
     await expect(agent.ensure({ source: 'user', id: owner.loras[0]!.id, grant: expired })).rejects.toMatchObject({
       code: 'INVALID_GRANT',
     });

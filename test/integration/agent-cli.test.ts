@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -6,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliEnv, LORA_CACHE_BIN, userWithLoras } from '../testkit/agent.ts';
+import { signGrant } from '../testkit/jwt.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /** `lora-cache` as operators run it: the published bin in a process of its own. */
@@ -124,12 +126,19 @@ describe('lora-cache CLI', () => {
     expect(noIndex.code).toBe(2);
     expect(noIndex.stderr).toContain('model_cache.db does not exist yet');
     expect(existsSync(join(comfy, 'custom_nodes'))).toBe(false); // another package's folder is never created
-    const offline = await cli(['ensure', '123', '--grant', 'x.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.y'], {
+    // no API configured: a well-formed grant cannot be verified (no keys), a garbage one is refused as such
+    const offline = await cli(['ensure', '123', '--grant', await signGrant({ userId: randomUUID() })], {
       COMFYUI_DIR: comfy,
       MODEL_CACHE_DB_CREATE: 'true',
     });
     expect(offline.code).toBe(2);
     expect(offline.stderr).toContain('API_UNAVAILABLE');
+    const garbage = await cli(['ensure', '123', '--grant', 'x.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.y'], {
+      COMFYUI_DIR: comfy,
+      MODEL_CACHE_DB_CREATE: 'true',
+    });
+    expect(garbage.code).toBe(2);
+    expect(garbage.stderr).toContain('INVALID_GRANT');
     const badWorkflow = await cli(['prefetch', join(comfy, 'missing.json')], { COMFYUI_DIR: comfy, MODEL_CACHE_DB_CREATE: 'true' });
     expect(badWorkflow.stderr).toContain('INVALID_WORKFLOW');
   });

@@ -145,7 +145,7 @@ function raw(
   });
 }
 
-/** A grant the API never signed, claiming `sub` and an expiry in the year 2286 (the agent reads, not verifies, on hits). */
+/** A grant the API never signed, claiming `sub` and an expiry in the year 2286 (refused: the agent verifies every grant). */
 const forgedGrant = (sub: string) =>
   ['{"alg":"HS256"}', JSON.stringify({ sub, exp: 9_999_999_999 }), 'sig'].map((p) => Buffer.from(p).toString('base64url')).join('.');
 
@@ -218,8 +218,7 @@ describe('who may call the local interface (THREATS 32)', () => {
     expect(until(miss)).toBeLessThanOrEqual(600_000);
     expect(until(miss)).toBeGreaterThan(500_000);
     const forged = await call(agent, 'POST', '/ensure', { source: 'user', id, grant: forgedGrant(userId), lease: week });
-    expect(forged.body.hit).toBe(true);
-    expect(until(forged)).toBeLessThanOrEqual(600_000);
+    expect(forged).toMatchObject({ status: 403, body: { error: { code: 'INVALID_GRANT' } } }); // no lease for a forged exp
     const short = await call(agent, 'POST', '/ensure', {
       source: 'user',
       id,

@@ -100,6 +100,7 @@ describe('ComfyUI node package against a real agent and API (python3 -m unittest
       comfyDir: tcp.comfyDir,
       dbPath: tcp.dbPath,
       socketDbPath: unix.dbPath,
+      socketUserLoraDir: join(unix.comfyDir, 'models/lora-vault-users'),
       deadUrl: `http://127.0.0.1:${await closedPort()}`,
       user: await user(server, ['u1', 'u2']),
       other: await user(server, ['v1']),

@@ -1,5 +1,10 @@
-import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   CreateJobGrantDocument,
   type CreateJobGrantMutationVariables,
@@ -9,11 +14,20 @@ import {
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
 import { dataOf, expectRefused, member, withoutId } from '../testkit/graphql-assertions.ts';
 import { sha256 } from '../testkit/hashes.ts';
-import { decodePayload, GRANT_AUDIENCE, signGrant, unsignedJwt, withPayload } from '../testkit/jwt.ts';
+import {
+  decodeHeader,
+  decodePayload,
+  GRANT_AUDIENCE,
+  grantSigningKey,
+  signGrant,
+  unsignedGrant,
+  unsignedJwt,
+  withPayload,
+} from '../testkit/jwt.ts';
 import { deleteLora, getLora } from '../testkit/library-helpers.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
-import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
+import { startTestServer, TEST_GRANT_KEY_PEM, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
 
 /**
  * Job grants and machine downloads: grants name one user and job; machines reach only that user's LoRAs.
@@ -22,7 +36,10 @@ import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/se
 
 const GRANT_MAX_TTL_SECONDS = 24 * 3600; // GRANT_MAX_TTL_SECONDS's default
 const SAS_TTL_SECONDS = 900; // SAS_TTL_SECONDS's default
-const OTHER_SECRET = 'not-the-server-secret-not-the-server-secret-42';
+/** An Ed25519 key the server does not have. */
+const otherKey = () => grantSigningKey(generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }) as string);
+/** The server's public key as PEM: what an alg-swap forger uses as an HMAC secret. */
+const PUBLIC_KEY_PEM = createPublicKey(TEST_GRANT_KEY_PEM).export({ format: 'pem', type: 'spki' }) as string;
 
 describe('job grants and machine downloads', () => {
   let server: TestServer;
@@ -62,7 +79,21 @@ describe('job grants and machine downloads', () => {
       iss: 'lora-vault',
       exp: Math.floor(expiresAt / 1000),
     });
+    // EdDSA, naming the published key it was signed with (the RFC 7638 thumbprint of the test key)
+    expect(decodeHeader(grant.token)).toEqual({ alg: 'EdDSA', typ: 'JWT', kid: (await grantSigningKey()).kid });
     expect(await server.app.db.audit_log.count({ where: { action: 'grant.create', user_id: userId } })).toBe(1);
+  });
+
+  it('GET /.well-known/jwks.json publishes the public keys only, cacheable, without a token', async () => {
+    const res = await fetch(`${server.url}/.well-known/jwks.json`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/jwk-set\+json/);
+    expect(res.headers.get('cache-control')).toBe('public, max-age=300');
+    const { x } = createPublicKey(TEST_GRANT_KEY_PEM).export({ format: 'jwk' });
+    expect(await res.json()).toEqual({
+      keys: [{ kty: 'OKP', crv: 'Ed25519', x, kid: (await grantSigningKey()).kid, alg: 'EdDSA', use: 'sig' }],
+    });
+    expect((await fetch(`${server.url}/.well-known/jwks.json`, { method: 'POST' })).status).toBe(405);
   });
 
   it('createJobGrant refuses bad arguments with BAD_USER_INPUT and mints nothing', async () => {
@@ -104,10 +135,13 @@ describe('job grants and machine downloads', () => {
       ['garbage', 'malformed'],
       ['a.b.c', 'malformed'],
       [await server.tokens.user(a), 'malformed'], // a bearer token is not a grant (no audience)
-      [await signGrant({ secret: TEST_JWT_SECRET, userId: a, audience: 'lora-vault' }), 'malformed'],
-      [await signGrant({ secret: TEST_JWT_SECRET, userId: a, issuer: 'elsewhere' }), 'malformed'],
-      [await signGrant({ secret: TEST_JWT_SECRET, userId: 'not-a-uuid' }), 'malformed'],
+      [await signGrant({ userId: a, audience: 'lora-vault' }), 'malformed'],
+      [await signGrant({ userId: a, issuer: 'elsewhere' }), 'malformed'],
+      [await signGrant({ userId: 'not-a-uuid' }), 'malformed'],
       [unsignedJwt({ sub: a, job_id: 'j', aud: GRANT_AUDIENCE }), 'malformed'],
+      [unsignedGrant(a, (await grantSigningKey()).kid), 'malformed'], // alg none naming the real kid
+      [await signGrant({ userId: a, hmacSecret: PUBLIC_KEY_PEM }), 'malformed'], // alg swapped to HS256, public key as secret
+      [await signGrant({ userId: a, hmacSecret: TEST_JWT_SECRET, kid: null }), 'malformed'], // a grant of the retired HS256 scheme
     ];
     for (const [grant, reason] of bad) {
       const forA = await server.request(LoraDownloadDocument, { id: loraA.id, grant }, { token: machine });
@@ -118,11 +152,18 @@ describe('job grants and machine downloads', () => {
     }
   });
 
-  it('loraDownload with a grant signed with another secret → INVALID_GRANT', async () => {
+  it("loraDownload with a grant signed with another Ed25519 key (naming the server's kid, its own, or none) → INVALID_GRANT", async () => {
     const { a, loraA } = await owners();
-    const forged = await signGrant({ secret: OTHER_SECRET, userId: a });
-    const res = await server.request(LoraDownloadDocument, { id: loraA.id, grant: forged }, { token: machine });
-    expect(res.body.data?.loraDownload).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'bad-signature' });
+    const other = await otherKey();
+    for (const kid of [(await grantSigningKey()).kid, other.kid]) {
+      const forged = await signGrant({ signer: other, kid, userId: a });
+      const res = await server.request(LoraDownloadDocument, { id: loraA.id, grant: forged }, { token: machine });
+      expect(res.body.data?.loraDownload).toMatchObject({
+        __typename: 'InvalidGrantError',
+        code: 'INVALID_GRANT',
+        reason: 'bad-signature',
+      });
+    }
     // A real grant tampered to name another user fails the same way.
     const { b } = await owners();
     const tampered = withPayload(await mintGrant(server, b), { sub: a });
@@ -136,7 +177,7 @@ describe('job grants and machine downloads', () => {
     await new Promise((r) => setTimeout(r, 2_500));
     const res = await server.request(LoraDownloadDocument, { id: loraA.id, grant: shortLived }, { token: machine });
     expect(res.body.data?.loraDownload).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'expired' });
-    const pastExp = await signGrant({ secret: TEST_JWT_SECRET, userId: a, expiresIn: -3600 });
+    const pastExp = await signGrant({ userId: a, expiresIn: -3600 });
     const res2 = await server.request(LoraDownloadDocument, { id: loraA.id, grant: pastExp }, { token: machine });
     expect(res2.body.data?.loraDownload).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'expired' });
     expect(res2.body.data?.loraDownload).not.toHaveProperty('url');
@@ -238,11 +279,49 @@ describe('job grants and machine downloads', () => {
       return { usageCount, lastUsedAt, workflowsUsing: workflowsUsing.map(({ id, useCount }) => ({ id, useCount })) };
     };
     expect(await lookA()).toEqual({ usageCount: 0, lastUsedAt: null, workflowsUsing: [] });
-    const forged = await usage(await signGrant({ secret: OTHER_SECRET, userId: a }), [loraA.id]);
+    const forged = await usage(await signGrant({ signer: await otherKey(), userId: a }), [loraA.id]);
     expect(forged).toMatchObject({ __typename: 'InvalidGrantError', code: 'INVALID_GRANT', reason: 'bad-signature' });
     expect(await lookA()).toEqual({ usageCount: 0, lastUsedAt: null, workflowsUsing: [] });
     // Control: the owner's grant counts.
     expect(await usage(await mintGrant(server, a), [loraA.id])).toEqual({ __typename: 'RecordLoraUsageSuccess', recorded: 1 });
     expect(await lookA()).toMatchObject({ usageCount: 1, workflowsUsing: [{ id: 'wf-1', useCount: 1 }] });
   });
+});
+
+describe('start-up: the grant key configuration (a real `server/main.ts` process)', () => {
+  const ROOT = join(import.meta.dirname, '../..');
+  async function start(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/root',
+        PORT: '0',
+        DATA_DIR: await mkdtemp(join(tmpdir(), 'lora-grant-start-')),
+        DATABASE_URL: inject('databaseUrl'),
+        AZURE_STORAGE_CONNECTION_STRING: inject('storageConnectionString'),
+        JWT_SECRET: TEST_JWT_SECRET,
+        JOBS_ENABLED: 'false',
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000); // it must exit on its own, at once
+    const [code] = (await once(child, 'exit')) as [number | null];
+    clearTimeout(timer);
+    return { code, output };
+  }
+
+  it('GRANT_SECRET set → exit 1 saying it is retired and to set GRANT_SIGNING_KEY; production without a key → exit 1', async () => {
+    const retired = await start({ NODE_ENV: 'test', GRANT_SECRET: TEST_JWT_SECRET, GRANT_SIGNING_KEY: TEST_GRANT_KEY_PEM });
+    expect(retired.code).toBe(1);
+    expect(retired.output).toMatch(/GRANT_SECRET: is retired: job grants are signed with Ed25519 now[\s\S]*set GRANT_SIGNING_KEY/);
+    const missing = await start({ NODE_ENV: 'production' });
+    expect(missing.code).toBe(1);
+    expect(missing.output).toContain('GRANT_SIGNING_KEY: production needs GRANT_SIGNING_KEY');
+    expect(missing.output).not.toMatch(/listening/);
+  }, 90_000);
 });

@@ -96,7 +96,8 @@ class UserAndShared(NodeTestCase):
         self.assertLoaded(self.comfy.submit(mini_comfy.ui_to_api(ui), prompt_id), USER["loras"][0]["sha256"], (0.5, 0.75))
 
     def test_unix_socket_agent(self):
-        loader.set_config(live_config(agent_socket=FIXTURE["agentSocket"]))
+        # that agent runs for another ComfyUI folder: the node is told where its user LoRAs live
+        loader.set_config(live_config(agent_socket=FIXTURE["agentSocket"], user_lora_dir=FIXTURE["socketUserLoraDir"]))
         job_id, prompt_id = self.job(agent=SOCKET_AGENT)
         self.assertLoaded(self.comfy.submit(graph(user_node(USER["loras"][0]["id"])), prompt_id), USER["loras"][0]["sha256"])
         self.assertEqual(len(job_leases(job_id, FIXTURE["socketDbPath"])), 1)
@@ -246,6 +247,78 @@ class Isolation(NodeTestCase):
             result = self.comfy.submit(graph(user_node(USER["loras"][0]["id"])), prompt_id)
         self.assertEqual(self.loaded(result), ([], []))
         self.assertIn("(JOB_NOT_FOUND)", logs.output[0])
+
+
+class RogueAnswers(NodeTestCase):
+    """Whatever answers on the agent's address (another local process bound to the port first, a
+    misconfigured agent), the node loads only the file it asked for, where the agent keeps it: a user
+    LoRA at {USER_LORA_DIR}/{user uuid}/{lora id}_….safetensors|pt, a shared one at {a loras folder}/{name}."""
+
+    def rogue(self, path):
+        """A process on a loopback port answering every /node/ensure with `path`; the node pointed at it."""
+        import http.server
+        import json
+
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = json.dumps({"path": path, "hit": True}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        loader.set_config(live_config(agent_url="http://127.0.0.1:%d" % server.server_address[1]))
+
+    def cached(self, who, lora):
+        """The real agent's path of `lora` (cached for `who`)."""
+        return AGENT.client.call("POST", "/ensure", {"source": "user", "id": lora["id"], "grant": who["grant"], "lease": False})["path"]
+
+    def assertRefused(self, node, expected_code="UNEXPECTED_PATH"):
+        loads = len(comfy.utils.LOADS)
+        with self.assertLogs(LOG, level="WARNING") as logs:
+            result = mini_comfy.MiniComfy().submit(graph(node), "any-prompt")
+        self.assertEqual(self.loaded(result), ([], []))
+        self.assertEqual(len(comfy.utils.LOADS), loads)
+        self.assertIn("(%s)" % expected_code, logs.output[0])
+        return logs.output[0]
+
+    def test_a_user_lora_answered_outside_the_user_lora_folder_is_refused(self):
+        self.rogue(FIXTURE["sharedFile"])  # an existing safetensors file elsewhere on the machine
+        line = self.assertRefused(user_node(USER["loras"][0]["id"]))
+        self.assertIn(FIXTURE["sharedFile"], line)
+
+    def test_another_lora_file_in_the_user_lora_folder_is_refused(self):
+        theirs = self.cached(OTHER, OTHER["loras"][0])
+        self.rogue(theirs)  # another user's cached file, answered for my LoRA id
+        self.assertRefused(user_node(USER["loras"][0]["id"]))
+
+    def test_a_shared_lora_answered_outside_the_loras_folder_or_under_another_name_is_refused(self):
+        mine = self.cached(USER, USER["loras"][0])
+        node = {"class_type": "LoraVault_Lora_Loader",
+                "inputs": {"lora_source": "shared", "lora_identifier": SHARED["name"], "strength_model": 1, "strength_clip": 1}}
+        loras = os.path.join(FIXTURE["comfyDir"], "models", "loras")
+        for answer in (mine, os.path.join(loras, "..", os.path.relpath(mine, os.path.dirname(loras))), FIXTURE["sharedFile"]):
+            self.rogue(answer)
+            self.assertRefused(node)
+
+    def test_a_user_lora_folder_other_than_the_agents_is_refused_loudly(self):
+        # USER_LORA_DIR differs between the agent and ComfyUI: nothing is loaded, and the line says why
+        _, prompt_id = self.job()
+        loader.set_config(live_config(user_lora_dir=os.path.join(FIXTURE["comfyDir"], "elsewhere")))
+        with self.assertLogs(LOG, level="WARNING") as logs:
+            result = self.comfy.submit(graph(user_node(USER["loras"][0]["id"])), prompt_id)
+        self.assertEqual(self.loaded(result), ([], []))
+        self.assertIn("(UNEXPECTED_PATH)", logs.output[0])
+        self.assertIn("USER_LORA_DIR", logs.output[0])
 
 
 class AgentDown(NodeTestCase):

@@ -1,4 +1,6 @@
-import { type JWTPayload, SignJWT, UnsecuredJWT } from 'jose';
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, type JWTPayload, SignJWT, UnsecuredJWT } from 'jose';
+import { TEST_GRANT_KEY_PEM } from './server.ts';
 
 /**
  * Odd tokens for authentication tests: signed with any secret/algorithm/claims, unsigned
@@ -64,20 +66,59 @@ export function decodePayload(token: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>;
 }
 
-/** A job grant as server/auth/grants.ts mints it, with any secret, expiry, audience or subject. */
+/** An Ed25519 private key with the kid the server gives it (the RFC 7638 thumbprint of its public JWK). */
+export interface GrantSigningKey {
+  key: KeyObject;
+  kid: string;
+}
+
+/** A grant signing key from a PEM (default: the test servers' TEST_GRANT_KEY_PEM). */
+export async function grantSigningKey(pem: string = TEST_GRANT_KEY_PEM): Promise<GrantSigningKey> {
+  const key = createPrivateKey(pem);
+  const { kty, crv, x } = createPublicKey(key).export({ format: 'jwk' });
+  return { key, kid: await calculateJwkThumbprint({ kty: kty as string, crv: crv as string, x: x as string }) };
+}
+
+/** The decoded protected header of a compact JWS. */
+export function decodeHeader(token: string): Record<string, unknown> {
+  return JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>;
+}
+
+/**
+ * A job grant as server/auth/grants.ts mints it (EdDSA, `kid` header), with any key, kid, expiry,
+ * audience or subject. Default key: the test servers'. `hmacSecret`: signed HS256 with it instead
+ * (the alg-swap forgery: a public key used as an HMAC secret).
+ */
 export async function signGrant(options: {
-  secret: string;
   userId: string;
   jobId?: string;
   expiresIn?: number;
   audience?: string;
   issuer?: string | null;
+  signer?: GrantSigningKey;
+  /** The header's kid; default the signer's; null = none. */
+  kid?: string | null;
+  hmacSecret?: Uint8Array | string;
 }): Promise<string> {
-  return signRawJwt({
-    secret: options.secret,
-    claims: { sub: options.userId, job_id: options.jobId ?? 'job-test' },
-    issuer: options.issuer === undefined ? GRANT_ISSUER : options.issuer,
-    audience: options.audience ?? GRANT_AUDIENCE,
-    expiresIn: options.expiresIn ?? 3600,
-  });
+  const signer = options.signer ?? (await grantSigningKey());
+  const kid = options.kid === undefined ? signer.kid : options.kid;
+  const now = Math.floor(Date.now() / 1000);
+  const jwt = new SignJWT({ job_id: options.jobId ?? 'job-test' })
+    .setProtectedHeader({ alg: options.hmacSecret ? 'HS256' : 'EdDSA', typ: 'JWT', ...(kid === null ? {} : { kid }) })
+    .setSubject(options.userId)
+    .setAudience(options.audience ?? GRANT_AUDIENCE)
+    .setIssuedAt(now)
+    .setExpirationTime(now + (options.expiresIn ?? 3600));
+  const issuer = options.issuer === undefined ? GRANT_ISSUER : options.issuer;
+  if (issuer !== null) jwt.setIssuer(issuer);
+  const secret = typeof options.hmacSecret === 'string' ? new TextEncoder().encode(options.hmacSecret) : options.hmacSecret;
+  return jwt.sign(secret ?? signer.key);
+}
+
+/** `alg: none` grant claims (with a kid header if given): unsigned. */
+export function unsignedGrant(userId: string, kid?: string): string {
+  const now = Math.floor(Date.now() / 1000);
+  const header = { alg: 'none', typ: 'JWT', ...(kid ? { kid } : {}) };
+  const claims = { sub: userId, job_id: 'job-test', aud: GRANT_AUDIENCE, iss: GRANT_ISSUER, iat: now, exp: now + 3600 };
+  return `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.`;
 }

@@ -2,12 +2,19 @@ import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { type DocumentNode, print } from 'graphql';
 import { inject } from 'vitest';
 import { type App, type BuildOptions, buildApp, type RuntimeConfig } from '../../server/app.ts';
+import { parseGrantKeys } from '../../server/auth/grant-keys.ts';
 import { signToken } from '../../server/auth/tokens.ts';
 import { loadConfig } from '../../server/config.ts';
 
 /** A real API server on a free port, over the shared test PostgreSQL and Azurite. */
 
 export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789';
+
+/** The Ed25519 key test servers sign job grants with (GRANT_SIGNING_KEY), unless a test passes its own. */
+export const TEST_GRANT_KEY_PEM = `-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIDOb028a5LYBR/y/0eW8OoEv6RJqRliDfNGJOA70HBUi
+-----END PRIVATE KEY-----
+`;
 
 export interface GqlResponse<T = Record<string, unknown>> {
   status: number;
@@ -59,6 +66,7 @@ export function testConfig(env: Record<string, string> = {}): RuntimeConfig {
     JWT_SECRET: TEST_JWT_SECRET,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     JOBS_POLL_SECONDS: '0.5',
+    GRANT_SIGNING_KEY: TEST_GRANT_KEY_PEM,
     ...env,
   });
   if (!config.databaseUrl || !config.storage.connectionString) throw new Error('test services missing');
@@ -66,7 +74,7 @@ export function testConfig(env: Record<string, string> = {}): RuntimeConfig {
     ...config,
     databaseUrl: config.databaseUrl,
     storage: { ...config.storage, connectionString: config.storage.connectionString },
-    auth: { ...config.auth, grantSecret: config.auth.grantSecret ?? TEST_JWT_SECRET },
+    auth: { ...config.auth, grantKeys: config.auth.grantKeys ?? parseGrantKeys(TEST_GRANT_KEY_PEM) },
   };
 }
 

@@ -4,17 +4,20 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 /**
  * A TCP proxy in front of a real server that can cut the network: `down()` drops every open
  * connection and refuses new ones (accepted, then destroyed) while keeping its port, `up()`
- * restores it. For reconnect tests without freeing a port another test could take.
+ * restores it. For reconnect tests without freeing a port another test could take. `retarget(port)`
+ * sends new connections to another server (a rolling deploy behind one address).
  */
 export interface TcpProxy {
   port: number;
   down(): void;
   up(): void;
+  retarget(port: number): void;
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+export async function startTcpProxy(initialPort: number): Promise<TcpProxy> {
   let connected = true;
+  let targetPort = initialPort;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     if (!connected) {
@@ -41,6 +44,10 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     },
     up() {
       connected = true;
+    },
+    retarget(port) {
+      targetPort = port;
+      for (const s of sockets) s.destroy();
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -1,5 +1,6 @@
 import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { generateGrantKeyPem, parseGrantKeys } from '../../server/auth/grant-keys.ts';
 import { createGrantSigner, type GrantError } from '../../server/auth/grants.ts';
 import { createTokenVerifier, InvalidTokenError, signToken } from '../../server/auth/tokens.ts';
 
@@ -41,7 +42,8 @@ describe('bearer tokens', () => {
 });
 
 describe('job grants', () => {
-  const signer = createGrantSigner(SECRET);
+  const keys = parseGrantKeys(generateGrantKeyPem());
+  const signer = createGrantSigner(keys);
 
   it('names one user and job until it expires', async () => {
     const { token } = await signer.sign({ userId: USER, jobId: 'job-1', ttlSeconds: 60 });
@@ -51,7 +53,7 @@ describe('job grants', () => {
   });
 
   it('says why a grant is refused', async () => {
-    const other = createGrantSigner('another-secret-another-secret-another');
+    const other = createGrantSigner(parseGrantKeys(generateGrantKeyPem()));
     const reasons = async (token: string | null) =>
       signer.verify(token).then(
         () => 'ok',
@@ -61,7 +63,30 @@ describe('job grants', () => {
     expect(await reasons('garbage')).toBe('malformed');
     expect(await reasons((await other.sign({ userId: USER, jobId: 'j', ttlSeconds: 60 })).token)).toBe('bad-signature');
     expect(await reasons((await signer.sign({ userId: USER, jobId: 'j', ttlSeconds: -10 })).token)).toBe('expired');
-    // a bearer token is not a grant (audience differs)
+    // a bearer token is not a grant (audience differs, and HS256 is not accepted)
     expect(await reasons(await signToken(SECRET, { role: 'user', sub: USER }))).toBe('malformed');
+  });
+
+  it('rotation: grants of every published key verify, the first key signs', async () => {
+    const older = parseGrantKeys(generateGrantKeyPem());
+    const oldGrant = (await createGrantSigner(older).sign({ userId: USER, jobId: 'old', ttlSeconds: 60 })).token;
+    const newer = parseGrantKeys(generateGrantKeyPem());
+    // new key first, old key kept published (public part only is enough)
+    const jwks = JSON.stringify({
+      keys: [{ ...newer.signing.privateKey.export({ format: 'jwk' }), kid: newer.signing.kid }, older.signing.publicJwk],
+    });
+    const rotated = createGrantSigner(parseGrantKeys(jwks));
+    expect(await rotated.verify(oldGrant)).toMatchObject({ jobId: 'old' });
+    const fresh = (await rotated.sign({ userId: USER, jobId: 'new', ttlSeconds: 60 })).token;
+    expect(JSON.parse(Buffer.from(fresh.split('.')[0] as string, 'base64url').toString())).toMatchObject({
+      alg: 'EdDSA',
+      kid: newer.signing.kid,
+    });
+    // the old key alone does not know the new one
+    expect(
+      await createGrantSigner(older)
+        .verify(fresh)
+        .catch((e: GrantError) => e.reason),
+    ).toBe('bad-signature');
   });
 });

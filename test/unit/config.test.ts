@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { generateGrantKeyPem } from '../../server/auth/grant-keys.ts';
 import { ConfigError, loadConfig } from '../../server/config.ts';
 
 describe('loadConfig', () => {
@@ -25,6 +26,7 @@ describe('loadConfig', () => {
       DATABASE_URL: 'postgresql://h/db',
       AZURE_STORAGE_CONNECTION_STRING: 'x',
       JWT_SECRET: 'x'.repeat(32),
+      GRANT_SIGNING_KEY: generateGrantKeyPem(),
     };
     expect(loadConfig(prod)).toMatchObject({ graphiql: false, corsOrigins: [] });
     expect(loadConfig({ ...prod, GRAPHIQL: 'true', CORS_ORIGINS: 'https://studio.example.com, http://localhost:5173' })).toMatchObject({
