@@ -6,6 +6,7 @@ import {
   InvalidGrantError,
   NotFoundError,
   QuotaExceededError,
+  RateLimitedError,
   TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
@@ -111,5 +112,14 @@ builder.objectType(TooManyUploadsError, {
   fields: (t) => ({
     scope: t.field({ type: UploadLimitScopeEnum, resolve: (e) => e.scope }),
     limit: t.exposeInt('limit'),
+  }),
+});
+
+builder.objectType(RateLimitedError, {
+  name: 'RateLimitedError',
+  description: 'A rate limit refused the operation; nothing was done. Retry after retryAfterSeconds (API.md "Rate limits").',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({
+    retryAfterSeconds: t.exposeInt('retryAfterSeconds', { description: 'Whole seconds until the limit lets you through again (≥ 1)' }),
   }),
 });

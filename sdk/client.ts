@@ -290,7 +290,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
         signal: controller.signal,
       });
       const text = await response.text();
-      return resultFromResponse<TData>(response.status, text);
+      return resultFromResponse<TData>(response.status, text, response.headers.get('retry-after'));
     } catch (error) {
       throw networkError(error, timedOut);
     } finally {

@@ -17,6 +17,7 @@ import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
 import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
+import { createRateLimits } from './limits/rate-limits.ts';
 import { createServices, type Services } from './services/index.ts';
 import { BlobStore } from './storage/blob-store.ts';
 import { watchBodyIdle } from './uploads/body-idle.ts';
@@ -76,7 +77,15 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     pollingIntervalSeconds: config.jobsPollSeconds,
     uploadStaleAfterMs: config.uploadStaleMs,
   });
+  const limitsHandle = createRateLimits({
+    config: config.rateLimits,
+    redisUrl: config.redisUrl,
+    uploadsPerUser: config.uploadLimits.perUser,
+    uploadLeaseSeconds: Math.ceil(config.uploadStaleMs / 1000),
+    onError: (error) => logger.warn({ err: error }, 'rate limits store'),
+  });
   const services = createServices({
+    limits: limitsHandle.limits,
     config,
     db,
     reads,
@@ -102,6 +111,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     corsOrigins: config.corsOrigins,
     maxUploadBytes: config.maxUploadBytes,
     uploadIdleMs: config.uploadLimits.idleMs,
+    trustProxyHops: config.trustProxyHops,
   });
 
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
@@ -173,7 +183,9 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     logger,
     production: config.production,
     trustedDocuments,
-    caps: config.websocket,
+    caps: { ...config.websocket, socketsPerPrincipal: config.rateLimits.wsOpenPerPrincipal },
+    limits: limitsHandle.limits,
+    trustProxyHops: config.trustProxyHops,
   });
   // No total request timeout: a 2 GiB upload may take long while it moves. A body that stops is
   // cut by UPLOAD_IDLE_SECONDS (uploads/body-idle.ts); slow headers and idle keep-alive sockets here.
@@ -202,6 +214,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
       await blobs.ensureContainers();
       await busHandle.connect();
+      await limitsHandle.connect();
       await jobs.start();
       // rows written before docs/flat-file.md, rewritten in the background (resumes where it stopped)
       if (config.jobsEnabled) upgrade = startGenOutDataUpgrade(db, logger);
@@ -234,6 +247,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       await db.$disconnect();
       await reads.end();
       await busHandle.close();
+      await limitsHandle.close();
     },
   };
 }

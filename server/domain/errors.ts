@@ -15,6 +15,7 @@ export const ErrorCode = {
   INVALID_GRANT: 'INVALID_GRANT',
   VALIDATION_FAILED: 'VALIDATION_FAILED',
   TOO_MANY_UPLOADS: 'TOO_MANY_UPLOADS',
+  RATE_LIMITED: 'RATE_LIMITED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -146,6 +147,23 @@ export class TooManyUploadsError extends DomainError {
         ? `Too many uploads at once: at most ${limit} per user; retry when one has finished`
         : `The server is busy with ${limit} uploads; retry shortly`,
     );
+  }
+}
+
+/**
+ * A rate limit refused the operation (API.md "Rate limits"): retry after `retryAfterSeconds`.
+ * A typed member of result unions; thrown (`extensions.code` RATE_LIMITED, `extensions.retryAfterSeconds`)
+ * where the operation has none.
+ */
+export class RateLimitedError extends DomainError {
+  override name = 'RateLimitedError';
+  readonly code = ErrorCode.RATE_LIMITED;
+  constructor(
+    /** Whole seconds until the limit lets the same caller through again (≥ 1). */
+    readonly retryAfterSeconds: number,
+    what = 'requests',
+  ) {
+    super(`Too many ${what}; retry after ${retryAfterSeconds} s`);
   }
 }
 
