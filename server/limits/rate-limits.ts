@@ -165,7 +165,11 @@ export class RateLimits {
     try {
       await running.consume(userId);
     } catch (rejection) {
-      if (rejection instanceof RateLimiterRes) throw new TooManyUploadsError('USER', this.uploadsPerUser);
+      if (rejection instanceof RateLimiterRes) {
+        // a refused consume has still counted itself: give that back, or the place stays taken
+        await running.reward(userId).catch((error: Error) => this.onError?.(error));
+        throw new TooManyUploadsError('USER', this.uploadsPerUser);
+      }
       this.onError?.(rejection as Error);
       return () => {};
     }
