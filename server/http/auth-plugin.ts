@@ -64,10 +64,18 @@ async function authenticate(options: AuthOptions, token: string, ip: string | un
   ]);
   if (blocked !== null) throw tooManyRequests(new RateLimitedError(blocked, 'failed authentications from this address'));
   if (outcome instanceof InvalidTokenError) {
-    if (ip) await options.limits.count(Limit.AUTH_FAILURES, ip);
+    if (ip && !expiredOnly(outcome)) await options.limits.count(Limit.AUTH_FAILURES, ip);
     throw new GraphQLError('Invalid or expired token', {
       extensions: { code: RequestErrorCode.UNAUTHENTICATED, http: { status: 401 } },
     });
   }
   return outcome;
+}
+
+/**
+ * A token that verified but for its `exp`: an honest client whose token ran out (many may share one
+ * address behind NAT), not a guess. It is refused all the same, but not counted against the IP.
+ */
+export function expiredOnly(error: InvalidTokenError): boolean {
+  return (error.cause as { code?: unknown } | undefined)?.code === 'ERR_JWT_EXPIRED';
 }

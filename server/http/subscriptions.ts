@@ -6,11 +6,11 @@ import { decodeJwt } from 'jose';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ANONYMOUS, actorOf, type Principal } from '../auth/principal.ts';
-import type { TokenVerifier } from '../auth/tokens.ts';
+import { InvalidTokenError, type TokenVerifier } from '../auth/tokens.ts';
 import type { Context } from '../context.ts';
 import { RateLimitedError } from '../domain/errors.ts';
 import { Limit, type RateLimits } from '../limits/rate-limits.ts';
-import { bearerToken } from './auth-plugin.ts';
+import { bearerToken, expiredOnly } from './auth-plugin.ts';
 import { clientIp } from './client-ip.ts';
 import { createMaskError } from './errors.ts';
 import { at, type OperationCaps, OperationCounter } from './socket-limits.ts';
@@ -105,8 +105,10 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
         let principal: Principal;
         try {
           principal = await options.verify(token);
-        } catch {
-          await limits.count(Limit.AUTH_FAILURES, clientIp(ctx.extra.request, options.trustProxyHops));
+        } catch (error) {
+          if (!(error instanceof InvalidTokenError && expiredOnly(error))) {
+            await limits.count(Limit.AUTH_FAILURES, clientIp(ctx.extra.request, options.trustProxyHops));
+          }
           return false;
         }
         const expiresAt = (decodeJwt(token).exp ?? 0) * 1000; // verified, and exp is a required claim

@@ -5,6 +5,7 @@ import WebSocket from 'ws';
 import { createLoraClient, isLoraSdkError, type LoraSdkError, UpdateLoraDocument } from '../../sdk/index.ts';
 import { signToken } from '../../server/auth/tokens.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { signRawJwt } from '../testkit/jwt.ts';
 import { listLoras } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
@@ -224,6 +225,20 @@ describe('failed authentications per client IP (refused before GraphQL)', () => 
 
     await waitOut(retryAfter);
     expect(dataOf(await server.gql(ME, {}, { token: valid, headers: xff(attacker) })).loraQuota.usedStorageBytes).toBe(0);
+  });
+
+  it('expired tokens (honest clients whose token ran out, many behind one NAT) are refused but not counted', async () => {
+    const server = await serverWith({ RATE_LIMIT_AUTH_FAILURES: '2/30', TRUST_PROXY_HOPS: '1' });
+    const office = `192.0.2.${Math.floor(Math.random() * 200) + 1}`;
+    for (let i = 0; i < 5; i++) {
+      const expired = await signRawJwt({ secret: TEST_JWT_SECRET, claims: { role: 'user', sub: newUserId() }, expiresIn: -3600 });
+      expect((await server.gql(ME, {}, { token: expired, headers: xff(office) })).status).toBe(401);
+    }
+    const valid = await server.tokens.user(newUserId());
+    expect(dataOf(await server.gql(ME, {}, { token: valid, headers: xff(office) })).loraQuota.usedStorageBytes).toBe(0);
+    // while a forged one is: two of them and the address is refused
+    for (let i = 0; i < 2; i++) expect((await server.gql(ME, {}, { token: `forged-${i}`, headers: xff(office) })).status).toBe(401);
+    expect((await server.gql(ME, {}, { token: valid, headers: xff(office) })).status).toBe(429);
   });
 
   it('bad tokens over the WebSocket count too (socket closed 4403), and then HTTP from that address is refused 429', async () => {
