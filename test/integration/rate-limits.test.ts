@@ -295,6 +295,28 @@ describe('WebSocket connections per principal', () => {
     expect(await connect(server, token)).toEqual({ ack: true });
   });
 
+  it("the SDK reports a subscription refused by the rate, after graphql-ws's retries, as RATE_LIMITED with retryAfterSeconds", async () => {
+    const server = await serverWith({ RATE_LIMIT_WS_CONNECTIONS: '1/30' });
+    const token = await server.tokens.machine(`gpu-ws-${randomUUID().slice(0, 8)}`);
+    expect(await connect(server, token)).toEqual({ ack: true });
+    const client = createLoraClient({ url: server.graphqlUrl, token, webSocketImpl: WebSocket, wsRetryAttempts: 0 });
+    try {
+      const error = await (async () => {
+        for await (const _event of client.cacheEvents()) return undefined;
+        return undefined;
+      })().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isLoraSdkError(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'RATE_LIMITED', retryable: true });
+      expect((error as LoraSdkError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+      expect((error as LoraSdkError).retryAfterSeconds).toBeLessThanOrEqual(30);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('sockets held at once per principal are capped (1013); closing one frees its place', async () => {
     const server = await serverWith({ WS_MAX_CONNECTIONS_PER_PRINCIPAL: '2' });
     const token = await server.tokens.user(newUserId());
