@@ -7,7 +7,8 @@ import type { Context } from '../server/context.ts';
 import type { PrismaClient } from '../server/db/generated/client.ts';
 import type PrismaTypes from '../server/db/generated/pothos-types.ts';
 import { getDatamodel } from '../server/db/generated/pothos-types.ts';
-import { RequestErrorCode } from '../server/domain/errors.ts';
+import { RateLimitedError, RequestErrorCode } from '../server/domain/errors.ts';
+import MutationRateLimitPlugin from './rate-limit-plugin.ts';
 
 /** The Pothos builder and its plugins. Defines no types: see ./modules. */
 
@@ -31,7 +32,9 @@ export const builder = new SchemaBuilder<{
     Upload: { Input: Promise<import('../server/uploads/multipart-parser.ts').ReceivedFile>; Output: never };
   };
 }>({
-  plugins: [ScopeAuthPlugin, ErrorsPlugin, PrismaPlugin],
+  // Order matters: the first plugin's wrapper is outermost. Auth, then the errors plugin's catch, then
+  // the mutation rate limit inside both (./rate-limit-plugin.ts).
+  plugins: [ScopeAuthPlugin, ErrorsPlugin, MutationRateLimitPlugin, PrismaPlugin],
   defaultFieldNullability: false,
   scopeAuth: {
     authorizeOnSubscribe: true,
@@ -49,7 +52,8 @@ export const builder = new SchemaBuilder<{
   // A result union (`errors: { types }`) resolves itself: an error the plugin caught is the object
   // type of its class (builder.objectType(ErrorClass, …) in ./errors.ts), anything else is the
   // field's own type. So no object type needs an isTypeOf.
-  errors: { directResult: true },
+  // Every result union also has RateLimitedError (API.md "Rate limits"), so a mutation added later is covered too.
+  errors: { directResult: true, defaultTypes: [RateLimitedError] },
   // prismaObject types (docs/decisions.md "Server") are always loaded by their service, which
   // passes Pothos's `query` into its Prisma call. The plugin would use a client only to load
   // what a parent did not (a relation, a missing column): that would be a query behind the

@@ -7,6 +7,7 @@ import {
   InvalidGrantError,
   NotFoundError,
   QuotaExceededError,
+  RateLimitedError,
   TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
@@ -124,5 +125,14 @@ builder.objectType(AccountDeletedError, {
     userId: t.exposeID('userId'),
     purgeAfter: t.expose('purgeAfter', { type: 'DateTime' }),
     purgeStarted: t.exposeBoolean('purgeStarted'),
+  }),
+});
+
+builder.objectType(RateLimitedError, {
+  name: 'RateLimitedError',
+  description: 'A rate limit refused the operation; nothing was done. Retry after retryAfterSeconds (API.md "Rate limits").',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({
+    retryAfterSeconds: t.exposeInt('retryAfterSeconds', { description: 'Whole seconds until the limit lets you through again (≥ 1)' }),
   }),
 });

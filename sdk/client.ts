@@ -249,6 +249,12 @@ function closeEventError(error: unknown): LoraSdkError {
     if (close.code >= 4400 && close.code < 4500 && close.code !== 4408 && close.code !== 4429) {
       return new LoraSdkError({ kind: 'graphql', code: 'BAD_REQUEST', message: reason, retryable: false });
     }
+    const limited = close.code === 1013 ? /^RATE_LIMITED: .*?(?:retry after (\d+) s)?$/.exec(reason) : null;
+    if (limited) {
+      // the server's WebSocket rate limits (1013 Try Again Later; graphql-ws has retried already)
+      const seconds = limited[1] === undefined ? {} : { retryAfterSeconds: Number(limited[1]) };
+      return new LoraSdkError({ kind: 'graphql', code: 'RATE_LIMITED', message: reason, retryable: true, ...seconds });
+    }
     return LoraSdkError.network(`WS_CLOSED_${close.code}`, reason);
   }
   return networkError(error);
@@ -314,7 +320,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
         signal: aborted,
       });
       const text = await response.text();
-      return resultFromResponse<TData>(response.status, text);
+      return resultFromResponse<TData>(response.status, text, response.headers.get('retry-after'));
     });
   }
 
@@ -326,7 +332,10 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
       } catch (error) {
         const sdkError = networkError(error);
         if (!idempotent || !retry || n >= retry.retries || !sdkError.retryable || signal?.aborted) throw sdkError;
-        await sleep(backoffDelay(n, retry), signal);
+        // a rate limit says how long: wait that (not less), unless it is longer than a retry may wait
+        const limitedMs = (sdkError.retryAfterSeconds ?? 0) * 1000;
+        if (limitedMs > retry.maxDelayMs) throw sdkError;
+        await sleep(Math.max(limitedMs, backoffDelay(n, retry)), signal);
       }
     }
   }

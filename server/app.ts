@@ -20,6 +20,7 @@ import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
 import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
+import { createRateLimits } from './limits/rate-limits.ts';
 import { createServices, type Services } from './services/index.ts';
 import { BlobStore } from './storage/blob-store.ts';
 import { createDevTokenHandler } from './studio/dev-tokens.ts';
@@ -88,7 +89,15 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     uploadStaleAfterMs: config.uploadStaleMs,
     auditRetentionDays: config.retention.auditRetentionDays,
   });
+  const limitsHandle = createRateLimits({
+    config: config.rateLimits,
+    redisUrl: config.redisUrl,
+    uploadsPerUser: config.uploadLimits.perUser,
+    uploadLeaseSeconds: Math.ceil(config.uploadStaleMs / 1000),
+    onError: (error) => logger.warn({ err: error }, 'rate limits store'),
+  });
   const services = createServices({
+    limits: limitsHandle.limits,
     config,
     db,
     reads,
@@ -114,6 +123,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     corsOrigins: config.corsOrigins,
     maxUploadBytes: config.maxUploadBytes,
     uploadIdleMs: config.uploadLimits.idleMs,
+    trustProxyHops: config.trustProxyHops,
   });
 
   const auditExport = createAuditExportHandler({ verify, auditLog: services.auditLog, logger });
@@ -207,7 +217,9 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     logger,
     production: config.production,
     trustedDocuments,
-    caps: config.websocket,
+    caps: { ...config.websocket, socketsPerPrincipal: config.rateLimits.wsOpenPerPrincipal },
+    limits: limitsHandle.limits,
+    trustProxyHops: config.trustProxyHops,
   });
   // No total request timeout: a 2 GiB upload may take long while it moves. A body that stops is
   // cut by UPLOAD_IDLE_SECONDS (uploads/body-idle.ts); slow headers and idle keep-alive sockets here.
@@ -236,6 +248,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
       await blobs.ensureContainers();
       await busHandle.connect();
+      await limitsHandle.connect();
       await jobs.start();
       // rows written before docs/flat-file.md, rewritten in the background (resumes where it stopped)
       if (config.jobsEnabled) upgrade = startGenOutDataUpgrade(db, logger);
@@ -268,6 +281,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
       await db.$disconnect();
       await reads.end();
       await busHandle.close();
+      await limitsHandle.close();
     },
   };
 }

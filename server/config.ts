@@ -20,6 +20,16 @@ const corsOrigin = z.union([
   z.url({ protocol: /^https?$/ }).refine((o) => URL.canParse(o) && new URL(o).origin === o, 'not an origin'),
 ]);
 
+/** A rate limit: `points/seconds` (e.g. `600/60`: 600 per minute); windows are whole seconds (Redis keys expire in seconds). */
+const rateLimit = z
+  .string()
+  .regex(/^\d+\/\d+$/, 'must be points/seconds, e.g. 600/60')
+  .transform((v) => {
+    const [points, seconds] = v.split('/').map(Number) as [number, number];
+    return { points, windowSeconds: seconds };
+  })
+  .refine((l) => l.points >= 1 && l.windowSeconds >= 1 && l.windowSeconds <= 7 * 24 * 3600, 'points ≥ 1, 1 s ≤ window ≤ 7 days');
+
 /** A duration in seconds (fractions allowed), at most an hour. */
 const seconds = z.coerce.number().positive().max(3600);
 
@@ -107,6 +117,23 @@ const envSchema = z
     ACCOUNT_PURGE_DAYS: z.coerce.number().min(0).max(3650).default(30),
     /** Audit entries older than this many days are deleted by a daily job. */
     AUDIT_RETENTION_DAYS: z.coerce.number().positive().max(36500).default(365),
+    // Rate limits (README "Configuration", docs/API.md "Rate limits"; rateLimits below), points/seconds
+    /** Uploads one user may start per window. */
+    RATE_LIMIT_UPLOADS: rateLimit.default({ points: 200, windowSeconds: 3600 }),
+    /** Mutations one user may run per window (every mutation, counted per root field). */
+    RATE_LIMIT_USER_MUTATIONS: rateLimit.default({ points: 600, windowSeconds: 60 }),
+    /** Mutations one machine may run per window (usage, cache events and stats reports). */
+    RATE_LIMIT_MACHINE_MUTATIONS: rateLimit.default({ points: 20_000, windowSeconds: 60 }),
+    /** Job grants one service (or admin) may mint per window. */
+    RATE_LIMIT_GRANTS: rateLimit.default({ points: 6_000, windowSeconds: 60 }),
+    /** Failed authentications from one client IP per window; then its requests with a token are refused 429. */
+    RATE_LIMIT_AUTH_FAILURES: rateLimit.default({ points: 100, windowSeconds: 300 }),
+    /** WebSocket connections one principal may open per window. */
+    RATE_LIMIT_WS_CONNECTIONS: rateLimit.default({ points: 120, windowSeconds: 60 }),
+    /** WebSockets one principal may hold open at once on one process. */
+    WS_MAX_CONNECTIONS_PER_PRINCIPAL: positiveInt.default(32),
+    /** Proxies in front of the server that append to X-Forwarded-For (0 = use the socket's address). */
+    TRUST_PROXY_HOPS: z.coerce.number().int().min(0).max(10).default(0),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -188,6 +215,26 @@ export interface Config {
   uploadLimits: { idleMs: number; perUser: number; perProcess: number };
   httpTimeouts: { headersMs: number; keepAliveMs: number };
   retention: { accountPurgeDelayMs: number; auditRetentionDays: number };
+  rateLimits: RateLimitsConfig;
+  /** Proxies trusted to append the client's address to X-Forwarded-For. */
+  trustProxyHops: number;
+}
+
+/** One limit: at most `points` per `windowSeconds` per key (user, machine, service, IP, principal). */
+export interface RateLimitConfig {
+  points: number;
+  windowSeconds: number;
+}
+
+export interface RateLimitsConfig {
+  uploads: RateLimitConfig;
+  userMutations: RateLimitConfig;
+  machineMutations: RateLimitConfig;
+  grants: RateLimitConfig;
+  authFailures: RateLimitConfig;
+  wsConnections: RateLimitConfig;
+  /** Open WebSockets per principal on one process (a count, not a rate). */
+  wsOpenPerPrincipal: number;
 }
 
 export class ConfigError extends Error {
@@ -246,6 +293,16 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     },
     httpTimeouts: { headersMs: env.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, keepAliveMs: env.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
     retention: { accountPurgeDelayMs: Math.round(env.ACCOUNT_PURGE_DAYS * 86_400_000), auditRetentionDays: env.AUDIT_RETENTION_DAYS },
+    rateLimits: {
+      uploads: env.RATE_LIMIT_UPLOADS,
+      userMutations: env.RATE_LIMIT_USER_MUTATIONS,
+      machineMutations: env.RATE_LIMIT_MACHINE_MUTATIONS,
+      grants: env.RATE_LIMIT_GRANTS,
+      authFailures: env.RATE_LIMIT_AUTH_FAILURES,
+      wsConnections: env.RATE_LIMIT_WS_CONNECTIONS,
+      wsOpenPerPrincipal: env.WS_MAX_CONNECTIONS_PER_PRINCIPAL,
+    },
+    trustProxyHops: env.TRUST_PROXY_HOPS,
   });
 }
 

@@ -16,6 +16,7 @@ export const ErrorCode = {
   VALIDATION_FAILED: 'VALIDATION_FAILED',
   TOO_MANY_UPLOADS: 'TOO_MANY_UPLOADS',
   ACCOUNT_DELETED: 'ACCOUNT_DELETED',
+  RATE_LIMITED: 'RATE_LIMITED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -167,6 +168,23 @@ export class AccountDeletedError extends DomainError {
         ? `The LoRA account of user ${userId} has been purged (or is being purged); it cannot be restored`
         : `The LoRA account of user ${userId} is deleted (purge after ${purgeAfter.toISOString()})`,
     );
+  }
+}
+
+/**
+ * A rate limit refused the operation (API.md "Rate limits"): retry after `retryAfterSeconds`.
+ * A typed member of result unions; thrown (`extensions.code` RATE_LIMITED, `extensions.retryAfterSeconds`)
+ * where the operation has none.
+ */
+export class RateLimitedError extends DomainError {
+  override name = 'RateLimitedError';
+  readonly code = ErrorCode.RATE_LIMITED;
+  constructor(
+    /** Whole seconds until the limit lets the same caller through again (≥ 1). */
+    readonly retryAfterSeconds: number,
+    what = 'requests',
+  ) {
+    super(`Too many ${what}; retry after ${retryAfterSeconds} s`);
   }
 }
 

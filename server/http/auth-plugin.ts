@@ -2,12 +2,16 @@ import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { ANONYMOUS, type Principal } from '../auth/principal.ts';
 import { InvalidTokenError, type TokenVerifier } from '../auth/tokens.ts';
-import { RequestErrorCode } from '../domain/errors.ts';
+import { RateLimitedError, RequestErrorCode } from '../domain/errors.ts';
+import { Limit, type RateLimits } from '../limits/rate-limits.ts';
+import { tooManyRequests } from './errors.ts';
 
 /**
  * Authenticates each request once, before validation, so that validation rules (introspection
  * for admins only in production) and the context factory both see the same principal.
  * No token = anonymous (the schema's scopes refuse what needs one); a bad token = UNAUTHENTICATED.
+ * Failed authentications are counted per client IP; while an address is over RATE_LIMIT_AUTH_FAILURES,
+ * its requests carrying a token are refused with HTTP 429 + Retry-After before the token is looked at.
  */
 
 const principals = new WeakMap<Request, Promise<Principal>>();
@@ -22,21 +26,21 @@ export function principalOf(request: Request): Promise<Principal> {
   return principals.get(request) ?? Promise.resolve(ANONYMOUS);
 }
 
-export function useAuth(options: { verify: TokenVerifier; introspectionForAdminsOnly: boolean }): Plugin {
+export interface AuthOptions {
+  verify: TokenVerifier;
+  introspectionForAdminsOnly: boolean;
+  limits: RateLimits;
+  /** The client's address, from the Node request Yoga was handed (see client-ip.ts); undefined without one. */
+  clientIp: (serverContext: unknown) => string | undefined;
+}
+
+export function useAuth(options: AuthOptions): Plugin {
   const resolved = new WeakMap<Request, Principal>();
   return {
-    onRequest({ request }) {
+    onRequest({ request, serverContext }) {
       const token = bearerToken(request.headers.get('authorization'));
-      const pending = token
-        ? options.verify(token).catch((error: unknown) => {
-            if (error instanceof InvalidTokenError) {
-              throw new GraphQLError('Invalid or expired token', {
-                extensions: { code: RequestErrorCode.UNAUTHENTICATED, http: { status: 401 } },
-              });
-            }
-            throw error;
-          })
-        : Promise.resolve(ANONYMOUS);
+      const ip = options.clientIp(serverContext);
+      const pending = token ? authenticate(options, token, ip) : Promise.resolve(ANONYMOUS);
       pending.catch(() => {}); // surfaced by onParams / the context factory
       principals.set(request, pending);
     },
@@ -50,4 +54,28 @@ export function useAuth(options: { verify: TokenVerifier; introspectionForAdmins
       if (principal?.role !== 'admin') addValidationRule(NoSchemaIntrospectionCustomRule);
     },
   };
+}
+
+/** The token's principal; UNAUTHENTICATED (counted against the IP) or, for an IP over its failures, 429. */
+async function authenticate(options: AuthOptions, token: string, ip: string | undefined): Promise<Principal> {
+  const [blocked, outcome] = await Promise.all([
+    ip ? options.limits.exhausted(Limit.AUTH_FAILURES, ip) : null,
+    options.verify(token).catch((error: unknown) => (error instanceof InvalidTokenError ? error : Promise.reject(error))),
+  ]);
+  if (blocked !== null) throw tooManyRequests(new RateLimitedError(blocked, 'failed authentications from this address'));
+  if (outcome instanceof InvalidTokenError) {
+    if (ip && !expiredOnly(outcome)) await options.limits.count(Limit.AUTH_FAILURES, ip);
+    throw new GraphQLError('Invalid or expired token', {
+      extensions: { code: RequestErrorCode.UNAUTHENTICATED, http: { status: 401 } },
+    });
+  }
+  return outcome;
+}
+
+/**
+ * A token that verified but for its `exp`: an honest client whose token ran out (many may share one
+ * address behind NAT), not a guess. It is refused all the same, but not counted against the IP.
+ */
+export function expiredOnly(error: InvalidTokenError): boolean {
+  return (error.cause as { code?: unknown } | undefined)?.code === 'ERR_JWT_EXPIRED';
 }

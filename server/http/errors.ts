@@ -1,6 +1,6 @@
 import { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
-import { DomainError, RequestError, RequestErrorCode, ValidationError } from '../domain/errors.ts';
+import { DomainError, RateLimitedError, RequestError, RequestErrorCode, ValidationError } from '../domain/errors.ts';
 
 /**
  * Turns every error leaving the server into a GraphQLError with `extensions.code`, keeping its
@@ -21,6 +21,9 @@ export function createMaskError(logger: Logger, production: boolean) {
         extensions: { code: RequestErrorCode.BAD_USER_INPUT, issues: original.issues },
       });
     }
+    if (original instanceof RateLimitedError) {
+      return new GraphQLError(original.message, { ...where, extensions: rateLimitedExtensions(original) });
+    }
     if (original instanceof DomainError || original instanceof RequestError) {
       return new GraphQLError(original.message, { ...where, extensions: { code: original.code } });
     }
@@ -36,6 +39,21 @@ export function createMaskError(logger: Logger, production: boolean) {
       extensions: { code: RequestErrorCode.INTERNAL_SERVER_ERROR },
     });
   };
+}
+
+/** A thrown RATE_LIMITED's extensions: the code and the seconds to wait (API.md "Rate limits"). */
+export function rateLimitedExtensions(error: RateLimitedError): { code: string; retryAfterSeconds: number } {
+  return { code: RequestErrorCode.RATE_LIMITED, retryAfterSeconds: error.retryAfterSeconds };
+}
+
+/** A refusal before GraphQL runs: HTTP 429 with `Retry-After`, and the same code and seconds in the body. */
+export function tooManyRequests(error: RateLimitedError): GraphQLError {
+  return new GraphQLError(error.message, {
+    extensions: {
+      ...rateLimitedExtensions(error),
+      http: { status: 429, headers: { 'retry-after': String(error.retryAfterSeconds) } },
+    },
+  });
 }
 
 export function stripSuggestions(text: string): string {

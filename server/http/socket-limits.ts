@@ -11,6 +11,8 @@ export interface OperationCaps {
   perSocket: number;
   /** Subscriptions one principal may hold across all its sockets on this process. @default 64 */
   perPrincipal: number;
+  /** WebSockets one principal may hold open at once on this process (WS_MAX_CONNECTIONS_PER_PRINCIPAL). @default 32 */
+  socketsPerPrincipal: number;
 }
 
 /** One socket's admitted operations; `live()` is graphql-ws's own record of those still running. */
@@ -28,6 +30,11 @@ export class OperationCounter {
   private readonly byPrincipal = new Map<string, Set<SocketOperations>>();
 
   constructor(private readonly caps: OperationCaps) {}
+
+  /** Whether `principal` already holds as many sockets as it may on this process. */
+  full(principal: string): boolean {
+    return (this.byPrincipal.get(principal)?.size ?? 0) >= this.caps.socketsPerPrincipal;
+  }
 
   /** Registers an authenticated socket; call `release` when it closes. */
   register(principal: string, live: () => Record<string, unknown>): { admit(id: string): GraphQLError | null; release(): void } {

@@ -6,9 +6,12 @@ import { decodeJwt } from 'jose';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ANONYMOUS, actorOf, type Principal } from '../auth/principal.ts';
-import type { TokenVerifier } from '../auth/tokens.ts';
+import { InvalidTokenError, type TokenVerifier } from '../auth/tokens.ts';
 import type { Context } from '../context.ts';
-import { bearerToken } from './auth-plugin.ts';
+import { RateLimitedError } from '../domain/errors.ts';
+import { Limit, type RateLimits } from '../limits/rate-limits.ts';
+import { bearerToken, expiredOnly } from './auth-plugin.ts';
+import { clientIp } from './client-ip.ts';
 import { createMaskError } from './errors.ts';
 import { at, type OperationCaps, OperationCounter } from './socket-limits.ts';
 import type { TrustedDocuments } from './trusted-documents.ts';
@@ -43,6 +46,10 @@ export interface SubscriptionServerOptions {
   trustedDocuments: TrustedDocuments;
   /** Subscriptions per socket and per principal; the excess answers RATE_LIMITED. */
   caps: OperationCaps;
+  /** Failed authentications per IP (an address over them gets 429 at the upgrade), connections opened per principal. */
+  limits: RateLimits;
+  /** TRUST_PROXY_HOPS (client-ip.ts). */
+  trustProxyHops: number;
 }
 
 interface ConnectionExtra extends Record<PropertyKey, unknown> {
@@ -53,10 +60,23 @@ interface ConnectionExtra extends Record<PropertyKey, unknown> {
 
 /** graphql-ws's code for a refused connection, used for a bad token and an expired one alike. */
 const FORBIDDEN = 4403;
+/** WebSocket's "Try Again Later": graphql-ws clients retry it with backoff (4429 would be fatal to them). */
+const TRY_AGAIN_LATER = 1013;
 
 export function attachSubscriptions(options: SubscriptionServerOptions): { close(): Promise<void> } {
-  const wss = new WebSocketServer({ server: options.server, path: '/graphql', maxPayload: options.maxPayloadBytes ?? 64 * 1024 });
-  const { yoga } = options;
+  const { yoga, limits } = options;
+  const wss = new WebSocketServer({
+    server: options.server,
+    path: '/graphql',
+    maxPayload: options.maxPayloadBytes ?? 64 * 1024,
+    // an address over its failed authentications is refused at the upgrade, before any frame
+    verifyClient: (info, done) => {
+      void limits.exhausted(Limit.AUTH_FAILURES, clientIp(info.req, options.trustProxyHops)).then((seconds) => {
+        if (seconds === null) return done(true);
+        done(false, 429, 'Too Many Requests', { 'retry-after': String(seconds) });
+      });
+    },
+  });
   const counter = new OperationCounter(options.caps);
   const maskError = createMaskError(options.logger, options.production);
   /** Errors as HTTP would answer them (masked, coded), without HTTP-only extensions. */
@@ -85,7 +105,10 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
         let principal: Principal;
         try {
           principal = await options.verify(token);
-        } catch {
+        } catch (error) {
+          if (!(error instanceof InvalidTokenError && expiredOnly(error))) {
+            await limits.count(Limit.AUTH_FAILURES, clientIp(ctx.extra.request, options.trustProxyHops));
+          }
           return false;
         }
         const expiresAt = (decodeJwt(token).exp ?? 0) * 1000; // verified, and exp is a required claim
@@ -93,8 +116,24 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
         // closed while the token was verified: onClose has run, nothing may be registered now
         if (expiresAt <= Date.now() || socket.readyState === WebSocket.CLOSED) return false;
         const { role, id } = actorOf(principal);
+        const caller = `${role}:${id}`;
+        let refused = await limits.consume(Limit.WS_CONNECTIONS, caller).then(
+          () => null,
+          (error: unknown) => {
+            if (error instanceof RateLimitedError) return `RATE_LIMITED: retry after ${error.retryAfterSeconds} s`;
+            throw error;
+          },
+        );
+        // synchronously up to register(): a burst of connections is counted exactly
+        if (!refused && counter.full(caller))
+          refused = `RATE_LIMITED: at most ${options.caps.socketsPerPrincipal} connections at once per caller`;
+        if (refused) {
+          socket.close(TRY_AGAIN_LATER, refused); // graphql-ws's own 4403 after `false` comes too late to replace it
+          return false;
+        }
+        if (socket.readyState !== WebSocket.OPEN) return false; // closed while the limit was checked
         ctx.extra.principal = principal;
-        ctx.extra.operations = counter.register(`${role}:${id}`, () => ctx.subscriptions);
+        ctx.extra.operations = counter.register(caller, () => ctx.subscriptions);
         ctx.extra.expiry = at(expiresAt, () => socket.close(FORBIDDEN, 'Token expired'));
         return true;
       },

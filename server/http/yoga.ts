@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { useGraphQlJit } from '@envelop/graphql-jit';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
@@ -15,6 +16,7 @@ import { RequestErrorCode } from '../domain/errors.ts';
 import type { Services } from '../services/index.ts';
 import { useStreamingUploads } from '../uploads/multipart.ts';
 import { principalOf, useAuth } from './auth-plugin.ts';
+import { clientIp } from './client-ip.ts';
 import { corsFor } from './cors.ts';
 import { createMaskError, withoutSuggestions } from './errors.ts';
 import { type TrustedDocuments, useTrustedDocuments } from './trusted-documents.ts';
@@ -41,6 +43,8 @@ export interface YogaDeps {
   /** No byte of an upload body for this long → UPLOAD_INTERRUPTED, socket closed. */
   uploadIdleMs: number;
   trustedDocuments: TrustedDocuments;
+  /** TRUST_PROXY_HOPS: proxies whose X-Forwarded-For entries name the client (client-ip.ts). */
+  trustProxyHops: number;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -133,7 +137,15 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
       useRequestId(),
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
       useWebSocketOnlySubscriptions(),
-      useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),
+      useAuth({
+        verify: deps.verify,
+        introspectionForAdminsOnly: deps.production,
+        limits: deps.services.limits,
+        clientIp: (serverContext) => {
+          const req = (serverContext as { req?: IncomingMessage } | undefined)?.req;
+          return req?.socket ? clientIp(req, deps.trustProxyHops) : undefined;
+        },
+      }),
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'apollo-require-preflight'] }),
       useTrustedDocuments(deps.trustedDocuments),
       useStreamingUploads({ maxFileBytes: deps.maxUploadBytes, idleMs: deps.uploadIdleMs }),

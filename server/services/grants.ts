@@ -1,9 +1,10 @@
 import type { GrantSigner, JobGrant } from '../auth/grants.ts';
 import { GrantError } from '../auth/grants.ts';
-import type { Principal } from '../auth/principal.ts';
+import { actorOf, type Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
 import { InvalidGrantError, ValidationError } from '../domain/errors.ts';
 import { jobGrantInput, parseArgs } from '../domain/validation.ts';
+import { Limit, type RateLimits } from '../limits/rate-limits.ts';
 import { assertAccountActive } from './accounts.ts';
 import { AuditAction, audit } from './audit.ts';
 
@@ -13,10 +14,13 @@ export class GrantService {
     private readonly db: Db,
     private readonly signer: GrantSigner,
     private readonly maxTtlSeconds: number,
+    private readonly limits: RateLimits,
   ) {}
 
   async create(principal: Principal, input: { userId: string; jobId: string; ttlSeconds: number }): Promise<JobGrant & { token: string }> {
     const args = parseArgs(jobGrantInput, input);
+    const { role, id } = actorOf(principal);
+    await this.limits.consume(Limit.GRANTS, `${role}:${id}`); // RATE_LIMITED, per service (or admin)
     if (args.ttlSeconds > this.maxTtlSeconds) {
       throw new ValidationError([{ path: 'ttlSeconds', message: `at most ${this.maxTtlSeconds}` }]);
     }

@@ -5,6 +5,7 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db/client.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { JobQueue } from '../jobs/queues.ts';
+import type { RateLimits } from '../limits/rate-limits.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { AccountService } from './accounts.ts';
 import { AuditLogService } from './audit-log.ts';
@@ -27,17 +28,20 @@ export interface ServiceDeps {
   jobs: JobQueue;
   bus: EventBus;
   grantSigner: GrantSigner;
+  /** Rate limits (server/limits/rate-limits.ts), shared by the services and the schema's mutation limit. */
+  limits: RateLimits;
 }
 
 export type Services = ReturnType<typeof createServices>;
 
 /** Every service, wired once per process; resolvers reach them through `ctx.services`. */
-export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner }: ServiceDeps) {
+export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner, limits }: ServiceDeps) {
   const quotas = new QuotaService(db, config.quota);
-  const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds);
+  const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds, limits);
   const registry = new LoraRegistry(db, blobs, quotas);
   const events = new EventService(db, bus);
   return {
+    limits,
     events,
     quotas,
     grants,
@@ -48,7 +52,7 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     auditLog: new AuditLogService(db),
     accounts: new AccountService(db, quotas, jobs, bus, config.retention.accountPurgeDelayMs),
     registry,
-    uploads: new UploadService(blobs, registry, quotas, events, bus, {
+    uploads: new UploadService(blobs, registry, quotas, events, bus, limits, {
       maxUploadBytes: config.maxUploadBytes,
       spoolDir: join(config.dataDir, 'spool'),
       concurrency: { perUser: config.uploadLimits.perUser, perProcess: config.uploadLimits.perProcess },

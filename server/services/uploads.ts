@@ -7,6 +7,7 @@ import { CLIENT_UPLOAD_SOURCES, UploadSource } from '../domain/flat-file-contrac
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
 import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
+import { Limit, type RateLimits } from '../limits/rate-limits.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { BlockStager } from '../uploads/block-stager.ts';
 import { runUploadPipeline } from '../uploads/pipeline.ts';
@@ -65,6 +66,7 @@ export class UploadService {
     private readonly quotas: QuotaService,
     private readonly events: EventService,
     private readonly bus: EventBus,
+    private readonly limits: RateLimits,
     private readonly options: UploadOptions,
   ) {
     this.slots = new UploadSlots(options.concurrency);
@@ -72,11 +74,23 @@ export class UploadService {
 
   async upload(principal: Principal, input: UploadInput): Promise<{ lora: LoraView; quota: QuotaView }> {
     if (principal.role !== 'user') throw new RequestError(RequestErrorCode.FORBIDDEN, 'Only users upload LoRAs');
-    const release = this.slots.take(principal.userId); // TOO_MANY_UPLOADS before a byte is read
+    // before a byte is read: RATE_LIMITED (uploads started per window), then TOO_MANY_UPLOADS (at once)
+    await this.limits.consume(Limit.UPLOADS, principal.userId);
+    let releaseSlot: (() => void) | undefined;
+    let releasePlace: (() => void) | undefined;
+    try {
+      releaseSlot = this.slots.take(principal.userId);
+      releasePlace = await this.limits.takeUploadPlace(principal.userId);
+    } catch (error) {
+      releaseSlot?.();
+      await this.limits.refund(Limit.UPLOADS, principal.userId); // a refused start is not a start
+      throw error;
+    }
     try {
       return await this.receive(principal, input);
     } finally {
-      release();
+      releasePlace();
+      releaseSlot();
     }
   }
 
