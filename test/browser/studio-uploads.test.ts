@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { Browser, FileChooser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -211,6 +212,25 @@ describe('editing and deleting', () => {
     await page.getByTestId('empty-state').waitFor();
     await eventually(() => page.getByTestId('quota').innerText()).toMatch(/0 bytes of[\s\S]*0 of 100/);
     expect((await listLoras(server, token)).total).toBe(0);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it('Download saves the exact bytes under the display name, through the owner link', async () => {
+    const { userId, token } = await newUser();
+    const bytes = smallSd15Lora();
+    await seedLora(server.app, userId, { name: 'Ink wash: v3', bytes });
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await openLora(page, 'Ink wash: v3');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download' }).click()]);
+    expect(download.suggestedFilename()).toMatch(/^Ink wash.*v3\.safetensors$/);
+    const saved = await download.path();
+    expect(
+      createHash('sha256')
+        .update(await readFile(saved))
+        .digest('hex'),
+    ).toBe(createHash('sha256').update(bytes).digest('hex'));
+    expect(page.url()).toContain('/studio'); // the page stays; the browser saved the file
     expect(errors).toEqual([]);
     await context.close();
   });

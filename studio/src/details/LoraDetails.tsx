@@ -3,12 +3,12 @@ import { useEffect, useRef, useState } from 'react';
 import { useQuery } from 'urql';
 import { formatBytes, formatDate } from '../shared/format.ts';
 import { DeleteButton } from './DeleteButton.tsx';
+import { DownloadButton } from './DownloadButton.tsx';
 import { EditForm } from './EditForm.tsx';
 
 /**
  * One LoRA: its facts (file, hashes incl. AutoV2, base model, rank, trigger words, training
- * metadata, usage, workflows using it), rename and tags, delete. The Download action comes with
- * the owner download (hidden until the API has it).
+ * metadata, usage, workflows using it), rename and tags, download (the owner's link), delete.
  */
 export function LoraDetails(props: {
   id: string;
@@ -43,6 +43,7 @@ export function LoraDetails(props: {
         <>
           <Facts lora={lora} />
           <EditForm lora={lora} onSaved={props.onChanged} />
+          <DownloadButton lora={lora} />
           <DeleteButton lora={lora} onDeleted={props.onDeleted} />
         </>
       )}
