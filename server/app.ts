@@ -12,6 +12,7 @@ import { migrate } from './db/migrate.ts';
 import { RequestErrorCode } from './domain/errors.ts';
 import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
+import type { SharedFanOut } from './http/shared-fanout.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
 import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
@@ -43,6 +44,8 @@ export interface App {
   jobs: JobRunner;
   services: Services;
   server: Server;
+  /** The WebSocket subscriptions' shared fan-out (null with WS_SHARED_FANOUT=false). */
+  fanOut: SharedFanOut | null;
   /** Listens and resolves with the base URL (e.g. http://127.0.0.1:4000). */
   start(): Promise<string>;
   stop(): Promise<void>;
@@ -174,6 +177,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     production: config.production,
     trustedDocuments,
     caps: config.websocket,
+    sharedFanOut: config.wsSharedFanOut,
   });
   // No total request timeout: a 2 GiB upload may take long while it moves. A body that stops is
   // cut by UPLOAD_IDLE_SECONDS (uploads/body-idle.ts); slow headers and idle keep-alive sockets here.
@@ -197,6 +201,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     jobs,
     services,
     server,
+    fanOut: subscriptions.fanOut,
     async start() {
       const result = await migrate(config.databaseUrl);
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');

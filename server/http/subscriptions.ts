@@ -10,6 +10,7 @@ import type { TokenVerifier } from '../auth/tokens.ts';
 import type { Context } from '../context.ts';
 import { bearerToken } from './auth-plugin.ts';
 import { createMaskError } from './errors.ts';
+import { type FanOutTarget, SharedFanOut } from './shared-fanout.ts';
 import { at, type OperationCaps, OperationCounter } from './socket-limits.ts';
 import type { TrustedDocuments } from './trusted-documents.ts';
 import { queryTooLong } from './yoga.ts';
@@ -43,6 +44,12 @@ export interface SubscriptionServerOptions {
   trustedDocuments: TrustedDocuments;
   /** Subscriptions per socket and per principal; the excess answers RATE_LIMITED. */
   caps: OperationCaps;
+  /**
+   * Execute and serialise each event once per (document, variables, visibility) and send the same
+   * payload to every socket sharing them (shared-fanout.ts); false runs every subscription on its
+   * own (the path before issue 16, kept for comparison). @default true
+   */
+  sharedFanOut?: boolean;
 }
 
 interface ConnectionExtra extends Record<PropertyKey, unknown> {
@@ -54,8 +61,15 @@ interface ConnectionExtra extends Record<PropertyKey, unknown> {
 /** graphql-ws's code for a refused connection, used for a bad token and an expired one alike. */
 const FORBIDDEN = 4403;
 
-export function attachSubscriptions(options: SubscriptionServerOptions): { close(): Promise<void> } {
-  const wss = new WebSocketServer({ server: options.server, path: '/graphql', maxPayload: options.maxPayloadBytes ?? 64 * 1024 });
+export function attachSubscriptions(options: SubscriptionServerOptions): { close(): Promise<void>; fanOut: SharedFanOut | null } {
+  // No permessage-deflate (ws's server default, stated): a compression context costs ~300 KiB per
+  // socket at zlib's defaults, and events are a few hundred bytes.
+  const wss = new WebSocketServer({
+    server: options.server,
+    path: '/graphql',
+    maxPayload: options.maxPayloadBytes ?? 64 * 1024,
+    perMessageDeflate: false,
+  });
   const { yoga } = options;
   const counter = new OperationCounter(options.caps);
   const maskError = createMaskError(options.logger, options.production);
@@ -68,6 +82,7 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
       const { nodes, source, positions, path } = masked;
       return new GraphQLError(masked.message, { nodes, source, positions, path, extensions });
     });
+  const fanOut = options.sharedFanOut === false ? null : new SharedFanOut({ logger: options.logger, formatErrors: refusal });
   const disposable = useServer<Record<string, unknown>, ConnectionExtra>(
     {
       connectionInitWaitTimeout: options.connectionInitWaitMs ?? 3_000,
@@ -92,6 +107,8 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
         const { socket } = ctx.extra;
         // closed while the token was verified: onClose has run, nothing may be registered now
         if (expiresAt <= Date.now() || socket.readyState === WebSocket.CLOSED) return false;
+        // graphql-ws keeps the upgrade request for the socket's life; nothing here reads it again
+        Reflect.deleteProperty(ctx.extra, 'request');
         const { role, id } = actorOf(principal);
         ctx.extra.principal = principal;
         ctx.extra.operations = counter.register(`${role}:${id}`, () => ctx.subscriptions);
@@ -114,10 +131,12 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
           let payload = incoming;
           const query = options.trustedDocuments.resolve(incoming, ctx.extra.principal ?? ANONYMOUS);
           if (query !== undefined && query !== incoming.query) payload = { ...incoming, query };
+          const target: FanOutTarget | undefined = fanOut ? { hub: fanOut, socket: ctx.extra.socket, id } : undefined;
           const enveloped = yoga.getEnveloped({
             principal: ctx.extra.principal,
             params: payload,
             request: undefined,
+            fanOut: target,
           } as never);
           // graphql-armor throws from parse (tokens) and validate (depth, aliases, directives, cost)
           const document = enveloped.parse(payload.query);
@@ -144,7 +163,9 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
     options.keepAliveMs ?? 12_000,
   );
   return {
+    fanOut,
     async close() {
+      fanOut?.close();
       for (const client of wss.clients) client.close(1001, 'Going away');
       await disposable.dispose();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
