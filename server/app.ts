@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { createGrantSigner } from './auth/grants.ts';
+import { cachedTokenVerifier } from './auth/token-cache.ts';
 import { createTokenVerifier } from './auth/tokens.ts';
 import type { Config } from './config.ts';
 import { createDb, type Db } from './db/client.ts';
@@ -88,12 +89,14 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     bus,
     grantSigner: createGrantSigner(config.auth.grantSecret),
   });
-  const verify = createTokenVerifier({
-    secret: config.auth.jwtSecret,
-    jwksUrl: config.auth.jwksUrl,
-    issuer: config.auth.issuer,
-    audience: config.auth.audience,
-  });
+  const verify = cachedTokenVerifier(
+    createTokenVerifier({
+      secret: config.auth.jwtSecret,
+      jwksUrl: config.auth.jwksUrl,
+      issuer: config.auth.issuer,
+      audience: config.auth.audience,
+    }),
+  );
   const trustedDocuments = loadTrustedDocuments(resolve(PACKAGE_ROOT, config.trustedDocuments.file), config.trustedDocuments.only);
   const yoga = createYogaServer({
     trustedDocuments,
