@@ -403,8 +403,10 @@ async function measure(spec: RunSpec, server: ServerChild, fleet: Fleet, seeded:
       const failed = await openLoop(WARMUP, (i) =>
         gql(server.url, spare.token, RENAME, { id: spare.id, name: `warm-${i}` }).then(() => {}),
       );
-      if (failed.length) throw new Error(`${failed.length} warm-up renames failed: ${failed.slice(0, 3).join('; ')}`);
-      await waitUntil(async () => (await fleet.status()).minUpdates - base >= WARMUP, 60_000, 'warm-up deliveries');
+      // renames of one row queue on its lock: on a saturated server some time out (not measured)
+      if (failed.length) log(`${name}: ${failed.length} of ${WARMUP} warm-up renames failed (the warm-up goes on)`);
+      const sent = WARMUP - failed.length;
+      await waitUntil(async () => (await fleet.status()).minUpdates - base >= sent, 60_000, 'warm-up deliveries');
     });
   }
 
