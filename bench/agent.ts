@@ -27,7 +27,9 @@
  *
  * Exit 0 when every target holds; 1 otherwise. Temp dir, blobs and processes are removed or
  * stopped on every exit path (bench/harness.ts). MB = 10^6 bytes; file sizes in MiB.
- * Knobs: BENCH_AGENT_FILE_MB=1024  BENCH_AGENT_RUNS=3  BENCH_AGENT_HIT_CALLS=2000  BENCH_KEEP=1
+ * 5. The cold download and the prefetch again over a throttling TCP proxy in front of Azurite (~40 MB/s per
+ *    connection, 40 ms RTT): bench/agent-link.ts, targets agent ÷ fetch ≥ 2.5 and prefetch ÷ sequential ≤ 0.5.
+ * Knobs: BENCH_AGENT_FILE_MB=1024  BENCH_AGENT_RUNS=3  BENCH_AGENT_HIT_CALLS=2000  BENCH_KEEP=1 (and BENCH_LINK_* there)
  */
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -49,6 +51,7 @@ import { toPythonIso } from '../cache-agent/timefmt.ts';
 import { createLoraClient, type LoraClient } from '../sdk/index.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { BlobStore } from '../server/storage/blob-store.ts';
+import { type AgentEnv, benchRealisticLink, LINK_ENABLED } from './agent-link.ts';
 import { type BenchFile, deleteAllBlobs, writeSafetensorsFile } from './files.ts';
 import {
   benchTempDir,
@@ -171,7 +174,12 @@ interface Fixture {
 }
 
 let agents = 0;
-async function freshAgent(fx: Fixture, label: string, client?: LoraClient): Promise<{ agent: Agent; stop: () => Promise<void> }> {
+async function freshAgent(
+  fx: Fixture,
+  label: string,
+  client?: LoraClient,
+  env: AgentEnv = {},
+): Promise<{ agent: Agent; stop: () => Promise<void> }> {
   const comfyDir = join(fx.dir, 'comfy', `${++agents}-${label.replace(/[^a-z0-9]+/gi, '-')}`);
   await mkdir(comfyDir, { recursive: true });
   const config = loadAgentConfig({
@@ -183,6 +191,7 @@ async function freshAgent(fx: Fixture, label: string, client?: LoraClient): Prom
     STATS_INTERVAL_SECONDS: '0',
     LOG_LEVEL: 'info',
     MODEL_CACHE_DB_CREATE: 'true', // no Python nodes here to create model_cache.db
+    ...env,
   });
   const agent = buildAgent(config, { logger, ...(client ? { client } : {}) });
   await agent.start({ listen: false, subscribe: false, schedule: false });
@@ -282,8 +291,8 @@ async function measureRun(label: string, method: DownloadRun['method'], fn: () =
   return run;
 }
 
-async function agentDownload(fx: Fixture, lora: Lora, label: string): Promise<DownloadRun> {
-  const { agent, stop } = await freshAgent(fx, label);
+async function agentDownload(fx: Fixture, lora: Lora, label: string, client?: LoraClient, env?: AgentEnv): Promise<DownloadRun> {
+  const { agent, stop } = await freshAgent(fx, label, client, env);
   try {
     return await measureRun(label, 'agent', async () => {
       const r = await agent.ensure({ source: 'user', id: lora.id, grant: fx.grant });
@@ -311,13 +320,20 @@ async function getBody(url: string, method: 'fetch' | 'http'): Promise<Readable>
 }
 
 /** A baseline: getDownload (machine token + grant), one GET of the SAS URL streamed to a file, fsync. */
-async function plainDownload(fx: Fixture, machine: LoraClient, lora: Lora, label: string, method: 'fetch' | 'http'): Promise<DownloadRun> {
+async function plainDownload(
+  fx: Fixture,
+  machine: LoraClient,
+  lora: Lora,
+  label: string,
+  method: 'fetch' | 'http',
+  rewrite: (url: string) => string = (url) => url,
+): Promise<DownloadRun> {
   const target = join(fx.dir, 'plain', `${randomUUID()}.safetensors`);
   await mkdir(join(fx.dir, 'plain'), { recursive: true });
   try {
     return await measureRun(label, method, async () => {
       const { url } = await machine.getDownload({ id: lora.id, grant: fx.grant });
-      await pipeline(await getBody(url, method), createWriteStream(target, { flags: 'wx' }));
+      await pipeline(await getBody(rewrite(url), method), createWriteStream(target, { flags: 'wx' }));
       const t = performance.now();
       const handle = await open(target, 'r');
       try {
@@ -347,8 +363,8 @@ function workflowOf(loras: Lora[]): Record<string, unknown> {
   );
 }
 
-async function prefetchRun(fx: Fixture, loras: Lora[], label: string): Promise<number> {
-  const { agent, stop } = await freshAgent(fx, label);
+async function prefetchRun(fx: Fixture, loras: Lora[], label: string, client?: LoraClient, env?: AgentEnv): Promise<number> {
+  const { agent, stop } = await freshAgent(fx, label, client, env);
   try {
     const t0 = performance.now();
     const result = await agent.prefetch(workflowOf(loras), fx.grant);
@@ -363,8 +379,8 @@ async function prefetchRun(fx: Fixture, loras: Lora[], label: string): Promise<n
   }
 }
 
-async function sequentialRun(fx: Fixture, loras: Lora[], label: string): Promise<number> {
-  const { agent, stop } = await freshAgent(fx, label);
+async function sequentialRun(fx: Fixture, loras: Lora[], label: string, client?: LoraClient, env?: AgentEnv): Promise<number> {
+  const { agent, stop } = await freshAgent(fx, label, client, env);
   try {
     const t0 = performance.now();
     for (const l of loras) {
@@ -610,6 +626,9 @@ async function main(): Promise<number> {
   // 4. eviction planning
   log(`4. eviction planning over ${EVICTION_ROWS.toLocaleString('en')} rows`);
   const ev = await benchEviction(dir);
+
+  // 5. the same downloads over a realistic link (bench/agent-link.ts)
+  const link = LINK_ENABLED ? await benchLink(fx, machine, loras) : null;
   const load1 = loadavg();
 
   // -------------------------------------------------------------------------------------------
@@ -626,7 +645,7 @@ async function main(): Promise<number> {
   const ratio = median(agentMbps) / median(fetchMbps);
   const downloadOk = ratio >= MIN_DOWNLOAD_RATIO;
   const planOk = ev.plans.every((p) => p.planMs < MAX_PLAN_MS);
-  const ok = hitOk && downloadOk && planOk;
+  const ok = hitOk && downloadOk && planOk && (link?.ok ?? true);
   const pf = median(prefetchMs);
   const sq = median(sequentialMs);
   const verdict = (pass: boolean) => (pass ? 'PASS' : 'FAIL');
@@ -677,6 +696,7 @@ async function main(): Promise<number> {
     `4b. store.cacheRows() + plan (paid by a download that needs eviction; one that fits costs a SUM query): median ${f1(ev.readPlanMs)} ms │ baseline bare SQLite read of the ` +
       `same rows: ${f1(ev.rawReadMs)} ms (cacheRows() alone ${f1(ev.parseMs)} ms) │ ratio ${f2(ev.readPlanMs / ev.rawReadMs)} │ informational, no target`,
   );
+  if (link) out.push(...link.lines);
   if (warnings.length) {
     const kinds = new Map<string, number>();
     for (const w of warnings) {
@@ -688,11 +708,28 @@ async function main(): Promise<number> {
   }
   out.push(
     line,
-    `RESULT: ${verdict(ok)} — hit p99 ${f3(ensureP99)} ms, download ratio ${f2(ratio)}, plan ${ev.plans.map((p) => `${f2(p.planMs)} ms`).join(' / ')}`,
+    `RESULT: ${verdict(ok)} — hit p99 ${f3(ensureP99)} ms, download ratio ${f2(ratio)}, plan ${ev.plans.map((p) => `${f2(p.planMs)} ms`).join(' / ')}` +
+      (link ? `, ${link.summary}` : ''),
     line,
   );
   console.log(out.join('\n'));
   return ok ? 0 : 1;
+}
+
+/** Section 5: the runs above, through a throttling proxy (bench/agent-link.ts). */
+function benchLink(fx: Fixture, machine: LoraClient, loras: { big: Lora; trio: Lora[] }) {
+  return benchRealisticLink({
+    machine,
+    newMachineClient: () => createLoraClient({ url: fx.graphqlUrl, token: fx.machineToken }),
+    bigLoraId: loras.big.id,
+    grant: fx.grant,
+    fileBytes: FILE_BYTES,
+    trioBytes: TRIO_BYTES,
+    agentDownload: (label, client, env) => agentDownload(fx, loras.big, label, client, env),
+    plainDownload: (label, rewrite) => plainDownload(fx, machine, loras.big, label, 'fetch', rewrite),
+    prefetchRun: (label, client, env) => prefetchRun(fx, loras.trio, label, client, env),
+    sequentialRun: (label, client, env) => sequentialRun(fx, loras.trio, label, client, env),
+  });
 }
 
 await runBench(main);

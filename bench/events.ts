@@ -1,35 +1,41 @@
 /**
- * `npm run bench:events` — live cache events at fleet scale: 1,000 GPU machines subscribed to
- * `cacheEvents` over graphql-ws, 1,000 LoRAs deleted through the API, every LORA_DELETED timed
- * from the event's creation to its arrival at each of the 1,000 subscribers (1,000,000 deliveries);
- * first with the in-memory bus, then with the Redis bus (a real redis-server), in the same run.
+ * `npm run bench:events` — live cache events at fleet scale: 10,000 GPU machines subscribed to
+ * `cacheEvents` over graphql-ws, LoRAs deleted through the API at 10/s, every LORA_DELETED timed
+ * from the event's creation to its arrival at each subscriber; with the in-memory bus and with the
+ * Redis bus (a real redis-server), in the same run. Before those, a comparison at 1,000
+ * subscribers: the per-subscription path (WS_SHARED_FANOUT=false, how every event was executed
+ * and serialised once per socket before issue 16) against the shared fan-out, as server CPU per
+ * 1,000 deliveries.
  *
- * 1. Embedded PostgreSQL + Azurite in a temp dir (bench/harness.ts), migrated; 2 × 1,000 LoRAs
- *    (+ one per run to rename) seeded through the real registry (as test/testkit/seed.ts does).
- * 2. Per bus: the real app in a child process of its own (this file with --serve), so its memory
- *    is its own (VmRSS / VmHWM from /proc/<pid>/status); NODE_ENV=production, jobs off (blob
- *    deletion is not measured).
- * 3. 1,000 graphql-ws clients (one socket each, machine tokens, in this process) subscribe; a
- *    LoRA is renamed until every one of them saw the LORA_UPDATED (all live), then WARMUP renames.
- * 4. 1,000 `deleteLora` mutations over HTTP, open loop at RATE per second (not waiting for
- *    replies: a slow server cannot slow the publisher down and hide its own latency).
+ * 1. Embedded PostgreSQL + Azurite in a temp dir (bench/harness.ts), migrated; LoRAs for every
+ *    run (+ one per run to rename) seeded through the real registry (as test/testkit/seed.ts does).
+ * 2. Per run: the real app in a child process of its own (this file with --serve), so its memory
+ *    and CPU are its own (VmRSS / VmHWM and utime+stime from /proc/<pid>); NODE_ENV=production,
+ *    jobs off (blob deletion is not measured).
+ * 3. The subscribers live in BENCH_CLIENT_PROCESSES child processes (bench/events-clients.ts:
+ *    `ws` sockets speaking graphql-transport-ws, machine tokens), so the clients are not the
+ *    bottleneck of one event loop; the open-file limit is raised for the child processes alone
+ *    (prlimit, up to the hard limit). A LoRA is renamed until every subscriber saw the
+ *    LORA_UPDATED (all live), then WARMUP renames.
+ * 4. `deleteLora` mutations over HTTP, open loop at RATE per second (not waiting for replies: a
+ *    slow server cannot slow the publisher down and hide its own latency).
  * 5. Latency of each delivery: the event's `at` (set by the server just before publishing, ms
- *    precision) → arrival at the subscriber (this process's clock: same machine, same clock). Also
+ *    precision) → arrival at the subscriber (same machine, same clock), in 0.1 ms bins. Also
  *    shown: mutation sent → arrival (includes the delete's own transaction).
  *
+ * With the shared fan-out an event costs one execution and one serialisation per group (here one:
+ * every machine sends the same document) plus one frame write per socket; the p99 is then about
+ * the time to write 10,000 frames, while the clients (same 2 cores) read them.
  *
- * RATE is 10 deletes/s: a bulk delete, far above the usual trickle. Each event costs the server
- * about 50 µs per subscriber (it runs the subscription's selection set and writes one frame per
- * socket), so one event's fan-out to 1,000 sockets takes ~50–60 ms of one core — which is also
- * the p99 floor at any rate — and a replica with 1,000 subscribers saturates near 18 events/s
- * (then mutations queue behind the fan-out: send→arrival grows without bound; reported as
- * "saturated"). Measured on 2 vCPUs, with the clients (~20 µs per message) sharing the machine.
- *
- * Exit 0 when, for every bus that ran, p99 (at → arrival) < 100 ms, every subscriber got every
- * event exactly once, no delete failed and the server kept up with RATE; 1 otherwise; 2 on bad
- * knobs or too low an open-file limit. No redis-server: the Redis half is skipped (said so).
- * Knobs: BENCH_SUBSCRIBERS=1000 BENCH_EVENTS=1000 BENCH_RATE=10 (deletes/s) BENCH_WARMUP=50
- *        BENCH_BUSES=memory,redis BENCH_KEEP=1 (keep the temp dir; processes are stopped regardless)
+ * Exit 0 when, for every bus that ran at BENCH_SUBSCRIBERS: p99 (at → arrival) < 50 ms, every
+ * subscriber got every event exactly once, no delete failed, the server kept up with RATE and its
+ * RSS grew by < 32 KiB per subscriber; 1 otherwise; 2 on bad knobs or too low an open-file hard
+ * limit. No redis-server: the Redis half is skipped (said so). The comparison runs are reported,
+ * not judged.
+ * Knobs: BENCH_SUBSCRIBERS=10000 BENCH_EVENTS=600 BENCH_RATE=10 (deletes/s) BENCH_WARMUP=50
+ *        BENCH_BUSES=memory,redis BENCH_CLIENT_PROCESSES=4
+ *        BENCH_COMPARE_SUBSCRIBERS=1000 BENCH_COMPARE_EVENTS=200 (0 = no comparison)
+ *        BENCH_KEEP=1 (keep the temp dir; processes are stopped regardless)
  *        BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (node flags for the server child)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -39,26 +45,29 @@ import http from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { type Client, createClient } from 'graphql-ws';
-import WebSocket from 'ws';
 import { buildApp } from '../server/app.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { migrate } from '../server/db/migrate.ts';
 import { startRedis } from '../test/testkit/redis.ts';
 import { seedLora } from '../test/testkit/seed.ts';
+import { type Fleet, openFileLimits, percentiles, startFleet, withFileLimit } from './events-fleet.ts';
 import { isCleaningUp, log, onCleanup, runBench, runtimeConfig, SERVER_READY_PREFIX, startServices, timed } from './harness.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
 
-const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? '1000');
-const EVENTS = Number(process.env.BENCH_EVENTS ?? '1000');
+const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? '10000');
+const EVENTS = Number(process.env.BENCH_EVENTS ?? '600');
 const RATE = Number(process.env.BENCH_RATE ?? '10');
+const CLIENT_PROCESSES = Number(process.env.BENCH_CLIENT_PROCESSES ?? '4');
+const COMPARE_SUBSCRIBERS = Number(process.env.BENCH_COMPARE_SUBSCRIBERS ?? '1000');
+const COMPARE_EVENTS = Number(process.env.BENCH_COMPARE_EVENTS ?? '200');
 /** The publisher kept up when the last reply came within this of the schedule's end. */
 const KEPT_UP_SLACK_MS = 1_000;
 const WARMUP = Number(process.env.BENCH_WARMUP ?? '50');
 const BUSES = (process.env.BENCH_BUSES ?? 'memory,redis').split(',').map((b) => b.trim()) as Bus[];
-const TARGET_P99_MS = 100;
+const TARGET_P99_MS = 50;
+const TARGET_KIB_PER_SUBSCRIBER = 32;
 const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
 const LORAS_PER_USER = 50; // under the default quota of 100 LoRAs per user
 const SELF = fileURLToPath(import.meta.url);
@@ -66,19 +75,33 @@ let loadAtStart = 0;
 
 type Bus = 'memory' | 'redis';
 
+/** One measured run: a bus, a fleet size, and whether the shared fan-out is on. */
+interface RunSpec {
+  name: string;
+  bus: Bus;
+  subscribers: number;
+  events: number;
+  shared: boolean;
+  /** Judged against the targets (the comparison runs are only reported). */
+  judged: boolean;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server child
 
 interface ServerChild {
   url: string;
   pid: number;
+  /** A full garbage collection in the server (before reading its RSS). */
+  gc(): Promise<void>;
   stop(): Promise<void>;
 }
 
 async function startServerChild(env: Record<string, string>): Promise<ServerChild> {
   // BENCH_SERVER_NODE_ARGS: extra node flags for the server (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof)
   const extra = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child: ChildProcess = spawn(process.execPath, [...extra, ...process.execArgv, SELF, '--serve'], {
+  const { command, args } = withFileLimit(['--expose-gc', ...extra, ...process.execArgv, SELF, '--serve'], SUBSCRIBERS + 256);
+  const child: ChildProcess = spawn(command, args, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
@@ -113,7 +136,17 @@ async function startServerChild(env: Record<string, string>): Promise<ServerChil
     child.once('error', reject);
     void exited.then(() => reject(new Error(`the server exited before it was ready (code ${child.exitCode}, ${child.signalCode})`)));
   });
-  return { ...ready, stop };
+  const gc = () =>
+    new Promise<void>((resolve) => {
+      const done = (m: { type?: string }) => {
+        if (m?.type !== 'gc-done') return;
+        child.off('message', done);
+        resolve();
+      };
+      child.on('message', done);
+      child.send({ type: 'gc' });
+    });
+  return { ...ready, gc, stop };
 }
 
 /** VmRSS and VmHWM (peak) of a process, in MiB. */
@@ -128,11 +161,6 @@ function cpuSecondsOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
-
-function openFileLimit(): number {
-  const line = /^Max open files\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-  return line?.[1] === 'unlimited' ? Number.POSITIVE_INFINITY : Number(line?.[1]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,8 +219,6 @@ function post(url: string, token: string, query: string, variables: Record<strin
 
 const DELETE = 'mutation($id: ID!) { deleteLora(id: $id) { __typename } }';
 const RENAME = 'mutation($id: ID!, $name: String!) { updateLora(id: $id, name: $name) { __typename } }';
-const SUBSCRIPTION = 'subscription { cacheEvents { type loraId userId at } }';
-
 // ---------------------------------------------------------------------------------------------
 // Seeding
 
@@ -203,7 +229,7 @@ interface Seeded {
   spare: { id: string; token: string };
 }
 
-async function seed(databaseUrl: string, storage: string, runs: number): Promise<Seeded[]> {
+async function seed(databaseUrl: string, storage: string, runs: number[]): Promise<Seeded[]> {
   const app = buildApp(
     runtimeConfig({
       NODE_ENV: 'test',
@@ -217,8 +243,8 @@ async function seed(databaseUrl: string, storage: string, runs: number): Promise
   try {
     await app.blobs.ensureContainers();
     const out: Seeded[] = [];
-    for (let run = 0; run < runs; run++) {
-      const total = EVENTS + 1;
+    for (const [run, events] of runs.entries()) {
+      const total = events + 1;
       const users = await Promise.all(
         Array.from({ length: Math.ceil(total / LORAS_PER_USER) }, async () => {
           const id = randomUUID();
@@ -236,7 +262,7 @@ async function seed(databaseUrl: string, storage: string, runs: number): Promise
           }
         }),
       );
-      out.push({ deletes: loras.slice(0, EVENTS), spare: loras[EVENTS] as { id: string; token: string } });
+      out.push({ deletes: loras.slice(0, events), spare: loras[events] as { id: string; token: string } });
     }
     return out;
   } finally {
@@ -244,146 +270,30 @@ async function seed(databaseUrl: string, storage: string, runs: number): Promise
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Subscribers
+const SUBSCRIPTION = 'subscription { cacheEvents { type loraId userId at } }';
 
-interface Deliveries {
-  /** at → arrival and sent → arrival, ms, one slot per (subscriber, event). */
-  fromAt: Float64Array;
-  fromSend: Float64Array;
-  received: Uint8Array;
-  count: number;
-  duplicates: number;
-  unexpected: number;
-  errors: string[];
-}
-
-interface Fleet {
-  clients: Client[];
-  /** How many LORA_UPDATED events (probe and warm-up renames) each subscriber has seen. */
-  updatesSeen: Uint32Array;
-  deliveries: Deliveries;
-  /** loraId → event index, and when its delete was sent (wall clock, ms). */
-  eventIndex: Map<string, number>;
-  sentAt: Float64Array;
-  close(): Promise<void>;
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 const wallNow = () => performance.timeOrigin + performance.now();
 
-async function openFleet(url: string, deletes: { id: string }[]): Promise<Fleet> {
-  const eventIndex = new Map(deletes.map((d, i) => [d.id, i]));
-  const sentAt = new Float64Array(EVENTS).fill(Number.NaN);
-  const deliveries: Deliveries = {
-    fromAt: new Float64Array(SUBSCRIBERS * EVENTS),
-    fromSend: new Float64Array(SUBSCRIBERS * EVENTS),
-    received: new Uint8Array(SUBSCRIBERS * EVENTS),
-    count: 0,
-    duplicates: 0,
-    unexpected: 0,
-    errors: [],
-  };
-  const updatesSeen = new Uint32Array(SUBSCRIBERS);
-  const clients: Client[] = [];
-  let closing = false;
-  const fleet: Fleet = {
-    clients,
-    updatesSeen,
-    deliveries,
-    eventIndex,
-    sentAt,
-    async close() {
-      closing = true;
-      await Promise.allSettled(clients.map((c) => c.dispose()));
-    },
-  };
-  onCleanup('subscribers', () => fleet.close());
-  const wsUrl = `${url.replace(/^http/, 'ws')}/graphql`;
-  const BATCH = 100;
-  for (let start = 0; start < SUBSCRIBERS; start += BATCH) {
-    await Promise.all(
-      Array.from({ length: Math.min(BATCH, SUBSCRIBERS - start) }, async (_, k) => {
-        const s = start + k;
-        const token = await signToken(JWT_SECRET, { role: 'machine', sub: `gpu-${s}`, machineId: `gpu-${s}` });
-        await new Promise<void>((resolve, reject) => {
-          let connected = false;
-          const client = createClient({
-            url: wsUrl,
-            webSocketImpl: WebSocket,
-            connectionParams: { authorization: `Bearer ${token}` },
-            lazy: false,
-            retryAttempts: 0,
-            keepAlive: 0,
-            on: {
-              connected: () => {
-                connected = true;
-                resolve();
-              },
-              closed: (e) => {
-                const message = `subscriber ${s} closed: ${(e as { code: number }).code}`;
-                if (!connected) reject(new Error(message));
-                else if (!closing && deliveries.errors.length < 5) deliveries.errors.push(message); // dropped by the server
-              },
-            },
-            onNonLazyError: (e) => reject(e),
-          });
-          clients.push(client);
-          client.subscribe<{ cacheEvents: { type: string; loraId: string; at: string } }>(
-            { query: SUBSCRIPTION },
-            {
-              next: (result) => {
-                const arrived = wallNow();
-                const event = result.data?.cacheEvents;
-                if (!event) {
-                  if (deliveries.errors.length < 5) deliveries.errors.push(JSON.stringify(result.errors));
-                  return;
-                }
-                if (event.type === 'LORA_UPDATED') {
-                  updatesSeen[s] = (updatesSeen[s] as number) + 1;
-                  return;
-                }
-                const i = eventIndex.get(event.loraId);
-                if (event.type !== 'LORA_DELETED' || i === undefined) {
-                  deliveries.unexpected++;
-                  return;
-                }
-                const slot = s * EVENTS + i;
-                if (deliveries.received[slot]) {
-                  deliveries.duplicates++;
-                  return;
-                }
-                deliveries.received[slot] = 1;
-                deliveries.fromAt[slot] = arrived - Date.parse(event.at);
-                deliveries.fromSend[slot] = arrived - (sentAt[i] as number);
-                deliveries.count++;
-              },
-              error: (error) => {
-                if (!closing && deliveries.errors.length < 5)
-                  deliveries.errors.push(String((error as Error)?.message ?? JSON.stringify(error)));
-              },
-              complete: () => {},
-            },
-          );
-        });
-      }),
-    );
-  }
-  return fleet;
-}
-
-async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
-// One run (one bus)
+// One run
+
+interface Stats {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
 
 interface Result {
-  bus: Bus;
+  spec: RunSpec;
   skipped?: string;
   deliveries?: number;
   /** deleteLora calls that failed (their events are not expected) */
@@ -401,24 +311,28 @@ interface Result {
   rssSubscribed?: number;
   rssAfter?: number;
   rssPeak?: number;
+  /** Server CPU, share of one core over the measurement, and CPU ms per 1,000 deliveries. */
   serverCpu?: number;
+  serverCpuMsPer1000?: number;
   clientCpu?: number;
+  kibPerSubscriber?: number;
   ok?: boolean;
 }
 
-async function run(bus: Bus, services: { databaseUrl: string; storage: string }, seeded: Seeded): Promise<Result> {
+async function run(spec: RunSpec, services: { databaseUrl: string; storage: string }, seeded: Seeded): Promise<Result> {
+  const { bus, name } = spec;
   let redisUrl: string | undefined;
   if (bus === 'redis') {
     const redis = await startRedis();
     if ('unavailable' in redis) {
       log(`SKIPPING the Redis bus: ${redis.unavailable}`);
-      return { bus, skipped: redis.unavailable };
+      return { spec, skipped: redis.unavailable };
     }
     onCleanup('redis-server', redis.stop);
     redisUrl = redis.url;
     log(`redis-server ${redis.url} (pid ${redis.pid})`);
   }
-  const [server] = await timed(`${bus} bus: server started (child process)`, () =>
+  const [server] = await timed(`${name}: server started (child process)`, () =>
     startServerChild({
       NODE_ENV: 'production',
       PORT: '0',
@@ -428,104 +342,130 @@ async function run(bus: Bus, services: { databaseUrl: string; storage: string },
       JWT_SECRET,
       LOG_LEVEL: 'warn',
       JOBS_ENABLED: 'false',
+      WS_SHARED_FANOUT: String(spec.shared),
       ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
     }),
   );
   const rssIdle = memoryOf(server.pid).rss;
-  log(`${bus} bus: server pid ${server.pid} at ${server.url}, RSS ${rssIdle.toFixed(0)} MiB idle`);
+  log(`${name}: server pid ${server.pid} at ${server.url}, RSS ${rssIdle.toFixed(0)} MiB idle`);
 
-  const [fleet] = await timed(`${bus} bus: ${SUBSCRIBERS} subscribers connected`, () => openFleet(server.url, seeded.deletes));
+  const fleet = startFleet({
+    wsUrl: `${server.url.replace(/^http/, 'ws')}/graphql`,
+    secret: JWT_SECRET,
+    processes: Math.min(CLIENT_PROCESSES, spec.subscribers),
+    perProcess: Math.ceil(spec.subscribers / Math.min(CLIENT_PROCESSES, spec.subscribers)),
+    loraIds: seeded.deletes.map((d) => d.id),
+    query: SUBSCRIPTION,
+  });
+  try {
+    return await measure(spec, server, fleet, seeded, rssIdle);
+  } finally {
+    await fleet.close();
+    await server.stop();
+  }
+}
 
-  // All live: rename the spare LoRA until every subscriber has seen a LORA_UPDATED.
-  const spare = seeded.spare;
-  let renames = 0;
-  await timed(`${bus} bus: all ${SUBSCRIBERS} subscriptions live`, async () => {
-    const deadline = performance.now() + 30_000;
-    while (fleet.updatesSeen.some((n) => n === 0)) {
-      if (performance.now() > deadline) throw new Error('subscriptions did not all become live within 30 s');
-      await gql(server.url, spare.token, RENAME, { id: spare.id, name: `probe-${renames++}` });
-      await new Promise((r) => setTimeout(r, 200));
+/** Renames the spare LoRA until every subscriber so far has seen a LORA_UPDATED (all live). */
+async function allLive(server: ServerChild, fleet: Fleet, spare: { id: string; token: string }, what: string): Promise<void> {
+  await timed(what, async () => {
+    const deadline = performance.now() + 60_000;
+    while ((await fleet.status()).minUpdates === 0) {
+      if (performance.now() > deadline) throw new Error('subscriptions did not all become live within 60 s');
+      await gql(server.url, spare.token, RENAME, { id: spare.id, name: `probe-${randomUUID()}` });
+      await new Promise((r) => setTimeout(r, 500));
     }
   });
+}
+
+async function measure(spec: RunSpec, server: ServerChild, fleet: Fleet, seeded: Seeded, rssIdle: number): Promise<Result> {
+  const { name } = spec;
+  // Memory per subscriber is the slope between a first tenth of the fleet (all live, after a full
+  // GC) and the whole fleet: the server's fixed costs (code compiled on first use, pools, heap
+  // headroom) are not spread over the subscribers.
+  const spare = seeded.spare;
+  const first = Math.max(1, Math.floor(spec.subscribers / 10));
+  await timed(`${name}: ${first} subscribers connected (${CLIENT_PROCESSES} client processes)`, () => fleet.add(first));
+  await allLive(server, fleet, spare, `${name}: all ${first} subscriptions live`);
+  await server.gc();
+  const rssFirst = memoryOf(server.pid).rss;
+  await timed(`${name}: ${spec.subscribers - first} more subscribers connected`, () => fleet.add(spec.subscribers - first));
+  await allLive(server, fleet, spare, `${name}: all ${spec.subscribers} subscriptions live`);
+  await server.gc();
   const rssSubscribed = memoryOf(server.pid).rss;
-  log(`${bus} bus: server RSS ${rssSubscribed.toFixed(0)} MiB with ${SUBSCRIBERS} subscribers`);
+  const kibPerSubscriber = spec.subscribers > first ? ((rssSubscribed - rssFirst) * 1024) / (spec.subscribers - first) : Number.NaN;
+  log(
+    `${name}: server RSS ${rssFirst.toFixed(0)} MiB with ${first} subscribers, ${rssSubscribed.toFixed(0)} MiB with ${spec.subscribers}: ${kibPerSubscriber.toFixed(1)} KiB each`,
+  );
 
   if (WARMUP > 0) {
-    const before = Array.from(fleet.updatesSeen);
-    await timed(`${bus} bus: warm-up (${WARMUP} renames at ${RATE}/s, each to all subscribers)`, async () => {
+    const base = (await fleet.status()).minUpdates;
+    await timed(`${name}: warm-up (${WARMUP} renames at ${RATE}/s, each to all subscribers)`, async () => {
       const failed = await openLoop(WARMUP, (i) =>
         gql(server.url, spare.token, RENAME, { id: spare.id, name: `warm-${i}` }).then(() => {}),
       );
-      if (failed.length) throw new Error(`${failed.length} warm-up renames failed: ${failed.slice(0, 3).join('; ')}`);
-      await waitUntil(() => fleet.updatesSeen.every((n, s) => n - (before[s] as number) >= WARMUP), 60_000, 'warm-up deliveries');
+      // renames of one row queue on its lock: on a saturated server some time out (not measured)
+      if (failed.length) log(`${name}: ${failed.length} of ${WARMUP} warm-up renames failed (the warm-up goes on)`);
+      const sent = WARMUP - failed.length;
+      await waitUntil(async () => (await fleet.status()).minUpdates - base >= sent, 60_000, 'warm-up deliveries');
     });
   }
 
   // The measurement.
+  const sentAt: number[] = new Array(spec.events).fill(Number.NaN);
   const cpu0 = cpuSecondsOf(server.pid);
-  const client0 = process.cpuUsage();
   const t0 = performance.now();
-  const failedDeletes = await openLoop(EVENTS, async (i) => {
+  const failedDeletes = await openLoop(spec.events, async (i) => {
     const target = seeded.deletes[i] as { id: string; token: string };
-    fleet.sentAt[i] = wallNow();
+    sentAt[i] = wallNow();
     const data = await gql(server.url, target.token, DELETE, { id: target.id });
     if (data?.deleteLora?.__typename !== 'DeleteLoraSuccess') throw new Error(`delete ${target.id}: ${JSON.stringify(data)}`);
   });
   const publishMs = performance.now() - t0;
-  const expected = SUBSCRIBERS * (EVENTS - failedDeletes.length);
-  await waitUntil(() => fleet.deliveries.count >= expected, 60_000, 'all deliveries').catch((error: Error) =>
-    log(`${bus} bus: ${error.message} (${fleet.deliveries.count} of ${expected})`),
+  const expected = spec.subscribers * (spec.events - failedDeletes.length);
+  await waitUntil(async () => (await fleet.status()).deliveries >= expected, 60_000, 'all deliveries').catch((error: Error) =>
+    log(`${name}: ${error.message}`),
   );
-  await new Promise((r) => setTimeout(r, 250)); // late duplicates
   const wallSeconds = (performance.now() - t0) / 1000;
-  const serverCpu = (cpuSecondsOf(server.pid) - cpu0) / wallSeconds;
-  const clientUsage = process.cpuUsage(client0);
-  const clientCpu = (clientUsage.user + clientUsage.system) / 1e6 / wallSeconds;
+  const serverCpuSeconds = cpuSecondsOf(server.pid) - cpu0;
+  await new Promise((r) => setTimeout(r, 250)); // late duplicates
   const memory = memoryOf(server.pid); // hwm: the peak since the server started (the kernel's VmHWM)
-
-  const d = fleet.deliveries;
-  const fromAt: number[] = [];
-  const fromSend: number[] = [];
-  for (let slot = 0; slot < d.received.length; slot++) {
-    if (!d.received[slot]) continue;
-    fromAt.push(d.fromAt[slot] as number);
-    fromSend.push(d.fromSend[slot] as number);
-  }
-  await fleet.close();
-  await server.stop();
+  const d = await fleet.report(sentAt);
 
   const result: Result = {
-    bus,
-    deliveries: d.count,
+    spec,
+    deliveries: d.deliveries,
     failedDeletes: failedDeletes.length,
-    lost: SUBSCRIBERS * (EVENTS - failedDeletes.length) - d.count,
+    lost: expected - d.deliveries,
     duplicates: d.duplicates,
     unexpected: d.unexpected,
     errors: d.errors,
-    fromAt: stats(fromAt),
-    fromSend: stats(fromSend),
+    fromAt: percentiles(d.fromAt),
+    fromSend: percentiles(d.fromSend),
     publishSeconds: publishMs / 1000,
-    rateAchieved: EVENTS / (publishMs / 1000),
+    rateAchieved: spec.events / (publishMs / 1000),
     rssIdle,
     rssSubscribed,
     rssAfter: memory.rss,
     rssPeak: memory.hwm,
-    serverCpu,
-    clientCpu,
+    serverCpu: serverCpuSeconds / wallSeconds,
+    serverCpuMsPer1000: d.deliveries ? (serverCpuSeconds * 1000) / (d.deliveries / 1000) : Number.NaN,
+    clientCpu: d.cpuSeconds / wallSeconds, // the client processes' whole lives: connecting included
+    kibPerSubscriber,
   };
   // `at` is stamped after the delete's transaction: a server too busy to keep up delays the
   // mutations themselves (send→recv grows), which at→recv alone would not show.
-  result.keptUp = publishMs <= ((EVENTS - 1) / RATE) * 1000 + KEPT_UP_SLACK_MS;
+  result.keptUp = publishMs <= ((spec.events - 1) / RATE) * 1000 + KEPT_UP_SLACK_MS;
   if (!result.keptUp)
-    log(`${bus} bus: the server did not keep up with ${RATE} deletes/s (publishing took ${(publishMs / 1000).toFixed(1)} s)`);
+    log(`${name}: the server did not keep up with ${RATE} deletes/s (publishing took ${(publishMs / 1000).toFixed(1)} s)`);
   result.ok =
     result.keptUp &&
     failedDeletes.length === 0 &&
     result.lost === 0 &&
     result.duplicates === 0 &&
     d.errors.length === 0 &&
-    (result.fromAt?.p99 ?? Infinity) < TARGET_P99_MS;
-  log(`${bus} bus: ${d.count.toLocaleString('en')} deliveries, p50 ${ms(result.fromAt?.p50)} / p99 ${ms(result.fromAt?.p99)} ms`);
+    (result.fromAt?.p99 ?? Infinity) < TARGET_P99_MS &&
+    (result.kibPerSubscriber ?? Infinity) < TARGET_KIB_PER_SUBSCRIBER;
+  log(`${name}: ${d.deliveries.toLocaleString('en')} deliveries, p50 ${ms(result.fromAt?.p50)} / p99 ${ms(result.fromAt?.p99)} ms`);
   return result;
 }
 
@@ -558,28 +498,15 @@ async function openLoop(n: number, fire: (i: number) => Promise<void>): Promise<
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics and the report
-
-interface Stats {
-  p50: number;
-  p90: number;
-  p99: number;
-  max: number;
-}
-
-function stats(samples: number[]): Stats {
-  const sorted = Float64Array.from(samples).sort();
-  const at = (p: number) =>
-    sorted.length ? (sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1] as number) : Number.NaN;
-  return { p50: at(50), p90: at(90), p99: at(99), max: sorted.length ? (sorted[sorted.length - 1] as number) : Number.NaN };
-}
+// The report
 
 const ms = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—' : v.toFixed(1));
 const mib = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—' : `${v.toFixed(0)}`);
 
 function report(results: Result[]): void {
   const header = [
-    'bus',
+    'run',
+    'subscribers',
     'deliveries',
     'failed deletes',
     'lost',
@@ -594,16 +521,18 @@ function report(results: Result[]): void {
     'RSS idle',
     'subscribed',
     'peak',
-    'after',
+    'KiB/sub',
     'server CPU',
-    'client CPU',
+    'CPU ms/1k',
+    'clients CPU',
     'result',
   ];
   const rows = results.map((r) =>
     r.skipped
-      ? [r.bus, `SKIPPED: ${r.skipped}`]
+      ? [r.spec.name, `SKIPPED: ${r.skipped}`]
       : [
-          r.bus,
+          r.spec.name,
+          r.spec.subscribers.toLocaleString('en'),
           (r.deliveries ?? 0).toLocaleString('en'),
           String(r.failedDeletes),
           String(r.lost),
@@ -618,10 +547,11 @@ function report(results: Result[]): void {
           mib(r.rssIdle),
           mib(r.rssSubscribed),
           mib(r.rssPeak),
-          mib(r.rssAfter),
+          (r.kibPerSubscriber ?? Number.NaN).toFixed(1),
           `${((r.serverCpu ?? 0) * 100).toFixed(0)}%`,
+          ms(r.serverCpuMsPer1000),
           `${((r.clientCpu ?? 0) * 100).toFixed(0)}%`,
-          r.ok ? 'PASS' : r.keptUp === false ? 'FAIL (saturated)' : 'FAIL',
+          !r.spec.judged ? (r.ok ? '(pass)' : '(fail)') : r.ok ? 'PASS' : r.keptUp === false ? 'FAIL (saturated)' : 'FAIL',
         ],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r.length > 2 || i < 1 ? (r[i] ?? '').length : 0))));
@@ -631,46 +561,67 @@ function report(results: Result[]): void {
       : `  ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ')}`;
   console.log('');
   console.log(
-    `== live cache events: ${SUBSCRIBERS.toLocaleString('en')} graphql-ws subscribers × ${EVENTS.toLocaleString('en')} LORA_DELETED (deleteLora over HTTP at ${RATE}/s, open loop)`,
+    `== live cache events: graphql-ws subscribers × LORA_DELETED (deleteLora over HTTP at ${RATE}/s, open loop); ${SUBSCRIBERS.toLocaleString('en')} × ${EVENTS} judged, ${COMPARE_SUBSCRIBERS.toLocaleString('en')} × ${COMPARE_EVENTS} compared`,
   );
   console.log(
     `   machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, load ${loadAtStart.toFixed(2)} at start, ${(loadavg()[0] ?? 0).toFixed(2)} at end; ` +
-      `node ${process.version}; server in a child process, jobs off; clients in the bench process`,
+      `node ${process.version}; server in a child process, jobs off; subscribers in ${CLIENT_PROCESSES} client processes`,
   );
   console.log(
-    "   latencies in ms (at→recv: the event's `at`, ms precision, → arrival at the subscriber); memory: the server's VmRSS in MiB",
+    "   latencies in ms (at→recv: the event's `at`, ms precision, → arrival at the subscriber, 0.1 ms bins); memory: the server's VmRSS in MiB; KiB/sub: RSS growth from a tenth of the subscribers to all, after a full GC each, ÷ the subscribers added; CPU ms/1k: server CPU ms per 1,000 deliveries",
   );
   console.log(line(header));
   for (const row of rows) console.log(line(row));
   for (const r of results) {
     if (r.skipped) continue;
-    if (r.unexpected) console.log(`   ${r.bus}: ${r.unexpected} unexpected events`);
-    if (r.errors?.length) console.log(`   ${r.bus}: subscription errors: ${r.errors.join('; ')}`);
-    if (r.rssSubscribed !== undefined && r.rssIdle !== undefined) {
-      console.log(
-        `   ${r.bus}: ~${(((r.rssSubscribed - r.rssIdle) * 1024) / SUBSCRIBERS).toFixed(0)} KiB of server RSS per subscriber; publishing took ${r.publishSeconds?.toFixed(1)} s`,
-      );
-    }
+    if (r.unexpected) console.log(`   ${r.spec.name}: ${r.unexpected} unexpected events`);
+    if (r.errors?.length) console.log(`   ${r.spec.name}: subscription errors: ${r.errors.join('; ')}`);
+  }
+  const before = results.find((r) => !r.skipped && !r.spec.shared);
+  const after = results.find((r) => !r.skipped && r.spec.shared && r.spec.subscribers === before?.spec.subscribers);
+  if (before?.serverCpuMsPer1000 && after?.serverCpuMsPer1000) {
+    console.log(
+      `   server CPU per 1,000 deliveries (${before.spec.subscribers.toLocaleString('en')} subscribers, memory bus): before (per subscription, WS_SHARED_FANOUT=false) ${ms(before.serverCpuMsPer1000)} ms, after (shared fan-out) ${ms(after.serverCpuMsPer1000)} ms: ${(before.serverCpuMsPer1000 / after.serverCpuMsPer1000).toFixed(1)}× less`,
+    );
   }
   if (keepAliveRetries) console.log(`   ${keepAliveRetries} requests were sent again after the server closed their idle keep-alive socket`);
   console.log(
-    `   target: p99 (at→recv) < ${TARGET_P99_MS} ms for every bus that ran, no event lost or duplicated, no delete failed, and the server kept up with ${RATE} deletes/s`,
+    `   target (runs at ${SUBSCRIBERS.toLocaleString('en')}): p99 (at→recv) < ${TARGET_P99_MS} ms on every bus that ran, no event lost or duplicated, no delete failed, the server kept up with ${RATE} deletes/s, < ${TARGET_KIB_PER_SUBSCRIBER} KiB of server RSS per subscriber`,
   );
 }
 
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<number> {
-  const limit = openFileLimit();
+  const { hard } = openFileLimits();
   const needed = SUBSCRIBERS + 256;
-  if (limit < needed) {
-    console.error(
-      `open-file limit ${limit} < ${needed} (${SUBSCRIBERS} sockets + headroom): raise it for this shell (ulimit -n ${needed}) or lower BENCH_SUBSCRIBERS`,
-    );
+  if (hard < needed) {
+    console.error(`open-file hard limit ${hard} < ${needed} (${SUBSCRIBERS} sockets + headroom): lower BENCH_SUBSCRIBERS`);
     return 2;
   }
+  const specs: RunSpec[] = [];
+  if (COMPARE_EVENTS > 0 && COMPARE_SUBSCRIBERS > 0) {
+    specs.push({
+      name: 'memory, per subscription',
+      bus: 'memory',
+      subscribers: COMPARE_SUBSCRIBERS,
+      events: COMPARE_EVENTS,
+      shared: false,
+      judged: false,
+    });
+    specs.push({
+      name: 'memory, shared',
+      bus: 'memory',
+      subscribers: COMPARE_SUBSCRIBERS,
+      events: COMPARE_EVENTS,
+      shared: true,
+      judged: false,
+    });
+  }
+  for (const bus of BUSES)
+    specs.push({ name: `${bus}, shared`, bus, subscribers: SUBSCRIBERS, events: EVENTS, shared: true, judged: true });
   log(
-    `live-events benchmark: ${SUBSCRIBERS} subscribers × ${EVENTS} events at ${RATE}/s; buses: ${BUSES.join(', ')}; open files ≤ ${limit}`,
+    `live-events benchmark: ${specs.map((s) => `${s.name} ${s.subscribers}×${s.events}`).join('; ')} at ${RATE}/s; open files ≤ ${hard} (hard)`,
   );
   loadAtStart = loadavg()[0] ?? 0;
   if (loadAtStart > cpus().length / 2) {
@@ -680,16 +631,20 @@ async function main(): Promise<number> {
   }
   const [{ pgHandle, azurite }] = await timed('started embedded PostgreSQL + Azurite', () => startServices());
   await timed('migrated', () => migrate(pgHandle.url));
-  const [seeded] = await timed(`seeded ${BUSES.length} × ${EVENTS + 1} LoRAs through the registry`, () =>
-    seed(pgHandle.url, azurite.connectionString, BUSES.length),
+  const [seeded] = await timed(`seeded ${specs.map((s) => s.events + 1).join(' + ')} LoRAs through the registry`, () =>
+    seed(
+      pgHandle.url,
+      azurite.connectionString,
+      specs.map((s) => s.events),
+    ),
   );
   const results: Result[] = [];
-  for (const [i, bus] of BUSES.entries()) {
-    results.push(await run(bus, { databaseUrl: pgHandle.url, storage: azurite.connectionString }, seeded[i] as Seeded));
+  for (const [i, spec] of specs.entries()) {
+    results.push(await run(spec, { databaseUrl: pgHandle.url, storage: azurite.connectionString }, seeded[i] as Seeded));
   }
   report(results);
-  const ran = results.filter((r) => !r.skipped);
-  return ran.length > 0 && ran.every((r) => r.ok) ? 0 : 1;
+  const judged = results.filter((r) => !r.skipped && r.spec.judged);
+  return judged.length > 0 && judged.every((r) => r.ok) ? 0 : 1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,17 +653,16 @@ async function main(): Promise<number> {
 if (process.argv.includes('--serve')) {
   await serve();
 } else {
+  const counts = [SUBSCRIBERS, EVENTS, CLIENT_PROCESSES];
   if (
-    !Number.isInteger(SUBSCRIBERS) ||
-    SUBSCRIBERS < 1 ||
-    !Number.isInteger(EVENTS) ||
-    EVENTS < 1 ||
+    !counts.every((n) => Number.isInteger(n) && n >= 1) ||
     !(RATE > 0) ||
-    !Number.isInteger(WARMUP) ||
-    WARMUP < 0 ||
+    ![WARMUP, COMPARE_SUBSCRIBERS, COMPARE_EVENTS].every((n) => Number.isInteger(n) && n >= 0) ||
     !BUSES.every((b) => b === 'memory' || b === 'redis')
   ) {
-    console.error('BENCH_SUBSCRIBERS and BENCH_EVENTS must be integers ≥ 1, BENCH_RATE > 0, BENCH_WARMUP ≥ 0, BENCH_BUSES ⊆ memory,redis');
+    console.error(
+      'BENCH_SUBSCRIBERS, BENCH_EVENTS and BENCH_CLIENT_PROCESSES must be integers ≥ 1, BENCH_RATE > 0, BENCH_WARMUP / BENCH_COMPARE_* ≥ 0, BENCH_BUSES ⊆ memory,redis',
+    );
     process.exit(2);
   }
   await runBench(main);
@@ -733,6 +687,11 @@ async function serve(): Promise<void> {
     if (!process.connected) void stop();
   });
   process.on('disconnect', () => void stop()); // the parent is gone, however it died
+  process.on('message', (m: { type?: string }) => {
+    if (m?.type !== 'gc') return;
+    (globalThis as { gc?: () => void }).gc?.();
+    process.send?.({ type: 'gc-done' });
+  });
   try {
     const url = await app.start();
     process.stdout.write(`${SERVER_READY_PREFIX}${JSON.stringify({ url, pid: process.pid })}\n`);

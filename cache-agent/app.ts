@@ -224,7 +224,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       if (startOptions.listen !== false) {
         const ensure = core.ensure.bind(core);
         const verifyGrant = (grant: string) => grants.verify(grant);
-        const jobs = new JobRegistry({ config, ensure, prefetch, release, verifyGrant }, logger);
+        const leaseFile = (path: string, lease: Parameters<CacheCore['leaseFile']>[1]) => core.leaseFile(path, lease);
+        const jobs = new JobRegistry({ config, ensure, prefetch, release, verifyGrant, leaseFile }, logger);
         const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs };
         localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
       }

@@ -107,17 +107,11 @@ export class CacheCore {
       entry = await pending;
       if (ref.source === 'user' && entry.userId !== grantUser) throw notFound(ref.id);
     }
-    const now = this.deps.now();
-    const { store, config } = this.deps;
-    const leaseOptions = options.lease;
-    const lease = leaseOptions
-      ? await store.acquireLease(
-          entry.path,
-          leaseEnd(now, leaseOptions.ttlSeconds ?? config.leaseTtlSeconds, config.leaseMaxSeconds, leaseGrantExp),
-          leaseOptions.holder ?? null,
-          leaseGrant,
-        )
-      : null;
+    // A hit's anonymous lease (/ensure's default) is buffered like its touch: written within a
+    // second, or never if released first. A holder's lease (a job's, read by release-by-holder in
+    // other processes) is written at once, once per job and file.
+    const buffered = hit && !options.lease?.holder;
+    const lease = options.lease ? await this.leaseFile(entry.path, { ...options.lease, grant: leaseGrant }, leaseGrantExp, buffered) : null;
     if (ref.source === 'user' && options.recordUsage !== false) {
       this.deps.reporter.usage(ref.grant, [ref.id], options.workflowId ?? null, options.workflowName ?? null);
     }
@@ -129,8 +123,26 @@ export class CacheCore {
       source: entry.source,
       loraId: entry.loraId,
       sharedName: entry.sharedName,
-      lease: lease ? { leaseId: lease.leaseId, expiresAt: lease.expiresAt.toISOString() } : null,
+      lease,
     };
+  }
+
+  /**
+   * A lease on a file ensure() just answered with (the job registry's re-lease after a file moved:
+   * one node load is one hit, not two). It ends at min(now + ttl, the cap, the grant's exp).
+   */
+  async leaseFile(
+    path: string,
+    lease: NonNullable<EnsureOptions['lease']>,
+    knownGrantExp?: number | null,
+    buffered = false,
+  ): Promise<NonNullable<EnsureResult['lease']>> {
+    const { config, store } = this.deps;
+    // the grant's exp as ensure verified it, else verified here (INVALID_GRANT when it does not verify)
+    const grantExp = knownGrantExp !== undefined ? knownGrantExp : lease.grant ? (await this.deps.grants.verify(lease.grant)).exp : null;
+    const end = leaseEnd(this.deps.now(), lease.ttlSeconds ?? config.leaseTtlSeconds, config.leaseMaxSeconds, grantExp);
+    const taken = await store.acquireLease(path, end, lease.holder ?? null, lease.grant ?? null, { buffered });
+    return { leaseId: taken.leaseId, expiresAt: taken.expiresAt.toISOString() };
   }
 
   /** The hit path: index row, owner check, file present with the indexed size → touch. */
@@ -149,16 +161,9 @@ export class CacheCore {
       await store.forget(entry.path);
       return null;
     }
-    const now = this.deps.now();
-    if (!entry.owned) {
-      // An adopted file: its models row (if any) is its writer's, never bumped or re-added by the agent.
-    } else if (store.hasModelRow(entry.path)) store.touch(entry.path, now);
-    else {
-      // The Python side removed the models row: add it back (the file is good whatever happens).
-      await store
-        .register({ ...entry, fileName: basename(entry.path) }, now)
-        .catch((error: unknown) => this.deps.logger.warn({ err: error, path: entry.path }, 'could not re-add the models row'));
-    }
+    // Buffered (no SQLite on the hit path); a models row the Python side removed is added back by
+    // the flush. An adopted file's models row (if any) is its writer's, never bumped or re-added.
+    if (entry.owned) store.touch(entry.path, this.deps.now());
     return entry;
   }
 

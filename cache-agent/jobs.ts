@@ -28,6 +28,8 @@ export interface JobAgent {
   release(by: { holder: string; grant: string }): Promise<{ released: number }>;
   /** The grant's claims once its signature verifies (grant-verifier.ts); INVALID_GRANT otherwise. */
   verifyGrant(grant: string): Promise<GrantClaims>;
+  /** A lease on a file ensure() answered with, without looking it up again. */
+  leaseFile(path: string, lease: NonNullable<EnsureOptions['lease']>): Promise<NonNullable<EnsureResult['lease']>>;
 }
 interface PrefetchOutcome {
   items: { ref: { source: 'user' | 'shared' }; result?: unknown; error?: unknown }[];
@@ -182,10 +184,11 @@ export class JobRegistry {
     const result = await this.agent.ensure(ref, { ...options, lease: leasedAt === undefined ? this.lease(job, this.now()) : null });
     if (result.lease) job.leased.set(key, result.path);
     else if (leasedAt !== result.path) {
-      // Downloaded again at another path since (evicted, renamed): lease the new file for the job.
-      const leased = await this.agent.ensure(ref, { recordUsage: false, workflowId: job.jobId, lease: this.lease(job, this.now()) });
-      job.leased.set(key, leased.path);
-      return leased;
+      // Downloaded again at another path since (evicted, renamed): lease the new file for the job,
+      // without a second ensure (which would count this one load as two hits).
+      const lease = await this.agent.leaseFile(result.path, this.lease(job, this.now()));
+      job.leased.set(key, result.path);
+      return { ...result, lease };
     }
     return result;
   }

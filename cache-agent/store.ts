@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { AgentError } from './errors.ts';
 import type { CacheRow } from './eviction.ts';
@@ -224,6 +224,12 @@ export class CacheStore {
   /** Hits not yet written: path → uses and the latest time (flushed in one transaction). */
   private touches = new Map<string, { uses: number; last: Date }>();
   private lookups = new Map<number, { hits: number; misses: number }>();
+  /**
+   * Leases taken on hits, not yet written (sha256 of the token → row): written with the next
+   * flush, in the same transaction as the hits, unless released before. This process's eviction,
+   * release and sweeps see them at once; another process (a one-shot CLI) within that second not.
+   */
+  private pendingLeases = new Map<string, { path: string; holder: string | null; expiresAtMs: number; owner: string | null }>();
 
   /**
    * @param busyBudgetMs how long a write may keep retrying while another process (the Python
@@ -241,6 +247,12 @@ export class CacheStore {
       sharedEntry: db.prepare<[string], EntrySqlRow>("SELECT * FROM lora_cache_entries WHERE source = 'shared' AND shared_name = ?"),
       entryByPath: db.prepare<[string], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE path = ?'),
       entries: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries'),
+      // A hit's models row, added back after the Python side removed it (owned entries only, as register does)
+      readdModel: db.prepare(
+        'INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore) ' +
+          `SELECT e.path, CASE e.source WHEN 'user' THEN '${USER_LORA}' ELSE '${SHARED_LORA}' END, ?, e.size_bytes, ?, ?, ?, 0, 1 ` +
+          'FROM lora_cache_entries e WHERE e.path = ? AND e.owned = 1 AND NOT EXISTS (SELECT 1 FROM models m WHERE m.path = e.path)',
+      ),
       touchMany: db.prepare(
         'UPDATE models SET last_used = lora_later_time(last_used, ?), use_count = COALESCE(use_count, 0) + ? ' +
           'WHERE path = ? AND path IN (SELECT path FROM lora_cache_entries WHERE owned = 1)',
@@ -289,7 +301,6 @@ export class CacheStore {
           'JOIN lora_cache_entries e ON e.path = m.path WHERE m.model_type IN (?, ?) AND e.owned = 1',
       ),
       timestamps: db.prepare<[], { last_used: unknown; download_date: unknown }>('SELECT last_used, download_date FROM models'),
-      modelExists: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM models WHERE path = ?'),
       modelType: db.prepare<[string], { model_type: string | null }>('SELECT model_type FROM models WHERE path = ?'),
       markPending: db.prepare("UPDATE lora_cache_entries SET pending_delete = 1 WHERE source = 'user' AND lora_id = ?"),
       pending: db.prepare<[], EntrySqlRow>('SELECT * FROM lora_cache_entries WHERE pending_delete = 1'),
@@ -360,10 +371,6 @@ export class CacheStore {
     return this.s.entries.all().map(toEntry);
   }
 
-  hasModelRow(path: string): boolean {
-    return this.s.modelExists.get(path) !== undefined;
-  }
-
   /** The model_type of another writer's `models` row for `path` (null: no row, or one of the agent's types). */
   foreignModelType(path: string): string | null {
     const row = this.s.modelType.get(path);
@@ -396,18 +403,28 @@ export class CacheStore {
     this.lookups.set(hour, c);
   }
 
-  /** Writes buffered hits in one short transaction; on a lock held elsewhere they wait for the next flush. */
+  /**
+   * Writes buffered hits and hit leases in one short transaction; on a lock held elsewhere they
+   * wait for the next flush. A hit whose `models` row is gone (the Python side removed it) adds
+   * it back here, so the hit path itself reads nothing from SQLite for it.
+   */
   flushTouches(): boolean {
-    if (this.touches.size === 0 && this.lookups.size === 0) return true;
+    if (this.touches.size === 0 && this.lookups.size === 0 && this.pendingLeases.size === 0) return true;
     const touches = this.touches;
     const lookups = this.lookups;
+    const leases = this.pendingLeases;
     try {
       this.write(() => {
-        for (const [path, t] of touches) this.s.touchMany.run(toPythonIso(t.last), t.uses, path);
+        for (const [path, t] of touches) {
+          const last = toPythonIso(t.last);
+          if (this.s.touchMany.run(last, t.uses, path).changes === 0) this.s.readdModel.run(basename(path), last, t.uses, last, path);
+        }
         for (const [hour, c] of lookups) this.s.count.run({ hour, hits: c.hits, misses: c.misses, evictions: 0 });
+        for (const [id, l] of leases) this.s.addLease.run(id, l.path, l.holder, l.expiresAtMs, l.owner);
       });
       this.touches = new Map();
       this.lookups = new Map();
+      this.pendingLeases = new Map();
       return true;
     } catch (error) {
       if ((error as { code?: string }).code === 'SQLITE_BUSY') return false;
@@ -453,7 +470,7 @@ export class CacheStore {
    */
   removeUnlessLeased(path: string, now: Date, counts: { eviction: boolean }): Promise<boolean> {
     return this.writeRetrying(() => {
-      if (this.s.liveLeaseOn.get(path, now.getTime())) return false;
+      if (this.pendingLeaseOn(path, now) || this.s.liveLeaseOn.get(path, now.getTime())) return false;
       this.dropRows(path);
       if (counts.eviction) this.s.count.run({ hour: hourOf(now.getTime()), hits: 0, misses: 0, evictions: 1 });
       return true;
@@ -466,6 +483,7 @@ export class CacheStore {
       this.s.moveModel.run(to, fileName, from);
       this.s.moveEntry.run(to, from);
       this.s.moveLeases.run(to, from);
+      for (const l of this.pendingLeases.values()) if (l.path === from) l.path = to;
     });
   }
 
@@ -481,6 +499,7 @@ export class CacheStore {
     this.s.deleteModel.run(path);
     this.s.deleteEntry.run(path);
     this.s.deleteLeasesOf.run(path);
+    for (const [id, l] of this.pendingLeases) if (l.path === path) this.pendingLeases.delete(id);
   }
 
   /** Bytes of user LoRAs in the index (what the cap limits). */
@@ -538,15 +557,24 @@ export class CacheStore {
     expiresAt: Date,
     holder: string | null,
     grant: string | null,
+    options: { buffered?: boolean } = {},
   ): Promise<{ leaseId: string; expiresAt: Date }> {
     const leaseId = randomBytes(32).toString('base64url');
     const owner = grant === null ? null : sha256(grant);
-    await this.writeRetrying(() => this.s.addLease.run(sha256(leaseId), path, holder, expiresAt.getTime(), owner));
+    // A hit's lease waits for the next flush (a job that releases within the second writes nothing)
+    if (options.buffered) this.pendingLeases.set(sha256(leaseId), { path, holder, expiresAtMs: expiresAt.getTime(), owner });
+    else await this.writeRetrying(() => this.s.addLease.run(sha256(leaseId), path, holder, expiresAt.getTime(), owner));
     return { leaseId, expiresAt };
+  }
+
+  private pendingLeaseOn(path: string, now: Date): boolean {
+    for (const l of this.pendingLeases.values()) if (l.path === path && l.expiresAtMs > now.getTime()) return true;
+    return false;
   }
 
   /** Shortens every lease ending after `latest` to end then (start-up: older agents had no cap). */
   capLeases(latest: Date): Promise<void> {
+    for (const l of this.pendingLeases.values()) l.expiresAtMs = Math.min(l.expiresAtMs, latest.getTime());
     return this.writeRetrying(() => {
       this.s.capLeases.run(latest.getTime(), latest.getTime());
     });
@@ -557,6 +585,22 @@ export class CacheStore {
    * a grant are released by token only); returns the paths they covered.
    */
   releaseLeases(by: { leaseId: string } | { holder: string; grant: string }): Promise<string[]> {
+    if ('leaseId' in by) {
+      const pending = this.pendingLeases.get(sha256(by.leaseId));
+      if (pending) {
+        this.pendingLeases.delete(sha256(by.leaseId));
+        return Promise.resolve([pending.path]);
+      }
+    }
+    const fromPending: string[] = [];
+    if ('holder' in by) {
+      const owner = sha256(by.grant);
+      for (const [id, l] of this.pendingLeases) {
+        if (l.holder !== by.holder || l.owner !== owner) continue;
+        this.pendingLeases.delete(id);
+        fromPending.push(l.path);
+      }
+    }
     return this.writeRetrying(() => {
       if ('leaseId' in by) {
         const id = sha256(by.leaseId);
@@ -567,20 +611,23 @@ export class CacheStore {
       }
       const rows = this.s.leasesOfHolder.all(by.holder, sha256(by.grant));
       for (const r of rows) this.s.deleteLease.run(r.lease_id);
-      return [...new Set(rows.map((r) => r.path))];
+      return [...new Set([...fromPending, ...rows.map((r) => r.path)])];
     });
   }
 
   leasedPaths(now: Date): Set<string> {
-    return new Set(this.s.liveLeases.all(now.getTime()).map((r) => r.path));
+    const paths = new Set(this.s.liveLeases.all(now.getTime()).map((r) => r.path));
+    for (const l of this.pendingLeases.values()) if (l.expiresAtMs > now.getTime()) paths.add(l.path);
+    return paths;
   }
 
   isLeased(path: string, now: Date): boolean {
-    return this.s.liveLeaseOn.get(path, now.getTime()) !== undefined;
+    return this.pendingLeaseOn(path, now) || this.s.liveLeaseOn.get(path, now.getTime()) !== undefined;
   }
 
   /** Drops expired leases and counters older than two days. */
   prune(now: Date): Promise<void> {
+    for (const [id, l] of this.pendingLeases) if (l.expiresAtMs <= now.getTime()) this.pendingLeases.delete(id);
     return this.writeRetrying(() => {
       this.s.pruneLeases.run(now.getTime());
       this.s.pruneCounters.run(hourOf(now.getTime()) - 48);

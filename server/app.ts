@@ -6,6 +6,7 @@ import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import type { GrantKeySet } from './auth/grant-keys.ts';
 import { createGrantSigner } from './auth/grants.ts';
+import { cachedTokenVerifier } from './auth/token-cache.ts';
 import { createTokenVerifier } from './auth/tokens.ts';
 import type { Config } from './config.ts';
 import { createDb, type Db } from './db/client.ts';
@@ -15,6 +16,7 @@ import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
 import { AUDIT_EXPORT_PATH, createAuditExportHandler } from './http/audit-export.ts';
 import { JWKS_PATH, serveJwks } from './http/jwks.ts';
+import type { SharedFanOut } from './http/shared-fanout.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
 import { loadTrustedDocuments } from './http/trusted-documents.ts';
 import { createYogaServer } from './http/yoga.ts';
@@ -49,6 +51,8 @@ export interface App {
   jobs: JobRunner;
   services: Services;
   server: Server;
+  /** The WebSocket subscriptions' shared fan-out (null with WS_SHARED_FANOUT=false). */
+  fanOut: SharedFanOut | null;
   /** Listens and resolves with the base URL (e.g. http://127.0.0.1:4000). */
   start(): Promise<string>;
   stop(): Promise<void>;
@@ -106,12 +110,14 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     bus,
     grantSigner: createGrantSigner(config.auth.grantKeys),
   });
-  const verify = createTokenVerifier({
-    secret: config.auth.jwtSecret,
-    jwksUrl: config.auth.jwksUrl,
-    issuer: config.auth.issuer,
-    audience: config.auth.audience,
-  });
+  const verify = cachedTokenVerifier(
+    createTokenVerifier({
+      secret: config.auth.jwtSecret,
+      jwksUrl: config.auth.jwksUrl,
+      issuer: config.auth.issuer,
+      audience: config.auth.audience,
+    }),
+  );
   const trustedDocuments = loadTrustedDocuments(resolve(PACKAGE_ROOT, config.trustedDocuments.file), config.trustedDocuments.only);
   const yoga = createYogaServer({
     trustedDocuments,
@@ -220,6 +226,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     caps: { ...config.websocket, socketsPerPrincipal: config.rateLimits.wsOpenPerPrincipal },
     limits: limitsHandle.limits,
     trustProxyHops: config.trustProxyHops,
+    sharedFanOut: config.wsSharedFanOut,
   });
   // No total request timeout: a 2 GiB upload may take long while it moves. A body that stops is
   // cut by UPLOAD_IDLE_SECONDS (uploads/body-idle.ts); slow headers and idle keep-alive sockets here.
@@ -243,6 +250,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     jobs,
     services,
     server,
+    fanOut: subscriptions.fanOut,
     async start() {
       const result = await migrate(config.databaseUrl);
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');

@@ -99,6 +99,8 @@ const envSchema = z
     WS_MAX_SUBSCRIPTIONS_PER_SOCKET: positiveInt.default(32),
     /** The same, per caller (token subject) across its WebSockets on one process. */
     WS_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: positiveInt.default(64),
+    /** One execution and serialisation per event for subscribers sharing document, variables and visibility. */
+    WS_SHARED_FANOUT: boolish.default(true),
     /** Seconds to wait for in-flight requests on shutdown. */
     SHUTDOWN_GRACE_SECONDS: positiveInt.default(10),
     // Stalled and concurrent uploads, slow clients (README "Configuration"; uploadLimits/httpTimeouts below)
@@ -212,6 +214,8 @@ export interface Config {
   shutdownGraceMs: number;
   trustedDocuments: { only: boolean; file: string };
   websocket: { perSocket: number; perPrincipal: number };
+  /** WS_SHARED_FANOUT: one execution per event for subscribers sharing document, variables and visibility. */
+  wsSharedFanOut: boolean;
   uploadLimits: { idleMs: number; perUser: number; perProcess: number };
   httpTimeouts: { headersMs: number; keepAliveMs: number };
   retention: { accountPurgeDelayMs: number; auditRetentionDays: number };
@@ -286,6 +290,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
     trustedDocuments: { only: env.TRUSTED_DOCUMENTS_ONLY, file: env.TRUSTED_DOCUMENTS_FILE },
     websocket: { perSocket: env.WS_MAX_SUBSCRIPTIONS_PER_SOCKET, perPrincipal: env.WS_MAX_SUBSCRIPTIONS_PER_PRINCIPAL },
+    wsSharedFanOut: env.WS_SHARED_FANOUT,
     uploadLimits: {
       idleMs: env.UPLOAD_IDLE_SECONDS * 1000,
       perUser: env.UPLOAD_CONCURRENCY_PER_USER,

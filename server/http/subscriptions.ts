@@ -13,6 +13,7 @@ import { Limit, type RateLimits } from '../limits/rate-limits.ts';
 import { bearerToken, expiredOnly } from './auth-plugin.ts';
 import { clientIp } from './client-ip.ts';
 import { createMaskError } from './errors.ts';
+import { type FanOutTarget, SharedFanOut } from './shared-fanout.ts';
 import { at, type OperationCaps, OperationCounter } from './socket-limits.ts';
 import type { TrustedDocuments } from './trusted-documents.ts';
 import { queryTooLong } from './yoga.ts';
@@ -50,6 +51,12 @@ export interface SubscriptionServerOptions {
   limits: RateLimits;
   /** TRUST_PROXY_HOPS (client-ip.ts). */
   trustProxyHops: number;
+  /**
+   * Execute and serialise each event once per (document, variables, visibility) and send the same
+   * payload to every socket sharing them (shared-fanout.ts); false runs every subscription on its
+   * own (the path before issue 16, kept for comparison). @default true
+   */
+  sharedFanOut?: boolean;
 }
 
 interface ConnectionExtra extends Record<PropertyKey, unknown> {
@@ -63,8 +70,10 @@ const FORBIDDEN = 4403;
 /** WebSocket's "Try Again Later": graphql-ws clients retry it with backoff (4429 would be fatal to them). */
 const TRY_AGAIN_LATER = 1013;
 
-export function attachSubscriptions(options: SubscriptionServerOptions): { close(): Promise<void> } {
+export function attachSubscriptions(options: SubscriptionServerOptions): { close(): Promise<void>; fanOut: SharedFanOut | null } {
   const { yoga, limits } = options;
+  // No permessage-deflate (ws's server default, stated): a compression context costs ~300 KiB per
+  // socket at zlib's defaults, and events are a few hundred bytes.
   const wss = new WebSocketServer({
     server: options.server,
     path: '/graphql',
@@ -76,6 +85,7 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
         done(false, 429, 'Too Many Requests', { 'retry-after': String(seconds) });
       });
     },
+    perMessageDeflate: false,
   });
   const counter = new OperationCounter(options.caps);
   const maskError = createMaskError(options.logger, options.production);
@@ -88,6 +98,7 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
       const { nodes, source, positions, path } = masked;
       return new GraphQLError(masked.message, { nodes, source, positions, path, extensions });
     });
+  const fanOut = options.sharedFanOut === false ? null : new SharedFanOut({ logger: options.logger, formatErrors: refusal });
   const disposable = useServer<Record<string, unknown>, ConnectionExtra>(
     {
       connectionInitWaitTimeout: options.connectionInitWaitMs ?? 3_000,
@@ -115,6 +126,8 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
         const { socket } = ctx.extra;
         // closed while the token was verified: onClose has run, nothing may be registered now
         if (expiresAt <= Date.now() || socket.readyState === WebSocket.CLOSED) return false;
+        // graphql-ws keeps the upgrade request for the socket's life; nothing here reads it again
+        Reflect.deleteProperty(ctx.extra, 'request');
         const { role, id } = actorOf(principal);
         const caller = `${role}:${id}`;
         let refused = await limits.consume(Limit.WS_CONNECTIONS, caller).then(
@@ -153,10 +166,12 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
           let payload = incoming;
           const query = options.trustedDocuments.resolve(incoming, ctx.extra.principal ?? ANONYMOUS);
           if (query !== undefined && query !== incoming.query) payload = { ...incoming, query };
+          const target: FanOutTarget | undefined = fanOut ? { hub: fanOut, socket: ctx.extra.socket, id } : undefined;
           const enveloped = yoga.getEnveloped({
             principal: ctx.extra.principal,
             params: payload,
             request: undefined,
+            fanOut: target,
           } as never);
           // graphql-armor throws from parse (tokens) and validate (depth, aliases, directives, cost)
           const document = enveloped.parse(payload.query);
@@ -183,7 +198,9 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
     options.keepAliveMs ?? 12_000,
   );
   return {
+    fanOut,
     async close() {
+      fanOut?.close();
       for (const client of wss.clients) client.close(1001, 'Going away');
       await disposable.dispose();
       await new Promise<void>((resolve) => wss.close(() => resolve()));

@@ -19,6 +19,7 @@ import { principalOf, useAuth } from './auth-plugin.ts';
 import { clientIp } from './client-ip.ts';
 import { corsFor } from './cors.ts';
 import { createMaskError, withoutSuggestions } from './errors.ts';
+import { useSharedFanOut } from './shared-fanout.ts';
 import { type TrustedDocuments, useTrustedDocuments } from './trusted-documents.ts';
 
 /** Request limits applied before execution (THREATS.md row 9). */
@@ -153,6 +154,8 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
       // Compiled execution for queries and mutations; subscriptions keep graphql-js (graphql-jit's
       // subscribe path does not see the operation's variables).
       useGraphQlJit({}, { enableIf: (args) => !isSubscription(args) }),
+      // WebSocket subscriptions marked for it share one execution per event (shared-fanout.ts)
+      useSharedFanOut(),
       ...(deps.production ? [useNoSuggestions()] : []),
     ],
     context: async (initial) => {

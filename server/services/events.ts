@@ -5,6 +5,7 @@ import type { Db } from '../db/client.ts';
 import { RequestError, RequestErrorCode, ValidationError } from '../domain/errors.ts';
 import { parseArgs, parseLoraId, sharedLoraName } from '../domain/validation.ts';
 import { type CacheEvent, CacheEventType, cacheEvent, type EventBus, Topic, type UploadProgress } from '../events/bus.ts';
+import { type ShareableStream, shareable } from '../events/shareable.ts';
 
 /**
  * Live events: who may follow an upload, which cache events reach whom, what machines may
@@ -58,8 +59,11 @@ export class EventService {
    * machines go to admins (optionally of one machine) and to the machine that made them.
    * Machines get the LoRA id (all they need to evict or refresh), never its owner: every machine
    * would otherwise learn every user's ids. Admins get everything.
+   *
+   * Shareable (events/shareable.ts): subscribers of one visibility ("admin": everything, "machine":
+   * no owner) share one source and one execution per event; `wanted` stays each one's own filter.
    */
-  cacheEvents(principal: Principal, machineId: string | null | undefined): AsyncIterable<CacheEvent> {
+  cacheEvents(principal: Principal, machineId: string | null | undefined): ShareableStream<CacheEvent> {
     if (principal.role === 'machine' && machineId && machineId !== principal.machineId) {
       throw new RequestError(RequestErrorCode.FORBIDDEN, "A machine may only follow its own machine's events");
     }
@@ -68,8 +72,13 @@ export class EventService {
       if (principal.role === 'machine') return e.machineId === principal.machineId;
       return !machineId || e.machineId === machineId;
     };
-    const shown = principal.role === 'admin' ? (e: CacheEvent) => e : (e: CacheEvent) => ({ ...e, userId: null });
-    return filtered(this.bus.subscribe(Topic.CACHE_EVENTS), wanted, shown);
+    const admin = principal.role === 'admin';
+    const shown = admin ? (e: CacheEvent) => e : withoutOwner;
+    return shareable(filtered(this.bus.subscribe(Topic.CACHE_EVENTS), wanted, shown), {
+      key: admin ? 'admin' : 'machine',
+      source: () => filtered(this.bus.subscribe(Topic.CACHE_EVENTS), () => true, shown),
+      wants: wanted,
+    });
   }
 
   /** LORA_DELETED / LORA_UPDATED of a user's own LoRAs (admins: of everyone's), for Studio's live library. */
@@ -120,6 +129,8 @@ export class EventService {
     return rows.filter((r) => wanted.get(r.file_id.toString()) === r.sha256.trim()).map((r) => r.file_id.toString());
   }
 }
+
+const withoutOwner = (e: CacheEvent): CacheEvent => ({ ...e, userId: null });
 
 /**
  * The values `keep` accepts, as `show` presents them, until the source ends or `last` says the
