@@ -9,6 +9,7 @@ import {
   TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
+  UploadSessionNotFoundError,
   ValidationError,
 } from '../server/domain/errors.ts';
 import { builder } from './builder.ts';
@@ -112,4 +113,11 @@ builder.objectType(TooManyUploadsError, {
     scope: t.field({ type: UploadLimitScopeEnum, resolve: (e) => e.scope }),
     limit: t.exposeInt('limit'),
   }),
+});
+
+builder.objectType(UploadSessionNotFoundError, {
+  name: 'UploadSessionNotFoundError',
+  description: 'The upload session does not exist or is not yours (indistinguishable on purpose).',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ sessionId: t.exposeID('sessionId') }),
 });

@@ -6,6 +6,7 @@ import './modules/quotas.ts';
 import './modules/loras.ts';
 import './modules/machines.ts';
 import './modules/uploads.ts';
+import './modules/upload-sessions.ts';
 import './modules/events.ts';
 
 let schema: GraphQLSchema | undefined;

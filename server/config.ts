@@ -96,6 +96,18 @@ const envSchema = z
     HTTP_HEADERS_TIMEOUT_SECONDS: seconds.default(30),
     /** An idle keep-alive connection is closed after this long. */
     HTTP_KEEPALIVE_TIMEOUT_SECONDS: seconds.default(5),
+    // Resumable direct-to-Blob uploads (issue 17; resumable below)
+    /** A resumable upload session (and its quota reservation) ends this long after it began. */
+    UPLOAD_SESSION_SECONDS: positiveInt.default(24 * 3600),
+    /** Lifetime of a session's write-only SAS (renewable while the session lives). */
+    UPLOAD_SAS_TTL_SECONDS: positiveInt.default(900),
+    /** Block size of resumable uploads (every block but the last has exactly this size). */
+    UPLOAD_BLOCK_BYTES: z.coerce
+      .number()
+      .int()
+      .min(256 * 1024)
+      .max(100 * 1024 * 1024)
+      .default(8 * 1024 * 1024),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -155,6 +167,7 @@ export interface Config {
   websocket: { perSocket: number; perPrincipal: number };
   uploadLimits: { idleMs: number; perUser: number; perProcess: number };
   httpTimeouts: { headersMs: number; keepAliveMs: number };
+  resumable: { sessionMs: number; sasTtlSeconds: number; blockBytes: number };
 }
 
 export class ConfigError extends Error {
@@ -212,6 +225,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       perProcess: env.UPLOAD_CONCURRENCY_PER_PROCESS,
     },
     httpTimeouts: { headersMs: env.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, keepAliveMs: env.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
+    resumable: {
+      sessionMs: env.UPLOAD_SESSION_SECONDS * 1000,
+      sasTtlSeconds: env.UPLOAD_SAS_TTL_SECONDS,
+      blockBytes: env.UPLOAD_BLOCK_BYTES,
+    },
   });
 }
 

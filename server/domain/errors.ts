@@ -15,6 +15,7 @@ export const ErrorCode = {
   INVALID_GRANT: 'INVALID_GRANT',
   VALIDATION_FAILED: 'VALIDATION_FAILED',
   TOO_MANY_UPLOADS: 'TOO_MANY_UPLOADS',
+  UPLOAD_SESSION_NOT_FOUND: 'UPLOAD_SESSION_NOT_FOUND',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -39,6 +40,15 @@ export class NotFoundError extends DomainError {
   readonly code = ErrorCode.LORA_NOT_FOUND;
   constructor(readonly loraId: string) {
     super(`LoRA with ID ${loraId} not found or access denied`);
+  }
+}
+
+/** A resumable upload session that does not exist or is not yours (indistinguishable on purpose). */
+export class UploadSessionNotFoundError extends DomainError {
+  override name = 'UploadSessionNotFoundError';
+  readonly code = ErrorCode.UPLOAD_SESSION_NOT_FOUND;
+  constructor(readonly sessionId: string) {
+    super(`Upload session ${sessionId} not found or access denied`);
   }
 }
 

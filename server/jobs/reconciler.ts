@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
+import { type BlobStore, CONTENT_PREFIX } from '../storage/blob-store.ts';
+import { type ContentPlan, planContent, repairContent } from './content-invariants.ts';
 import { type InvariantPlan, planInvariants, repairInvariants } from './invariants.ts';
 
 /**
@@ -12,7 +13,9 @@ import { type InvariantPlan, planInvariants, repairInvariants } from './invarian
  *   among them, blobs with only staged (uncommitted) blocks — a failed upload whose own cleanup
  *   did not run — have their blocks discarded. A live upload's staging blob is named by its
  *   UPLOADING row, so it is touched only once that row is stale too;
- * - the storage invariants (READY ⇒ not deleted ⇒ blob; quota = READY rows): see invariants.ts.
+ * - the storage invariants (READY ⇒ not deleted ⇒ blob; quota = READY rows): see invariants.ts;
+ * - stored content (issue 17: blobs under `content/` are swept too; a lora_blob row or a live
+ *   upload session keeps its blob), reference counts and expired upload sessions: content-invariants.ts.
  */
 
 export interface ReconcileOptions {
@@ -30,6 +33,8 @@ export interface ReconcilePlan {
   /** Blobs of staged blocks only that no live row names, with the bytes staged. */
   stagedLeftovers: { path: string; bytes: number }[];
   invariants: InvariantPlan;
+  /** Stored content (reference counts) and expired resumable upload sessions (content-invariants.ts). */
+  content: ContentPlan;
 }
 
 export async function planReconcile(db: Db, blobs: BlobStore, options: ReconcileOptions = {}): Promise<ReconcilePlan> {
@@ -45,7 +50,7 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
   // One listing serves the orphan sweep and the invariant check (READY ⇒ blob committed).
   const listing = { committed: new Set<string>(), listedFrom: new Date(), complete: true };
   const empty = new Set<string>(); // staged-only blobs are listed with length 0
-  for await (const blob of blobs.list('users/', { includeUncommitted: true })) {
+  for await (const blob of listAll(blobs, ['users/', CONTENT_PREFIX])) {
     if (++seen > maxBlobs) {
       listing.complete = false;
       break;
@@ -69,7 +74,12 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
     orphanBlobs: committedOrphans,
     stagedLeftovers,
     invariants: await planInvariants(db, blobs, listing),
+    content: await planContent(db, cutoff, options.now),
   };
+}
+
+async function* listAll(blobs: BlobStore, prefixes: string[]) {
+  for (const prefix of prefixes) yield* blobs.list(prefix, { includeUncommitted: true });
 }
 
 /** The bytes staged when the blob has uncommitted blocks and no committed content, else undefined. */
@@ -80,11 +90,14 @@ async function stagedOnly(blobs: BlobStore, path: string): Promise<number | unde
 }
 
 async function orphansAmong(db: Db, candidates: { name: string }[]): Promise<string[]> {
-  const live = await db.lora.findMany({
-    where: { blob_path: { in: candidates.map((c) => c.name) }, status: { in: ['READY', 'UPLOADING'] } },
-    select: { blob_path: true },
-  });
-  const keep = new Set(live.map((l) => l.blob_path));
+  const names = candidates.map((c) => c.name);
+  const [live, contents, sessions] = await Promise.all([
+    db.lora.findMany({ where: { blob_path: { in: names }, status: { in: ['READY', 'UPLOADING'] } }, select: { blob_path: true } }),
+    // stored content is the content-deletion job's (and repairContent's), whatever names it
+    db.lora_blob.findMany({ where: { blob_path: { in: names } }, select: { blob_path: true } }),
+    db.upload_session.findMany({ where: { blob_path: { in: names }, state: { in: ['OPEN', 'COMPLETING'] } }, select: { blob_path: true } }),
+  ]);
+  const keep = new Set([...live, ...contents, ...sessions].map((l) => l.blob_path));
   return candidates.map((c) => c.name).filter((name) => !keep.has(name));
 }
 
@@ -113,4 +126,5 @@ export async function executeReconcile(db: Db, blobs: BlobStore, plan: Reconcile
     );
   }
   await repairInvariants(db, blobs, plan.invariants, logger);
+  await repairContent(db, blobs, plan.content, logger);
 }

@@ -2,7 +2,15 @@ import PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
 import type { Db, Tx } from '../db/client.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
-import { type DeleteLoraBlobJob, IMMEDIATE_DELETE_TIMEOUT_MS, type JobPayloads, type JobQueue, Queue } from './queues.ts';
+import { deleteContentIfUnused } from './content-deletion.ts';
+import {
+  type DeleteContentBlobJob,
+  type DeleteLoraBlobJob,
+  IMMEDIATE_DELETE_TIMEOUT_MS,
+  type JobPayloads,
+  type JobQueue,
+  Queue,
+} from './queues.ts';
 import { executeReconcile, planReconcile, type ReconcilePlan } from './reconciler.ts';
 
 /**
@@ -47,8 +55,10 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   boss.on('error', (error) => logger.error({ err: error }, 'job queue error'));
 
   async function deleteBlob(job: DeleteLoraBlobJob, signal?: AbortSignal): Promise<void> {
-    const outcome = await blobs.delete(job.blobPath, signal);
-    logger.info({ loraId: job.loraId, blobPath: job.blobPath, outcome }, 'deleted LoRA blob');
+    const outcome = job.snapshot
+      ? await blobs.deleteSnapshot(job.blobPath, job.snapshot, signal)
+      : await blobs.delete(job.blobPath, signal);
+    logger.info({ loraId: job.loraId, blobPath: job.blobPath, snapshot: job.snapshot ?? null, outcome }, 'deleted LoRA blob');
   }
 
   /**
@@ -85,6 +95,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       await boss.start();
       // pg-boss 10 creates queues without a lock: replicas starting together can deadlock (40P01)
       await retryOnDeadlock(() => boss.createQueue(Queue.DELETE_LORA_BLOB, { name: Queue.DELETE_LORA_BLOB, ...QUEUE_OPTIONS }));
+      await retryOnDeadlock(() => boss.createQueue(Queue.DELETE_CONTENT_BLOB, { name: Queue.DELETE_CONTENT_BLOB, ...QUEUE_OPTIONS }));
       await retryOnDeadlock(() =>
         boss.createQueue(Queue.RECONCILE_UPLOADS, { name: Queue.RECONCILE_UPLOADS, policy: 'singleton', retryLimit: 0 }),
       );
@@ -93,6 +104,13 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         await boss.work(Queue.RECONCILE_UPLOADS, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
           await reconcileNow();
         });
+        await boss.work<DeleteContentBlobJob>(
+          Queue.DELETE_CONTENT_BLOB,
+          { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: 1 },
+          async ([job]) => {
+            if (job) await deleteContentIfUnused(options.db, blobs, job.data.blobPath, logger);
+          },
+        );
         deleteWorkerId = await boss.work<DeleteLoraBlobJob>(
           Queue.DELETE_LORA_BLOB,
           { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: DELETE_BATCH_SIZE },
@@ -103,9 +121,11 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     async stop() {
       await boss.stop({ graceful: true, timeout: 10_000, wait: true });
     },
-    async deleteBlobNow(job: DeleteLoraBlobJob) {
+    async deleteBlobNow(job: DeleteLoraBlobJob, jobId?: string | null) {
       try {
         await deleteBlob(job, AbortSignal.timeout(IMMEDIATE_DELETE_TIMEOUT_MS));
+        // done: the queued fallback need not run (a worker that took it already meets a 404, harmlessly)
+        if (jobId) await boss.cancel(Queue.DELETE_LORA_BLOB, jobId).catch(() => {});
         return true;
       } catch (error) {
         logger.warn({ err: error, loraId: job.loraId }, 'immediate blob deletion failed; the queued job will retry');
@@ -113,7 +133,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       }
     },
     async enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q]) {
-      await boss.send(queue, payload as object, {
+      return boss.send(queue, payload as object, {
         ...QUEUE_OPTIONS,
         db: {
           executeSql: async (text: string, values: unknown[]) => ({

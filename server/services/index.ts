@@ -13,6 +13,7 @@ import { GrantService } from './grants.ts';
 import { LoraService } from './loras.ts';
 import { QuotaService } from './quotas.ts';
 import { LoraRegistry } from './registry.ts';
+import { UploadSessionService } from './upload-sessions.ts';
 import { UploadService } from './uploads.ts';
 
 export interface ServiceDeps {
@@ -32,8 +33,13 @@ export type Services = ReturnType<typeof createServices>;
 export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner }: ServiceDeps) {
   const quotas = new QuotaService(db, config.quota);
   const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds);
-  const registry = new LoraRegistry(db, blobs, quotas);
+  const registry = new LoraRegistry(db, blobs, quotas, jobs);
   const events = new EventService(db, bus);
+  const uploads = new UploadService(blobs, registry, quotas, events, bus, {
+    maxUploadBytes: config.maxUploadBytes,
+    spoolDir: join(config.dataDir, 'spool'),
+    concurrency: { perUser: config.uploadLimits.perUser, perProcess: config.uploadLimits.perProcess },
+  });
   return {
     events,
     quotas,
@@ -42,10 +48,11 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
     cacheStats: new CacheStatsService(db),
     registry,
-    uploads: new UploadService(blobs, registry, quotas, events, bus, {
+    uploads,
+    uploadSessions: new UploadSessionService(db, blobs, registry, quotas, events, uploads, {
       maxUploadBytes: config.maxUploadBytes,
       spoolDir: join(config.dataDir, 'spool'),
-      concurrency: { perUser: config.uploadLimits.perUser, perProcess: config.uploadLimits.perProcess },
+      ...config.resumable,
     }),
   };
 }

@@ -1,12 +1,14 @@
+import { randomUUID } from 'node:crypto';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
 import { findLoraRow } from '../db/lora-reads.ts';
 import { UploadInterruptedError } from '../domain/errors.ts';
 import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
-import { loraBlobPath } from '../storage/blob-store.ts';
+import type { JobQueue } from '../jobs/queues.ts';
+import { type BlobStore, contentBlobPath } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
+import { linkContent } from './content-store.ts';
 import type { QuotaService } from './quotas.ts';
 
 /**
@@ -24,6 +26,8 @@ export interface BeginInput {
   fileName: string;
   format: LoraFormat;
   tags: string[];
+  /** Where the upload's bytes are (a resumable session's blob); default a new `content/{uuid}.{ext}`. */
+  blobPath?: string;
 }
 
 export interface FinalizeInput {
@@ -39,6 +43,10 @@ export interface FinalizeInput {
   userMetadata?: Record<string, unknown>;
   /** Recorded in gen_out_data.upload_source (docs/flat-file.md). */
   uploadSource: UploadSource;
+  /** The upload's blob ETag as committed (its content is linked only while it still matches). */
+  blobEtag?: string;
+  /** A resumable upload's session (COMPLETING → COMPLETED in the same transaction: its reservation ends as the LoRA is charged). */
+  sessionId?: string;
 }
 
 export class LoraRegistry {
@@ -46,6 +54,7 @@ export class LoraRegistry {
     private readonly db: Db,
     private readonly blobs: BlobStore,
     private readonly quotas: QuotaService,
+    private readonly jobs: JobQueue,
   ) {}
 
   async begin(input: BeginInput): Promise<{ fileId: bigint; blobPath: string }> {
@@ -60,7 +69,8 @@ export class LoraRegistry {
         },
         select: { id: true },
       });
-      const blobPath = loraBlobPath(input.userId, file.id, formatExtension(input.format));
+      // A neutral name (no user, no hash): once READY it may be the stored content of other users' LoRAs too.
+      const blobPath = input.blobPath ?? contentBlobPath(randomUUID(), formatExtension(input.format));
       await tx.lora.create({
         data: {
           file_id: file.id,
@@ -91,9 +101,24 @@ export class LoraRegistry {
         WHERE file_id = ${input.fileId} AND status = 'UPLOADING' AND deleted_at IS NULL FOR UPDATE`;
       if (!locked) throw new UploadInterruptedError(UPLOAD_GONE);
       const row = await tx.lora.findUniqueOrThrow({ where: { file_id: input.fileId } });
+      if (input.sessionId) {
+        const done = await tx.$executeRaw`
+          UPDATE upload_session SET state = 'COMPLETED', lora_id = ${input.fileId}, updated_at = now()
+          WHERE id = ${input.sessionId}::uuid AND state = 'COMPLETING'`;
+        if (done !== 1) throw new UploadInterruptedError(UPLOAD_GONE);
+      }
+      // Content stored once: this LoRA's own snapshot of the content's base (content-store.ts).
+      const stored = await linkContent(tx, this.blobs, this.jobs, {
+        sha256: input.sha256,
+        sizeBytes: input.sizeBytes,
+        ownPath: row.blob_path,
+        ownEtag: input.blobEtag,
+      });
       const now = new Date();
       const ready = {
         status: 'READY',
+        blob_path: stored.blobPath,
+        blob_snapshot: stored.snapshot,
         size_bytes: BigInt(input.sizeBytes),
         sha256: input.sha256,
         base_model: input.baseModel,
@@ -113,7 +138,7 @@ export class LoraRegistry {
         data: {
           hidden: false,
           created_at: now,
-          url: this.blobs.url(row.blob_path),
+          url: this.blobs.snapshotUrl(stored.blobPath, stored.snapshot),
           gen_out_data: loraGenOutData(shown, { uploadSource: input.uploadSource, validationStatus: ValidationStatus.SAFE }) as object,
         },
       });
