@@ -58,6 +58,7 @@ import {
   type UploadProgressSubscription,
   type UploadProgressSubscriptionVariables,
 } from './gql/graphql.ts';
+import { abortResumable, type UploadLoraResumableInput, uploadResumable } from './resumable-client.ts';
 
 type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
@@ -150,6 +151,13 @@ export interface LoraClient {
   lorasStillValid(variables: LorasStillValidQueryVariables, options?: CallOptions): Promise<string[]>;
   reportCacheEvent(variables: ReportCacheEventMutationVariables, options?: CallOptions): Promise<ReportedCacheEvent>;
   uploadLora(input: UploadLoraInput): Promise<UploadLoraResult>;
+  /**
+   * Uploads straight to storage in blocks, resuming a session an earlier run (or process) left:
+   * only the blocks storage does not hold are sent. Then the API validates the file as uploadLora does.
+   */
+  uploadLoraResumable(input: UploadLoraResumableInput): Promise<UploadLoraResult>;
+  /** Ends a resumable upload session you will not resume. */
+  abortLoraUpload(id: string): Promise<void>;
   /** Follows an upload by the uploadId passed to uploadLora; ends after DONE or FAILED. */
   uploadProgress(variables: UploadProgressSubscriptionVariables): AsyncGenerator<UploadProgress, void, undefined>;
   /** LORA_DELETED / LORA_UPDATED and machines' reports; runs until you stop iterating. */
@@ -435,6 +443,9 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     reportCacheEvent: async (variables, call) =>
       unwrap((await request(ReportCacheEventDocument, variables, call)).reportCacheEvent, 'CacheEvent'),
     uploadLora,
+    uploadLoraResumable: async (input) =>
+      unwrap(await uploadResumable(request, input, doFetch), 'UploadLoraSuccess') as unknown as UploadLoraResult,
+    abortLoraUpload: (id) => abortResumable(request, id),
     uploadProgress: (variables) => subscribe(UploadProgressDocument, variables, (d) => d.uploadProgress),
     cacheEvents: (variables = {}) => subscribe(CacheEventsDocument, variables, (d) => d.cacheEvents),
     async close() {

@@ -12,3 +12,5 @@ export * from './client.ts';
 export * from './errors.ts';
 export { graphql } from './gql/gql.ts';
 export * from './gql/graphql.ts';
+export type { UploadLoraResumableInput } from './resumable-client.ts';
+export type { BlockSource, ResumableRunStats, ResumableState, ResumableStore } from './resumable-upload.ts';

@@ -1,4 +1,5 @@
-import type { Tx } from '../db/client.ts';
+import { RestError } from '@azure/storage-blob';
+import type { Db, Tx } from '../db/client.ts';
 import { type JobQueue, Queue } from '../jobs/queues.ts';
 import { BlobChangedError, type BlobStore } from '../storage/blob-store.ts';
 
@@ -25,41 +26,59 @@ export interface LinkInput {
   ownEtag?: string | undefined;
 }
 
+/** The stored content changed between `prepareLink` and `commitLink` (a concurrent upload or deletion): prepare again. */
+export class LinkRaceError extends Error {
+  override name = 'LinkRaceError';
+}
+
 /**
- * Inside finalize's transaction (before the quota charge): the stored content for `sha256`, with
- * one more reference and a new snapshot for this LoRA. When the content was already stored, this
- * upload's own blob is not needed: a content-deletion job for it is enqueued in the same
- * transaction (nothing names it, so the job deletes it). Both outcomes do the same work here:
- * one upsert, one snapshot, one enqueue-or-not inside the transaction.
+ * Before finalize's transaction (no storage call is made inside one): this LoRA's snapshot of
+ * the stored content for `sha256` — the linkable base if there is one, else the upload's own
+ * blob. Both outcomes do the same work: one read, one snapshot. A base that no longer matches the
+ * ETag it was validated with (written through an upload SAS afterwards) stops being linkable and
+ * the upload's own blob is used.
  */
-export async function linkContent(tx: Tx, blobs: BlobStore, jobs: JobQueue, input: LinkInput): Promise<StoredContent> {
+export async function prepareLink(db: Db, blobs: BlobStore, jobs: JobQueue, input: LinkInput): Promise<StoredContent> {
   for (let attempt = 0; attempt < 3; attempt++) {
-    // Lock order: the row lock of the content first (the caller holds the LoRA row; the quota row comes last).
-    const [row] = await tx.$queryRaw<{ blob_path: string; etag: string }[]>`
-      INSERT INTO lora_blob (blob_path, sha256, size_bytes, etag, ref_count)
-      VALUES (${input.ownPath}, ${input.sha256}, ${input.sizeBytes}, ${input.ownEtag ?? ''}, 1)
-      ON CONFLICT (sha256) WHERE linkable
-      DO UPDATE SET ref_count = lora_blob.ref_count + 1, updated_at = now()
-      RETURNING blob_path, etag`;
-    if (!row) throw new Error('lora_blob upsert returned nothing');
-    const own = row.blob_path === input.ownPath;
+    const row = await db.lora_blob.findFirst({
+      where: { container: blobs.container, sha256: input.sha256, linkable: true },
+      select: { blob_path: true, etag: true },
+    });
+    const path = row?.blob_path ?? input.ownPath;
+    const etag = row ? row.etag : input.ownEtag;
     try {
-      const taken = await blobs.snapshot(row.blob_path, row.etag || undefined);
-      if (own && !row.etag) await tx.lora_blob.update({ where: { blob_path: row.blob_path }, data: { etag: taken.etag } });
-      if (!own) await jobs.enqueue(tx, Queue.DELETE_CONTENT_BLOB, { blobPath: input.ownPath });
-      return { blobPath: row.blob_path, snapshot: taken.snapshot };
+      return { blobPath: path, snapshot: (await blobs.snapshot(path, etag || undefined)).snapshot };
     } catch (error) {
-      if (!(error instanceof BlobChangedError) || own) throw error;
-      // The stored base is not what was validated (written through an upload SAS after it was
-      // validated): it stops being linkable (its LoRAs keep their own snapshots), and this
-      // upload's blob becomes the content.
-      const [left] = await tx.$queryRaw<{ ref_count: number }[]>`
-        UPDATE lora_blob SET linkable = false, ref_count = ref_count - 1, updated_at = now()
-        WHERE blob_path = ${row.blob_path} RETURNING ref_count`;
-      if (left?.ref_count === 0) await jobs.enqueue(tx, Queue.DELETE_CONTENT_BLOB, { blobPath: row.blob_path });
+      if (!row || path === input.ownPath) throw error;
+      if (error instanceof BlobChangedError) {
+        await db.$transaction(async (tx) => {
+          const [left] = await tx.$queryRaw<{ ref_count: number }[]>`
+            UPDATE lora_blob SET linkable = false, updated_at = now() WHERE blob_path = ${path} RETURNING ref_count`;
+          if (left?.ref_count === 0) await jobs.enqueue(tx, Queue.DELETE_CONTENT_BLOB, { blobPath: path });
+        });
+      } else if (!(error instanceof RestError && error.statusCode === 404)) {
+        throw error; // (404: its last reference went meanwhile; look again)
+      }
     }
   }
-  throw new Error(`could not store content ${input.sha256}`);
+  throw new LinkRaceError(`could not snapshot stored content ${input.sha256}`);
+}
+
+/**
+ * Inside finalize's transaction (before the quota charge): one more reference on the content
+ * `prepareLink` snapshotted — LinkRaceError when the linkable content for this sha256 is no longer
+ * that one (the caller prepares again). When the content was stored before, this upload's own
+ * blob is not needed: a content-deletion job for it is enqueued in the same transaction.
+ */
+export async function commitLink(tx: Tx, blobs: BlobStore, jobs: JobQueue, input: LinkInput, prepared: StoredContent): Promise<void> {
+  const [row] = await tx.$queryRaw<{ blob_path: string }[]>`
+    INSERT INTO lora_blob (blob_path, container, sha256, size_bytes, etag, ref_count)
+    VALUES (${input.ownPath}, ${blobs.container}, ${input.sha256}, ${input.sizeBytes}, ${input.ownEtag ?? ''}, 1)
+    ON CONFLICT (container, sha256) WHERE linkable
+    DO UPDATE SET ref_count = lora_blob.ref_count + 1, updated_at = now()
+    RETURNING blob_path`;
+  if (row?.blob_path !== prepared.blobPath) throw new LinkRaceError(`content ${input.sha256} changed while linking`);
+  if (prepared.blobPath !== input.ownPath) await jobs.enqueue(tx, Queue.DELETE_CONTENT_BLOB, { blobPath: input.ownPath });
 }
 
 /**

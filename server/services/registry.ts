@@ -8,7 +8,7 @@ import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView
 import type { JobQueue } from '../jobs/queues.ts';
 import { type BlobStore, contentBlobPath } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
-import { linkContent } from './content-store.ts';
+import { commitLink, type LinkInput, LinkRaceError, prepareLink, type StoredContent } from './content-store.ts';
 import type { QuotaService } from './quotas.ts';
 
 /**
@@ -94,6 +94,27 @@ export class LoraRegistry {
    * as stale): READY is only ever reached from UPLOADING, never from DELETED.
    */
   async finalize(actor: Principal, input: FinalizeInput): Promise<LoraView> {
+    const own = await this.db.lora.findUnique({ where: { file_id: input.fileId }, select: { blob_path: true } });
+    if (!own) throw new UploadInterruptedError(UPLOAD_GONE);
+    const link = { sha256: input.sha256, sizeBytes: input.sizeBytes, ownPath: own.blob_path, ownEtag: input.blobEtag };
+    for (let attempt = 1; ; attempt++) {
+      // Content stored once: this LoRA's own snapshot of the content's base (content-store.ts), taken outside the transaction.
+      const stored = await prepareLink(this.db, this.blobs, this.jobs, link);
+      try {
+        await this.ready(actor, input, link, stored);
+        break;
+      } catch (error) {
+        // not READY: the snapshot taken for it goes (on a shared base it would outlive the upload)
+        await this.blobs.deleteSnapshot(stored.blobPath, stored.snapshot).catch(() => {});
+        if (!(error instanceof LinkRaceError) || attempt >= 3) throw error;
+      }
+    }
+    const row = await findLoraRow(this.db, input.fileId);
+    if (!row) throw new Error(`LoRA ${input.fileId} vanished after finalize`);
+    return toLoraView(row);
+  }
+
+  private async ready(actor: Principal, input: FinalizeInput, link: LinkInput, stored: StoredContent): Promise<void> {
     await this.db.$transaction(async (tx) => {
       // The row first, the quota row last: the same lock order as deleteLora and the reconciler.
       const [locked] = await tx.$queryRaw<{ file_id: bigint }[]>`
@@ -107,13 +128,7 @@ export class LoraRegistry {
           WHERE id = ${input.sessionId}::uuid AND state = 'COMPLETING'`;
         if (done !== 1) throw new UploadInterruptedError(UPLOAD_GONE);
       }
-      // Content stored once: this LoRA's own snapshot of the content's base (content-store.ts).
-      const stored = await linkContent(tx, this.blobs, this.jobs, {
-        sha256: input.sha256,
-        sizeBytes: input.sizeBytes,
-        ownPath: row.blob_path,
-        ownEtag: input.blobEtag,
-      });
+      await commitLink(tx, this.blobs, this.jobs, link, stored);
       const now = new Date();
       const ready = {
         status: 'READY',
@@ -151,9 +166,6 @@ export class LoraRegistry {
       // Last, so the user's quota row is locked only for the check, the update and the commit.
       await this.quotas.charge(tx, row.user_id, input.sizeBytes);
     });
-    const row = await findLoraRow(this.db, input.fileId);
-    if (!row) throw new Error(`LoRA ${input.fileId} vanished after finalize`);
-    return toLoraView(row);
   }
 
   /** Removes an upload that never became READY (its rows; the caller removes any blob). */

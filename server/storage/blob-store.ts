@@ -123,6 +123,11 @@ export class BlobStore {
     this.shared = this.service.getContainerClient(options.sharedContainer);
   }
 
+  /** The LoRA container's name (stored content is per container). */
+  get container(): string {
+    return this.options.loraContainer;
+  }
+
   /** Creates the containers when missing (dev and tests; production may pre-create them). */
   async ensureContainers(): Promise<void> {
     await this.loras.createIfNotExists();

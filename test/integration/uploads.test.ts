@@ -213,7 +213,10 @@ describe('uploadLora: interruptions and concurrency', () => {
     const results = await Promise.all(files.map((f) => upload(token, f)));
     const kinds = results.map((r) => r.body?.data?.uploadLora?.__typename ?? r.text);
     expect(kinds.filter((k) => k === 'UploadLoraSuccess')).toHaveLength(10);
-    expect(kinds.filter((k) => k === 'QuotaExceededError')).toHaveLength(40);
+    expect(
+      kinds.filter((k) => k === 'QuotaExceededError'),
+      JSON.stringify(kinds.filter((k) => k !== 'QuotaExceededError')),
+    ).toHaveLength(40);
     const quota = await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } });
     expect(quota.lora_count).toBe(10);
     expect(await server.app.db.lora.count({ where: { user_id: id } })).toBe(10);

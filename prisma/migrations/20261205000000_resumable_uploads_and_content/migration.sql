@@ -7,11 +7,12 @@ DROP INDEX IF EXISTS "lora_blob_path_key";
 CREATE INDEX "lora_blob_path_idx" ON "lora"("blob_path");
 ALTER TABLE "lora" ADD COLUMN "blob_snapshot" TEXT;
 
--- One stored content: a base blob at a neutral path (content/{uuid}.{ext}) and the number of
--- READY LoRAs naming it. At most one linkable row per sha256; a row whose base no longer matches
+-- One stored content: a base blob at a neutral path (content/{uuid}.{ext}) of the LoRA container
+-- and the number of READY LoRAs naming it. At most one linkable row per container and sha256; a row whose base no longer matches
 -- its etag (written through an upload SAS after validation) stops being linkable.
 CREATE TABLE "lora_blob" (
     "blob_path" TEXT NOT NULL,
+    "container" TEXT NOT NULL,
     "sha256" CHAR(64) NOT NULL,
     "size_bytes" BIGINT NOT NULL,
     "etag" TEXT NOT NULL,
@@ -22,7 +23,7 @@ CREATE TABLE "lora_blob" (
     CONSTRAINT "lora_blob_pkey" PRIMARY KEY ("blob_path"),
     CONSTRAINT "lora_blob_ref_count_check" CHECK ("ref_count" >= 0)
 );
-CREATE UNIQUE INDEX "lora_blob_sha256_linkable_key" ON "lora_blob"("sha256") WHERE "linkable";
+CREATE UNIQUE INDEX "lora_blob_sha256_linkable_key" ON "lora_blob"("container", "sha256") WHERE "linkable";
 CREATE INDEX "lora_blob_ref_count_zero_idx" ON "lora_blob"("updated_at") WHERE "ref_count" = 0;
 
 CREATE TYPE "upload_session_state" AS ENUM ('OPEN', 'COMPLETING', 'COMPLETED', 'FAILED', 'ABORTED', 'EXPIRED');

@@ -1327,6 +1327,7 @@ export type Data_upgradeScalarFieldEnum = (typeof Data_upgradeScalarFieldEnum)[k
 
 export const Lora_blobScalarFieldEnum = {
   blob_path: 'blob_path',
+  container: 'container',
   sha256: 'sha256',
   size_bytes: 'size_bytes',
   etag: 'etag',

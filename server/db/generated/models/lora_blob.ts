@@ -39,6 +39,7 @@ export type Lora_blobSumAggregateOutputType = {
 
 export type Lora_blobMinAggregateOutputType = {
   blob_path: string | null
+  container: string | null
   sha256: string | null
   size_bytes: bigint | null
   etag: string | null
@@ -50,6 +51,7 @@ export type Lora_blobMinAggregateOutputType = {
 
 export type Lora_blobMaxAggregateOutputType = {
   blob_path: string | null
+  container: string | null
   sha256: string | null
   size_bytes: bigint | null
   etag: string | null
@@ -61,6 +63,7 @@ export type Lora_blobMaxAggregateOutputType = {
 
 export type Lora_blobCountAggregateOutputType = {
   blob_path: number
+  container: number
   sha256: number
   size_bytes: number
   etag: number
@@ -84,6 +87,7 @@ export type Lora_blobSumAggregateInputType = {
 
 export type Lora_blobMinAggregateInputType = {
   blob_path?: true
+  container?: true
   sha256?: true
   size_bytes?: true
   etag?: true
@@ -95,6 +99,7 @@ export type Lora_blobMinAggregateInputType = {
 
 export type Lora_blobMaxAggregateInputType = {
   blob_path?: true
+  container?: true
   sha256?: true
   size_bytes?: true
   etag?: true
@@ -106,6 +111,7 @@ export type Lora_blobMaxAggregateInputType = {
 
 export type Lora_blobCountAggregateInputType = {
   blob_path?: true
+  container?: true
   sha256?: true
   size_bytes?: true
   etag?: true
@@ -204,6 +210,7 @@ export type lora_blobGroupByArgs<ExtArgs extends runtime.Types.Extensions.Intern
 
 export type Lora_blobGroupByOutputType = {
   blob_path: string
+  container: string
   sha256: string
   size_bytes: bigint
   etag: string
@@ -238,6 +245,7 @@ export type lora_blobWhereInput = {
   OR?: Prisma.lora_blobWhereInput[]
   NOT?: Prisma.lora_blobWhereInput | Prisma.lora_blobWhereInput[]
   blob_path?: Prisma.StringFilter<"lora_blob"> | string
+  container?: Prisma.StringFilter<"lora_blob"> | string
   sha256?: Prisma.StringFilter<"lora_blob"> | string
   size_bytes?: Prisma.BigIntFilter<"lora_blob"> | bigint | number
   etag?: Prisma.StringFilter<"lora_blob"> | string
@@ -249,6 +257,7 @@ export type lora_blobWhereInput = {
 
 export type lora_blobOrderByWithRelationInput = {
   blob_path?: Prisma.SortOrder
+  container?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   etag?: Prisma.SortOrder
@@ -263,6 +272,7 @@ export type lora_blobWhereUniqueInput = Prisma.AtLeast<{
   AND?: Prisma.lora_blobWhereInput | Prisma.lora_blobWhereInput[]
   OR?: Prisma.lora_blobWhereInput[]
   NOT?: Prisma.lora_blobWhereInput | Prisma.lora_blobWhereInput[]
+  container?: Prisma.StringFilter<"lora_blob"> | string
   sha256?: Prisma.StringFilter<"lora_blob"> | string
   size_bytes?: Prisma.BigIntFilter<"lora_blob"> | bigint | number
   etag?: Prisma.StringFilter<"lora_blob"> | string
@@ -274,6 +284,7 @@ export type lora_blobWhereUniqueInput = Prisma.AtLeast<{
 
 export type lora_blobOrderByWithAggregationInput = {
   blob_path?: Prisma.SortOrder
+  container?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   etag?: Prisma.SortOrder
@@ -293,6 +304,7 @@ export type lora_blobScalarWhereWithAggregatesInput = {
   OR?: Prisma.lora_blobScalarWhereWithAggregatesInput[]
   NOT?: Prisma.lora_blobScalarWhereWithAggregatesInput | Prisma.lora_blobScalarWhereWithAggregatesInput[]
   blob_path?: Prisma.StringWithAggregatesFilter<"lora_blob"> | string
+  container?: Prisma.StringWithAggregatesFilter<"lora_blob"> | string
   sha256?: Prisma.StringWithAggregatesFilter<"lora_blob"> | string
   size_bytes?: Prisma.BigIntWithAggregatesFilter<"lora_blob"> | bigint | number
   etag?: Prisma.StringWithAggregatesFilter<"lora_blob"> | string
@@ -304,6 +316,7 @@ export type lora_blobScalarWhereWithAggregatesInput = {
 
 export type lora_blobCreateInput = {
   blob_path: string
+  container: string
   sha256: string
   size_bytes: bigint | number
   etag: string
@@ -315,6 +328,7 @@ export type lora_blobCreateInput = {
 
 export type lora_blobUncheckedCreateInput = {
   blob_path: string
+  container: string
   sha256: string
   size_bytes: bigint | number
   etag: string
@@ -326,6 +340,7 @@ export type lora_blobUncheckedCreateInput = {
 
 export type lora_blobUpdateInput = {
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  container?: Prisma.StringFieldUpdateOperationsInput | string
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   etag?: Prisma.StringFieldUpdateOperationsInput | string
@@ -337,6 +352,7 @@ export type lora_blobUpdateInput = {
 
 export type lora_blobUncheckedUpdateInput = {
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  container?: Prisma.StringFieldUpdateOperationsInput | string
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   etag?: Prisma.StringFieldUpdateOperationsInput | string
@@ -348,6 +364,7 @@ export type lora_blobUncheckedUpdateInput = {
 
 export type lora_blobCreateManyInput = {
   blob_path: string
+  container: string
   sha256: string
   size_bytes: bigint | number
   etag: string
@@ -359,6 +376,7 @@ export type lora_blobCreateManyInput = {
 
 export type lora_blobUpdateManyMutationInput = {
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  container?: Prisma.StringFieldUpdateOperationsInput | string
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   etag?: Prisma.StringFieldUpdateOperationsInput | string
@@ -370,6 +388,7 @@ export type lora_blobUpdateManyMutationInput = {
 
 export type lora_blobUncheckedUpdateManyInput = {
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  container?: Prisma.StringFieldUpdateOperationsInput | string
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   etag?: Prisma.StringFieldUpdateOperationsInput | string
@@ -381,6 +400,7 @@ export type lora_blobUncheckedUpdateManyInput = {
 
 export type lora_blobCountOrderByAggregateInput = {
   blob_path?: Prisma.SortOrder
+  container?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   etag?: Prisma.SortOrder
@@ -397,6 +417,7 @@ export type lora_blobAvgOrderByAggregateInput = {
 
 export type lora_blobMaxOrderByAggregateInput = {
   blob_path?: Prisma.SortOrder
+  container?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   etag?: Prisma.SortOrder
@@ -408,6 +429,7 @@ export type lora_blobMaxOrderByAggregateInput = {
 
 export type lora_blobMinOrderByAggregateInput = {
   blob_path?: Prisma.SortOrder
+  container?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   etag?: Prisma.SortOrder
@@ -426,6 +448,7 @@ export type lora_blobSumOrderByAggregateInput = {
 
 export type lora_blobSelect<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetSelect<{
   blob_path?: boolean
+  container?: boolean
   sha256?: boolean
   size_bytes?: boolean
   etag?: boolean
@@ -437,6 +460,7 @@ export type lora_blobSelect<ExtArgs extends runtime.Types.Extensions.InternalArg
 
 export type lora_blobSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetSelect<{
   blob_path?: boolean
+  container?: boolean
   sha256?: boolean
   size_bytes?: boolean
   etag?: boolean
@@ -448,6 +472,7 @@ export type lora_blobSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Ext
 
 export type lora_blobSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetSelect<{
   blob_path?: boolean
+  container?: boolean
   sha256?: boolean
   size_bytes?: boolean
   etag?: boolean
@@ -459,6 +484,7 @@ export type lora_blobSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Ext
 
 export type lora_blobSelectScalar = {
   blob_path?: boolean
+  container?: boolean
   sha256?: boolean
   size_bytes?: boolean
   etag?: boolean
@@ -468,13 +494,17 @@ export type lora_blobSelectScalar = {
   updated_at?: boolean
 }
 
-export type lora_blobOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"blob_path" | "sha256" | "size_bytes" | "etag" | "ref_count" | "linkable" | "created_at" | "updated_at", ExtArgs["result"]["lora_blob"]>
+export type lora_blobOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"blob_path" | "container" | "sha256" | "size_bytes" | "etag" | "ref_count" | "linkable" | "created_at" | "updated_at", ExtArgs["result"]["lora_blob"]>
 
 export type $lora_blobPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   name: "lora_blob"
   objects: {}
   scalars: runtime.Types.Extensions.GetPayloadResult<{
     blob_path: string
+    /**
+     * The LoRA container holding the base (LORA_CONTAINER when it was stored).
+     */
+    container: string
     sha256: string
     size_bytes: bigint
     /**
@@ -483,7 +513,7 @@ export type $lora_blobPayload<ExtArgs extends runtime.Types.Extensions.InternalA
     etag: string
     ref_count: number
     /**
-     * At most one linkable row per sha256 (partial unique index in the migration).
+     * At most one linkable row per container and sha256 (partial unique index in the migration).
      */
     linkable: boolean
     created_at: Date
@@ -912,6 +942,7 @@ export interface Prisma__lora_blobClient<T, Null = never, ExtArgs extends runtim
  */
 export interface lora_blobFieldRefs {
   readonly blob_path: Prisma.FieldRef<"lora_blob", 'String'>
+  readonly container: Prisma.FieldRef<"lora_blob", 'String'>
   readonly sha256: Prisma.FieldRef<"lora_blob", 'String'>
   readonly size_bytes: Prisma.FieldRef<"lora_blob", 'BigInt'>
   readonly etag: Prisma.FieldRef<"lora_blob", 'String'>
