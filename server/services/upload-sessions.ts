@@ -165,8 +165,11 @@ export class UploadSessionService {
     // Checked against storage before anything is committed; a wrong list leaves the session OPEN.
     const problem = blockListProblem(ids, await this.blobs.uncommittedBlocks(session.blob_path), size, session.block_bytes);
     if (problem) throw new ValidationError([{ path: 'blockIds', message: problem }]);
-    if (!(await this.transition(session.id, 'OPEN', 'COMPLETING'))) throw new UploadSessionNotFoundError(id);
-    const release = this.uploads.slots.take(session.user_id);
+    const release = this.uploads.slots.take(session.user_id); // TOO_MANY_UPLOADS leaves the session OPEN
+    if (!(await this.transition(session.id, 'OPEN', 'COMPLETING'))) {
+      release();
+      throw new UploadInterruptedError('the upload session is being completed or has ended');
+    }
     const progress = this.uploads.progressReporter(session.id, session.user_id, size);
     let fileId: bigint | undefined;
     let done: { lora: LoraView; snapshot: string };
