@@ -38,6 +38,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import { signToken } from '../server/auth/tokens.ts';
 import { BlobStore, type StagedBlob } from '../server/storage/blob-store.ts';
 import { BlockStager } from '../server/uploads/block-stager.ts';
@@ -55,6 +56,14 @@ import {
   startServices,
   timed,
 } from './harness.ts';
+import {
+  cutAndResume,
+  RESUMABLE_MAX_RESENT,
+  RESUMABLE_MAX_RSS_GROWTH,
+  RESUMABLE_MIN_RATIO,
+  viaResumable,
+  viaSdkUploadFile,
+} from './upload-resumable.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -420,6 +429,8 @@ async function main(): Promise<number> {
   const userId = randomUUID();
   const token = await signToken(JWT_SECRET, { role: 'user', sub: userId });
 
+  const db = new pg.Pool({ connectionString: config.databaseUrl, max: 2 });
+  onCleanup('bench database pool', () => db.end());
   let uploads = 0;
   const viaApi = async (file: BenchFile): Promise<void> => {
     const name = `bench-${++uploads}`;
@@ -441,7 +452,8 @@ async function main(): Promise<number> {
     if (lora.sizeBytes !== file.size || lora.sha256 !== file.sha256 || lora.status !== 'READY')
       throw new Error(`upload stored the wrong thing: ${JSON.stringify(lora)}, expected ${file.size} bytes sha256 ${file.sha256}`);
     let blobBytes: number | undefined;
-    for await (const b of store.list(`users/${userId}/loras/${lora.id}.`)) {
+    const { rows } = await db.query<{ blob_path: string }>('SELECT blob_path FROM lora WHERE file_id = $1', [lora.id]);
+    for await (const b of store.list(rows[0]?.blob_path ?? '-')) {
       blobBytes = b.sizeBytes;
       lastApiBlob = b.name;
     }
@@ -500,6 +512,12 @@ async function main(): Promise<number> {
   const loadBefore = loadavg()[0] ?? 0;
   for (let round = 0; round < RUNS; round++) {
     const order = round % 2 === 0 ? (['api', 'sdk'] as const) : (['sdk', 'api'] as const);
+    const resumableOrder = round % 2 === 0 ? (['res', 'file'] as const) : (['file', 'res'] as const);
+    for (const method of resumableOrder) {
+      const label = `run ${round + 1} ${method === 'res' ? 'RES' : 'SDKFILE'} ${FILE_BYTES / MiB} MiB`;
+      if (method === 'res') await run(label, FILE_BYTES, () => viaResumable(graphqlUrl, token, files.main));
+      else await run(label, FILE_BYTES, () => viaSdkUploadFile(store, `bench-sdk/${++uploads}.safetensors`, files.main, BLOCK_BYTES));
+    }
     for (const method of order) {
       const label = `run ${round + 1} ${method === 'api' ? 'API' : 'SDK'} ${FILE_BYTES / MiB} MiB`;
       if (method === 'sdk') {
@@ -519,6 +537,10 @@ async function main(): Promise<number> {
     }
   }
   const large = await run(`API ${LARGE_BYTES / MiB} MiB`, LARGE_BYTES, () => viaApi(files.large));
+  let resent = Number.NaN;
+  const cutRun = await run(`RES cut+resume ${FILE_BYTES / MiB} MiB`, FILE_BYTES, async () => {
+    resent = await cutAndResume(graphqlUrl, token, files.main);
+  });
   const loadAfter = loadavg()[0] ?? 0;
 
   // -------------------------------------------------------------------------------------------
@@ -532,10 +554,22 @@ async function main(): Promise<number> {
   const apiRuns = timeline.filter((m) => m.label.includes('API') && !m.error);
   const growth = Math.max(...apiRuns.map((m) => m.rssPeak)) - baseline; // -Infinity without one
 
+  const resDone = (tag: 'RES' | 'SDKFILE') => timeline.filter((m) => m.label.includes(` ${tag} ${FILE_BYTES / MiB} MiB`) && !m.error);
+  const resMbps = resDone('RES').map((m) => m.mbps);
+  const fileMbps = resDone('SDKFILE').map((m) => m.mbps);
+  const resComplete = resMbps.length === RUNS && fileMbps.length === RUNS;
+  const resRatio = median(resMbps) / median(fileMbps);
+  const resGrowth = Math.max(...resDone('RES').map((m) => m.rssPeak)) - baseline;
+  const resOk =
+    resComplete &&
+    resRatio >= RESUMABLE_MIN_RATIO &&
+    resGrowth < RESUMABLE_MAX_RSS_GROWTH &&
+    !cutRun.error &&
+    resent <= RESUMABLE_MAX_RESENT;
   const ratioOk = complete && ratio >= MIN_RATIO;
   const rssOk = apiRuns.length > 0 && growth < MAX_RSS_GROWTH;
   const largeOk = !large.error;
-  const ok = ratioOk && rssOk && largeOk && storedCheck.startsWith('ok');
+  const ok = ratioOk && rssOk && largeOk && storedCheck.startsWith('ok') && resOk;
 
   const line = '─'.repeat(118);
   const fmt = (v: number[]) =>
@@ -576,6 +610,15 @@ async function main(): Promise<number> {
         : `FAILED — ${large.error}`),
   );
   out.push(`stored bytes of the first ${FILE_BYTES / MiB} MiB API upload: ${storedCheck}`);
+  out.push(
+    line,
+    `RES = SDK uploadLoraResumable (blocks of ${BLOCK_BYTES / MiB} MiB straight to Azurite, 4 in flight, then completeLoraUpload: commit + the server's validation read); ` +
+      `SDKFILE = BlockBlobClient.uploadFile (same block size, concurrency 4).`,
+    `RES ${FILE_BYTES / MiB} MiB:      ${fmt(resMbps)}`,
+    `SDKFILE ${FILE_BYTES / MiB} MiB:  ${fmt(fileMbps)}`,
+    `ratio RES/SDKFILE: ${resComplete ? resRatio.toFixed(2) : 'n/a'} — target ≥ ${RESUMABLE_MIN_RATIO}; server RSS growth during RES ${Number.isFinite(resGrowth) ? mb(resGrowth) : 'n/a'} MB — target < ${RESUMABLE_MAX_RSS_GROWTH / MB} MB`,
+    `cut at 50 % and resumed: ${cutRun.error ? `FAILED — ${cutRun.error}` : `${resent.toFixed(3)} × the file's bytes sent in total`} — target ≤ ${RESUMABLE_MAX_RESENT}: ${resOk ? 'all resumable targets met' : 'a resumable target MISSED'}`,
+  );
   out.push(
     line,
     `per upload, in order (CPU s = CPU seconds used during it; others = PostgreSQL, kernel, other processes; RSS ± the warm-up baseline; ` +

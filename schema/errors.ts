@@ -11,6 +11,7 @@ import {
   TooManyUploadsError,
   UnsafeFileError,
   UploadInterruptedError,
+  UploadSessionNotFoundError,
   ValidationError,
 } from '../server/domain/errors.ts';
 import { builder } from './builder.ts';
@@ -135,4 +136,11 @@ builder.objectType(RateLimitedError, {
   fields: (t) => ({
     retryAfterSeconds: t.exposeInt('retryAfterSeconds', { description: 'Whole seconds until the limit lets you through again (≥ 1)' }),
   }),
+});
+
+builder.objectType(UploadSessionNotFoundError, {
+  name: 'UploadSessionNotFoundError',
+  description: 'The upload session does not exist or is not yours (indistinguishable on purpose).',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ sessionId: t.exposeID('sessionId') }),
 });

@@ -6,6 +6,7 @@ import './modules/quotas.ts';
 import './modules/loras.ts';
 import './modules/machines.ts';
 import './modules/uploads.ts';
+import './modules/upload-sessions.ts';
 import './modules/events.ts';
 import './modules/owner-downloads.ts';
 import './modules/accounts.ts';

@@ -62,6 +62,7 @@ import {
   type UploadProgressSubscriptionVariables,
 } from './gql/graphql.ts';
 import { type GrantKeySet, grantKeysFromResponse, grantKeysUrl } from './grant-keys.ts';
+import { abortResumable, type UploadLoraResumableInput, uploadResumable } from './resumable-client.ts';
 
 type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
@@ -161,6 +162,13 @@ export interface LoraClient {
   /** The public keys job grants verify with (`GET /.well-known/jwks.json`, no token; retried like queries). */
   getGrantKeys(options?: CallOptions): Promise<GrantKeySet>;
   uploadLora(input: UploadLoraInput): Promise<UploadLoraResult>;
+  /**
+   * Uploads straight to storage in blocks, resuming a session an earlier run (or process) left:
+   * only the blocks storage does not hold are sent. Then the API validates the file as uploadLora does.
+   */
+  uploadLoraResumable(input: UploadLoraResumableInput): Promise<UploadLoraResult>;
+  /** Ends a resumable upload session you will not resume. */
+  abortLoraUpload(id: string): Promise<void>;
   /** Follows an upload by the uploadId passed to uploadLora; ends after DONE or FAILED. */
   uploadProgress(variables: UploadProgressSubscriptionVariables): AsyncGenerator<UploadProgress, void, undefined>;
   /** LORA_DELETED / LORA_UPDATED and machines' reports; runs until you stop iterating. */
@@ -485,6 +493,9 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
       unwrap((await request(ReportCacheEventDocument, variables, call)).reportCacheEvent, 'CacheEvent'),
     getGrantKeys,
     uploadLora,
+    uploadLoraResumable: async (input) =>
+      unwrap(await uploadResumable(request, input, doFetch), 'UploadLoraSuccess') as unknown as UploadLoraResult,
+    abortLoraUpload: (id) => abortResumable(request, id),
     uploadProgress: (variables) => subscribe(UploadProgressDocument, variables, (d) => d.uploadProgress),
     cacheEvents: (variables = {}) => subscribe(CacheEventsDocument, variables, (d) => d.cacheEvents),
     async close() {

@@ -13,3 +13,5 @@ export * from './errors.ts';
 export { graphql } from './gql/gql.ts';
 export * from './gql/graphql.ts';
 export * from './grant-keys.ts';
+export type { UploadLoraResumableInput } from './resumable-client.ts';
+export type { BlockSource, ResumableRunStats, ResumableState, ResumableStore } from './resumable-upload.ts';

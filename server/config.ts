@@ -136,6 +136,18 @@ const envSchema = z
     WS_MAX_CONNECTIONS_PER_PRINCIPAL: positiveInt.default(32),
     /** Proxies in front of the server that append to X-Forwarded-For (0 = use the socket's address). */
     TRUST_PROXY_HOPS: z.coerce.number().int().min(0).max(10).default(0),
+    // Resumable direct-to-Blob uploads (issue 17; resumable below)
+    /** A resumable upload session (and its quota reservation) ends this long after it began. */
+    UPLOAD_SESSION_SECONDS: positiveInt.default(24 * 3600),
+    /** Lifetime of a session's write-only SAS (renewable while the session lives). */
+    UPLOAD_SAS_TTL_SECONDS: positiveInt.default(900),
+    /** Block size of resumable uploads (every block but the last has exactly this size). */
+    UPLOAD_BLOCK_BYTES: z.coerce
+      .number()
+      .int()
+      .min(256 * 1024)
+      .max(100 * 1024 * 1024)
+      .default(8 * 1024 * 1024),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -220,6 +232,7 @@ export interface Config {
   httpTimeouts: { headersMs: number; keepAliveMs: number };
   retention: { accountPurgeDelayMs: number; auditRetentionDays: number };
   rateLimits: RateLimitsConfig;
+  resumable: { sessionMs: number; sasTtlSeconds: number; blockBytes: number };
   /** Proxies trusted to append the client's address to X-Forwarded-For. */
   trustProxyHops: number;
 }
@@ -308,6 +321,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       wsOpenPerPrincipal: env.WS_MAX_CONNECTIONS_PER_PRINCIPAL,
     },
     trustProxyHops: env.TRUST_PROXY_HOPS,
+    resumable: {
+      sessionMs: env.UPLOAD_SESSION_SECONDS * 1000,
+      sasTtlSeconds: env.UPLOAD_SAS_TTL_SECONDS,
+      blockBytes: env.UPLOAD_BLOCK_BYTES,
+    },
   });
 }
 

@@ -26,7 +26,7 @@ const UploadSourceEnum = builder.enumType('LoraUploadSource', {
   } as const,
 });
 
-const UploadLoraSuccess = builder.objectRef<{ lora: LoraView; quota: QuotaView }>('UploadLoraSuccess').implement({
+export const UploadLoraSuccess = builder.objectRef<{ lora: LoraView; quota: QuotaView }>('UploadLoraSuccess').implement({
   description: 'The new READY LoRA and the quota after it (warning from 80 %).',
   fields: (t) => ({
     lora: t.expose('lora', { type: LoraRef }),

@@ -118,7 +118,7 @@ async function countLoras(reads: pg.Pool, filter: LoraListFilter, where: Prisma.
 /** One LoRA by id, whatever its owner and status; callers decide visibility. */
 export async function findLoraRow(db: Db | Tx, fileId: bigint, forUpdate = false): Promise<LoraRow | null> {
   const rows = await db.$queryRaw<LoraRow[]>`
-    SELECT ${SELECT_COLUMNS}, l.blob_path
+    SELECT ${SELECT_COLUMNS}, l.blob_path, l.blob_snapshot
     FROM lora l JOIN flat_file f ON f.id = l.file_id
     WHERE l.file_id = ${fileId}
     ${forUpdate ? Prisma.sql`FOR UPDATE OF l` : Prisma.empty}`;

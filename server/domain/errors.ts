@@ -17,6 +17,7 @@ export const ErrorCode = {
   TOO_MANY_UPLOADS: 'TOO_MANY_UPLOADS',
   ACCOUNT_DELETED: 'ACCOUNT_DELETED',
   RATE_LIMITED: 'RATE_LIMITED',
+  UPLOAD_SESSION_NOT_FOUND: 'UPLOAD_SESSION_NOT_FOUND',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -41,6 +42,15 @@ export class NotFoundError extends DomainError {
   readonly code = ErrorCode.LORA_NOT_FOUND;
   constructor(readonly loraId: string) {
     super(`LoRA with ID ${loraId} not found or access denied`);
+  }
+}
+
+/** A resumable upload session that does not exist or is not yours (indistinguishable on purpose). */
+export class UploadSessionNotFoundError extends DomainError {
+  override name = 'UploadSessionNotFoundError';
+  readonly code = ErrorCode.UPLOAD_SESSION_NOT_FOUND;
+  constructor(readonly sessionId: string) {
+    super(`Upload session ${sessionId} not found or access denied`);
   }
 }
 

@@ -160,13 +160,16 @@ function missingBlobBrake(plan: InvariantPlan): string | undefined {
 /** READY → DELETED (hidden, audited, quota recomputed) if the row still is what the plan saw. */
 async function retire(db: Db, fileId: bigint, reason: 'deleted-but-ready' | 'blob-missing'): Promise<boolean> {
   return db.$transaction(async (tx) => {
-    const [row] = await tx.$queryRaw<{ user_id: string; deleted_at: Date | null; size_bytes: bigint }[]>`
-      SELECT user_id::text AS user_id, deleted_at, size_bytes FROM lora
+    const [row] = await tx.$queryRaw<{ user_id: string; deleted_at: Date | null; size_bytes: bigint; blob_path: string }[]>`
+      SELECT user_id::text AS user_id, deleted_at, size_bytes, blob_path FROM lora
       WHERE file_id = ${fileId} AND status = 'READY' FOR UPDATE`;
     if (!row || (reason === 'deleted-but-ready' && !row.deleted_at)) return false;
     const now = new Date();
     await tx.lora.update({ where: { file_id: fileId }, data: { status: 'DELETED', deleted_at: row.deleted_at ?? now, updated_at: now } });
     await tx.flat_file.update({ where: { id: fileId }, data: { hidden: true } });
+    // one reference fewer on its stored content (at zero, repairContent deletes it on a later run)
+    await tx.$executeRaw`
+      UPDATE lora_blob SET ref_count = GREATEST(ref_count - 1, 0), updated_at = now() WHERE blob_path = ${row.blob_path}`;
     await audit(tx, RECONCILER, {
       action: AuditAction.REPAIR,
       userId: row.user_id,

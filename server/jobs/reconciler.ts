@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
+import { type BlobStore, CONTENT_PREFIX } from '../storage/blob-store.ts';
 import { overduePurges, purgeAccount } from './account-purge.ts';
+import { type ContentPlan, planContent, repairContent } from './content-invariants.ts';
 import { type InvariantPlan, planInvariants, repairInvariants } from './invariants.ts';
-import type { PurgeAccountJob } from './queues.ts';
+import type { JobQueue, PurgeAccountJob } from './queues.ts';
 
 /**
  * Cleans what a crash left behind (README "Uploading a LoRA": any failure before READY leaves
@@ -18,7 +19,9 @@ import type { PurgeAccountJob } from './queues.ts';
  *   among them, blobs with only staged (uncommitted) blocks — a failed upload whose own cleanup
  *   did not run — have their blocks discarded. A live upload's staging blob is named by its
  *   UPLOADING row, so it is touched only once that row is stale too;
- * - the storage invariants (READY ⇒ not deleted ⇒ blob; quota = READY rows): see invariants.ts.
+ * - the storage invariants (READY ⇒ not deleted ⇒ blob; quota = READY rows): see invariants.ts;
+ * - stored content (issue 17: blobs under `content/` are swept too; a lora_blob row or a live
+ *   upload session keeps its blob), reference counts and expired upload sessions: content-invariants.ts.
  */
 
 export interface ReconcileOptions {
@@ -38,6 +41,8 @@ export interface ReconcilePlan {
   invariants: InvariantPlan;
   /** Account deletions past their window whose purge has not run. */
   overduePurges: PurgeAccountJob[];
+  /** Stored content (reference counts) and expired resumable upload sessions (content-invariants.ts). */
+  content: ContentPlan;
 }
 
 export async function planReconcile(db: Db, blobs: BlobStore, options: ReconcileOptions = {}): Promise<ReconcilePlan> {
@@ -54,7 +59,7 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
   // One listing serves the orphan sweep and the invariant check (READY ⇒ blob committed).
   const listing = { committed: new Set<string>(), listedFrom: new Date(), complete: true };
   const empty = new Set<string>(); // staged-only blobs are listed with length 0
-  for await (const blob of blobs.list('users/', { includeUncommitted: true })) {
+  for await (const blob of listAll(blobs, ['users/', CONTENT_PREFIX])) {
     if (++seen > maxBlobs) {
       listing.complete = false;
       break;
@@ -79,7 +84,12 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
     stagedLeftovers,
     invariants: await planInvariants(db, blobs, listing),
     overduePurges: await overduePurges(db, staleAfterMs, options.now),
+    content: await planContent(db, cutoff, options.now),
   };
+}
+
+async function* listAll(blobs: BlobStore, prefixes: string[]) {
+  for (const prefix of prefixes) yield* blobs.list(prefix, { includeUncommitted: true });
 }
 
 /** The bytes staged when the blob has uncommitted blocks and no committed content, else undefined. */
@@ -90,18 +100,24 @@ async function stagedOnly(blobs: BlobStore, path: string): Promise<number | unde
 }
 
 async function orphansAmong(db: Db, candidates: { name: string }[]): Promise<string[]> {
-  const live = await db.lora.findMany({
-    where: { blob_path: { in: candidates.map((c) => c.name) }, status: { in: ['READY', 'UPLOADING', 'SUSPENDED'] } },
-    select: { blob_path: true },
-  });
-  const keep = new Set(live.map((l) => l.blob_path));
+  const names = candidates.map((c) => c.name);
+  const [live, contents, sessions] = await Promise.all([
+    db.lora.findMany({
+      where: { blob_path: { in: names }, status: { in: ['READY', 'UPLOADING', 'SUSPENDED'] } },
+      select: { blob_path: true },
+    }),
+    // stored content is the content-deletion job's (and repairContent's), whatever names it
+    db.lora_blob.findMany({ where: { blob_path: { in: names } }, select: { blob_path: true } }),
+    db.upload_session.findMany({ where: { blob_path: { in: names }, state: { in: ['OPEN', 'COMPLETING'] } }, select: { blob_path: true } }),
+  ]);
+  const keep = new Set([...live, ...contents, ...sessions].map((l) => l.blob_path));
   return candidates.map((c) => c.name).filter((name) => !keep.has(name));
 }
 
-export async function executeReconcile(db: Db, blobs: BlobStore, plan: ReconcilePlan, logger: Logger): Promise<void> {
+export async function executeReconcile(db: Db, blobs: BlobStore, jobs: JobQueue, plan: ReconcilePlan, logger: Logger): Promise<void> {
   for (const job of plan.overduePurges) {
     logger.error({ userId: job.userId }, 'account purge overdue (its job was lost): purging now');
-    await purgeAccount(db, blobs, job, logger);
+    await purgeAccount(db, blobs, jobs, job, logger);
   }
   for (const upload of plan.staleUploads) {
     // The rows first, and only while still not READY: an upload finishing right now keeps its blob.
@@ -127,4 +143,5 @@ export async function executeReconcile(db: Db, blobs: BlobStore, plan: Reconcile
     );
   }
   await repairInvariants(db, blobs, plan.invariants, logger);
+  await repairContent(db, blobs, plan.content, logger);
 }

@@ -4,7 +4,9 @@ import type { Db, Tx } from '../db/client.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { type PurgeOutcome, purgeAccount } from './account-purge.ts';
 import { enforceAuditRetention } from './audit-retention.ts';
+import { deleteContentIfUnused } from './content-deletion.ts';
 import {
+  type DeleteContentBlobJob,
   type DeleteLoraBlobJob,
   type EnqueueOptions,
   IMMEDIATE_DELETE_TIMEOUT_MS,
@@ -65,8 +67,10 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   boss.on('error', (error) => logger.error({ err: error }, 'job queue error'));
 
   async function deleteBlob(job: DeleteLoraBlobJob, signal?: AbortSignal): Promise<void> {
-    const outcome = await blobs.delete(job.blobPath, signal);
-    logger.info({ loraId: job.loraId, blobPath: job.blobPath, outcome }, 'deleted LoRA blob');
+    const outcome = job.snapshot
+      ? await blobs.deleteSnapshot(job.blobPath, job.snapshot, signal)
+      : await blobs.delete(job.blobPath, signal);
+    logger.info({ loraId: job.loraId, blobPath: job.blobPath, snapshot: job.snapshot ?? null, outcome }, 'deleted LoRA blob');
   }
 
   /**
@@ -92,14 +96,15 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
 
   async function reconcileNow(): Promise<ReconcilePlan> {
     const plan = await planReconcile(options.db, blobs, { staleAfterMs: options.uploadStaleAfterMs });
-    await executeReconcile(options.db, blobs, plan, logger);
+    await executeReconcile(options.db, blobs, runner, plan, logger);
     return plan;
   }
 
-  const purgeAccountNow = (job: PurgeAccountJob) => purgeAccount(options.db, blobs, job, logger);
+  // (runner: the object returned below; these run only after it exists)
+  const purgeAccountNow = (job: PurgeAccountJob) => purgeAccount(options.db, blobs, runner, job, logger);
   const auditRetentionNow = () => enforceAuditRetention(options.db, options.auditRetentionDays ?? 365, logger);
 
-  return {
+  const runner: JobRunner = {
     boss,
     reconcileNow,
     purgeAccountNow,
@@ -108,6 +113,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       await boss.start();
       // pg-boss 10 creates queues without a lock: replicas starting together can deadlock (40P01)
       await retryOnDeadlock(() => boss.createQueue(Queue.DELETE_LORA_BLOB, { name: Queue.DELETE_LORA_BLOB, ...QUEUE_OPTIONS }));
+      await retryOnDeadlock(() => boss.createQueue(Queue.DELETE_CONTENT_BLOB, { name: Queue.DELETE_CONTENT_BLOB, ...QUEUE_OPTIONS }));
       await retryOnDeadlock(() =>
         boss.createQueue(Queue.RECONCILE_UPLOADS, { name: Queue.RECONCILE_UPLOADS, policy: 'singleton', retryLimit: 0 }),
       );
@@ -133,6 +139,13 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         await boss.work(Queue.AUDIT_RETENTION, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
           await auditRetentionNow();
         });
+        await boss.work<DeleteContentBlobJob>(
+          Queue.DELETE_CONTENT_BLOB,
+          { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: 1 },
+          async ([job]) => {
+            if (job) await deleteContentIfUnused(options.db, blobs, job.data.blobPath, logger);
+          },
+        );
         deleteWorkerId = await boss.work<DeleteLoraBlobJob>(
           Queue.DELETE_LORA_BLOB,
           { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2, batchSize: DELETE_BATCH_SIZE },
@@ -143,9 +156,11 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     async stop() {
       await boss.stop({ graceful: true, timeout: 10_000, wait: true });
     },
-    async deleteBlobNow(job: DeleteLoraBlobJob) {
+    async deleteBlobNow(job: DeleteLoraBlobJob, jobId?: string | null) {
       try {
         await deleteBlob(job, AbortSignal.timeout(IMMEDIATE_DELETE_TIMEOUT_MS));
+        // done: the queued fallback need not run (a worker that took it already meets a 404, harmlessly)
+        if (jobId) await boss.cancel(Queue.DELETE_LORA_BLOB, jobId).catch(() => {});
         return true;
       } catch (error) {
         logger.warn({ err: error, loraId: job.loraId }, 'immediate blob deletion failed; the queued job will retry');
@@ -153,7 +168,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       }
     },
     async enqueue<Q extends keyof JobPayloads>(tx: Tx, queue: Q, payload: JobPayloads[Q], enqueue: EnqueueOptions = {}) {
-      await boss.send(queue, payload as object, {
+      return boss.send(queue, payload as object, {
         ...QUEUE_OPTIONS,
         ...(enqueue.startAfter ? { startAfter: enqueue.startAfter } : {}),
         db: {
@@ -164,6 +179,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       });
     },
   };
+  return runner;
 }
 
 async function retryOnDeadlock<T>(operation: () => Promise<T>, attempts = 5): Promise<T> {

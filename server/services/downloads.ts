@@ -61,11 +61,20 @@ export class DownloadService {
         ? null
         : await this.db.lora.findUnique({
             where: { file_id: fileId },
-            select: { user_id: true, status: true, blob_path: true, sha256: true, size_bytes: true, file_name: true, format: true },
+            select: {
+              user_id: true,
+              status: true,
+              blob_path: true,
+              blob_snapshot: true,
+              sha256: true,
+              size_bytes: true,
+              file_name: true,
+              format: true,
+            },
           });
     if (row?.status !== 'READY' || row.user_id !== grant.userId) throw new NotFoundError(id);
     const fileName = downloadFileName(row.file_name, row.format);
-    const link = await sasOrNotFound(id, () => this.blobs.loraSas(row.blob_path, this.sasTtlSeconds, fileName));
+    const link = await sasOrNotFound(id, () => this.blobs.loraSas(row.blob_path, this.sasTtlSeconds, fileName, row.blob_snapshot));
     await this.db.$transaction((tx) =>
       audit(tx, principal, {
         action: AuditAction.DOWNLOAD_GRANTED,

@@ -17,6 +17,7 @@ import { LoraService } from './loras.ts';
 import { OwnerDownloadService } from './owner-downloads.ts';
 import { QuotaService } from './quotas.ts';
 import { LoraRegistry } from './registry.ts';
+import { UploadSessionService } from './upload-sessions.ts';
 import { UploadService } from './uploads.ts';
 
 export interface ServiceDeps {
@@ -38,8 +39,13 @@ export type Services = ReturnType<typeof createServices>;
 export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner, limits }: ServiceDeps) {
   const quotas = new QuotaService(db, config.quota);
   const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds, limits);
-  const registry = new LoraRegistry(db, blobs, quotas);
+  const registry = new LoraRegistry(db, blobs, quotas, jobs);
   const events = new EventService(db, bus);
+  const uploads = new UploadService(blobs, registry, quotas, events, bus, limits, {
+    maxUploadBytes: config.maxUploadBytes,
+    spoolDir: join(config.dataDir, 'spool'),
+    concurrency: { perUser: config.uploadLimits.perUser, perProcess: config.uploadLimits.perProcess },
+  });
   return {
     limits,
     events,
@@ -52,10 +58,11 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     auditLog: new AuditLogService(db),
     accounts: new AccountService(db, quotas, jobs, bus, config.retention.accountPurgeDelayMs),
     registry,
-    uploads: new UploadService(blobs, registry, quotas, events, bus, limits, {
+    uploads,
+    uploadSessions: new UploadSessionService(db, blobs, registry, quotas, events, uploads, {
       maxUploadBytes: config.maxUploadBytes,
       spoolDir: join(config.dataDir, 'spool'),
-      concurrency: { perUser: config.uploadLimits.perUser, perProcess: config.uploadLimits.perProcess },
+      ...config.resumable,
     }),
   };
 }

@@ -11,6 +11,7 @@ import { CacheEventType, cacheEvent, type EventBus, Topic } from '../events/bus.
 import type { JobQueue } from '../jobs/queues.ts';
 import { Queue } from '../jobs/queues.ts';
 import { AuditAction, audit } from './audit.ts';
+import { unlinkContent } from './content-store.ts';
 import { refreshGenOutData } from './gen-out-data.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';
 
@@ -140,16 +141,20 @@ export class LoraService {
   async delete(principal: Principal, id: string): Promise<{ loraId: string; quota: QuotaView }> {
     const fileId = this.parseId(id);
     const outcome = await this.db.$transaction(async (tx) => {
-      const row = (await findLoraRow(tx, fileId, true)) as (LoraRow & { blob_path: string }) | null;
+      const row = (await findLoraRow(tx, fileId, true)) as (LoraRow & { blob_path: string; blob_snapshot: string | null }) | null;
       if (!row || !this.owns(principal, row)) throw new NotFoundError(id);
-      if (row.status === 'DELETED') return { row, changed: false };
+      if (row.status === 'DELETED') return { row, changed: false, job: undefined, jobId: null };
       // An upload in flight (or failed) is not a LoRA yet: not deletable, as for any id one cannot see.
       if (row.status !== 'READY') throw new NotFoundError(id);
       const now = new Date();
       // The row is locked (FOR UPDATE) and READY: the status cannot change under us before the commit.
       await tx.lora.update({ where: { file_id: fileId }, data: { status: 'DELETED', deleted_at: now, updated_at: now } });
       await tx.flat_file.update({ where: { id: fileId }, data: { hidden: true } });
-      await this.jobs.enqueue(tx, Queue.DELETE_LORA_BLOB, { loraId: id, userId: row.user_id, blobPath: row.blob_path });
+      const snapshot = row.blob_snapshot ?? null;
+      const job = { loraId: id, userId: row.user_id, blobPath: row.blob_path, snapshot };
+      const jobId = await this.jobs.enqueue(tx, Queue.DELETE_LORA_BLOB, job);
+      // one reference fewer on the stored content; its base goes by its own job at zero (never here)
+      await unlinkContent(tx, this.jobs, row.blob_path);
       await audit(tx, principal, {
         action: AuditAction.DELETE,
         userId: row.user_id,
@@ -158,11 +163,12 @@ export class LoraService {
       });
       // Last, so the user's quota row is locked only for the update and the commit.
       await this.quotas.release(tx, row.user_id, Number(row.size_bytes));
-      return { row, changed: true };
+      return { row, changed: true, job, jobId };
     });
-    if (outcome.changed) {
+    if (outcome.changed && outcome.job) {
       // Download URLs already handed out stop working now (404), not when the job runs.
-      await this.jobs.deleteBlobNow({ loraId: id, userId: outcome.row.user_id, blobPath: outcome.row.blob_path });
+      // (the LoRA's own snapshot, or its own blob: the same work whoever else holds the content)
+      await this.jobs.deleteBlobNow(outcome.job, outcome.jobId);
       await this.bus.publish(Topic.CACHE_EVENTS, cacheEvent(CacheEventType.LORA_DELETED, { loraId: id, userId: outcome.row.user_id }));
     }
     const quota = await this.quotas.get(

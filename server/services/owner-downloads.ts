@@ -38,13 +38,24 @@ export class OwnerDownloadService {
         ? null
         : await this.db.lora.findUnique({
             where: { file_id: fileId },
-            select: { user_id: true, status: true, blob_path: true, name: true, format: true, size_bytes: true, sha256: true },
+            select: {
+              user_id: true,
+              status: true,
+              blob_path: true,
+              blob_snapshot: true,
+              name: true,
+              format: true,
+              size_bytes: true,
+              sha256: true,
+            },
           });
     const mine = principal.role === 'admin' || (principal.role === 'user' && row?.user_id === principal.userId);
     if (fileId === null || row?.status !== 'READY' || !mine) throw new NotFoundError(id);
     const fileName = ownerFileName(row.name, row.format);
     const disposition = attachmentDisposition(fileName);
-    const link = await sasOrNotFound(id, () => this.blobs.loraSasWithDisposition(row.blob_path, this.sasTtlSeconds, disposition));
+    const link = await sasOrNotFound(id, () =>
+      this.blobs.loraSasWithDisposition(row.blob_path, this.sasTtlSeconds, disposition, row.blob_snapshot),
+    );
     await this.db.$transaction((tx) =>
       audit(tx, principal, {
         action: AuditAction.OWNER_DOWNLOAD,

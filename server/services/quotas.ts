@@ -77,9 +77,18 @@ export class QuotaService {
     return this.figures(rows[0]);
   }
 
-  /** Adds one LoRA of `sizeBytes` to a locked row, or throws QUOTA_EXCEEDED. */
+  /**
+   * The figures every check uses: the locked counters plus the reservations of the user's live
+   * resumable upload sessions (upload-sessions.ts). Sessions are created, completed and ended
+   * under this same row lock, so the sum is exact while it is held.
+   */
+  async lockWithReservations(tx: Tx, userId: string): Promise<QuotaFigures> {
+    return withReservations(await this.lock(tx, userId), await reservations(tx, userId));
+  }
+
+  /** Adds one LoRA of `sizeBytes` to a locked row, or throws QUOTA_EXCEEDED (reservations counted). */
   async charge(tx: Tx, userId: string, sizeBytes: number): Promise<void> {
-    const f = await this.lock(tx, userId);
+    const f = await this.lockWithReservations(tx, userId);
     assertFits(f, sizeBytes);
     await tx.$executeRaw`
       UPDATE user_lora_quota SET used_bytes = used_bytes + ${sizeBytes}, lora_count = lora_count + 1, updated_at = now()
@@ -111,7 +120,7 @@ export class QuotaService {
   /** Refuses early when a declared size cannot fit (no lock; the final check is in `charge`). */
   async precheck(userId: string, sizeBytes: number): Promise<void> {
     const row = await this.db.user_lora_quota.findUnique({ where: { user_id: userId } });
-    assertFits(this.figures(row ?? undefined), sizeBytes);
+    assertFits(withReservations(this.figures(row ?? undefined), await reservations(this.db, userId)), sizeBytes);
   }
 
   private figures(row: QuotaRow | undefined): QuotaFigures {
@@ -165,6 +174,24 @@ export class QuotaService {
       loras: loras.map((l) => ({ id: l.file_id.toString(), name: l.name, sizeBytes: Number(l.size_bytes) })),
     };
   }
+}
+
+/** Bytes and count reserved by the user's live resumable upload sessions. */
+async function reservations(db: Db | Tx, userId: string): Promise<{ bytes: number; count: number }> {
+  const [row] = await db.$queryRaw<{ bytes: bigint; n: number }[]>`
+    SELECT COALESCE(sum(size_bytes), 0)::bigint AS bytes, count(*)::int AS n FROM upload_session
+    WHERE user_id = ${userId}::uuid AND state IN ('OPEN', 'COMPLETING') AND expires_at > now()`;
+  return { bytes: Number(row?.bytes ?? 0n), count: row?.n ?? 0 };
+}
+
+function withReservations(f: QuotaFigures, reserved: { bytes: number; count: number }): QuotaFigures {
+  const currentUsageBytes = f.currentUsageBytes + reserved.bytes;
+  return {
+    ...f,
+    currentUsageBytes,
+    availableBytes: Math.max(0, f.maxQuotaBytes - currentUsageBytes),
+    currentCount: f.currentCount + reserved.count,
+  };
 }
 
 export function assertFits(f: QuotaFigures, sizeBytes: number): void {

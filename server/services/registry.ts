@@ -1,13 +1,15 @@
+import { randomUUID } from 'node:crypto';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
 import { findLoraRow } from '../db/lora-reads.ts';
 import { UploadInterruptedError } from '../domain/errors.ts';
 import { loraGenOutData, type UploadSource, ValidationStatus } from '../domain/flat-file-contract.ts';
 import { type ExtractedMetadata, formatExtension, type LoraFormat, type LoraView, storedTags, toLoraView } from '../domain/lora.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
-import { loraBlobPath } from '../storage/blob-store.ts';
+import type { JobQueue } from '../jobs/queues.ts';
+import { type BlobStore, contentBlobPath } from '../storage/blob-store.ts';
 import { assertAccountActive } from './accounts.ts';
 import { AuditAction, audit } from './audit.ts';
+import { commitLink, type LinkInput, LinkRaceError, prepareLink, type StoredContent } from './content-store.ts';
 import type { QuotaService } from './quotas.ts';
 
 /**
@@ -25,6 +27,8 @@ export interface BeginInput {
   fileName: string;
   format: LoraFormat;
   tags: string[];
+  /** Where the upload's bytes are (a resumable session's blob); default a new `content/{uuid}.{ext}`. */
+  blobPath?: string;
 }
 
 export interface FinalizeInput {
@@ -40,6 +44,10 @@ export interface FinalizeInput {
   userMetadata?: Record<string, unknown>;
   /** Recorded in gen_out_data.upload_source (docs/flat-file.md). */
   uploadSource: UploadSource;
+  /** The upload's blob ETag as committed (its content is linked only while it still matches). */
+  blobEtag?: string;
+  /** A resumable upload's session (COMPLETING → COMPLETED in the same transaction: its reservation ends as the LoRA is charged). */
+  sessionId?: string;
 }
 
 export class LoraRegistry {
@@ -47,6 +55,7 @@ export class LoraRegistry {
     private readonly db: Db,
     private readonly blobs: BlobStore,
     private readonly quotas: QuotaService,
+    private readonly jobs: JobQueue,
   ) {}
 
   /** ACCOUNT_DELETED when the user's LoRA account is deleted (the early check; finalize checks again under its lock). */
@@ -66,7 +75,8 @@ export class LoraRegistry {
         },
         select: { id: true },
       });
-      const blobPath = loraBlobPath(input.userId, file.id, formatExtension(input.format));
+      // A neutral name (no user, no hash): once READY it may be the stored content of other users' LoRAs too.
+      const blobPath = input.blobPath ?? contentBlobPath(randomUUID(), formatExtension(input.format));
       await tx.lora.create({
         data: {
           file_id: file.id,
@@ -90,6 +100,27 @@ export class LoraRegistry {
    * as stale): READY is only ever reached from UPLOADING, never from DELETED.
    */
   async finalize(actor: Principal, input: FinalizeInput): Promise<LoraView> {
+    const own = await this.db.lora.findUnique({ where: { file_id: input.fileId }, select: { blob_path: true } });
+    if (!own) throw new UploadInterruptedError(UPLOAD_GONE);
+    const link = { sha256: input.sha256, sizeBytes: input.sizeBytes, ownPath: own.blob_path, ownEtag: input.blobEtag };
+    for (let attempt = 1; ; attempt++) {
+      // Content stored once: this LoRA's own snapshot of the content's base (content-store.ts), taken outside the transaction.
+      const stored = await prepareLink(this.db, this.blobs, this.jobs, link);
+      try {
+        await this.ready(actor, input, link, stored);
+        break;
+      } catch (error) {
+        // not READY: the snapshot taken for it goes (on a shared base it would outlive the upload)
+        await this.blobs.deleteSnapshot(stored.blobPath, stored.snapshot).catch(() => {});
+        if (!(error instanceof LinkRaceError) || attempt >= 3) throw error;
+      }
+    }
+    const row = await findLoraRow(this.db, input.fileId);
+    if (!row) throw new Error(`LoRA ${input.fileId} vanished after finalize`);
+    return toLoraView(row);
+  }
+
+  private async ready(actor: Principal, input: FinalizeInput, link: LinkInput, stored: StoredContent): Promise<void> {
     await this.db.$transaction(async (tx) => {
       // The row first, the quota row last: the same lock order as deleteLora and the reconciler.
       const [locked] = await tx.$queryRaw<{ file_id: bigint }[]>`
@@ -98,9 +129,18 @@ export class LoraRegistry {
       if (!locked) throw new UploadInterruptedError(UPLOAD_GONE);
       const row = await tx.lora.findUniqueOrThrow({ where: { file_id: input.fileId } });
       await assertAccountActive(tx, row.user_id); // deleted meanwhile: ACCOUNT_DELETED, the caller discards the upload
+      if (input.sessionId) {
+        const done = await tx.$executeRaw`
+          UPDATE upload_session SET state = 'COMPLETED', lora_id = ${input.fileId}, updated_at = now()
+          WHERE id = ${input.sessionId}::uuid AND state = 'COMPLETING'`;
+        if (done !== 1) throw new UploadInterruptedError(UPLOAD_GONE);
+      }
+      await commitLink(tx, this.blobs, this.jobs, link, stored);
       const now = new Date();
       const ready = {
         status: 'READY',
+        blob_path: stored.blobPath,
+        blob_snapshot: stored.snapshot,
         size_bytes: BigInt(input.sizeBytes),
         sha256: input.sha256,
         base_model: input.baseModel,
@@ -120,7 +160,7 @@ export class LoraRegistry {
         data: {
           hidden: false,
           created_at: now,
-          url: this.blobs.url(row.blob_path),
+          url: this.blobs.snapshotUrl(stored.blobPath, stored.snapshot),
           gen_out_data: loraGenOutData(shown, { uploadSource: input.uploadSource, validationStatus: ValidationStatus.SAFE }) as object,
         },
       });
@@ -133,9 +173,6 @@ export class LoraRegistry {
       // Last, so the user's quota row is locked only for the check, the update and the commit.
       await this.quotas.charge(tx, row.user_id, input.sizeBytes);
     });
-    const row = await findLoraRow(this.db, input.fileId);
-    if (!row) throw new Error(`LoRA ${input.fileId} vanished after finalize`);
-    return toLoraView(row);
   }
 
   /** Removes an upload that never became READY (its rows; the caller removes any blob). */

@@ -135,7 +135,7 @@ export class UploadService {
       // the rest of the request must have arrived, well-formed, before anything is committed
       await input.file.requestEnded;
       progress('STORING', result.sizeBytes);
-      await result.stager.commit('application/octet-stream');
+      const blobEtag = await result.stager.commit('application/octet-stream');
       committed = true;
       const lora = await this.registry.finalize(principal, {
         fileId: fileId as bigint,
@@ -148,6 +148,7 @@ export class UploadService {
         metadata: { ...result.metadata, autoV3: result.hashes.autoV3 },
         userMetadata: args.metadata ?? {},
         uploadSource: args.uploadSource ?? UploadSource.API,
+        blobEtag,
       });
       progress('DONE', result.sizeBytes, { loraId: lora.id });
       return { lora, quota: await this.quotas.get(principal) };
@@ -161,7 +162,8 @@ export class UploadService {
     }
   }
 
-  private progressReporter(uploadId: string | null, userId: string, totalBytes: number | null) {
+  /** Publishes uploadProgress for `uploadId` (at most `progressPerSecond` RECEIVING/VALIDATING events). */
+  progressReporter(uploadId: string | null, userId: string, totalBytes: number | null) {
     const minGapMs = 1000 / (this.options.progressPerSecond ?? 10);
     let lastPhase: UploadPhase | undefined;
     let lastAt = 0;
@@ -169,7 +171,7 @@ export class UploadService {
     return (phase: UploadPhase, bytes: number, extra: { loraId?: string; error?: string } = {}) => {
       if (!uploadId) return;
       const now = Date.now();
-      if (phase === 'RECEIVING' && phase === lastPhase && now - lastAt < minGapMs) return;
+      if ((phase === 'RECEIVING' || phase === 'VALIDATING') && phase === lastPhase && now - lastAt < minGapMs) return;
       lastPhase = phase;
       lastAt = now;
       lastBytes = Math.max(lastBytes, bytes);

@@ -55,8 +55,8 @@ export interface ListedBlob {
 /** A block blob being written block by block (see BlockStager); nothing is visible before `commit`. */
 export interface StagedBlob {
   stageBlock(id: string, body: Buffer): Promise<void>;
-  /** Commits exactly `ids` with `If-None-Match: *`; StagedBlocksLostError when they are gone or the path is taken. */
-  commit(ids: string[], contentType: string): Promise<void>;
+  /** Commits exactly `ids` with `If-None-Match: *` (→ the new ETag); StagedBlocksLostError when they are gone or the path is taken. */
+  commit(ids: string[], contentType: string): Promise<string>;
   /** Discards the staged blocks; a committed blob is left alone. */
   discard(): Promise<DiscardOutcome>;
 }
@@ -88,6 +88,17 @@ export function loraBlobPath(userId: string, fileId: bigint | string, ext: strin
   return `users/${userId}/loras/${fileId}.${ext}`;
 }
 
+/** Where content is stored from issue 17 on: a neutral name (no user, no hash), shared by every LoRA of that content. */
+export const CONTENT_PREFIX = 'content/';
+export function contentBlobPath(id: string, ext?: string): string {
+  return `${CONTENT_PREFIX}${id}${ext ? `.${ext}` : ''}`;
+}
+
+/** The base blob changed since the ETag we hold (412). */
+export class BlobChangedError extends Error {
+  override name = 'BlobChangedError';
+}
+
 /**
  * The Azure clients stay inside: services, jobs and the upload stager call the named operations
  * below, so every storage call the product makes is listed in this file.
@@ -110,6 +121,11 @@ export class BlobStore {
     });
     this.loras = this.service.getContainerClient(options.loraContainer);
     this.shared = this.service.getContainerClient(options.sharedContainer);
+  }
+
+  /** The LoRA container's name (stored content is per container). */
+  get container(): string {
+    return this.options.loraContainer;
   }
 
   /** Creates the containers when missing (dev and tests; production may pre-create them). */
@@ -164,7 +180,11 @@ export class BlobStore {
       },
       commit: async (ids, contentType) => {
         try {
-          await blob.commitBlockList(ids, { conditions: { ifNoneMatch: '*' }, blobHTTPHeaders: { blobContentType: contentType } });
+          const done = await blob.commitBlockList(ids, {
+            conditions: { ifNoneMatch: '*' },
+            blobHTTPHeaders: { blobContentType: contentType },
+          });
+          return done.etag ?? '';
         } catch (error) {
           const code = error instanceof RestError ? error.code : undefined;
           if (code === 'InvalidBlockList' || code === 'BlobAlreadyExists') throw new StagedBlocksLostError(path);
@@ -199,6 +219,72 @@ export class BlobStore {
   }
 
   /**
+   * A SAS for one blob that may create and write it (Put Block, Put Block List) and nothing else:
+   * no read, no list, no delete, no other blob. Resumable uploads hand it to the client.
+   */
+  async uploadSas(path: string, ttlSeconds: number): Promise<{ url: string; expiresAt: Date }> {
+    const expiresOn = new Date(Date.now() + ttlSeconds * 1000);
+    const url = await this.loras.getBlockBlobClient(path).generateSasUrl({
+      permissions: BlobSASPermissions.parse('cw'),
+      startsOn: new Date(Date.now() - 60_000),
+      expiresOn,
+    });
+    return { url, expiresAt: expiresOn };
+  }
+
+  /** The blob's uncommitted blocks as storage holds them (none when the blob does not exist). */
+  async uncommittedBlocks(path: string): Promise<{ id: string; size: number }[]> {
+    try {
+      const list = await this.loras.getBlockBlobClient(path).getBlockList('uncommitted');
+      return (list.uncommittedBlocks ?? []).map((b) => ({ id: b.name, size: b.size }));
+    } catch (error) {
+      if (error instanceof RestError && error.statusCode === 404) return [];
+      throw error;
+    }
+  }
+
+  /** Snapshots the blob (only while its ETag is `ifMatch`, when given): the snapshot's id and the base's ETag. BlobChangedError on 412. */
+  async snapshot(path: string, ifMatch?: string): Promise<{ snapshot: string; etag: string }> {
+    try {
+      const made = await this.loras.getBlockBlobClient(path).createSnapshot(ifMatch ? { conditions: { ifMatch } } : {});
+      if (!made.snapshot) throw new Error(`storage returned no snapshot id for ${path}`);
+      return { snapshot: made.snapshot, etag: made.etag ?? '' };
+    } catch (error) {
+      if (error instanceof RestError && error.statusCode === 412) throw new BlobChangedError(path);
+      throw error;
+    }
+  }
+
+  /** Streams one snapshot (immutable): what a resumable upload's validation reads. */
+  async readSnapshot(path: string, snapshot: string, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {
+    const res = await this.loras
+      .getBlobClient(path)
+      .withSnapshot(snapshot)
+      .download(0, undefined, { maxRetryRequests: 5, ...(signal ? { abortSignal: signal } : {}) });
+    if (!res.readableStreamBody) throw new Error(`no body for ${path}`);
+    return res.readableStreamBody;
+  }
+
+  /** Deletes one snapshot (a LoRA's own view of a shared base); 404 = 'not-found'. */
+  async deleteSnapshot(path: string, snapshot: string, signal?: AbortSignal): Promise<DeleteOutcome> {
+    try {
+      await this.loras
+        .getBlobClient(path)
+        .withSnapshot(snapshot)
+        .delete(signal ? { abortSignal: signal } : {});
+      return 'deleted';
+    } catch (error) {
+      if (error instanceof RestError && error.statusCode === 404) return 'not-found';
+      throw error;
+    }
+  }
+
+  /** The unsigned URL of a snapshot (what `flat_file.url` records for LoRAs with one). */
+  snapshotUrl(path: string, snapshot: string): string {
+    return this.loras.getBlobClient(path).withSnapshot(snapshot).url;
+  }
+
+  /**
    * Tests and benchmarks only: the raw Azure clients, to plant what the product never writes
    * (staged blocks of a vanished upload), drop a run's containers, or upload through the SDK as a
    * baseline. Nothing under server/ calls this.
@@ -228,13 +314,19 @@ export class BlobStore {
    * A read-only SAS URL for one user LoRA blob. `fileName` (safe ASCII, see downloadFileName) is
    * signed into the URL as the response's `Content-Disposition: attachment; filename="…"`.
    */
-  async loraSas(path: string, ttlSeconds: number, fileName?: string): Promise<SasLink> {
-    return this.sas(this.loras, path, ttlSeconds, fileName === undefined ? undefined : `attachment; filename="${fileName}"`);
+  async loraSas(path: string, ttlSeconds: number, fileName?: string, snapshot?: string | null): Promise<SasLink> {
+    return this.sas(
+      this.loras,
+      path,
+      ttlSeconds,
+      fileName === undefined ? undefined : `attachment; filename="${fileName}"`,
+      snapshot ?? undefined,
+    );
   }
 
   /** A read-only SAS URL for one user LoRA blob whose response carries `contentDisposition` as given (owner downloads). */
-  async loraSasWithDisposition(path: string, ttlSeconds: number, contentDisposition: string): Promise<SasLink> {
-    return this.sas(this.loras, path, ttlSeconds, contentDisposition);
+  async loraSasWithDisposition(path: string, ttlSeconds: number, contentDisposition: string, snapshot?: string | null): Promise<SasLink> {
+    return this.sas(this.loras, path, ttlSeconds, contentDisposition, snapshot ?? undefined);
   }
 
   /** A read-only SAS URL for one shared-library LoRA. */
@@ -246,8 +338,14 @@ export class BlobStore {
     return `${this.options.sharedPrefix}${name}`;
   }
 
-  private async sas(container: ContainerClient, path: string, ttlSeconds: number, contentDisposition?: string): Promise<SasLink> {
-    const blob = container.getBlobClient(path);
+  private async sas(
+    container: ContainerClient,
+    path: string,
+    ttlSeconds: number,
+    contentDisposition?: string,
+    snapshot?: string,
+  ): Promise<SasLink> {
+    const blob = snapshot ? container.getBlobClient(path).withSnapshot(snapshot) : container.getBlobClient(path);
     let props: Awaited<ReturnType<typeof blob.getProperties>>;
     try {
       props = await blob.getProperties();

@@ -60,8 +60,8 @@ export class BlockStager {
     }
   }
 
-  /** Stages what is left and commits the block list; throws if the blob already exists. */
-  async commit(contentType: string): Promise<void> {
+  /** Stages what is left and commits the block list (→ the blob's ETag); throws if the blob already exists. */
+  async commit(contentType: string): Promise<string> {
     if (this.block && this.filled > 0) {
       const [block, length] = [this.block, this.filled];
       this.block = undefined;
@@ -71,14 +71,15 @@ export class BlockStager {
     await Promise.all(this.inFlight);
     this.throwIfFailed();
     try {
-      await this.blob.commit(this.blockIds, contentType);
+      const etag = await this.blob.commit(this.blockIds, contentType);
+      this.committed = true;
+      return etag;
     } catch (error) {
       // Our blocks are gone, or an empty blob took the path: the reconciler discarded this
       // upload as stale (it outlived UPLOAD_STALE_SECONDS).
       if (error instanceof StagedBlocksLostError) throw new UploadInterruptedError('its staged blocks expired');
       throw error;
     }
-    this.committed = true;
   }
 
   /**

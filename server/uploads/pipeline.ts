@@ -14,26 +14,31 @@ import { createInspector, type Inspection, SNIFF_BYTES } from './inspectors.ts';
  * bounded by the stager's blocks in flight, whatever the file size.
  */
 
-export interface PipelineOptions {
-  stream: Readable;
+/** Where the pipeline sends the bytes it has checked (a BlockStager; nothing when the bytes are already stored). */
+export interface ChunkSink {
+  write(chunk: Buffer): Promise<void>;
+}
+
+export interface PipelineOptions<S extends ChunkSink = BlockStager> {
+  stream: Readable | NodeJS.ReadableStream;
   maxBytes: number;
   /** Called once the format is known (from the first bytes): where to stage the blob. */
-  openStager(format: LoraFormat): Promise<BlockStager>;
+  openStager(format: LoraFormat): Promise<S>;
   /** Where .pt uploads are spooled for random access (removed in every outcome). */
   spoolDir: string;
   onProgress(phase: UploadPhase, bytesReceived: number): void;
 }
 
-export interface PipelineResult extends Inspection {
+export interface PipelineResult<S extends ChunkSink = BlockStager> extends Inspection {
   sizeBytes: number;
   sha256: string;
   /** Holds the staged (uncommitted) blocks; the caller commits. */
-  stager: BlockStager;
+  stager: S;
 }
 
-export async function runUploadPipeline(options: PipelineOptions): Promise<PipelineResult> {
+export async function runUploadPipeline<S extends ChunkSink = BlockStager>(options: PipelineOptions<S>): Promise<PipelineResult<S>> {
   const { stream, maxBytes, onProgress } = options;
-  let stager: BlockStager | undefined;
+  let stager: S | undefined;
   const sha = createHash('sha256');
   let total = 0;
   let head: Buffer[] = [];
@@ -77,7 +82,7 @@ export async function runUploadPipeline(options: PipelineOptions): Promise<Pipel
     }
     onProgress('VALIDATING', total);
     const inspection = await inspector.finish(total);
-    return { ...inspection, sizeBytes: total, sha256: sha.digest('hex'), stager: stager as BlockStager };
+    return { ...inspection, sizeBytes: total, sha256: sha.digest('hex'), stager: stager as S };
   } finally {
     await inspector?.dispose();
   }

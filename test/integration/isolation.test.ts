@@ -172,11 +172,19 @@ describe('isolation between users', () => {
     const retry = member(await deleteLora(server, tokenA, loraA.id), 'DeleteLoraSuccess');
     expect(retry.loraId).toBe(loraA.id);
     expect(retry.quota).toMatchObject({ loraCount: 1, usedStorageBytes: second.sizeBytes, loras: [{ id: second.id }] });
-    // One audited delete, and the blob is removed by the durable job; the other LoRA is untouched.
+    // One audited delete, and the LoRA's own object (its snapshot of the stored content, which other
+    // LoRAs of the same bytes may share) is removed; the other LoRA is untouched.
     expect(await server.app.db.audit_log.count({ where: { action: 'lora.delete', lora_id: BigInt(loraA.id) } })).toBe(1);
-    const row = await loraRow(server, loraA.id);
-    await eventually(async () => !(await server.app.blobs.exists(row.blob_path)), 15_000, 'blob deletion');
-    expect(await server.app.blobs.exists((await loraRow(server, second.id)).blob_path)).toBe(true);
+    const snapshotExists = async (id: string) => {
+      const r = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } });
+      return server.app.blobs
+        .clientsForTests()
+        .loras.getBlobClient(r.blob_path)
+        .withSnapshot(r.blob_snapshot ?? '')
+        .exists();
+    };
+    await eventually(async () => !(await snapshotExists(loraA.id)), 15_000, 'blob deletion');
+    expect(await snapshotExists(second.id)).toBe(true);
     expect((await loraRow(server, second.id)).status).toBe('READY');
   });
 });

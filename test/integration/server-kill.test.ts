@@ -7,6 +7,7 @@ import { createLoraClient } from '@lora-vault/sdk';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { writeSafetensorsFile } from '../../bench/files.ts';
 import { migrate } from '../../server/db/migrate.ts';
+import { blobsOf } from '../testkit/invariants.ts';
 import { isolatedDatabase } from '../testkit/library-helpers.ts';
 import { newUserId } from '../testkit/seed.ts';
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
@@ -105,9 +106,7 @@ describe('the API server killed mid-upload', () => {
     const plan = await after.app.jobs.reconcileNow();
     expect(plan.staleUploads).toHaveLength(1);
     expect(await after.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
-    const blobs: string[] = [];
-    for await (const b of after.app.blobs.list(`users/${userId}/`)) blobs.push(b.name);
-    expect(blobs).toEqual([]); // staged blocks were never committed
+    expect(await blobsOf(after.app, userId)).toEqual([]); // staged blocks were never committed
 
     // The quota holds nothing of it: the same upload now succeeds in full.
     const again = createLoraClient({ url: after.graphqlUrl, token });

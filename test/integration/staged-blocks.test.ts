@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdUpload } from '../testkit/held-upload.ts';
-import { blobsUnder, type StoredBlob } from '../testkit/invariants.ts';
+import { blobsOf, type StoredBlob } from '../testkit/invariants.ts';
 import { setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
@@ -36,7 +36,7 @@ async function expectNoBlocksLeft(userId: string): Promise<void> {
   // the cleanup runs as the request fails; give it a moment, then nothing may remain
   let left: StoredBlob[] = [];
   await eventually(async () => {
-    left = await blobsUnder(server.app, `users/${userId}/`);
+    left = await blobsOf(server.app, userId);
     return left.length === 0;
   }, 10_000).catch(() => {});
   expect(left).toEqual([]);
@@ -74,13 +74,13 @@ describe('failed uploads leave no staged blocks', () => {
     // the first block is staged, uncommitted: this is what must not outlive the upload
     const staged = await eventually(
       async () => {
-        const blobs = await blobsUnder(server.app, `users/${id}/`);
+        const blobs = await blobsOf(server.app, id);
         return blobs.find((b) => !b.committed && b.uncommittedBlocks > 0);
       },
       15_000,
       'a staged block',
     );
-    expect(staged.name).toMatch(new RegExp(`^users/${id}/loras/\\d+\\.safetensors$`));
+    expect(staged.name).toMatch(/^content\/[0-9a-f-]{36}\.safetensors$/);
     held.cut();
     expect((await held.response).aborted).toBe(true);
     await expectNoBlocksLeft(id);

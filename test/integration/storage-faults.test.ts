@@ -37,11 +37,12 @@ describe('storage faults', () => {
       async () => {
         const rows = await server.app.db.$queryRaw<{ state: string }[]>`
         SELECT state::text FROM pgboss.job WHERE name = 'lora.delete-blob' AND data->>'loraId' = ${lora.id}`;
-        return rows.every((r) => r.state === 'completed') && rows;
+        // completed by the job, or cancelled = done by deleteLora itself (the job then never deletes again)
+        return rows.every((r) => r.state === 'completed' || r.state === 'cancelled') && rows;
       },
       10_000,
       'job completed',
     );
-    expect(jobs).toEqual([{ state: 'completed' }]);
+    expect(jobs).toHaveLength(1);
   }, 45_000);
 });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdUpload } from '../testkit/held-upload.ts';
-import { blobsUnder, invariantViolations } from '../testkit/invariants.ts';
+import { blobsOf, invariantViolations } from '../testkit/invariants.ts';
 import {
   deleteJobsFor,
   deleteLora as deleteLoraResult,
@@ -82,7 +82,8 @@ async function readyIds(userId: string): Promise<string[]> {
 async function deleteJobsSettled(ids: Iterable<string>): Promise<void> {
   for (const id of ids) {
     await eventually(
-      async () => (await deleteJobsFor(server, id)).every((j) => j.state === 'completed' || j.state === 'failed'),
+      async () =>
+        (await deleteJobsFor(server, id)).every((j) => j.state === 'completed' || j.state === 'cancelled' || j.state === 'failed'),
       20_000,
       `delete job of ${id}`,
     );
@@ -220,9 +221,15 @@ describe('deleteLora racing uploadLora', () => {
     // No staged blocks anywhere once the window has passed and the reconciler ran.
     await sleep(STALE_SECONDS * 1000 + 500);
     await server.app.jobs.reconcileNow();
-    const blobs = await blobsUnder(server.app, `users/${id}/`);
+    const blobs = await blobsOf(server.app, id);
     expect(blobs.filter((b) => !b.committed || b.uncommittedBlocks > 0)).toEqual([]);
-    expect(blobs).toHaveLength(ready);
+    // every READY LoRA's stored content, and nothing else (deleted ones' bases went with their last reference)
+    const readyPaths = await server.app.db.lora.findMany({ where: { user_id: id, status: 'READY' }, select: { blob_path: true } });
+    await eventually(
+      async () => (await blobsOf(server.app, id)).length === new Set(readyPaths.map((r) => r.blob_path)).size,
+      20_000,
+      'bases of deleted LoRAs removed',
+    );
     expect(await invariantViolations(server.app, id)).toEqual([]);
   }, 120_000);
 });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Topic, type UploadProgress } from '../../server/events/bus.ts';
 import { SNIFF_BYTES, sniffFormat } from '../../server/formats/sniff.ts';
+import { blobsOf } from '../testkit/invariants.ts';
 import { listLoras, setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { BAD_SAFETENSORS, makeLora, sdxlLora } from '../testkit/lora-files.ts';
 import { newUploadId, postMultipart } from '../testkit/multipart.ts';
@@ -52,7 +53,9 @@ describe('uploadLora: a valid file', () => {
     expect(result.quota).toMatchObject({ usedStorageBytes: file.length, loraCount: 1 });
 
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(result.lora.id) } });
-    expect(row.blob_path).toBe(`users/${id}/loras/${result.lora.id}.safetensors`);
+    // a neutral name (issue 17: stored content may be shared) and the LoRA's own snapshot of it
+    expect(row.blob_path).toMatch(/^content\/[0-9a-f-]{36}\.safetensors$/);
+    expect(row.blob_snapshot).toBeTruthy();
     const stored = await server.app.blobs.read(row.blob_path);
     expect(stored.equals(file)).toBe(true);
     const ff = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(result.lora.id) } });
@@ -210,13 +213,14 @@ describe('uploadLora: interruptions and concurrency', () => {
     const results = await Promise.all(files.map((f) => upload(token, f)));
     const kinds = results.map((r) => r.body?.data?.uploadLora?.__typename ?? r.text);
     expect(kinds.filter((k) => k === 'UploadLoraSuccess')).toHaveLength(10);
-    expect(kinds.filter((k) => k === 'QuotaExceededError')).toHaveLength(40);
+    expect(
+      kinds.filter((k) => k === 'QuotaExceededError'),
+      JSON.stringify(kinds.filter((k) => k !== 'QuotaExceededError')),
+    ).toHaveLength(40);
     const quota = await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } });
     expect(quota.lora_count).toBe(10);
     expect(await server.app.db.lora.count({ where: { user_id: id } })).toBe(10);
-    const blobs: string[] = [];
-    for await (const b of server.app.blobs.list(`users/${id}/`)) blobs.push(b.name);
-    expect(blobs).toHaveLength(10);
+    expect(await blobsOf(server.app, id)).toHaveLength(10);
     // the list's total (read from the quota counter) agrees with the rows
     const listed = await listLoras(server, token);
     expect(listed.total).toBe(10);
@@ -229,14 +233,14 @@ describe('uploadLora: PyTorch files are scanned, never unpickled', () => {
     ['a torch zip state dict', () => benignTorchZipLora()],
     ['a legacy torch file', () => benignLegacyPt()],
   ])('%s is accepted as PT, byte for byte', async (_name, build) => {
-    const { id, token } = await user();
+    const { token } = await user();
     const file = build();
     const res = await upload(token, file, {}, 'model.pt');
     const result = res.body.data.uploadLora;
     expect(result.__typename, JSON.stringify(result)).toBe('UploadLoraSuccess');
     expect(result.lora).toMatchObject({ format: 'PT', sizeBytes: file.length, sha256: createHash('sha256').update(file).digest('hex') });
     const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(result.lora.id) } });
-    expect(row.blob_path).toBe(`users/${id}/loras/${result.lora.id}.pt`);
+    expect(row.blob_path).toMatch(/^content\/[0-9a-f-]{36}\.pt$/);
     expect((await server.app.blobs.read(row.blob_path)).equals(file)).toBe(true);
   });
 

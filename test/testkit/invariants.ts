@@ -23,6 +23,22 @@ export async function blobsUnder(app: App, prefix: string): Promise<StoredBlob[]
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/**
+ * The blobs of one user in the server's container: those the user's rows name (LoRAs in any
+ * state, upload sessions) and those nothing names at all (leftovers). Stored content other users'
+ * LoRAs name too is among them while one of the user's rows names it.
+ */
+export async function blobsOf(app: App, userId: string): Promise<StoredBlob[]> {
+  const [loras, sessions, contents] = await Promise.all([
+    app.db.lora.findMany({ select: { user_id: true, blob_path: true } }),
+    app.db.upload_session.findMany({ select: { user_id: true, blob_path: true } }),
+    app.db.lora_blob.findMany({ select: { blob_path: true } }),
+  ]);
+  const anyone = new Set([...loras, ...sessions, ...contents].map((r) => r.blob_path));
+  const mine = new Set([...loras, ...sessions].filter((r) => r.user_id === userId).map((r) => r.blob_path));
+  return (await blobsUnder(app, '')).filter((b) => mine.has(b.name) || !anyone.has(b.name));
+}
+
 /** Human-readable violations of the invariants for one user (empty = all hold). */
 export async function invariantViolations(app: App, userId: string): Promise<string[]> {
   const violations: string[] = [];

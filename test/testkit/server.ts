@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { type DocumentNode, print } from 'graphql';
 import { inject } from 'vitest';
@@ -56,6 +57,13 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
+/**
+ * The LoRA container of every server this test file starts (unless it names one): blobs are
+ * stored at neutral names (`content/{uuid}`, issue 17), so a file finds what it left by its own
+ * container, not by a user's prefix.
+ */
+export const FILE_CONTAINER = `loras-${randomUUID().slice(0, 8)}`;
+
 export function testConfig(env: Record<string, string> = {}): RuntimeConfig {
   const config = loadConfig({
     NODE_ENV: 'test',
@@ -67,6 +75,7 @@ export function testConfig(env: Record<string, string> = {}): RuntimeConfig {
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     JOBS_POLL_SECONDS: '0.5',
     GRANT_SIGNING_KEY: TEST_GRANT_KEY_PEM,
+    LORA_CONTAINER: FILE_CONTAINER,
     ...env,
   });
   if (!config.databaseUrl || !config.storage.connectionString) throw new Error('test services missing');

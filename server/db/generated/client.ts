@@ -88,3 +88,14 @@ export type upload_claim = Prisma.upload_claimModel
  * `cursor` under this row's lock; `finished_at` set when a pass found no row left.
  */
 export type data_upgrade = Prisma.data_upgradeModel
+/**
+ * Model lora_blob
+ * Content stored once (issue 17): a base blob per sha256 and the number of READY LoRAs naming it.
+ * Deleted (row, then blob) by the content-deletion job only at ref_count 0.
+ */
+export type lora_blob = Prisma.lora_blobModel
+/**
+ * Model upload_session
+ * A resumable direct-to-Blob upload (issue 17); its reservation counts while OPEN/COMPLETING and unexpired.
+ */
+export type upload_session = Prisma.upload_sessionModel

@@ -500,6 +500,23 @@ export type UuidNullableWithAggregatesFilter<$PrismaModel = never> = {
   _max?: Prisma.NestedStringNullableFilter<$PrismaModel>
 }
 
+export type Enumupload_session_stateFilter<$PrismaModel = never> = {
+  equals?: $Enums.upload_session_state | Prisma.Enumupload_session_stateFieldRefInput<$PrismaModel>
+  in?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  notIn?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  not?: Prisma.NestedEnumupload_session_stateFilter<$PrismaModel> | $Enums.upload_session_state
+}
+
+export type Enumupload_session_stateWithAggregatesFilter<$PrismaModel = never> = {
+  equals?: $Enums.upload_session_state | Prisma.Enumupload_session_stateFieldRefInput<$PrismaModel>
+  in?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  notIn?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  not?: Prisma.NestedEnumupload_session_stateWithAggregatesFilter<$PrismaModel> | $Enums.upload_session_state
+  _count?: Prisma.NestedIntFilter<$PrismaModel>
+  _min?: Prisma.NestedEnumupload_session_stateFilter<$PrismaModel>
+  _max?: Prisma.NestedEnumupload_session_stateFilter<$PrismaModel>
+}
+
 export type NestedBigIntFilter<$PrismaModel = never> = {
   equals?: bigint | number | Prisma.BigIntFieldRefInput<$PrismaModel>
   in?: bigint[] | number[] | Prisma.ListBigIntFieldRefInput<$PrismaModel>
@@ -917,6 +934,23 @@ export type NestedUuidNullableWithAggregatesFilter<$PrismaModel = never> = {
   _count?: Prisma.NestedIntNullableFilter<$PrismaModel>
   _min?: Prisma.NestedStringNullableFilter<$PrismaModel>
   _max?: Prisma.NestedStringNullableFilter<$PrismaModel>
+}
+
+export type NestedEnumupload_session_stateFilter<$PrismaModel = never> = {
+  equals?: $Enums.upload_session_state | Prisma.Enumupload_session_stateFieldRefInput<$PrismaModel>
+  in?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  notIn?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  not?: Prisma.NestedEnumupload_session_stateFilter<$PrismaModel> | $Enums.upload_session_state
+}
+
+export type NestedEnumupload_session_stateWithAggregatesFilter<$PrismaModel = never> = {
+  equals?: $Enums.upload_session_state | Prisma.Enumupload_session_stateFieldRefInput<$PrismaModel>
+  in?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  notIn?: $Enums.upload_session_state[] | Prisma.ListEnumupload_session_stateFieldRefInput<$PrismaModel>
+  not?: Prisma.NestedEnumupload_session_stateWithAggregatesFilter<$PrismaModel> | $Enums.upload_session_state
+  _count?: Prisma.NestedIntFilter<$PrismaModel>
+  _min?: Prisma.NestedEnumupload_session_stateFilter<$PrismaModel>
+  _max?: Prisma.NestedEnumupload_session_stateFilter<$PrismaModel>
 }
 
 

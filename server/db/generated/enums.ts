@@ -26,3 +26,15 @@ export const lora_format = {
 } as const
 
 export type lora_format = (typeof lora_format)[keyof typeof lora_format]
+
+
+export const upload_session_state = {
+  OPEN: 'OPEN',
+  COMPLETING: 'COMPLETING',
+  COMPLETED: 'COMPLETED',
+  FAILED: 'FAILED',
+  ABORTED: 'ABORTED',
+  EXPIRED: 'EXPIRED'
+} as const
+
+export type upload_session_state = (typeof upload_session_state)[keyof typeof upload_session_state]

@@ -405,7 +405,9 @@ export const ModelName = {
   audit_log: 'audit_log',
   lora_account_deletion: 'lora_account_deletion',
   upload_claim: 'upload_claim',
-  data_upgrade: 'data_upgrade'
+  data_upgrade: 'data_upgrade',
+  lora_blob: 'lora_blob',
+  upload_session: 'upload_session'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -421,7 +423,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log" | "lora_account_deletion" | "upload_claim" | "data_upgrade"
+    modelProps: "flat_file" | "lora" | "user_lora_quota" | "lora_workflow_usage" | "machine_cache_report" | "audit_log" | "lora_account_deletion" | "upload_claim" | "data_upgrade" | "lora_blob" | "upload_session"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -1091,6 +1093,154 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         }
       }
     }
+    lora_blob: {
+      payload: Prisma.$lora_blobPayload<ExtArgs>
+      fields: Prisma.lora_blobFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.lora_blobFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.lora_blobFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>
+        }
+        findFirst: {
+          args: Prisma.lora_blobFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.lora_blobFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>
+        }
+        findMany: {
+          args: Prisma.lora_blobFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>[]
+        }
+        create: {
+          args: Prisma.lora_blobCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>
+        }
+        createMany: {
+          args: Prisma.lora_blobCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.lora_blobCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>[]
+        }
+        delete: {
+          args: Prisma.lora_blobDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>
+        }
+        update: {
+          args: Prisma.lora_blobUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>
+        }
+        deleteMany: {
+          args: Prisma.lora_blobDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.lora_blobUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.lora_blobUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>[]
+        }
+        upsert: {
+          args: Prisma.lora_blobUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$lora_blobPayload>
+        }
+        aggregate: {
+          args: Prisma.Lora_blobAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateLora_blob>
+        }
+        groupBy: {
+          args: Prisma.lora_blobGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Lora_blobGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.lora_blobCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Lora_blobCountAggregateOutputType> | number
+        }
+      }
+    }
+    upload_session: {
+      payload: Prisma.$upload_sessionPayload<ExtArgs>
+      fields: Prisma.upload_sessionFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.upload_sessionFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.upload_sessionFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>
+        }
+        findFirst: {
+          args: Prisma.upload_sessionFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.upload_sessionFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>
+        }
+        findMany: {
+          args: Prisma.upload_sessionFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>[]
+        }
+        create: {
+          args: Prisma.upload_sessionCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>
+        }
+        createMany: {
+          args: Prisma.upload_sessionCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.upload_sessionCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>[]
+        }
+        delete: {
+          args: Prisma.upload_sessionDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>
+        }
+        update: {
+          args: Prisma.upload_sessionUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>
+        }
+        deleteMany: {
+          args: Prisma.upload_sessionDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.upload_sessionUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.upload_sessionUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>[]
+        }
+        upsert: {
+          args: Prisma.upload_sessionUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$upload_sessionPayload>
+        }
+        aggregate: {
+          args: Prisma.Upload_sessionAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateUpload_session>
+        }
+        groupBy: {
+          args: Prisma.upload_sessionGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Upload_sessionGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.upload_sessionCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.Upload_sessionCountAggregateOutputType> | number
+        }
+      }
+    }
   }
 } & {
   other: {
@@ -1158,6 +1308,7 @@ export const LoraScalarFieldEnum = {
   size_bytes: 'size_bytes',
   sha256: 'sha256',
   blob_path: 'blob_path',
+  blob_snapshot: 'blob_snapshot',
   base_model: 'base_model',
   base_model_source: 'base_model_source',
   rank: 'rank',
@@ -1262,6 +1413,42 @@ export const Data_upgradeScalarFieldEnum = {
 } as const
 
 export type Data_upgradeScalarFieldEnum = (typeof Data_upgradeScalarFieldEnum)[keyof typeof Data_upgradeScalarFieldEnum]
+
+
+export const Lora_blobScalarFieldEnum = {
+  blob_path: 'blob_path',
+  container: 'container',
+  sha256: 'sha256',
+  size_bytes: 'size_bytes',
+  etag: 'etag',
+  ref_count: 'ref_count',
+  linkable: 'linkable',
+  created_at: 'created_at',
+  updated_at: 'updated_at'
+} as const
+
+export type Lora_blobScalarFieldEnum = (typeof Lora_blobScalarFieldEnum)[keyof typeof Lora_blobScalarFieldEnum]
+
+
+export const Upload_sessionScalarFieldEnum = {
+  id: 'id',
+  user_id: 'user_id',
+  state: 'state',
+  file_name: 'file_name',
+  name: 'name',
+  tags: 'tags',
+  user_metadata: 'user_metadata',
+  declared_sha256: 'declared_sha256',
+  size_bytes: 'size_bytes',
+  block_bytes: 'block_bytes',
+  blob_path: 'blob_path',
+  lora_id: 'lora_id',
+  created_at: 'created_at',
+  updated_at: 'updated_at',
+  expires_at: 'expires_at'
+} as const
+
+export type Upload_sessionScalarFieldEnum = (typeof Upload_sessionScalarFieldEnum)[keyof typeof Upload_sessionScalarFieldEnum]
 
 
 export const SortOrder = {
@@ -1436,6 +1623,20 @@ export type FloatFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, '
 export type ListFloatFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, 'Float[]'>
     
 
+
+/**
+ * Reference to a field of type 'upload_session_state'
+ */
+export type Enumupload_session_stateFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, 'upload_session_state'>
+    
+
+
+/**
+ * Reference to a field of type 'upload_session_state[]'
+ */
+export type ListEnumupload_session_stateFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, 'upload_session_state[]'>
+    
+
 /**
  * Batch Payload for updateMany & deleteMany & createMany
  */
@@ -1596,6 +1797,8 @@ export type GlobalOmitConfig = {
   lora_account_deletion?: Prisma.lora_account_deletionOmit
   upload_claim?: Prisma.upload_claimOmit
   data_upgrade?: Prisma.data_upgradeOmit
+  lora_blob?: Prisma.lora_blobOmit
+  upload_session?: Prisma.upload_sessionOmit
 }
 
 /* Types for Logging */

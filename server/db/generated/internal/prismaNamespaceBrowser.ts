@@ -59,7 +59,9 @@ export const ModelName = {
   audit_log: 'audit_log',
   lora_account_deletion: 'lora_account_deletion',
   upload_claim: 'upload_claim',
-  data_upgrade: 'data_upgrade'
+  data_upgrade: 'data_upgrade',
+  lora_blob: 'lora_blob',
+  upload_session: 'upload_session'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -106,6 +108,7 @@ export const LoraScalarFieldEnum = {
   size_bytes: 'size_bytes',
   sha256: 'sha256',
   blob_path: 'blob_path',
+  blob_snapshot: 'blob_snapshot',
   base_model: 'base_model',
   base_model_source: 'base_model_source',
   rank: 'rank',
@@ -210,6 +213,42 @@ export const Data_upgradeScalarFieldEnum = {
 } as const
 
 export type Data_upgradeScalarFieldEnum = (typeof Data_upgradeScalarFieldEnum)[keyof typeof Data_upgradeScalarFieldEnum]
+
+
+export const Lora_blobScalarFieldEnum = {
+  blob_path: 'blob_path',
+  container: 'container',
+  sha256: 'sha256',
+  size_bytes: 'size_bytes',
+  etag: 'etag',
+  ref_count: 'ref_count',
+  linkable: 'linkable',
+  created_at: 'created_at',
+  updated_at: 'updated_at'
+} as const
+
+export type Lora_blobScalarFieldEnum = (typeof Lora_blobScalarFieldEnum)[keyof typeof Lora_blobScalarFieldEnum]
+
+
+export const Upload_sessionScalarFieldEnum = {
+  id: 'id',
+  user_id: 'user_id',
+  state: 'state',
+  file_name: 'file_name',
+  name: 'name',
+  tags: 'tags',
+  user_metadata: 'user_metadata',
+  declared_sha256: 'declared_sha256',
+  size_bytes: 'size_bytes',
+  block_bytes: 'block_bytes',
+  blob_path: 'blob_path',
+  lora_id: 'lora_id',
+  created_at: 'created_at',
+  updated_at: 'updated_at',
+  expires_at: 'expires_at'
+} as const
+
+export type Upload_sessionScalarFieldEnum = (typeof Upload_sessionScalarFieldEnum)[keyof typeof Upload_sessionScalarFieldEnum]
 
 
 export const SortOrder = {

@@ -52,6 +52,7 @@ export type LoraMinAggregateOutputType = {
   size_bytes: bigint | null
   sha256: string | null
   blob_path: string | null
+  blob_snapshot: string | null
   base_model: string | null
   base_model_source: string | null
   rank: number | null
@@ -73,6 +74,7 @@ export type LoraMaxAggregateOutputType = {
   size_bytes: bigint | null
   sha256: string | null
   blob_path: string | null
+  blob_snapshot: string | null
   base_model: string | null
   base_model_source: string | null
   rank: number | null
@@ -94,6 +96,7 @@ export type LoraCountAggregateOutputType = {
   size_bytes: number
   sha256: number
   blob_path: number
+  blob_snapshot: number
   base_model: number
   base_model_source: number
   rank: number
@@ -135,6 +138,7 @@ export type LoraMinAggregateInputType = {
   size_bytes?: true
   sha256?: true
   blob_path?: true
+  blob_snapshot?: true
   base_model?: true
   base_model_source?: true
   rank?: true
@@ -156,6 +160,7 @@ export type LoraMaxAggregateInputType = {
   size_bytes?: true
   sha256?: true
   blob_path?: true
+  blob_snapshot?: true
   base_model?: true
   base_model_source?: true
   rank?: true
@@ -177,6 +182,7 @@ export type LoraCountAggregateInputType = {
   size_bytes?: true
   sha256?: true
   blob_path?: true
+  blob_snapshot?: true
   base_model?: true
   base_model_source?: true
   rank?: true
@@ -287,6 +293,7 @@ export type LoraGroupByOutputType = {
   size_bytes: bigint
   sha256: string
   blob_path: string
+  blob_snapshot: string | null
   base_model: string | null
   base_model_source: string | null
   rank: number | null
@@ -333,6 +340,7 @@ export type loraWhereInput = {
   size_bytes?: Prisma.BigIntFilter<"lora"> | bigint | number
   sha256?: Prisma.StringFilter<"lora"> | string
   blob_path?: Prisma.StringFilter<"lora"> | string
+  blob_snapshot?: Prisma.StringNullableFilter<"lora"> | string | null
   base_model?: Prisma.StringNullableFilter<"lora"> | string | null
   base_model_source?: Prisma.StringNullableFilter<"lora"> | string | null
   rank?: Prisma.IntNullableFilter<"lora"> | number | null
@@ -358,6 +366,7 @@ export type loraOrderByWithRelationInput = {
   size_bytes?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
+  blob_snapshot?: Prisma.SortOrderInput | Prisma.SortOrder
   base_model?: Prisma.SortOrderInput | Prisma.SortOrder
   base_model_source?: Prisma.SortOrderInput | Prisma.SortOrder
   rank?: Prisma.SortOrderInput | Prisma.SortOrder
@@ -375,7 +384,6 @@ export type loraOrderByWithRelationInput = {
 
 export type loraWhereUniqueInput = Prisma.AtLeast<{
   file_id?: bigint | number
-  blob_path?: string
   AND?: Prisma.loraWhereInput | Prisma.loraWhereInput[]
   OR?: Prisma.loraWhereInput[]
   NOT?: Prisma.loraWhereInput | Prisma.loraWhereInput[]
@@ -386,6 +394,8 @@ export type loraWhereUniqueInput = Prisma.AtLeast<{
   format?: Prisma.Enumlora_formatFilter<"lora"> | $Enums.lora_format
   size_bytes?: Prisma.BigIntFilter<"lora"> | bigint | number
   sha256?: Prisma.StringFilter<"lora"> | string
+  blob_path?: Prisma.StringFilter<"lora"> | string
+  blob_snapshot?: Prisma.StringNullableFilter<"lora"> | string | null
   base_model?: Prisma.StringNullableFilter<"lora"> | string | null
   base_model_source?: Prisma.StringNullableFilter<"lora"> | string | null
   rank?: Prisma.IntNullableFilter<"lora"> | number | null
@@ -399,7 +409,7 @@ export type loraWhereUniqueInput = Prisma.AtLeast<{
   deleted_at?: Prisma.DateTimeNullableFilter<"lora"> | Date | string | null
   file?: Prisma.XOR<Prisma.Flat_fileScalarRelationFilter, Prisma.flat_fileWhereInput>
   workflows?: Prisma.Lora_workflow_usageListRelationFilter
-}, "file_id" | "blob_path">
+}, "file_id">
 
 export type loraOrderByWithAggregationInput = {
   file_id?: Prisma.SortOrder
@@ -411,6 +421,7 @@ export type loraOrderByWithAggregationInput = {
   size_bytes?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
+  blob_snapshot?: Prisma.SortOrderInput | Prisma.SortOrder
   base_model?: Prisma.SortOrderInput | Prisma.SortOrder
   base_model_source?: Prisma.SortOrderInput | Prisma.SortOrder
   rank?: Prisma.SortOrderInput | Prisma.SortOrder
@@ -442,6 +453,7 @@ export type loraScalarWhereWithAggregatesInput = {
   size_bytes?: Prisma.BigIntWithAggregatesFilter<"lora"> | bigint | number
   sha256?: Prisma.StringWithAggregatesFilter<"lora"> | string
   blob_path?: Prisma.StringWithAggregatesFilter<"lora"> | string
+  blob_snapshot?: Prisma.StringNullableWithAggregatesFilter<"lora"> | string | null
   base_model?: Prisma.StringNullableWithAggregatesFilter<"lora"> | string | null
   base_model_source?: Prisma.StringNullableWithAggregatesFilter<"lora"> | string | null
   rank?: Prisma.IntNullableWithAggregatesFilter<"lora"> | number | null
@@ -464,6 +476,7 @@ export type loraCreateInput = {
   size_bytes: bigint | number
   sha256: string
   blob_path: string
+  blob_snapshot?: string | null
   base_model?: string | null
   base_model_source?: string | null
   rank?: number | null
@@ -489,6 +502,7 @@ export type loraUncheckedCreateInput = {
   size_bytes: bigint | number
   sha256: string
   blob_path: string
+  blob_snapshot?: string | null
   base_model?: string | null
   base_model_source?: string | null
   rank?: number | null
@@ -512,6 +526,7 @@ export type loraUpdateInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -537,6 +552,7 @@ export type loraUncheckedUpdateInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -561,6 +577,7 @@ export type loraCreateManyInput = {
   size_bytes: bigint | number
   sha256: string
   blob_path: string
+  blob_snapshot?: string | null
   base_model?: string | null
   base_model_source?: string | null
   rank?: number | null
@@ -583,6 +600,7 @@ export type loraUpdateManyMutationInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -606,6 +624,7 @@ export type loraUncheckedUpdateManyInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -634,6 +653,7 @@ export type loraCountOrderByAggregateInput = {
   size_bytes?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
+  blob_snapshot?: Prisma.SortOrder
   base_model?: Prisma.SortOrder
   base_model_source?: Prisma.SortOrder
   rank?: Prisma.SortOrder
@@ -665,6 +685,7 @@ export type loraMaxOrderByAggregateInput = {
   size_bytes?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
+  blob_snapshot?: Prisma.SortOrder
   base_model?: Prisma.SortOrder
   base_model_source?: Prisma.SortOrder
   rank?: Prisma.SortOrder
@@ -686,6 +707,7 @@ export type loraMinOrderByAggregateInput = {
   size_bytes?: Prisma.SortOrder
   sha256?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
+  blob_snapshot?: Prisma.SortOrder
   base_model?: Prisma.SortOrder
   base_model_source?: Prisma.SortOrder
   rank?: Prisma.SortOrder
@@ -801,6 +823,7 @@ export type loraCreateWithoutFileInput = {
   size_bytes: bigint | number
   sha256: string
   blob_path: string
+  blob_snapshot?: string | null
   base_model?: string | null
   base_model_source?: string | null
   rank?: number | null
@@ -824,6 +847,7 @@ export type loraUncheckedCreateWithoutFileInput = {
   size_bytes: bigint | number
   sha256: string
   blob_path: string
+  blob_snapshot?: string | null
   base_model?: string | null
   base_model_source?: string | null
   rank?: number | null
@@ -863,6 +887,7 @@ export type loraUpdateWithoutFileInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -886,6 +911,7 @@ export type loraUncheckedUpdateWithoutFileInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -909,6 +935,7 @@ export type loraCreateWithoutWorkflowsInput = {
   size_bytes: bigint | number
   sha256: string
   blob_path: string
+  blob_snapshot?: string | null
   base_model?: string | null
   base_model_source?: string | null
   rank?: number | null
@@ -933,6 +960,7 @@ export type loraUncheckedCreateWithoutWorkflowsInput = {
   size_bytes: bigint | number
   sha256: string
   blob_path: string
+  blob_snapshot?: string | null
   base_model?: string | null
   base_model_source?: string | null
   rank?: number | null
@@ -971,6 +999,7 @@ export type loraUpdateWithoutWorkflowsInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -995,6 +1024,7 @@ export type loraUncheckedUpdateWithoutWorkflowsInput = {
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   sha256?: Prisma.StringFieldUpdateOperationsInput | string
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
+  blob_snapshot?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   base_model_source?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   rank?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
@@ -1049,6 +1079,7 @@ export type loraSelect<ExtArgs extends runtime.Types.Extensions.InternalArgs = r
   size_bytes?: boolean
   sha256?: boolean
   blob_path?: boolean
+  blob_snapshot?: boolean
   base_model?: boolean
   base_model_source?: boolean
   rank?: boolean
@@ -1075,6 +1106,7 @@ export type loraSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Extensio
   size_bytes?: boolean
   sha256?: boolean
   blob_path?: boolean
+  blob_snapshot?: boolean
   base_model?: boolean
   base_model_source?: boolean
   rank?: boolean
@@ -1099,6 +1131,7 @@ export type loraSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Extensio
   size_bytes?: boolean
   sha256?: boolean
   blob_path?: boolean
+  blob_snapshot?: boolean
   base_model?: boolean
   base_model_source?: boolean
   rank?: boolean
@@ -1123,6 +1156,7 @@ export type loraSelectScalar = {
   size_bytes?: boolean
   sha256?: boolean
   blob_path?: boolean
+  blob_snapshot?: boolean
   base_model?: boolean
   base_model_source?: boolean
   rank?: boolean
@@ -1136,7 +1170,7 @@ export type loraSelectScalar = {
   deleted_at?: boolean
 }
 
-export type loraOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"file_id" | "user_id" | "status" | "name" | "file_name" | "format" | "size_bytes" | "sha256" | "blob_path" | "base_model" | "base_model_source" | "rank" | "alpha" | "metadata" | "user_metadata" | "usage_count" | "last_used_at" | "created_at" | "updated_at" | "deleted_at", ExtArgs["result"]["lora"]>
+export type loraOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"file_id" | "user_id" | "status" | "name" | "file_name" | "format" | "size_bytes" | "sha256" | "blob_path" | "blob_snapshot" | "base_model" | "base_model_source" | "rank" | "alpha" | "metadata" | "user_metadata" | "usage_count" | "last_used_at" | "created_at" | "updated_at" | "deleted_at", ExtArgs["result"]["lora"]>
 export type loraInclude<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   file?: boolean | Prisma.flat_fileDefaultArgs<ExtArgs>
   workflows?: boolean | Prisma.lora$workflowsArgs<ExtArgs>
@@ -1164,7 +1198,14 @@ export type $loraPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs =
     format: $Enums.lora_format
     size_bytes: bigint
     sha256: string
+    /**
+     * The blob holding the bytes: a lora_blob base (shared by every LoRA of that content), or the LoRA's own for rows older than issue 17.
+     */
     blob_path: string
+    /**
+     * This LoRA's own snapshot of the base (downloads read it; deleting it revokes this LoRA's URLs); NULL on older rows.
+     */
+    blob_snapshot: string | null
     base_model: string | null
     base_model_source: string | null
     rank: number | null
@@ -1610,6 +1651,7 @@ export interface loraFieldRefs {
   readonly size_bytes: Prisma.FieldRef<"lora", 'BigInt'>
   readonly sha256: Prisma.FieldRef<"lora", 'String'>
   readonly blob_path: Prisma.FieldRef<"lora", 'String'>
+  readonly blob_snapshot: Prisma.FieldRef<"lora", 'String'>
   readonly base_model: Prisma.FieldRef<"lora", 'String'>
   readonly base_model_source: Prisma.FieldRef<"lora", 'String'>
   readonly rank: Prisma.FieldRef<"lora", 'Int'>

@@ -1,0 +1,82 @@
+/**
+ * Node parts of resumable uploads (imported lazily by the client): blocks read from a file on disk
+ * at their offsets, and the session id kept in a small JSON file beside it
+ * (`.<name>.lora-upload.json`, written to a temp file and renamed), so a new process resumes.
+ */
+import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { LoraSdkError } from './errors.ts';
+import type { BlockSource, ResumableState, ResumableStore } from './resumable-upload.ts';
+
+export async function fileBlockSource(path: string, fileName?: string): Promise<BlockSource> {
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(path);
+    if (!info.isFile()) throw new Error(`${path} is not a file`);
+  } catch (error) {
+    throw new LoraSdkError({
+      kind: 'network',
+      code: 'FILE_UNREADABLE',
+      message: `Cannot read ${path}: ${(error as Error).message}`,
+      retryable: false,
+    });
+  }
+  const handle = await open(path, 'r');
+  const name = fileName ?? basename(path);
+  return {
+    name,
+    size: info.size,
+    key: `${info.size}:${Math.trunc(info.mtimeMs)}:${name}`,
+    async read(start, end) {
+      const buffer = Buffer.allocUnsafe(end - start);
+      let filled = 0;
+      while (filled < buffer.length) {
+        const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, start + filled);
+        if (bytesRead === 0)
+          throw new LoraSdkError({
+            kind: 'network',
+            code: 'FILE_CHANGED',
+            message: `${path} got shorter during the upload`,
+            retryable: false,
+          });
+        filled += bytesRead;
+      }
+      return buffer;
+    },
+    close: () => handle.close(),
+  };
+}
+
+/** The state file beside `path`. */
+export function stateFileBeside(path: string): string {
+  return join(dirname(path), `.${basename(path)}.lora-upload.json`);
+}
+
+/** A ResumableStore of one JSON file (keys of other files are kept in the same file). */
+export function jsonFileStore(file: string): ResumableStore {
+  async function load(): Promise<Record<string, ResumableState>> {
+    try {
+      return JSON.parse(await readFile(file, 'utf8')) as Record<string, ResumableState>;
+    } catch {
+      return {};
+    }
+  }
+  async function save(all: Record<string, ResumableState>): Promise<void> {
+    if (Object.keys(all).length === 0) {
+      await rm(file, { force: true });
+      return;
+    }
+    const temp = `${file}.${process.pid}.tmp`;
+    await writeFile(temp, JSON.stringify(all), { mode: 0o600 });
+    await rename(temp, file);
+  }
+  return {
+    get: async (key) => (await load())[key],
+    set: async (key, state) => save({ ...(await load()), [key]: state }),
+    delete: async (key) => {
+      const all = await load();
+      delete all[key];
+      await save(all);
+    },
+  };
+}

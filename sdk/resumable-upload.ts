@@ -1,0 +1,202 @@
+/**
+ * Resumable uploads straight to Blob Storage (docs/API.md "Resumable uploads"), for Node and
+ * browsers alike: the platform parts (reading blocks of a file, keeping the session id across
+ * restarts) come in as a `BlockSource` and a `ResumableStore` (node-resumable.ts,
+ * browser-resumable.ts). The run: find a saved session for this file (else begin one), ask the
+ * API which blocks storage already holds, stage the others with Put Block through the session's
+ * write-only SAS (`concurrency` at once, each retried with backoff; an expired SAS is renewed),
+ * then complete. The saved state is removed when the session ends (completed, refused, expired).
+ */
+import { LoraSdkError, networkError } from './errors.ts';
+import type { CompleteLoraUploadMutation, UploadSessionFieldsFragment } from './gql/graphql.ts';
+
+/** What the SDK keeps between runs, per file. */
+export interface ResumableState {
+  sessionId: string;
+  /** The file as it was when the session began (size, modification time, name): a changed file starts over. */
+  fileKey: string;
+}
+
+/** Where the state lives: a small file beside the upload (Node), IndexedDB (browsers), or yours. */
+export interface ResumableStore {
+  get(key: string): Promise<ResumableState | undefined>;
+  set(key: string, state: ResumableState): Promise<void>;
+  delete(key: string): Promise<void>;
+}
+
+/** Random access to the file being uploaded. */
+export interface BlockSource {
+  name: string;
+  size: number;
+  /** Identifies this version of the file (e.g. `${size}:${mtimeMs}:${name}`). */
+  key: string;
+  read(start: number, end: number): Promise<Uint8Array>;
+  close?(): Promise<void>;
+}
+
+export interface ResumableApi {
+  begin(input: { fileName: string; sizeBytes: number; name?: string | null; tags?: string[] | null }): Promise<UploadSessionFieldsFragment>;
+  session(id: string): Promise<UploadSessionFieldsFragment | undefined>;
+  renew(id: string): Promise<UploadSessionFieldsFragment>;
+  complete(id: string, blockIds: string[]): Promise<CompleteLoraUploadMutation['completeLoraUpload']>;
+  /** The finished upload of a session a previous run completed (it crashed before seeing the answer). */
+  finished(loraId: string): Promise<CompleteLoraUploadMutation['completeLoraUpload']>;
+}
+
+export interface ResumableOptions {
+  name?: string | null;
+  tags?: string[] | null;
+  /** (bytes storage holds for this upload, file size): counts blocks staged by earlier runs too. */
+  onProgress?: (bytesSent: number, totalBytes: number) => void;
+  /** Stops this run (the session stays for a later run to resume; abortLoraUpload ends it). */
+  signal?: AbortSignal;
+  /** Blocks in flight at once. @default 4 */
+  concurrency?: number;
+  /** Tries per block before the run fails (the next run resumes). @default 6 */
+  blockTries?: number;
+  fetch?: (input: string, init: RequestInit) => Promise<Response>;
+}
+
+export interface ResumableRunStats {
+  /** Bytes this run sent to storage (blocks retried count again). */
+  bytesSent: number;
+  blocksSent: number;
+  /** Blocks storage already held when this run started. */
+  blocksResumed: number;
+}
+
+export async function runResumableUpload(
+  api: ResumableApi,
+  source: BlockSource,
+  store: ResumableStore,
+  options: ResumableOptions,
+  stats: ResumableRunStats = { bytesSent: 0, blocksSent: 0, blocksResumed: 0 },
+): Promise<CompleteLoraUploadMutation['completeLoraUpload']> {
+  const doFetch = options.fetch ?? ((input: string, init: RequestInit) => globalThis.fetch(input, init));
+  const session = await resumeOrBegin(api, source, store, options);
+  if (session.state === 'COMPLETED' && session.loraId) {
+    await store.delete(source.key);
+    return api.finished(session.loraId);
+  }
+  const held = new Set(session.stagedBlockIds ?? []);
+  let url = session.uploadUrl ?? (await api.renew(session.id)).uploadUrl;
+  if (!url) throw LoraSdkError.network('NO_UPLOAD_URL', 'the API gave no upload URL for the session');
+  const blockBytes = session.blockBytes;
+  const sizeOf = (i: number) => Math.min(blockBytes, source.size - i * blockBytes);
+  let done = 0;
+  session.blockIds.forEach((id, i) => {
+    if (held.has(id)) {
+      done += sizeOf(i);
+      stats.blocksResumed++;
+    }
+  });
+  options.onProgress?.(done, source.size);
+  const missing = session.blockIds.map((id, i) => ({ id, i })).filter((b) => !held.has(b.id));
+  let renewing: Promise<string> | undefined;
+  const renew = async (stale: string): Promise<string> => {
+    if (url !== stale) return url as string;
+    renewing ??= api.renew(session.id).then((s) => {
+      url = s.uploadUrl ?? url;
+      renewing = undefined;
+      return url as string;
+    });
+    return renewing;
+  };
+  const tries = options.blockTries ?? 6;
+  async function stage(block: { id: string; i: number }): Promise<void> {
+    const start = block.i * blockBytes;
+    const body = await source.read(start, start + sizeOf(block.i));
+    for (let attempt = 0; ; attempt++) {
+      const used = url as string;
+      try {
+        const res = await doFetch(`${used}&comp=block&blockid=${encodeURIComponent(block.id)}`, {
+          method: 'PUT',
+          body: body as unknown as BodyInit,
+          headers: { 'content-type': 'application/octet-stream' },
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+        await res.arrayBuffer().catch(() => undefined);
+        if (res.status === 201) break;
+        if (res.status === 403) await renew(used); // an expired SAS (renewed once for everyone in flight)
+        const retryable = res.status === 403 || res.status >= 500 || res.status === 408 || res.status === 429;
+        throw LoraSdkError.network(`PUT_BLOCK_${res.status}`, `storage answered ${res.status} for block ${block.i}`, {
+          status: res.status,
+          retryable,
+        });
+      } catch (error) {
+        const sdkError = networkError(error);
+        if (options.signal?.aborted || attempt + 1 >= tries || !sdkError.retryable) throw sdkError;
+        await delay(Math.round(Math.random() * Math.min(8_000, 250 * 2 ** attempt)), options.signal);
+      }
+    }
+    stats.bytesSent += body.length;
+    stats.blocksSent++;
+    done += body.length;
+    options.onProgress?.(done, source.size);
+  }
+  await pool(missing, options.concurrency ?? 4, stage);
+  const result = await api.complete(session.id, session.blockIds);
+  // Ended either way unless the block list was refused (the session is still OPEN: a next run re-checks it).
+  if (result.__typename !== 'ValidationError' || !result.issues.some((i) => i.path === 'blockIds')) await store.delete(source.key);
+  return result;
+}
+
+async function resumeOrBegin(
+  api: ResumableApi,
+  source: BlockSource,
+  store: ResumableStore,
+  options: ResumableOptions,
+): Promise<UploadSessionFieldsFragment> {
+  const saved = await store.get(source.key);
+  if (saved && saved.fileKey === source.key) {
+    const session = await api.session(saved.sessionId);
+    const live = session && session.sizeBytes === source.size && (session.state === 'OPEN' || session.state === 'COMPLETED');
+    if (live && session.state === 'OPEN' && new Date(session.expiresAt).getTime() > Date.now() + 60_000) {
+      const renewed = await api.renew(session.id);
+      return { ...renewed, stagedBlockIds: session.stagedBlockIds, stagedBytes: session.stagedBytes };
+    }
+    if (live && session.state === 'COMPLETED') return session;
+    await store.delete(source.key);
+  }
+  const session = await api.begin({
+    fileName: source.name,
+    sizeBytes: source.size,
+    ...(options.name !== undefined ? { name: options.name } : {}),
+    ...(options.tags !== undefined ? { tags: options.tags } : {}),
+  });
+  await store.set(source.key, { sessionId: session.id, fileKey: source.key });
+  return { ...session, stagedBlockIds: [], stagedBytes: 0 };
+}
+
+/** Runs `work` over `items`, `limit` at once; the first failure stops new work and is thrown once the rest settle. */
+async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: unknown;
+  const worker = async () => {
+    while (next < items.length && failure === undefined) {
+      const item = items[next++] as T;
+      try {
+        await work(item);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failure !== undefined) throw failure;
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
+      },
+      { once: true },
+    );
+  });
+}

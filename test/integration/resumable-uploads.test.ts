@@ -1,0 +1,360 @@
+import { spawn } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlockBlobClient, ContainerClient } from '@azure/storage-blob';
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  AbortLoraUploadDocument,
+  CompleteLoraUploadDocument,
+  createLoraClient,
+  LoraUploadSessionDocument,
+  RenewLoraUploadDocument,
+  type ResumableRunStats,
+} from '../../sdk/index.ts';
+import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
+import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { blobsOf } from '../testkit/invariants.ts';
+import { setUserLoraQuota } from '../testkit/library-helpers.ts';
+import { postMultipart } from '../testkit/multipart.ts';
+import { BAD_PT_FILES } from '../testkit/pt-files.ts';
+import { beginSession, putBlock, stageFile } from '../testkit/resumable.ts';
+import { makeSafetensors } from '../testkit/safetensors.ts';
+import { newUserId } from '../testkit/seed.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
+
+/**
+ * Resumable direct-to-Blob uploads (issue 17 §1; THREATS.md rows 45-50) against real Azurite
+ * through a logging proxy (every Put Block is seen), and a real server. Blocks are 256 KiB here so
+ * that small files have many.
+ */
+
+const BLOCK = 256 * 1024;
+let proxy: CorruptingProxy;
+let server: TestServer;
+let dir: string;
+
+beforeAll(async () => {
+  const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
+  proxy = await startCorruptingProxy(azuritePort);
+  server = await startTestServer({
+    AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
+    UPLOAD_BLOCK_BYTES: String(BLOCK),
+  });
+  dir = await mkdtemp(join(tmpdir(), 'resumable-'));
+});
+afterAll(async () => {
+  await server?.stop();
+  await proxy?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function user(): Promise<{ id: string; token: string }> {
+  const id = newUserId();
+  return { id, token: await server.tokens.user(id) };
+}
+
+/** A valid safetensors LoRA of about `mib` MiB, unique content. */
+function bigLora(mib: number): Buffer {
+  return makeSafetensors([{ name: 'w', shape: [(mib * 1024 * 1024) / 2], dtype: 'F16' }], { id: randomUUID() });
+}
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+async function reservations(userId: string): Promise<number> {
+  return server.app.db.upload_session.count({ where: { user_id: userId, state: { in: ['OPEN', 'COMPLETING'] } } });
+}
+
+function runChild(env: Record<string, string>): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/testkit/resumable-child.ts'], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+const blockPuts = () => proxy.log.filter((e) => e.method === 'PUT' && e.url.includes('comp=block&'));
+const blockIdOf = (url: string) => decodeURIComponent(/blockid=([^&]+)/.exec(url)?.[1] ?? '');
+
+describe('uploadLoraResumable', () => {
+  it('a cut at ~50 % resumed by a new process sends only the missing blocks and stores the exact bytes', async () => {
+    const { id, token } = await user();
+    const file = bigLora(6); // 24 blocks of 256 KiB
+    const path = join(dir, `cut-${randomUUID()}.safetensors`);
+    await writeFile(path, file);
+    proxy.reset();
+
+    const first = await runChild({ URL: server.graphqlUrl, TOKEN: token, FILE_PATH: path, CUT_AT: '0.5' });
+    expect(first.signal, first.stderr).toBe('SIGKILL');
+    const session = await server.app.db.upload_session.findFirstOrThrow({ where: { user_id: id } });
+    const held = new Set((await server.app.blobs.uncommittedBlocks(session.blob_path)).map((b) => b.id));
+    const total = Math.ceil(file.length / BLOCK);
+    expect(held.size).toBeGreaterThan(0);
+    expect(held.size).toBeLessThan(total);
+    const firstRun = blockPuts().length;
+
+    const second = await runChild({ URL: server.graphqlUrl, TOKEN: token, FILE_PATH: path });
+    expect(second.code, second.stderr).toBe(0);
+    const out = JSON.parse(second.stdout.trim()) as { loraId: string; sha256: string; stats: ResumableRunStats };
+    const resent = blockPuts()
+      .slice(firstRun)
+      .map((e) => blockIdOf(e.url));
+    // only what storage did not hold, each once
+    expect(resent.filter((b) => held.has(b))).toEqual([]);
+    expect(new Set(resent).size).toBe(total - held.size);
+    expect(out.stats).toMatchObject({ blocksResumed: held.size, blocksSent: total - held.size });
+    expect(out.sha256).toBe(sha256(file));
+    const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(out.loraId) } });
+    expect(row.status).toBe('READY');
+    expect((await server.app.blobs.read(row.blob_path)).equals(file)).toBe(true);
+    const ff = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(out.loraId) } });
+    expect((ff.gen_out_data as { upload_source: string }).upload_source).toBe('resumable');
+    expect(await reservations(id)).toBe(0);
+    expect(await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } })).toMatchObject({
+      used_bytes: BigInt(file.length),
+      lora_count: 1,
+    });
+  }, 120_000);
+
+  it('publishes VALIDATING progress while the stored file is read, then DONE, on the session id', async () => {
+    const { token } = await user();
+    const file = bigLora(1);
+    const session = await beginSession(server, token, { sizeBytes: file.length });
+    await stageFile(session, file);
+    const client = createLoraClient({ url: server.graphqlUrl, token, webSocketImpl: (await import('ws')).default });
+    try {
+      const events = client.uploadProgress({ uploadId: session.id });
+      const phases: string[] = [];
+      const collected = (async () => {
+        for await (const e of events) phases.push(e.phase);
+      })();
+      await new Promise((r) => setTimeout(r, 300)); // subscribed
+      member(
+        dataOf(await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds: session.blockIds }, { token }))
+          .completeLoraUpload,
+        'UploadLoraSuccess',
+      );
+      await collected;
+      expect(phases[0]).toBe('VALIDATING');
+      expect(phases.slice(-2)).toEqual(['STORING', 'DONE']);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('completeLoraUpload refuses what storage does not hold as the session says', () => {
+  it('a reordered, forged, short or never-staged block list: VALIDATION_FAILED, session still OPEN, then the right list works', async () => {
+    const { token } = await user();
+    const file = bigLora(1);
+    const session = await beginSession(server, token, { sizeBytes: file.length });
+    await stageFile(session, file, (i) => i !== 2); // block 2 never staged
+    const ids = session.blockIds;
+    const attempts: string[][] = [
+      [ids[1] as string, ids[0] as string, ...ids.slice(2)], // reordered
+      [...ids.slice(0, -1), Buffer.from('forged-000').toString('base64')], // forged
+      ids.slice(0, -1), // short
+      ids, // block 2 never staged
+    ];
+    for (const blockIds of attempts) {
+      const result = dataOf(await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds }, { token })).completeLoraUpload;
+      expect(result).toMatchObject({ __typename: 'ValidationError', code: 'VALIDATION_FAILED', issues: [{ path: 'blockIds' }] });
+    }
+    const now = member(
+      dataOf(await server.request(LoraUploadSessionDocument, { id: session.id }, { token })).loraUploadSession,
+      'LoraUploadSession',
+    );
+    expect(now.state).toBe('OPEN');
+    expect(now.stagedBlockIds).toHaveLength(ids.length - 1);
+    await stageFile(session, file, (i) => i === 2);
+    const done = dataOf(await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds: ids }, { token })).completeLoraUpload;
+    expect(member(done, 'UploadLoraSuccess').lora.sha256).toBe(sha256(file));
+  });
+
+  it('a file of another size than the session: VALIDATION_FAILED before anything is committed', async () => {
+    const { token } = await user();
+    const file = bigLora(1);
+    const session = await beginSession(server, token, { sizeBytes: file.length + 1000 });
+    await stageFile(session, file);
+    const result = dataOf(
+      await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds: session.blockIds }, { token }),
+    ).completeLoraUpload;
+    expect(result).toMatchObject({
+      __typename: 'ValidationError',
+      issues: [{ path: 'blockIds', message: expect.stringMatching(/expected/) }],
+    });
+  });
+
+  it.each([
+    ['an unsafe pickle', BAD_PT_FILES.find((f) => f.expect === 'UNSAFE_FILE')],
+    ['a broken torch file', BAD_PT_FILES.find((f) => f.expect === 'INVALID_FILE_FORMAT')],
+  ])('%s: the same typed error as multipart, and nothing is left (blob deleted, reservation released)', async (_name, bad) => {
+    if (!bad) throw new Error('fixture missing');
+    const { id, token } = await user();
+    const viaMultipart = await postMultipart({ url: server.graphqlUrl, token, file: bad.bytes, filename: 'x.pt' });
+    const session = await beginSession(server, token, { fileName: 'x.pt', sizeBytes: bad.bytes.length });
+    await stageFile(session, bad.bytes);
+    const result = dataOf(
+      await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds: session.blockIds }, { token }),
+    ).completeLoraUpload;
+    expect(result.__typename).toBe(viaMultipart.body.data.uploadLora.__typename);
+    expect((result as { code: string }).code).toBe(bad.expect);
+    expect(await blobsOf(server.app, id)).toEqual([]);
+    expect(await reservations(id)).toBe(0);
+    expect(await server.app.db.lora.count({ where: { user_id: id } })).toBe(0);
+    const after = member(
+      dataOf(await server.request(LoraUploadSessionDocument, { id: session.id }, { token })).loraUploadSession,
+      'LoraUploadSession',
+    );
+    expect(after.state).toBe('FAILED');
+  });
+});
+
+describe('the upload SAS', () => {
+  it('can stage blocks of its own blob only: no read, no list, no write or delete of another blob', async () => {
+    const { token } = await user();
+    const file = bigLora(1);
+    const session = await beginSession(server, token, { sizeBytes: file.length });
+    const url = session.uploadUrl as string;
+    expect(await putBlock(url, session.blockIds[0] as string, file.subarray(0, BLOCK))).toBe(201);
+    const [base, query] = url.split('?') as [string, string];
+    const read = await fetch(url);
+    expect(read.status).toBe(403);
+    const container = base.slice(0, base.indexOf('/content/'));
+    await expect(async () => {
+      for await (const _ of new ContainerClient(`${container}?${query}`).listBlobsFlat()) break;
+    }).rejects.toMatchObject({ statusCode: 403 });
+    const other = `${container}/content/${randomUUID()}?${query}`;
+    await expect(new BlockBlobClient(other).upload('x', 1)).rejects.toMatchObject({ statusCode: 403 });
+    await expect(new BlockBlobClient(`${container}/users/x/loras/1.safetensors?${query}`).upload('x', 1)).rejects.toMatchObject({
+      statusCode: 403,
+    });
+    await expect(new BlockBlobClient(url).delete()).rejects.toMatchObject({ statusCode: 403 });
+    await expect(new BlockBlobClient(url).getBlockList('all')).rejects.toMatchObject({ statusCode: 403 });
+  });
+
+  it('once expired is refused, and renewLoraUpload gives one that works', async () => {
+    const short = await startTestServer({
+      AZURE_STORAGE_CONNECTION_STRING: inject('storageConnectionString'),
+      UPLOAD_BLOCK_BYTES: String(BLOCK),
+      UPLOAD_SAS_TTL_SECONDS: '1',
+    });
+    try {
+      const token = await short.tokens.user(newUserId());
+      const file = bigLora(1);
+      const session = await beginSession(short, token, { sizeBytes: file.length });
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(await putBlock(session.uploadUrl as string, session.blockIds[0] as string, file.subarray(0, BLOCK))).toBe(403);
+      const renewed = member(
+        dataOf(await short.request(RenewLoraUploadDocument, { id: session.id }, { token })).renewLoraUpload,
+        'LoraUploadSession',
+      );
+      expect(await putBlock(renewed.uploadUrl as string, session.blockIds[0] as string, file.subarray(0, BLOCK))).toBe(201);
+    } finally {
+      await short.stop();
+    }
+  });
+});
+
+describe('sessions belong to their user', () => {
+  it("another user's session id answers exactly as an id that does not exist", async () => {
+    const owner = await user();
+    const stranger = await user();
+    const session = await beginSession(server, owner.token, { sizeBytes: 1000 });
+    const missing = randomUUID();
+    const shape = (r: unknown, id: string) => JSON.stringify(r).replaceAll(id, '<id>');
+    for (const doc of [LoraUploadSessionDocument, RenewLoraUploadDocument, AbortLoraUploadDocument] as TypedDocumentNode<
+      Record<string, unknown>,
+      { id: string }
+    >[]) {
+      const theirs = dataOf(await server.request(doc, { id: session.id }, { token: stranger.token }));
+      const none = dataOf(await server.request(doc, { id: missing }, { token: stranger.token }));
+      expect(shape(theirs, session.id)).toBe(shape(none, missing));
+      expect(JSON.stringify(theirs)).toContain('UPLOAD_SESSION_NOT_FOUND');
+    }
+    const theirs = dataOf(
+      await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds: session.blockIds }, { token: stranger.token }),
+    );
+    const none = dataOf(
+      await server.request(CompleteLoraUploadDocument, { id: missing, blockIds: session.blockIds }, { token: stranger.token }),
+    );
+    expect(shape(theirs, session.id)).toBe(shape(none, missing));
+    expect((await server.app.db.upload_session.findUniqueOrThrow({ where: { id: session.id } })).state).toBe('OPEN');
+  });
+});
+
+describe('quota reservations', () => {
+  it('sessions and multipart uploads racing for the last LoRA slots never exceed the quota; abort and expiry release', async () => {
+    const { id, token } = await user();
+    await setUserLoraQuota(server, { userId: id, maxLoraCount: 3 });
+    const files = Array.from({ length: 6 }, () => bigLora(0.25));
+    const a = await beginSession(server, token, { sizeBytes: files[0]?.length as number });
+    const b = await beginSession(server, token, { sizeBytes: files[1]?.length as number });
+    // two slots reserved: of 4 multipart uploads and 2 more sessions at once, exactly one gets the last slot
+    const raced = await Promise.all([
+      ...files
+        .slice(2, 6)
+        .map((f) => postMultipart({ url: server.graphqlUrl, token, file: f }).then((r) => r.body.data.uploadLora.__typename as string)),
+      ...[0, 1].map((i) =>
+        beginSession(server, token, { sizeBytes: files[i]?.length as number }).then(
+          () => 'LoraUploadSession',
+          (e: Error) => (/QuotaExceededError/.test(e.message) ? 'QuotaExceededError' : e.message),
+        ),
+      ),
+    ]);
+    const winners = raced.filter((k) => k === 'UploadLoraSuccess' || k === 'LoraUploadSession');
+    expect(winners, JSON.stringify(raced)).toHaveLength(1);
+    expect(raced.filter((k) => k === 'QuotaExceededError')).toHaveLength(5);
+    const countNow = async () => {
+      const q = await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } });
+      return q.lora_count + (await reservations(id));
+    };
+    expect(await countNow()).toBe(3);
+    // the reserved ones complete (their slot was held for them)
+    await stageFile(a, files[0] as Buffer);
+    member(
+      dataOf(await server.request(CompleteLoraUploadDocument, { id: a.id, blockIds: a.blockIds }, { token })).completeLoraUpload,
+      'UploadLoraSuccess',
+    );
+    expect(await countNow()).toBe(3);
+    // abort releases b's slot: a multipart upload fits again
+    member(dataOf(await server.request(AbortLoraUploadDocument, { id: b.id }, { token })).abortLoraUpload, 'LoraUploadSession');
+    expect(await countNow()).toBe(2);
+    expect((await postMultipart({ url: server.graphqlUrl, token, file: bigLora(0.25) })).body.data.uploadLora.__typename).toBe(
+      'UploadLoraSuccess',
+    );
+    // a live session holds its slot; once expired it stops counting, and the reconciler ends it and removes its blocks
+    const q = await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } });
+    const held = q.lora_count + (await reservations(id)); // the race's winner may be a session, still open
+    await setUserLoraQuota(server, { userId: id, maxLoraCount: held + 1 });
+    const c = await beginSession(server, token, { sizeBytes: files[5]?.length as number });
+    await stageFile(c, files[5] as Buffer, (i) => i === 0);
+    expect((await postMultipart({ url: server.graphqlUrl, token, file: bigLora(0.25) })).body.data.uploadLora.__typename).toBe(
+      'QuotaExceededError',
+    );
+    await server.app.db.upload_session.update({ where: { id: c.id }, data: { expires_at: new Date(Date.now() - 1000) } });
+    expect((await postMultipart({ url: server.graphqlUrl, token, file: bigLora(0.25) })).body.data.uploadLora.__typename).toBe(
+      'UploadLoraSuccess',
+    );
+    expect(await server.app.blobs.uncommittedBlocks(`content/${c.id}`)).toHaveLength(1);
+    await server.app.jobs.reconcileNow();
+    expect((await server.app.db.upload_session.findUniqueOrThrow({ where: { id: c.id } })).state).toBe('EXPIRED');
+    expect(await server.app.blobs.uncommittedBlocks(`content/${c.id}`)).toEqual([]);
+    expect((await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } })).lora_count).toBe(q.lora_count + 1);
+  }, 60_000);
+});

@@ -1,0 +1,37 @@
+import { BeginLoraUploadDocument, type UploadSessionFieldsFragment } from '../../sdk/index.ts';
+import { dataOf } from './graphql-assertions.ts';
+import type { TestServer } from './server.ts';
+
+/** Resumable uploads driven by hand (tests of the session operations themselves). */
+
+export async function beginSession(
+  server: TestServer,
+  token: string,
+  variables: { fileName?: string; sizeBytes: number; name?: string; sha256?: string },
+): Promise<UploadSessionFieldsFragment> {
+  const res = await server.request(BeginLoraUploadDocument, { fileName: 'lora.safetensors', ...variables }, { token });
+  const begun = dataOf(res).beginLoraUpload;
+  if (begun.__typename !== 'LoraUploadSession') throw new Error(`beginLoraUpload: ${JSON.stringify(begun)}`);
+  return begun;
+}
+
+/** Put Block of `body` under `id` through a session's SAS URL: the HTTP status. */
+export async function putBlock(url: string, id: string, body: Buffer): Promise<number> {
+  const res = await fetch(`${url}&comp=block&blockid=${encodeURIComponent(id)}`, { method: 'PUT', body: new Uint8Array(body) });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** Stages `file` as the session's documented blocks (all of them, or those `which` picks). */
+export async function stageFile(
+  session: UploadSessionFieldsFragment,
+  file: Buffer,
+  which: (index: number) => boolean = () => true,
+): Promise<void> {
+  const url = session.uploadUrl as string;
+  for (const [i, id] of session.blockIds.entries()) {
+    if (!which(i)) continue;
+    const status = await putBlock(url, id, file.subarray(i * session.blockBytes, (i + 1) * session.blockBytes));
+    if (status !== 201) throw new Error(`Put Block ${i}: ${status}`);
+  }
+}
