@@ -7,6 +7,7 @@ import './modules/loras.ts';
 import './modules/machines.ts';
 import './modules/uploads.ts';
 import './modules/events.ts';
+import './modules/metrics.ts';
 
 let schema: GraphQLSchema | undefined;
 

@@ -19,6 +19,11 @@ import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createServices, type Services } from './services/index.ts';
 import { BlobStore } from './storage/blob-store.ts';
+import { startBusinessGauges } from './telemetry/business-gauges.ts';
+import { countWebSockets, instrumentBus } from './telemetry/event-telemetry.ts';
+import { sdkOperationNames, useGraphQLTelemetry } from './telemetry/graphql-telemetry.ts';
+import { createMetricsHandler } from './telemetry/metrics-endpoint.ts';
+import { currentTelemetry, startTelemetry } from './telemetry/sdk.ts';
 import { watchBodyIdle } from './uploads/body-idle.ts';
 
 /**
@@ -66,7 +71,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   const busHandle = config.redisUrl
     ? createRedisEventBus(config.redisUrl, (error) => logger.warn({ err: error }, 'redis event bus'))
     : createInMemoryEventBus();
-  const bus = busHandle.bus;
+  const bus = instrumentBus(busHandle.bus);
   const jobs = createJobRunner({
     databaseUrl: config.databaseUrl,
     db,
@@ -102,7 +107,9 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     corsOrigins: config.corsOrigins,
     maxUploadBytes: config.maxUploadBytes,
     uploadIdleMs: config.uploadLimits.idleMs,
+    telemetry: useGraphQLTelemetry({ operationNames: sdkOperationNames(resolve(PACKAGE_ROOT, 'sdk/gql/persisted-documents.json')) }),
   });
+  const metricsHandler = createMetricsHandler(config.telemetry.metrics, () => currentTelemetry()?.prometheus ?? null);
 
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = {};
@@ -131,6 +138,10 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') {
       json(res, 200, { status: 'ok' });
+      return;
+    }
+    if (path === '/metrics' && metricsHandler) {
+      metricsHandler(req, res);
       return;
     }
     if (path === '/readyz') {
@@ -177,6 +188,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
   });
   // No total request timeout: a 2 GiB upload may take long while it moves. A body that stops is
   // cut by UPLOAD_IDLE_SECONDS (uploads/body-idle.ts); slow headers and idle keep-alive sockets here.
+  countWebSockets(server);
   server.requestTimeout = 0;
   server.headersTimeout = config.httpTimeouts.headersMs;
   server.keepAliveTimeout = config.httpTimeouts.keepAliveMs;
@@ -188,6 +200,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
 
   let started = false;
   let upgrade: ReturnType<typeof startGenOutDataUpgrade> | undefined;
+  let gauges: ReturnType<typeof startBusinessGauges> | undefined;
   return {
     config,
     logger,
@@ -198,6 +211,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
     services,
     server,
     async start() {
+      startTelemetry(config.telemetry); // once per process (README "Observability")
       const result = await migrate(config.databaseUrl);
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
       await blobs.ensureContainers();
@@ -205,6 +219,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
       await jobs.start();
       // rows written before docs/flat-file.md, rewritten in the background (resumes where it stopped)
       if (config.jobsEnabled) upgrade = startGenOutDataUpgrade(db, logger);
+      gauges = startBusinessGauges(services.businessMetrics, config.telemetry.businessIntervalMs, logger);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => {
@@ -229,6 +244,7 @@ export function buildApp(config: RuntimeConfig, options: { logger?: Logger } = {
         clearTimeout(timer);
         started = false;
       }
+      gauges?.stop();
       await upgrade?.stop();
       await jobs.stop().catch((error: unknown) => logger.warn({ err: error }, 'job runner stop failed'));
       await db.$disconnect();

@@ -96,6 +96,22 @@ const envSchema = z
     HTTP_HEADERS_TIMEOUT_SECONDS: seconds.default(30),
     /** An idle keep-alive connection is closed after this long. */
     HTTP_KEEPALIVE_TIMEOUT_SECONDS: seconds.default(5),
+    // Telemetry (README "Observability"; the OTEL_* variables are the OpenTelemetry SDK's own)
+    /** Serve Prometheus metrics on GET /metrics. */
+    METRICS_ENABLED: boolish.default(true),
+    /** A bearer token that may scrape /metrics from any network. */
+    METRICS_TOKEN: z.string().min(16).optional(),
+    /** Networks (CIDRs) that may scrape /metrics without a token; unset = loopback in production, anyone otherwise. */
+    METRICS_ALLOWED_NETWORKS: commaList.pipe(z.array(z.string().regex(/^[0-9a-fA-F.:]+(\/\d{1,3})?$/, 'not a CIDR'))).optional(),
+    /** How often the business gauges are measured from the database. */
+    BUSINESS_METRICS_INTERVAL_SECONDS: positiveInt.default(60),
+    OTEL_SDK_DISABLED: boolish.default(false),
+    OTEL_SERVICE_NAME: z.string().min(1).default('lora-vault'),
+    OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url().optional(),
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: z.url().optional(),
+    OTEL_TRACES_EXPORTER: z.string().optional(),
+    OTEL_METRICS_EXPORTER: z.string().optional(),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -155,6 +171,16 @@ export interface Config {
   websocket: { perSocket: number; perPrincipal: number };
   uploadLimits: { idleMs: number; perUser: number; perProcess: number };
   httpTimeouts: { headersMs: number; keepAliveMs: number };
+  telemetry: TelemetryConfig;
+}
+
+export interface TelemetryConfig {
+  serviceName: string;
+  disabled: boolean;
+  /** OTLP export, when an endpoint is set and the exporter is not `none`. */
+  otlp: { traces: boolean; metrics: boolean };
+  metrics: { enabled: boolean; token: string | undefined; allowedNetworks: string[] | null };
+  businessIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -212,7 +238,30 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       perProcess: env.UPLOAD_CONCURRENCY_PER_PROCESS,
     },
     httpTimeouts: { headersMs: env.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, keepAliveMs: env.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
+    telemetry: telemetryConfig(env),
   });
+}
+
+function telemetryConfig(env: Env): TelemetryConfig {
+  const exporting = (kind: string | undefined, endpoint: string | undefined) =>
+    Boolean(endpoint ?? env.OTEL_EXPORTER_OTLP_ENDPOINT) && (kind ?? 'otlp').split(',').includes('otlp');
+  const production = env.NODE_ENV === 'production';
+  return {
+    serviceName: env.OTEL_SERVICE_NAME,
+    disabled: env.OTEL_SDK_DISABLED,
+    otlp: {
+      traces: exporting(env.OTEL_TRACES_EXPORTER, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+      metrics: exporting(env.OTEL_METRICS_EXPORTER, env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT),
+    },
+    metrics: {
+      enabled: env.METRICS_ENABLED,
+      token: env.METRICS_TOKEN,
+      // production: loopback unless configured; a token alone then opens nothing else
+      allowedNetworks:
+        env.METRICS_ALLOWED_NETWORKS ?? (production ? ['127.0.0.0/8', '::1/128'] : env.METRICS_TOKEN ? [] : null),
+    },
+    businessIntervalMs: env.BUSINESS_METRICS_INTERVAL_SECONDS * 1000,
+  };
 }
 
 function emptyToUndefined(value: string | undefined): string | undefined {

@@ -41,6 +41,8 @@ export interface YogaDeps {
   /** No byte of an upload body for this long → UPLOAD_INTERRUPTED, socket closed. */
   uploadIdleMs: number;
   trustedDocuments: TrustedDocuments;
+  /** Spans and figures (telemetry/graphql-telemetry.ts). */
+  telemetry?: Plugin;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -131,6 +133,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
     maxRequestBodySize: false,
     plugins: [
       useRequestId(),
+      ...(deps.telemetry ? [deps.telemetry] : []),
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
       useWebSocketOnlySubscriptions(),
       useAuth({ verify: deps.verify, introspectionForAdminsOnly: deps.production }),

@@ -6,6 +6,7 @@ import type { Db } from '../db/client.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { JobQueue } from '../jobs/queues.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
+import { BusinessMetricsService } from './business-metrics.ts';
 import { CacheStatsService } from './cache-stats.ts';
 import { DownloadService } from './downloads.ts';
 import { EventService } from './events.ts';
@@ -41,6 +42,7 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     loras: new LoraService(db, reads, quotas, jobs, bus),
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
     cacheStats: new CacheStatsService(db),
+    businessMetrics: new BusinessMetricsService(db),
     registry,
     uploads: new UploadService(blobs, registry, quotas, events, bus, {
       maxUploadBytes: config.maxUploadBytes,

@@ -9,6 +9,7 @@ import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '
 import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { BlockStager } from '../uploads/block-stager.ts';
+import { type UploadTelemetry, traceUpload } from '../telemetry/upload-telemetry.ts';
 import { runUploadPipeline } from '../uploads/pipeline.ts';
 import { UploadSlots } from '../uploads/upload-slots.ts';
 import type { EventService } from './events.ts';
@@ -72,21 +73,24 @@ export class UploadService {
 
   async upload(principal: Principal, input: UploadInput): Promise<{ lora: LoraView; quota: QuotaView }> {
     if (principal.role !== 'user') throw new RequestError(RequestErrorCode.FORBIDDEN, 'Only users upload LoRAs');
-    const release = this.slots.take(principal.userId); // TOO_MANY_UPLOADS before a byte is read
-    try {
-      return await this.receive(principal, input);
-    } finally {
-      release();
-    }
+    return traceUpload(async (telemetry) => {
+      const release = this.slots.take(principal.userId); // TOO_MANY_UPLOADS before a byte is read
+      try {
+        return await this.receive(principal, input, telemetry);
+      } finally {
+        release();
+      }
+    });
   }
 
   private async receive(
     principal: Extract<Principal, { role: 'user' }>,
     input: UploadInput,
+    telemetry: UploadTelemetry,
   ): Promise<{ lora: LoraView; quota: QuotaView }> {
     const userId = principal.userId;
     const stream = input.file.createReadStream();
-    const progress = this.progressReporter(input.uploadId ?? null, userId, input.sizeBytes ?? null);
+    const progress = telemetry.observe(this.progressReporter(input.uploadId ?? null, userId, input.sizeBytes ?? null));
     let fileId: bigint | undefined;
     let blobPath: string | undefined;
     let stager: BlockStager | undefined;
@@ -110,6 +114,7 @@ export class UploadService {
         spoolDir: this.options.spoolDir,
         onProgress: progress,
         openStager: async (format) => {
+          telemetry.staging(format);
           const begun = await this.registry.begin({ userId, name, fileName, format, tags: args.tags ?? [] });
           fileId = begun.fileId;
           blobPath = begun.blobPath;
@@ -122,6 +127,7 @@ export class UploadService {
       progress('STORING', result.sizeBytes);
       await result.stager.commit('application/octet-stream');
       committed = true;
+      telemetry.phase('finalize');
       const lora = await this.registry.finalize(principal, {
         fileId: fileId as bigint,
         sizeBytes: result.sizeBytes,
