@@ -14,10 +14,12 @@ import { checkUsersDirIsolated, layoutFor, realPathLoose } from './layout.ts';
 import { claimUsersDir } from './layout-setup.ts';
 import { type LocalInterface, type LocalInterfaceHandlers, startLocalInterface } from './local-interface.ts';
 import type { LoraRef } from './lora-refs.ts';
-import { type CleanupReport, startupCleanup, type VerifyReport, verifyAll } from './maintenance.ts';
+import { type CleanupReport, diskFreeBytes, startupCleanup, type VerifyReport, verifyAll } from './maintenance.ts';
 import { type PrefetchOptions, type PrefetchResult, prefetchWorkflow } from './prefetch.ts';
 import { type CacheStats, computeStats, createReporter } from './reporter.ts';
 import { type CacheStore, openStore } from './store.ts';
+import { countingEvictions, observeCache, tracedEnsure, traceHeaders } from './telemetry.ts';
+import { currentAgentTelemetry, startAgentTelemetry } from './telemetry-sdk.ts';
 
 /**
  * The wiring: `buildAgent(config) → { start, stop, … }` puts the agent's parts together and does
@@ -80,15 +82,17 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
             token: config.api.token,
             webSocketImpl: WebSocket,
             wsRetryAttempts: 10,
+            contextHeaders: traceHeaders, // one trace from /ensure to the API's SAS issue
             onConnected: () => void running?.invalidator.reconcile(),
           })
         : null;
   const ownsClient = options.client === undefined;
-  const reporter = createReporter(client, logger);
+  const reporter = countingEvictions(createReporter(client, logger));
   const timers: NodeJS.Timeout[] = [];
   let cron: Cron | null = null;
   let localInterface: LocalInterface | null = null;
   let cleanup: CleanupReport | null = null;
+  let gauges: ReturnType<typeof observeCache> | null = null;
 
   function parts(): Running {
     if (!running) throw new Error('the cache agent is not started: call start() first');
@@ -169,6 +173,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
 
     async start(startOptions: StartOptions = {}): Promise<void> {
       if (running) throw new Error('the cache agent is started already');
+      startAgentTelemetry(config); // once per process (README "Observability")
       const store = openStore(config.dbPath, {
         create: config.createDb,
         busyTimeoutMs: config.dbBusyTimeoutMs,
@@ -216,10 +221,22 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
           void reportStats();
         }
       }
+      gauges = observeCache(async () => {
+        const settings = store.settings();
+        const t = now();
+        return {
+          usedBytes: computeStats(store, settings, t).totalLoraCacheBytes,
+          capBytes: settings.maxCacheBytes,
+          diskFreeBytes: await diskFreeBytes(layout.usersDir),
+          diskFloorBytes: settings.minFreeBytes,
+          leases: store.leasedPaths(t).size,
+        };
+      });
       if (startOptions.listen !== false) {
-        const ensure = core.ensure.bind(core);
+        const ensure = tracedEnsure(core.ensure.bind(core));
         const jobs = new JobRegistry({ config, ensure, prefetch, release }, logger);
-        const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs };
+        const prometheus = config.telemetry.metricsEnabled ? () => currentAgentTelemetry()?.prometheus ?? null : null;
+        const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs, prometheus };
         localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
       }
       logger.info(
@@ -235,6 +252,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     },
 
     async stop(): Promise<void> {
+      gauges?.stop();
       running?.core.stop();
       cron?.stop();
       for (const t of timers) clearInterval(t);

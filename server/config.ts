@@ -257,8 +257,7 @@ function telemetryConfig(env: Env): TelemetryConfig {
       enabled: env.METRICS_ENABLED,
       token: env.METRICS_TOKEN,
       // production: loopback unless configured; a token alone then opens nothing else
-      allowedNetworks:
-        env.METRICS_ALLOWED_NETWORKS ?? (production ? ['127.0.0.0/8', '::1/128'] : env.METRICS_TOKEN ? [] : null),
+      allowedNetworks: env.METRICS_ALLOWED_NETWORKS ?? (production ? ['127.0.0.0/8', '::1/128'] : env.METRICS_TOKEN ? [] : null),
     },
     businessIntervalMs: env.BUSINESS_METRICS_INTERVAL_SECONDS * 1000,
   };

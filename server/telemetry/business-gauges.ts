@@ -10,7 +10,8 @@ import { serverInstruments } from './instruments.ts';
  */
 export function startBusinessGauges(service: BusinessMetricsService, intervalMs: number, logger: Logger): { stop(): void } {
   const meter = serverInstruments().meter;
-  const g = (name: string, description: string, unit?: string) => meter.createObservableGauge(name, { description, ...(unit ? { unit } : {}) });
+  const g = (name: string, description: string, unit?: string) =>
+    meter.createObservableGauge(name, { description, ...(unit ? { unit } : {}) });
   const gauges = {
     users: g('lora_vault.users.with_loras', 'Users with at least one READY LoRA'),
     loras: g('lora_vault.loras', 'READY LoRAs'),

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { useOnResolve } from '@envelop/on-resolve';
 import { useOpenTelemetry } from '@envelop/opentelemetry';
 import { type Span, SpanKind, trace } from '@opentelemetry/api';
-import { type ExecutionResult, getOperationAST, GraphQLError } from 'graphql';
+import { type ExecutionResult, type GraphQLError, getOperationAST } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { serverInstruments } from './instruments.ts';
 import { errorCode, failSpan, tracer } from './tracing.ts';
@@ -75,7 +75,10 @@ export function useGraphQLTelemetry(options: { operationNames: ReadonlySet<strin
     onExecute({ args }) {
       started.set(args.contextValue, performance.now());
       const operation = getOperationAST(args.document, args.operationName);
-      const attributes = { 'graphql.operation.name': labelOf(operation?.name?.value), 'graphql.operation.type': operation?.operation ?? 'query' };
+      const attributes = {
+        'graphql.operation.name': labelOf(operation?.name?.value),
+        'graphql.operation.type': operation?.operation ?? 'query',
+      };
       return {
         onExecuteDone({ result }) {
           const begun = started.get(args.contextValue) ?? performance.now();
@@ -99,7 +102,10 @@ export function useGraphQLTelemetry(options: { operationNames: ReadonlySet<strin
             onNext: ({ result: next }) => {
               m.eventsDelivered.add(1, { 'graphql.field': field });
               tracer()
-                .startSpan(`deliver ${field}`, { kind: SpanKind.CONSUMER, attributes: { 'graphql.field': field, 'messaging.operation.type': 'process' } })
+                .startSpan(`deliver ${field}`, {
+                  kind: SpanKind.CONSUMER,
+                  attributes: { 'graphql.field': field, 'messaging.operation.type': 'process' },
+                })
                 .end();
               countErrors(next);
             },

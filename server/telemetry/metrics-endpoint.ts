@@ -27,7 +27,8 @@ export function networkList(cidrs: readonly string[]): BlockList {
     const [address = '', prefixText] = cidr.split('/');
     const type = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : null;
     const prefix = prefixText === undefined ? (type === 'ipv4' ? 32 : 128) : Number(prefixText);
-    if (!type || !Number.isInteger(prefix) || prefix < 0 || prefix > (type === 'ipv4' ? 32 : 128)) throw new Error(`not a network: ${cidr}`);
+    if (!type || !Number.isInteger(prefix) || prefix < 0 || prefix > (type === 'ipv4' ? 32 : 128))
+      throw new Error(`not a network: ${cidr}`);
     list.addSubnet(address, prefix, type);
   }
   return list;

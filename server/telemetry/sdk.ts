@@ -9,7 +9,7 @@ import type { InstrumentationModuleDefinition } from '@opentelemetry/instrumenta
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { envDetector, hostDetector, processDetector } from '@opentelemetry/resources';
+import { envDetector, hostDetector } from '@opentelemetry/resources';
 import { type IMetricReader, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -75,7 +75,8 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const tracing = spanProcessors.length > 0;
   const sdk = new NodeSDK({
     serviceName: options.serviceName,
-    resourceDetectors: [envDetector, processDetector, hostDetector],
+    // no process detector: it exports the command line, which may carry a grant (lora-cache ensure --grant …)
+    resourceDetectors: [envDetector, hostDetector],
     spanProcessors,
     metricReaders,
     logRecordProcessors: [],
@@ -114,11 +115,11 @@ function applyInstrumentations(): void {
     }),
     { http },
   );
-  patch(new PgInstrumentation({ enabled: false, enhancedDatabaseReporting: false }), {
+  patch(new PgInstrumentation({ enabled: false, requireParentSpan: true, enhancedDatabaseReporting: false }), {
     pg,
     'pg-pool': Object.getPrototypeOf(pg.Pool),
   });
-  patch(new IORedisInstrumentation({ enabled: false }), { ioredis: Redis });
+  patch(new IORedisInstrumentation({ enabled: false, requireParentSpan: true }), { ioredis: Redis });
   patch(createAzureSdkInstrumentation({ enabled: false }) as unknown as Patchable, { '@azure/core-tracing': azureCoreTracing });
   new PrismaInstrumentation().enable();
 }

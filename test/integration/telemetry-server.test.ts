@@ -50,7 +50,9 @@ describe('/metrics after real operations', () => {
     expect(moved('lora_vault_graphql_operation_duration_count', { graphql_operation_name: 'UploadLora' })).toBe(3);
     expect(moved('lora_vault_graphql_operation_duration_count', { graphql_operation_name: 'DeleteLora' })).toBe(1);
     expect(moved('lora_vault_events_published_total', { messaging_destination_name: 'cache-events' })).toBeGreaterThanOrEqual(1);
-    expect(moved('lora_vault_blob_deletions_total', { outcome: 'done' }) + sample(after, 'lora_vault_blob_deletions_pending')).toBeGreaterThanOrEqual(0);
+    expect(
+      moved('lora_vault_blob_deletions_total', { outcome: 'done' }) + sample(after, 'lora_vault_blob_deletions_pending'),
+    ).toBeGreaterThanOrEqual(0);
     // the pg pools' connections (instrumentation-pg) and the HTTP server's requests are there too
     expect(sample(after, 'db_client_connection_count')).toBeGreaterThan(0);
     // no label carries a user id, a LoRA id or a path
@@ -63,9 +65,13 @@ describe('/metrics after real operations', () => {
   it('exports the business gauges from the database, and admins read them through businessMetrics', async () => {
     const { token } = await user();
     await postMultipart({ url: server.graphqlUrl, token, file: sdxlLora('kohya'), filename: 'g.safetensors' });
-    const admin = await server.gql('{ businessMetrics { usersWithLoras loraCount storageBytes lorasPerUser queueDepth { queue jobs } } }', {}, {
-      token: await server.tokens.admin(),
-    });
+    const admin = await server.gql(
+      '{ businessMetrics { usersWithLoras loraCount storageBytes lorasPerUser queueDepth { queue jobs } } }',
+      {},
+      {
+        token: await server.tokens.admin(),
+      },
+    );
     const figures = admin.body.data?.businessMetrics;
     expect(figures.usersWithLoras).toBeGreaterThanOrEqual(1);
     expect(Number(figures.storageBytes)).toBeGreaterThan(0);
@@ -78,15 +84,22 @@ describe('/metrics after real operations', () => {
 });
 
 describe('traces', () => {
-  it("an upload is one trace: HTTP server span → GraphQL → lora.upload with its phases, SQL and blob spans", async () => {
+  it('an upload is one trace: HTTP server span → GraphQL → lora.upload with its phases, SQL and blob spans', async () => {
     spans.reset();
     const { token } = await user();
     const res = await postMultipart({ url: server.graphqlUrl, token, file: sdxlLora('kohya'), filename: 'trace.safetensors' });
     expect(res.body.data.uploadLora.__typename).toBe('UploadLoraSuccess');
     const upload = spans.getFinishedSpans().find((s) => s.name === 'lora.upload');
-    expect(upload, spans.getFinishedSpans().map((s) => s.name).join(', ')).toBeDefined();
+    expect(
+      upload,
+      spans
+        .getFinishedSpans()
+        .map((s) => s.name)
+        .join(', '),
+    ).toBeDefined();
     const tree = spanTree(spans.getFinishedSpans(), upload!.spanContext().traceId);
-    for (const phase of ['receive', 'validate', 'commit', 'finalize', 'stage']) expect(tree.parentOf(`lora.upload.${phase}`)).toBe('lora.upload');
+    for (const phase of ['receive', 'validate', 'commit', 'finalize', 'stage'])
+      expect(tree.parentOf(`lora.upload.${phase}`)).toBe('lora.upload');
     expect(upload!.attributes['lora.format']).toBe('SAFETENSORS');
     expect(upload!.attributes['lora.upload.bytes']).toBe(sdxlLora('kohya').length);
     expect(tree.names).toContain('graphql.parse');

@@ -4,7 +4,11 @@ import { startTelemetry } from '../../server/telemetry/sdk.ts';
 /** The process's telemetry with every span kept in memory (call before the first server starts). */
 export function startTestTelemetry(): InMemorySpanExporter {
   const exporter = new InMemorySpanExporter();
-  startTelemetry({ serviceName: 'lora-vault-test', otlp: { traces: false, metrics: false }, spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  startTelemetry({
+    serviceName: 'lora-vault-test',
+    otlp: { traces: false, metrics: false },
+    spanProcessors: [new SimpleSpanProcessor(exporter)],
+  });
   return exporter;
 }
 
