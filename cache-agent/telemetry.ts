@@ -20,7 +20,7 @@ const DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300];
 
 function make() {
   const meter = metrics.getMeterProvider().getMeter(NAME);
-  return {
+  const instruments = {
     meter,
     lookups: meter.createCounter('lora_cache.lookups', { description: 'ensure calls by result (hit | miss) and lora.source' }),
     downloadDuration: meter.createHistogram('lora_cache.download.duration', {
@@ -40,6 +40,15 @@ function make() {
       description: 'Pauses while another process held model_cache.db locked (INDEX_BUSY once the budget is spent)',
     }),
   };
+  // Series that alerts and dashboards divide by exist from the start (0), not from the first event.
+  for (const result of ['hit', 'miss'])
+    for (const source of ['user', 'shared']) instruments.lookups.add(0, { result, 'lora.source': source });
+  instruments.downloadBytes.add(0);
+  instruments.downloadFailures.add(0, { 'error.type': 'DOWNLOAD_FAILED' });
+  for (const kind of ['part', 'restart', 'url_refresh']) instruments.downloadRetries.add(0, { kind });
+  for (const reason of ['space', 'age', 'deleted']) instruments.evictions.add(0, { reason });
+  instruments.indexBusyWaits.add(0);
+  return instruments;
 }
 
 let cached: { provider: unknown; instruments: ReturnType<typeof make> } | null = null;

@@ -1,4 +1,5 @@
 import { type Counter, type Histogram, type Meter, metrics, type UpDownCounter } from '@opentelemetry/api';
+import { Topic } from '../events/bus.ts';
 
 /**
  * The server's metric instruments, made from the process's meter provider the first time they are
@@ -18,7 +19,7 @@ const MiB = 1024 * 1024;
 const SIZE_BUCKETS = [1, 8, 32, 64, 128, 256, 512, 1024, 2048].map((m) => m * MiB);
 
 function make(meter: Meter) {
-  return {
+  const instruments = {
     meter,
     uploads: meter.createCounter('lora_vault.uploads', {
       description: 'Finished uploadLora calls by outcome (success | failure) and error.code',
@@ -59,6 +60,20 @@ function make(meter: Meter) {
       description: 'Subscription results delivered to clients, by graphql.field',
     }),
   };
+  // Series that alerts and dashboards divide by exist from the start (0), not from the first event.
+  instruments.uploads.add(0, { outcome: 'success' });
+  instruments.uploads.add(0, { outcome: 'failure', 'error.code': 'INTERNAL_SERVER_ERROR' });
+  instruments.quotaRefusals.add(0);
+  instruments.quotaWarnings.add(0);
+  for (const outcome of ['done', 'failed']) instruments.blobDeletions.add(0, { outcome });
+  instruments.graphqlErrors.add(0, { 'error.code': 'INTERNAL_SERVER_ERROR' });
+  instruments.websockets.add(0);
+  for (const field of ['cacheEvents', 'uploadProgress']) {
+    instruments.subscriptions.add(0, { 'graphql.field': field });
+    instruments.eventsDelivered.add(0, { 'graphql.field': field });
+  }
+  for (const topic of Object.values(Topic)) instruments.eventsPublished.add(0, { 'messaging.destination.name': topic });
+  return instruments;
 }
 
 export type ServerInstruments = ReturnType<typeof make> & {
