@@ -62,6 +62,8 @@ interface Running {
   store: CacheStore;
   core: CacheCore;
   invalidator: Invalidator;
+  /** core.ensure, traced and counted (telemetry.ts): what every caller uses. */
+  ensure: CacheCore['ensure'];
 }
 
 export type Agent = ReturnType<typeof buildAgent>;
@@ -102,12 +104,11 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
 
   /** For in-process callers (the CLI, tests); the local interface calls the core's ensure itself. */
   function ensure(ref: LoraRef, opts?: EnsureOptions): Promise<EnsureResult> {
-    return parts().core.ensure(ref, opts);
+    return parts().ensure(ref, opts);
   }
 
   function prefetch(workflow: unknown, grant: string | null, opts: PrefetchOptions = {}): Promise<PrefetchResult> {
-    const { core } = parts();
-    return prefetchWorkflow({ ensure: core.ensure.bind(core), reporter, concurrency: config.prefetchConcurrency }, workflow, grant, opts);
+    return prefetchWorkflow({ ensure: parts().ensure, reporter, concurrency: config.prefetchConcurrency }, workflow, grant, opts);
   }
 
   /** By the lease's token, or by holder with the job grant the leases were taken with. */
@@ -191,7 +192,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         ...(options.downloadTuning ? { downloadTuning: options.downloadTuning } : {}),
       });
       const invalidator = new Invalidator({ store, client, logger, reporter, now });
-      running = { store, core, invalidator };
+      running = { store, core, invalidator, ensure: tracedEnsure(core.ensure.bind(core)) };
       applyOverrides(store, config.overrides);
       await claimUsersDir(layout);
       await mkdir(layout.locksDir, { recursive: true });
@@ -233,7 +234,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         };
       });
       if (startOptions.listen !== false) {
-        const ensure = tracedEnsure(core.ensure.bind(core));
+        const { ensure } = running;
         const jobs = new JobRegistry({ config, ensure, prefetch, release }, logger);
         const prometheus = config.telemetry.metricsEnabled ? () => currentAgentTelemetry()?.prometheus ?? null : null;
         const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs, prometheus };

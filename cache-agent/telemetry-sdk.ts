@@ -33,10 +33,7 @@ export function startAgentTelemetry(
   const global = globalThis as Global;
   const running = global[STATE];
   if (running) return running;
-  if (config.telemetry.disabled) {
-    global[STATE] = { prometheus: null, tracing: false, shutdown: async () => {} };
-    return global[STATE];
-  }
+  if (config.telemetry.disabled) return { prometheus: null, tracing: false, shutdown: async () => {} };
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const metricReaders: IMetricReader[] = [prometheus];
   if (config.telemetry.otlp.metrics) metricReaders.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() }));

@@ -62,11 +62,8 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const global = globalThis as Global;
   const running = global[STATE];
   if (running) return running;
-  if (options.disabled) {
-    const off: Telemetry = { prometheus: null, tracing: false, shutdown: async () => {} };
-    global[STATE] = off;
-    return off;
-  }
+  // not remembered: another part of the process (a benchmark's telemetry-on run) may start it later
+  if (options.disabled) return { prometheus: null, tracing: false, shutdown: async () => {} };
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const metricReaders: IMetricReader[] = [prometheus];
   if (options.otlp.metrics) metricReaders.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() }));
