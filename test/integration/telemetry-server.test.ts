@@ -4,9 +4,10 @@ import { loraDownload, mintGrant } from '../testkit/grants.ts';
 import { deleteLora, setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { BAD_SAFETENSORS, sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
-import { newUserId } from '../testkit/seed.ts';
+import { newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 import { sample, scrape, spanTree, startTestTelemetry } from '../testkit/telemetry.ts';
+import { collect, wsClient } from '../testkit/ws.ts';
 
 /** Issue 15 on the server: real operations move /metrics; the upload's trace; no secret in a span. */
 
@@ -80,6 +81,44 @@ describe('/metrics after real operations', () => {
     await expect
       .poll(async () => sample(await scrape(metricsUrl()), 'lora_vault_loras'), { timeout: 10_000, interval: 300 })
       .toBeGreaterThanOrEqual(figures.loraCount);
+  });
+});
+
+describe('events and sockets', () => {
+  it('a subscription counts as an open WebSocket and an active subscription; a delete is published once and delivered to it', async () => {
+    const { id, token } = await user();
+    const lora = await seedLora(server.app, id);
+    const admin = wsClient(server.graphqlUrl, await server.tokens.admin());
+    const before = await scrape(metricsUrl());
+    const seen = collect(admin, 'subscription { cacheEvents { type loraId } }', {}, (v) => v.some((e) => e.cacheEvents.loraId === lora.id));
+    await expect
+      .poll(async () => sample(await scrape(metricsUrl()), 'lora_vault_subscriptions_active', { graphql_field: 'cacheEvents' }), {
+        timeout: 10_000,
+        interval: 200,
+      })
+      .toBe(sample(before, 'lora_vault_subscriptions_active', { graphql_field: 'cacheEvents' }) + 1);
+    const during = await scrape(metricsUrl());
+    expect(sample(during, 'lora_vault_websocket_connections') - sample(before, 'lora_vault_websocket_connections')).toBe(1);
+    expect((await deleteLora(server, token, lora.id)).__typename).toBe('DeleteLoraSuccess');
+    expect((await seen).errors).toEqual([]);
+    await admin.dispose();
+    await expect
+      .poll(
+        async () => {
+          const after = await scrape(metricsUrl());
+          return [
+            sample(after, 'lora_vault_events_published_total', { messaging_destination_name: 'cache-events' }) -
+              sample(before, 'lora_vault_events_published_total', { messaging_destination_name: 'cache-events' }),
+            sample(after, 'lora_vault_events_delivered_total', { graphql_field: 'cacheEvents' }) -
+              sample(before, 'lora_vault_events_delivered_total', { graphql_field: 'cacheEvents' }),
+            sample(after, 'lora_vault_subscriptions_active', { graphql_field: 'cacheEvents' }) -
+              sample(before, 'lora_vault_subscriptions_active', { graphql_field: 'cacheEvents' }),
+            sample(after, 'lora_vault_websocket_connections') - sample(before, 'lora_vault_websocket_connections'),
+          ];
+        },
+        { timeout: 10_000, interval: 200 },
+      )
+      .toEqual([1, 1, 0, 0]);
   });
 });
 
