@@ -19,7 +19,7 @@ import { type PrefetchOptions, type PrefetchResult, prefetchWorkflow } from './p
 import { type CacheStats, computeStats, createReporter } from './reporter.ts';
 import { type CacheStore, openStore } from './store.ts';
 import { countingEvictions, observeCache, tracedEnsure, traceHeaders } from './telemetry.ts';
-import { currentAgentTelemetry, startAgentTelemetry } from './telemetry-sdk.ts';
+import type { AgentTelemetry } from './telemetry-sdk.ts';
 
 /**
  * The wiring: `buildAgent(config) → { start, stop, … }` puts the agent's parts together and does
@@ -95,6 +95,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
   let localInterface: LocalInterface | null = null;
   let cleanup: CleanupReport | null = null;
   let gauges: ReturnType<typeof observeCache> | null = null;
+  let telemetry: AgentTelemetry | null = null;
 
   function parts(): Running {
     if (!running) throw new Error('the cache agent is not started: call start() first');
@@ -174,7 +175,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
 
     async start(startOptions: StartOptions = {}): Promise<void> {
       if (running) throw new Error('the cache agent is started already');
-      startAgentTelemetry(config); // once per process (README "Observability")
+      // The daemon only (README "Observability"): one-shot CLI commands do not load the SDK (~1 s of CPU).
+      if (startOptions.listen !== false) telemetry = (await import('./telemetry-sdk.ts')).startAgentTelemetry(config);
       const store = openStore(config.dbPath, {
         create: config.createDb,
         busyTimeoutMs: config.dbBusyTimeoutMs,
@@ -236,7 +238,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
       if (startOptions.listen !== false) {
         const { ensure } = running;
         const jobs = new JobRegistry({ config, ensure, prefetch, release }, logger);
-        const prometheus = config.telemetry.metricsEnabled ? () => currentAgentTelemetry()?.prometheus ?? null : null;
+        const prometheus = config.telemetry.metricsEnabled ? () => telemetry?.prometheus ?? null : null;
         const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs, prometheus };
         localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
       }

@@ -61,7 +61,3 @@ export function startAgentTelemetry(
   global[STATE] = { prometheus, tracing, shutdown: () => sdk.shutdown() };
   return global[STATE];
 }
-
-export function currentAgentTelemetry(): AgentTelemetry | null {
-  return (globalThis as Global)[STATE] ?? null;
-}

@@ -52,7 +52,9 @@ describe('the agent /metrics', () => {
     expect(sample(after, 'lora_cache_limit')).toBe(Math.floor(2.5 * SIZE));
     expect(sample(after, 'lora_cache_disk_free')).toBeGreaterThan(0);
     // labels are bounded sets: no LoRA id, user id or path among their values
-    const values = [...after.keys()].flatMap((key) => [...key.matchAll(/="([^"]*)"/g)].map((m) => m[1]));
+    const values = [...after.keys()].flatMap((key) =>
+      [...key.matchAll(/([a-z_]+)="([^"]*)"/g)].filter((m) => m[1] !== 'le').map((m) => m[2]),
+    );
     for (const lora of loras) expect(values).not.toContain(lora.id);
     expect(values.filter((v) => v?.includes(agent.layout.usersDir) || v?.includes(userId))).toEqual([]);
   });
