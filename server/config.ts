@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -18,6 +19,13 @@ const corsOrigin = z.union([
   z.literal('*'),
   z.url({ protocol: /^https?$/ }).refine((o) => URL.canParse(o) && new URL(o).origin === o, 'not an origin'),
 ]);
+
+/** `10.0.0.0/8`, `::1/128` or a bare address. */
+function isCidr(value: string): boolean {
+  const [address = '', prefix] = value.split('/');
+  const version = isIP(address);
+  return version !== 0 && (prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128)));
+}
 
 /** A duration in seconds (fractions allowed), at most an hour. */
 const seconds = z.coerce.number().positive().max(3600);
@@ -102,7 +110,7 @@ const envSchema = z
     /** A bearer token that may scrape /metrics from any network. */
     METRICS_TOKEN: z.string().min(16).optional(),
     /** Networks (CIDRs) that may scrape /metrics without a token; unset = loopback in production, anyone otherwise. */
-    METRICS_ALLOWED_NETWORKS: commaList.pipe(z.array(z.string().regex(/^[0-9a-fA-F.:]+(\/\d{1,3})?$/, 'not a CIDR'))).optional(),
+    METRICS_ALLOWED_NETWORKS: commaList.pipe(z.array(z.string().refine(isCidr, 'not an address or CIDR (10.0.0.0/8, ::1/128)'))).optional(),
     /** How often the business gauges are measured from the database. */
     BUSINESS_METRICS_INTERVAL_SECONDS: positiveInt.default(60),
     OTEL_SDK_DISABLED: boolish.default(false),
