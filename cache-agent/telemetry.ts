@@ -89,10 +89,22 @@ export async function inAgentSpan<T>(name: string, attributes: Attributes, fn: (
   });
 }
 
-/** ensure, traced and counted (hits and misses). The job id comes from the lease holder when the job registry set it. */
+/**
+ * ensure, counted (hits and misses) and traced as `lora_cache.ensure` when it is part of a trace (the
+ * local interface's request span, a job runner's traceparent). An in-process call outside any trace
+ * gets no span of its own: a hit then costs no span (the hit path's budget is 1 ms), and a miss is
+ * still traced from its `lora_cache.download` span. The job id comes from the lease holder.
+ */
 export function tracedEnsure(ensure: (ref: LoraRef, options?: EnsureOptions) => Promise<EnsureResult>) {
-  return (ref: LoraRef, options: EnsureOptions = {}): Promise<EnsureResult> =>
-    inAgentSpan(
+  const count = (ref: LoraRef, result: EnsureResult) =>
+    agentInstruments().lookups.add(1, { result: result.hit ? 'hit' : 'miss', 'lora.source': ref.source });
+  return (ref: LoraRef, options: EnsureOptions = {}): Promise<EnsureResult> => {
+    if (!trace.getActiveSpan())
+      return ensure(ref, options).then((result) => {
+        count(ref, result);
+        return result;
+      });
+    return inAgentSpan(
       'lora_cache.ensure',
       {
         'lora.source': ref.source,
@@ -102,10 +114,11 @@ export function tracedEnsure(ensure: (ref: LoraRef, options?: EnsureOptions) => 
       async (span) => {
         const result = await ensure(ref, options);
         span.setAttributes({ 'lora_cache.result': result.hit ? 'hit' : 'miss', 'lora.size': result.sizeBytes });
-        agentInstruments().lookups.add(1, { result: result.hit ? 'hit' : 'miss', 'lora.source': ref.source });
+        count(ref, result);
         return result;
       },
     );
+  };
 }
 
 /** A finished download's figures. */
