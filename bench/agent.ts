@@ -22,6 +22,9 @@
  *    a filter + full sort of the same rows (same victims checked), for a download into a full cache
  *    and for a cap at half the bytes — target < 50 ms; informational: `store.cacheRows()` + plan vs
  *    the bare SQLite read.
+ * 5. Telemetry on (issue 15): after 1–4 (run with the SDK off), the SDK is started as with an OTLP
+ *    collector configured (every span sampled and exported to a sink in a child process) and 1.'s
+ *    cache hits run again. Target: ensure p99 < 1 ms with telemetry on.
  * LoRAs are uploaded through the API (SDK uploadLora, valid safetensors from bench/files.ts); the
  * grant comes from a service token (SDK createJobGrant); the agent uses a machine token.
  *
@@ -47,6 +50,7 @@ import { type Agent, buildAgent } from '../cache-agent/app.ts';
 import { loadAgentConfig } from '../cache-agent/config.ts';
 import { type CacheRow, planSpaceEviction, type SpacePlanInput } from '../cache-agent/eviction.ts';
 import { openStore } from '../cache-agent/store.ts';
+import { startAgentTelemetry } from '../cache-agent/telemetry-sdk.ts';
 import { toPythonIso } from '../cache-agent/timefmt.ts';
 import { createLoraClient, type LoraClient } from '../sdk/index.ts';
 import { signToken } from '../server/auth/tokens.ts';
@@ -65,6 +69,7 @@ import {
   startServices,
   timed,
 } from './harness.ts';
+import { switchTelemetryOn } from './telemetry-overhead.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -191,6 +196,7 @@ async function freshAgent(
     STATS_INTERVAL_SECONDS: '0',
     LOG_LEVEL: 'info',
     MODEL_CACHE_DB_CREATE: 'true', // no Python nodes here to create model_cache.db
+    OTEL_SDK_DISABLED: 'true', // on only for the telemetry section at the end (issue 15)
     ...env,
   });
   const agent = buildAgent(config, { logger, ...(client ? { client } : {}) });
@@ -629,6 +635,19 @@ async function main(): Promise<number> {
 
   // 5. the same downloads over a realistic link (bench/agent-link.ts)
   const link = LINK_ENABLED ? await benchLink(fx, machine, loras) : null;
+
+  // ===== 6. Telemetry on (issue 15; bench/telemetry-overhead.ts): the cache hits again, SDK on =====
+  log(`6. cache hits with telemetry on (every span exported over OTLP to a local sink): ${HIT_CALLS} ensure vs ${HIT_CALLS} stat again`);
+  const sink = await switchTelemetryOn(() =>
+    startAgentTelemetry({
+      machineId: MACHINE_ID,
+      telemetry: { serviceName: 'lora-cache-bench', disabled: false, metricsEnabled: true, otlp: { traces: true, metrics: true } },
+    }),
+  );
+  const hitOn = await benchHit(fx, loras.hit);
+  await new Promise((r) => setTimeout(r, 6000)); // the batch span processor's delay (5 s)
+  const exported = await sink.stats();
+  // ===== end of section 6 =====
   const load1 = loadavg();
 
   // -------------------------------------------------------------------------------------------
@@ -645,7 +664,9 @@ async function main(): Promise<number> {
   const ratio = median(agentMbps) / median(fetchMbps);
   const downloadOk = ratio >= MIN_DOWNLOAD_RATIO;
   const planOk = ev.plans.every((p) => p.planMs < MAX_PLAN_MS);
-  const ok = hitOk && downloadOk && planOk && (link?.ok ?? true);
+  const onP99 = percentile(hitOn.ensure, 99);
+  const telemetryOk = onP99 < MAX_HIT_P99_MS && exported.requests > 0;
+  const ok = hitOk && downloadOk && planOk && (link?.ok ?? true) && telemetryOk;
   const pf = median(prefetchMs);
   const sq = median(sequentialMs);
   const verdict = (pass: boolean) => (pass ? 'PASS' : 'FAIL');
@@ -697,6 +718,12 @@ async function main(): Promise<number> {
       `same rows: ${f1(ev.rawReadMs)} ms (cacheRows() alone ${f1(ev.parseMs)} ms) │ ratio ${f2(ev.readPlanMs / ev.rawReadMs)} │ informational, no target`,
   );
   if (link) out.push(...link.lines);
+  out.push(
+    `6. telemetry on — cache-hit ensure (${hitOn.ensure.length}): p50 ${f3(percentile(hitOn.ensure, 50))} ms, p99 ${f3(onP99)} ms │ ` +
+      `off (1.): p50 ${f3(ensureP50)} ms, p99 ${f3(ensureP99)} ms │ on ÷ off p50 ${f2(percentile(hitOn.ensure, 50) / ensureP50)}× │ ` +
+      `stat in the same blocks p99 ${f3(percentile(hitOn.stat, 99))} ms │ exported ${exported.requests} OTLP requests, ${f1(exported.bytes / MB)} MB │ ` +
+      `target ensure p99 < ${MAX_HIT_P99_MS} ms with telemetry on: ${verdict(telemetryOk)}`,
+  );
   if (warnings.length) {
     const kinds = new Map<string, number>();
     for (const w of warnings) {
@@ -708,7 +735,7 @@ async function main(): Promise<number> {
   }
   out.push(
     line,
-    `RESULT: ${verdict(ok)} — hit p99 ${f3(ensureP99)} ms, download ratio ${f2(ratio)}, plan ${ev.plans.map((p) => `${f2(p.planMs)} ms`).join(' / ')}` +
+    `RESULT: ${verdict(ok)} — hit p99 ${f3(ensureP99)} ms (telemetry on ${f3(onP99)} ms), download ratio ${f2(ratio)}, plan ${ev.plans.map((p) => `${f2(p.planMs)} ms`).join(' / ')}` +
       (link ? `, ${link.summary}` : ''),
     line,
   );

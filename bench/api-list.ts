@@ -10,6 +10,9 @@
  * 4. Statements executed per request counted with pg_stat_statements for limit 10 and 200
  *    (with workflowsUsing): they must be equal (no N+1).
  *
+ * 5. Telemetry (issue 15): the default case again with the SDK off, then on (every span sampled and
+ *    exported over OTLP to a local sink, metrics on): list p50 on ÷ off ≤ 1.10.
+ *
  * Exit 0 when every GraphQL p50 / SQL p50 ratio is ≤ MAX_RATIO and the statement counts agree.
  * Knobs (for quick runs while developing; the defaults are the benchmark):
  *   BENCH_SCALE=0.1   seed a tenth of the data     BENCH_ITERATIONS=200   timed requests per case
@@ -24,7 +27,9 @@ import { type App, buildApp } from '../server/app.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { type LoraSort, listLoraRows, type SortOrder } from '../server/db/lora-reads.ts';
 import { migrate } from '../server/db/migrate.ts';
+import { startTelemetry } from '../server/telemetry/sdk.ts';
 import { isCleaningUp, log, onCleanup, runBench, runtimeConfig, startServices, timed } from './harness.ts';
+import { percentileOf, timeOffThenOn } from './telemetry-overhead.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -33,6 +38,7 @@ const SCALE = Number(process.env.BENCH_SCALE ?? '1');
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? '200');
 const WARMUP = 100; // per case and method, interleaved like the timed iterations (JIT, caches, pools)
 const MAX_RATIO = 2; // issue 16: the list path within 2× of raw SQL
+const MAX_TELEMETRY_RATIO = 1.1; // list p50 with tracing and metrics on ÷ off (issue 15)
 const COUNT_OVER_ITERATIONS = 20;
 
 const TOTAL_FILES = Math.round(1_000_000 * SCALE);
@@ -518,6 +524,7 @@ async function main(): Promise<number> {
     JWT_SECRET,
     LOG_LEVEL: 'silent',
     JOBS_ENABLED: 'false',
+    OTEL_SDK_DISABLED: 'true', // on only for the telemetry section at the end (issue 15)
   });
   const app: App = buildApp(config);
   onCleanup('app', () => app.stop());
@@ -689,6 +696,27 @@ async function main(): Promise<number> {
     out.push(`  ${c.label}:`);
     for (const p of plans.get(c.key) ?? []) out.push(`    ${p}`);
   }
+  // ===== Telemetry on vs off (issue 15; bench/telemetry-overhead.ts) — measured last, same app and data =====
+  {
+    log(`telemetry: ${defaultCase.label} with the SDK off, then on (OTLP to a local sink), ${ITERATIONS} requests each`);
+    const vars = { limit: 50, sort: defaultCase.sort, order: defaultCase.order, search: defaultCase.search };
+    const t = await timeOffThenOn({
+      run: () => gql(LIST_QUERY, vars),
+      iterations: ITERATIONS,
+      warmup: WARMUP,
+      start: () => startTelemetry({ serviceName: 'lora-vault-bench', otlp: { traces: true, metrics: true } }),
+    });
+    const [offP50, onP50] = [percentileOf(t.off, 50), percentileOf(t.on, 50)];
+    const telemetryOk = onP50 / offP50 <= MAX_TELEMETRY_RATIO && t.exported.requests > 0;
+    ok &&= telemetryOk;
+    out.push(
+      line,
+      `telemetry (${defaultCase.label}, ${ITERATIONS} requests each): off p50 ${ms(offP50)} p99 ${ms(percentileOf(t.off, 99))} │ ` +
+        `on p50 ${ms(onP50)} p99 ${ms(percentileOf(t.on, 99))} │ on ÷ off p50 ${(onP50 / offP50).toFixed(3)} (target ≤ ${MAX_TELEMETRY_RATIO}) │ ` +
+        `exported ${t.exported.requests} OTLP requests, ${(t.exported.bytes / 1e6).toFixed(1)} MB │ ${telemetryOk ? 'yes' : 'NO'}`,
+    );
+  }
+  // ===== end of the telemetry section =====
   out.push(
     line,
     `RESULT: ${ok ? 'PASS' : 'FAIL'} — ${CASES.map((c) => `${c.key} ${ratios[c.key]?.toFixed(2)}×`).join(', ')}; statements ${c10?.count} vs ${c200?.count}`,

@@ -15,10 +15,12 @@ import { checkUsersDirIsolated, layoutFor, realPathLoose } from './layout.ts';
 import { claimUsersDir } from './layout-setup.ts';
 import { type LocalInterface, type LocalInterfaceHandlers, startLocalInterface } from './local-interface.ts';
 import type { LoraRef } from './lora-refs.ts';
-import { type CleanupReport, startupCleanup, type VerifyReport, verifyAll } from './maintenance.ts';
+import { type CleanupReport, diskFreeBytes, startupCleanup, type VerifyReport, verifyAll } from './maintenance.ts';
 import { type PrefetchOptions, type PrefetchResult, prefetchWorkflow } from './prefetch.ts';
 import { type CacheStats, computeStats, createReporter } from './reporter.ts';
 import { type CacheStore, openStore } from './store.ts';
+import { countingEvictions, observeCache, tracedEnsure, traceHeaders } from './telemetry.ts';
+import type { AgentTelemetry } from './telemetry-sdk.ts';
 
 /**
  * The wiring: `buildAgent(config) → { start, stop, … }` puts the agent's parts together and does
@@ -61,6 +63,8 @@ interface Running {
   store: CacheStore;
   core: CacheCore;
   invalidator: Invalidator;
+  /** core.ensure, traced and counted (telemetry.ts): what every caller uses. */
+  ensure: CacheCore['ensure'];
 }
 
 export type Agent = ReturnType<typeof buildAgent>;
@@ -81,16 +85,19 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
             token: config.api.token,
             webSocketImpl: WebSocket,
             wsRetryAttempts: 10,
+            contextHeaders: traceHeaders, // one trace from /ensure to the API's SAS issue
             onConnected: () => void running?.invalidator.reconcile(),
           })
         : null;
   const ownsClient = options.client === undefined;
-  const reporter = createReporter(client, logger);
+  const reporter = countingEvictions(createReporter(client, logger));
   const grants = new GrantVerifier({ source: client, logger, now, ...config.grantKeys });
   const timers: NodeJS.Timeout[] = [];
   let cron: Cron | null = null;
   let localInterface: LocalInterface | null = null;
   let cleanup: CleanupReport | null = null;
+  let gauges: ReturnType<typeof observeCache> | null = null;
+  let telemetry: AgentTelemetry | null = null;
 
   function parts(): Running {
     if (!running) throw new Error('the cache agent is not started: call start() first');
@@ -100,12 +107,11 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
 
   /** For in-process callers (the CLI, tests); the local interface calls the core's ensure itself. */
   function ensure(ref: LoraRef, opts?: EnsureOptions): Promise<EnsureResult> {
-    return parts().core.ensure(ref, opts);
+    return parts().ensure(ref, opts);
   }
 
   function prefetch(workflow: unknown, grant: string | null, opts: PrefetchOptions = {}): Promise<PrefetchResult> {
-    const { core } = parts();
-    return prefetchWorkflow({ ensure: core.ensure.bind(core), reporter, concurrency: config.prefetchConcurrency }, workflow, grant, opts);
+    return prefetchWorkflow({ ensure: parts().ensure, reporter, concurrency: config.prefetchConcurrency }, workflow, grant, opts);
   }
 
   /** By the lease's token, or by holder with the job grant the leases were taken with. */
@@ -173,6 +179,8 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
 
     async start(startOptions: StartOptions = {}): Promise<void> {
       if (running) throw new Error('the cache agent is started already');
+      // The daemon only (README "Observability"): one-shot CLI commands do not load the SDK (~1 s of CPU).
+      if (startOptions.listen !== false) telemetry = (await import('./telemetry-sdk.ts')).startAgentTelemetry(config);
       const store = openStore(config.dbPath, {
         create: config.createDb,
         busyTimeoutMs: config.dbBusyTimeoutMs,
@@ -191,7 +199,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
         ...(options.downloadTuning ? { downloadTuning: options.downloadTuning } : {}),
       });
       const invalidator = new Invalidator({ store, client, logger, reporter, now });
-      running = { store, core, invalidator };
+      running = { store, core, invalidator, ensure: tracedEnsure(core.ensure.bind(core)) };
       applyOverrides(store, config.overrides);
       await claimUsersDir(layout);
       await mkdir(layout.locksDir, { recursive: true });
@@ -221,12 +229,24 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
           void reportStats();
         }
       }
+      gauges = observeCache(async () => {
+        const settings = store.settings();
+        const t = now();
+        return {
+          usedBytes: computeStats(store, settings, t).totalLoraCacheBytes,
+          capBytes: settings.maxCacheBytes,
+          diskFreeBytes: await diskFreeBytes(layout.usersDir),
+          diskFloorBytes: settings.minFreeBytes,
+          leases: store.leasedPaths(t).size,
+        };
+      });
       if (startOptions.listen !== false) {
-        const ensure = core.ensure.bind(core);
+        const { ensure, core } = running;
         const verifyGrant = (grant: string) => grants.verify(grant);
         const leaseFile = (path: string, lease: Parameters<CacheCore['leaseFile']>[1]) => core.leaseFile(path, lease);
         const jobs = new JobRegistry({ config, ensure, prefetch, release, verifyGrant, leaseFile }, logger);
-        const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs };
+        const prometheus = config.telemetry.metricsEnabled ? () => telemetry?.prometheus ?? null : null;
+        const handlers: LocalInterfaceHandlers = { health, stats, ensure, prefetch, release, jobs, prometheus };
         localInterface = await startLocalInterface(handlers, config.listen, config.allowedHosts, logger);
       }
       logger.info(
@@ -242,6 +262,7 @@ export function buildAgent(config: AgentConfig, options: AgentOptions = {}) {
     },
 
     async stop(): Promise<void> {
+      gauges?.stop();
       running?.core.stop();
       cron?.stop();
       for (const t of timers) clearInterval(t);

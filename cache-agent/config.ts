@@ -88,11 +88,24 @@ const envSchema = z
     GRANT_KEYS_MAX_AGE_SECONDS: positiveInt.max(86_400).default(900),
     /** The job grant `lora-cache ensure` / `prefetch` use when no --grant is given. @default none */
     LORA_GRANT: z.string().optional(),
+    // Telemetry (README "Observability"): Prometheus text on the local interface's GET /metrics, OTLP when an endpoint is set
+    METRICS_ENABLED: boolish.default(true),
+    OTEL_SDK_DISABLED: boolish.default(false),
+    OTEL_SERVICE_NAME: z.string().min(1).default('lora-cache'),
+    OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url().optional(),
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: z.url().optional(),
+    OTEL_TRACES_EXPORTER: z.string().optional(),
+    OTEL_METRICS_EXPORTER: z.string().optional(),
   })
   .refine((e) => e.LEASE_TTL_SECONDS <= e.LEASE_MAX_SECONDS, {
     path: ['LEASE_TTL_SECONDS'],
     message: 'must not exceed LEASE_MAX_SECONDS',
   });
+
+/** OTLP export only with an endpoint, and unless OTEL_*_EXPORTER leaves out `otlp` (e.g. `none`). */
+const otlpExport = (exporter: string | undefined, endpoint: string | undefined) =>
+  Boolean(endpoint) && (exporter ?? 'otlp').split(',').includes('otlp');
 
 const LOOPBACK_HOSTS = ['127.0.0.1', 'localhost', '[::1]'];
 
@@ -146,6 +159,7 @@ export interface AgentConfig {
   grantKeys: { minRefreshMs: number; maxAgeMs: number };
   /** LORA_GRANT: the CLI's job grant when no --grant is given. */
   defaultGrant: string | null;
+  telemetry: { serviceName: string; disabled: boolean; metricsEnabled: boolean; otlp: { traces: boolean; metrics: boolean } };
 }
 
 type LogLevel = NonNullable<z.infer<typeof envSchema>['LOG_LEVEL']>;
@@ -205,5 +219,14 @@ export function loadAgentConfig(
     commandLogLevel: e.LOG_LEVEL ?? 'warn',
     grantKeys: { minRefreshMs: e.GRANT_KEYS_MIN_REFRESH_SECONDS * 1000, maxAgeMs: e.GRANT_KEYS_MAX_AGE_SECONDS * 1000 },
     defaultGrant: e.LORA_GRANT ?? null,
+    telemetry: {
+      serviceName: e.OTEL_SERVICE_NAME,
+      disabled: e.OTEL_SDK_DISABLED,
+      metricsEnabled: e.METRICS_ENABLED,
+      otlp: {
+        traces: otlpExport(e.OTEL_TRACES_EXPORTER, e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? e.OTEL_EXPORTER_OTLP_ENDPOINT),
+        metrics: otlpExport(e.OTEL_METRICS_EXPORTER, e.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ?? e.OTEL_EXPORTER_OTLP_ENDPOINT),
+      },
+    },
   };
 }

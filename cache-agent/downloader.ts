@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher, request } from 'undici';
 import { AgentError } from './errors.ts';
 import { PrefixHasher } from './prefix-hash.ts';
+import { inAgentSpan } from './telemetry.ts';
 
 /**
  * Downloads one blob from a read-only SAS URL into a unique temp file: parallel HTTP range
@@ -310,7 +311,8 @@ class Attempt {
       await Promise.all(Array.from({ length: Math.min(this.s.concurrency, parts.length) }, worker));
       if (first !== undefined) throw first;
       throwIfAborted(this.s.signal);
-      const { sha256, bytes } = await this.hasher.digest();
+      const hasher = this.hasher;
+      const { sha256, bytes } = await inAgentSpan('lora_cache.download.verify', { 'lora.size': this.s.sizeBytes }, () => hasher.digest());
       if (bytes !== this.s.sizeBytes) throw new Error(`hashed ${bytes} of ${this.s.sizeBytes} bytes`);
       await this.flushing;
       await this.file.sync().catch((error: unknown) => {
@@ -336,7 +338,12 @@ class Attempt {
     await unlink(this.tempPath).catch(() => {});
   }
 
-  private async fetchPart(part: Part): Promise<void> {
+  private fetchPart(part: Part): Promise<void> {
+    const attributes = { 'lora_cache.part.start': part.next, 'lora_cache.part.end': part.end };
+    return inAgentSpan('lora_cache.download.part', attributes, () => this.fetchPartOnce(part));
+  }
+
+  private async fetchPartOnce(part: Part): Promise<void> {
     const { signal } = this.controller;
     let failures = 0;
     while (part.next <= part.end) {

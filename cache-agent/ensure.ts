@@ -14,6 +14,7 @@ import type { Reporter } from './reporter.ts';
 import { fromSdkError } from './sdk-errors.ts';
 import { adoptSharedFile, placeSharedFile } from './shared-files.ts';
 import type { CacheEntry, CacheStore } from './store.ts';
+import { countDownload, countDownloadFailure, inAgentSpan } from './telemetry.ts';
 
 /**
  * ensure(ref) → a local path: the hit path (index lookup, stat, touch) and the miss path (make
@@ -101,7 +102,9 @@ export class CacheCore {
       const key = lockKey(ref);
       let pending = this.inflight.get(key);
       if (!pending) {
-        pending = this.fetchIntoCache(ref, key, options).finally(() => this.inflight.delete(key));
+        pending = inAgentSpan('lora_cache.download', { 'lora.source': ref.source }, () => this.fetchIntoCache(ref, key, options)).finally(
+          () => this.inflight.delete(key),
+        );
         this.inflight.set(key, pending);
       }
       entry = await pending;
@@ -274,6 +277,7 @@ export class CacheCore {
       };
       await store.register({ ...entry, fileName: basename(finalPath) }, this.deps.now());
       const seconds = (Date.now() - started) / 1000;
+      countDownload(result, seconds);
       logger.info(
         {
           path: finalPath,
@@ -291,6 +295,7 @@ export class CacheCore {
       const agentError =
         error instanceof AgentError ? error : new AgentError('DOWNLOAD_FAILED', (error as Error).message, { cause: error });
       logger.warn({ err: agentError, code: agentError.code, details: agentError.details }, `download of ${refLabel(ref)} failed`);
+      countDownloadFailure(agentError.code);
       reporter.event({ type: 'DOWNLOAD_FAILED', ...refIds(ref), reason: `${agentError.code}: ${agentError.message}`.slice(0, 500) });
       throw agentError;
     } finally {

@@ -11,6 +11,7 @@ import type { LoraRef } from './lora-refs.ts';
 import type { PrefetchOptions, PrefetchResult } from './prefetch.ts';
 import { grantField, loraIdField, sharedNameField } from './request-fields.ts';
 import type { CacheStore } from './store.ts';
+import type { AgentTelemetry } from './telemetry-sdk.ts';
 
 /**
  * The local interface for ComfyUI nodes and job runners, on 127.0.0.1 (or a unix socket):
@@ -18,7 +19,7 @@ import type { CacheStore } from './store.ts';
  *   POST /prefetch {workflow, grant?, lease?, workflowId?, workflowName?}
  *   POST /release  {leaseId} | {holder, grant}
  *   POST /jobs, /jobs/{id}/prompt, /jobs/{id}/end, /node/ensure   (job-routes.ts)
- *   GET  /stats, GET /health
+ *   GET  /stats, GET /health, GET /metrics (Prometheus text)
  * Errors: `{ error: { code, message, retryable, details } }` with the status of the code.
  *
  * Who may call (checked before anything else): no browser (any `Origin`, or `Sec-Fetch-Site` other
@@ -39,6 +40,8 @@ export interface LocalInterfaceHandlers {
   release(by: Parameters<CacheStore['releaseLeases']>[0]): Promise<{ released: number }>;
   /** The jobs runners registered for the ComfyUI node (`/jobs`, `/node/ensure`). */
   jobs: JobRegistry;
+  /** GET /metrics (Prometheus text); null when METRICS_ENABLED=false. */
+  prometheus?: (() => AgentTelemetry['prometheus']) | null;
 }
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -122,6 +125,8 @@ async function handle(handlers: LocalInterfaceHandlers, req: IncomingMessage, re
   const routed = await routeJobs(handlers.jobs, req, path ?? '/', { readJson, parse });
   if (routed) return send(res, routed.status, routed.body);
   const route = `${req.method} ${path}`;
+  const prometheus = route === 'GET /metrics' ? handlers.prometheus?.() : undefined;
+  if (prometheus) return prometheus.getMetricsRequestHandler(req, res);
   switch (route) {
     case 'GET /health':
       return send(res, 200, handlers.health());

@@ -8,6 +8,7 @@ import { type Layout, looksLikeSafetensors, PICKLE_EXTENSIONS, parseUserLoraPath
 import { migrateLegacyLayout, USERS_DIR_MARKER, walkFiles } from './layout-setup.ts';
 import { processAlive } from './lock.ts';
 import type { CacheEntry, CacheSettings, CacheStore } from './store.ts';
+import { inAgentSpan } from './telemetry.ts';
 
 /**
  * The destructive and repairing work on the cache folder: start-up cleanup, eviction (plan with
@@ -210,10 +211,23 @@ export interface EvictionResult {
 }
 
 /** Executes a plan: rows first (re-checking leases in the same transaction), then the file; logs what it did. */
-export async function executeEviction(
+export function executeEviction(
   plan: Pick<EvictionPlan, 'victims'>,
   reason: string,
   deps: { store: CacheStore; logger: Logger; now: Date; onEvicted?: (row: CacheRow, entry: CacheEntry | null) => void },
+): Promise<EvictionResult> {
+  return inAgentSpan('lora_cache.evict', { 'lora_cache.evict.reason': reason, 'lora_cache.evict.planned': plan.victims.length }, (span) =>
+    evictPlanned(plan, reason, deps).then((result) => {
+      span.setAttributes({ 'lora_cache.evict.evicted': result.evicted.length, 'lora_cache.evict.bytes_freed': result.bytesFreed });
+      return result;
+    }),
+  );
+}
+
+async function evictPlanned(
+  plan: Pick<EvictionPlan, 'victims'>,
+  reason: string,
+  deps: Parameters<typeof executeEviction>[2],
 ): Promise<EvictionResult> {
   const result: EvictionResult = { reason, evicted: [], bytesFreed: 0, skipped: [] };
   for (const victim of plan.victims) {

@@ -4,6 +4,7 @@ import { basename, dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { AgentError } from './errors.ts';
 import type { CacheRow } from './eviction.ts';
+import { agentInstruments } from './telemetry.ts';
 import { parseCacheTime, toPythonIso } from './timefmt.ts';
 
 /**
@@ -664,6 +665,7 @@ export class CacheStore {
             cause: error,
           });
         }
+        agentInstruments().indexBusyWaits.add(1);
         await new Promise((r) => setTimeout(r, Math.min(250, 20 * n) + Math.random() * 20));
       }
     }

@@ -11,6 +11,7 @@ import './modules/events.ts';
 import './modules/owner-downloads.ts';
 import './modules/accounts.ts';
 import './modules/audit.ts';
+import './modules/metrics.ts';
 
 let schema: GraphQLSchema | undefined;
 

@@ -92,6 +92,8 @@ export interface LoraClientOptions {
   webSocketImpl?: unknown;
   /** Extra headers on every HTTP request. */
   headers?: Record<string, string>;
+  /** Headers computed for each HTTP request, e.g. the W3C `traceparent` of the caller's active span. */
+  contextHeaders?: () => Record<string, string>;
   /** Per-attempt timeout of queries and mutations; socket inactivity limit of uploads. @default 30000 */
   timeoutMs?: number;
   /** Retry of idempotent queries on retryable failures (mutations are never retried). `false` turns it off. */
@@ -283,6 +285,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     const bearer = await token();
     return {
       ...options.headers,
+      ...options.contextHeaders?.(),
       [CSRF_HEADER]: '1',
       ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
     };

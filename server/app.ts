@@ -27,6 +27,11 @@ import { createServices, type Services } from './services/index.ts';
 import { BlobStore } from './storage/blob-store.ts';
 import { createDevTokenHandler } from './studio/dev-tokens.ts';
 import { createStudioStaticHandler, STUDIO_PATH } from './studio/static-files.ts';
+import { startBusinessGauges } from './telemetry/business-gauges.ts';
+import { countWebSockets, instrumentBus } from './telemetry/event-telemetry.ts';
+import { sdkOperationNames, useGraphQLTelemetry } from './telemetry/graphql-telemetry.ts';
+import { createMetricsHandler } from './telemetry/metrics-endpoint.ts';
+import { currentTelemetry, startTelemetry } from './telemetry/sdk.ts';
 import { watchBodyIdle } from './uploads/body-idle.ts';
 
 /**
@@ -82,7 +87,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
   const busHandle = config.redisUrl
     ? createRedisEventBus(config.redisUrl, (error) => logger.warn({ err: error }, 'redis event bus'))
     : createInMemoryEventBus();
-  const bus = busHandle.bus;
+  const bus = instrumentBus(busHandle.bus);
   const jobs = createJobRunner({
     databaseUrl: config.databaseUrl,
     db,
@@ -130,7 +135,9 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     maxUploadBytes: config.maxUploadBytes,
     uploadIdleMs: config.uploadLimits.idleMs,
     trustProxyHops: config.trustProxyHops,
+    telemetry: useGraphQLTelemetry({ operationNames: sdkOperationNames(resolve(PACKAGE_ROOT, 'sdk/gql/persisted-documents.json')) }),
   });
+  const metricsHandler = createMetricsHandler(config.telemetry.metrics, () => currentTelemetry()?.prometheus ?? null);
 
   const auditExport = createAuditExportHandler({ verify, auditLog: services.auditLog, logger });
   const studio = createStudioStaticHandler(resolve(PACKAGE_ROOT, 'studio/dist'));
@@ -167,6 +174,10 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     }
     if (path === JWKS_PATH) {
       serveJwks(req, res, config.auth.grantKeys);
+      return;
+    }
+    if (path === '/metrics' && metricsHandler) {
+      metricsHandler(req, res);
       return;
     }
     if (path === '/readyz') {
@@ -230,6 +241,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
   });
   // No total request timeout: a 2 GiB upload may take long while it moves. A body that stops is
   // cut by UPLOAD_IDLE_SECONDS (uploads/body-idle.ts); slow headers and idle keep-alive sockets here.
+  countWebSockets(server);
   server.requestTimeout = 0;
   server.headersTimeout = config.httpTimeouts.headersMs;
   server.keepAliveTimeout = config.httpTimeouts.keepAliveMs;
@@ -241,6 +253,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
 
   let started = false;
   let upgrade: ReturnType<typeof startGenOutDataUpgrade> | undefined;
+  let gauges: ReturnType<typeof startBusinessGauges> | undefined;
   return {
     config,
     logger,
@@ -252,6 +265,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     server,
     fanOut: subscriptions.fanOut,
     async start() {
+      startTelemetry(config.telemetry); // once per process (README "Observability")
       const result = await migrate(config.databaseUrl);
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
       await blobs.ensureContainers();
@@ -260,6 +274,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
       await jobs.start();
       // rows written before docs/flat-file.md, rewritten in the background (resumes where it stopped)
       if (config.jobsEnabled) upgrade = startGenOutDataUpgrade(db, logger);
+      gauges = startBusinessGauges(services.businessMetrics, config.telemetry.businessIntervalMs, logger);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => {
@@ -284,6 +299,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
         clearTimeout(timer);
         started = false;
       }
+      gauges?.stop();
       await upgrade?.stop();
       await jobs.stop().catch((error: unknown) => logger.warn({ err: error }, 'job runner stop failed'));
       await db.$disconnect();

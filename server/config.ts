@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { GrantKeyError, type GrantKeySet, parseGrantKeys } from './auth/grant-keys.ts';
 
@@ -29,6 +30,12 @@ const rateLimit = z
     return { points, windowSeconds: seconds };
   })
   .refine((l) => l.points >= 1 && l.windowSeconds >= 1 && l.windowSeconds <= 7 * 24 * 3600, 'points ≥ 1, 1 s ≤ window ≤ 7 days');
+/** `10.0.0.0/8`, `::1/128` or a bare address. */
+function isCidr(value: string): boolean {
+  const [address = '', prefix] = value.split('/');
+  const version = isIP(address);
+  return version !== 0 && (prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128)));
+}
 
 /** A duration in seconds (fractions allowed), at most an hour. */
 const seconds = z.coerce.number().positive().max(3600);
@@ -148,6 +155,22 @@ const envSchema = z
       .min(256 * 1024)
       .max(100 * 1024 * 1024)
       .default(8 * 1024 * 1024),
+    // Telemetry (README "Observability"; the OTEL_* variables are the OpenTelemetry SDK's own)
+    /** Serve Prometheus metrics on GET /metrics. */
+    METRICS_ENABLED: boolish.default(true),
+    /** A bearer token that may scrape /metrics from any network. */
+    METRICS_TOKEN: z.string().min(16).optional(),
+    /** Networks (CIDRs) that may scrape /metrics without a token; unset = loopback in production, anyone otherwise. */
+    METRICS_ALLOWED_NETWORKS: commaList.pipe(z.array(z.string().refine(isCidr, 'not an address or CIDR (10.0.0.0/8, ::1/128)'))).optional(),
+    /** How often the business gauges are measured from the database. */
+    BUSINESS_METRICS_INTERVAL_SECONDS: positiveInt.default(60),
+    OTEL_SDK_DISABLED: boolish.default(false),
+    OTEL_SERVICE_NAME: z.string().min(1).default('lora-vault'),
+    OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url().optional(),
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: z.url().optional(),
+    OTEL_TRACES_EXPORTER: z.string().optional(),
+    OTEL_METRICS_EXPORTER: z.string().optional(),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -232,6 +255,7 @@ export interface Config {
   httpTimeouts: { headersMs: number; keepAliveMs: number };
   retention: { accountPurgeDelayMs: number; auditRetentionDays: number };
   rateLimits: RateLimitsConfig;
+  telemetry: TelemetryConfig;
   resumable: { sessionMs: number; sasTtlSeconds: number; blockBytes: number };
   /** Proxies trusted to append the client's address to X-Forwarded-For. */
   trustProxyHops: number;
@@ -252,6 +276,15 @@ export interface RateLimitsConfig {
   wsConnections: RateLimitConfig;
   /** Open WebSockets per principal on one process (a count, not a rate). */
   wsOpenPerPrincipal: number;
+}
+
+export interface TelemetryConfig {
+  serviceName: string;
+  disabled: boolean;
+  /** OTLP export, when an endpoint is set and the exporter is not `none`. */
+  otlp: { traces: boolean; metrics: boolean };
+  metrics: { enabled: boolean; token: string | undefined; allowedNetworks: string[] | null };
+  businessIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -326,7 +359,29 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       sasTtlSeconds: env.UPLOAD_SAS_TTL_SECONDS,
       blockBytes: env.UPLOAD_BLOCK_BYTES,
     },
+    telemetry: telemetryConfig(env),
   });
+}
+
+function telemetryConfig(env: Env): TelemetryConfig {
+  const exporting = (kind: string | undefined, endpoint: string | undefined) =>
+    Boolean(endpoint ?? env.OTEL_EXPORTER_OTLP_ENDPOINT) && (kind ?? 'otlp').split(',').includes('otlp');
+  const production = env.NODE_ENV === 'production';
+  return {
+    serviceName: env.OTEL_SERVICE_NAME,
+    disabled: env.OTEL_SDK_DISABLED,
+    otlp: {
+      traces: exporting(env.OTEL_TRACES_EXPORTER, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+      metrics: exporting(env.OTEL_METRICS_EXPORTER, env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT),
+    },
+    metrics: {
+      enabled: env.METRICS_ENABLED,
+      token: env.METRICS_TOKEN,
+      // production: loopback unless configured; a token alone then opens nothing else
+      allowedNetworks: env.METRICS_ALLOWED_NETWORKS ?? (production ? ['127.0.0.0/8', '::1/128'] : env.METRICS_TOKEN ? [] : null),
+    },
+    businessIntervalMs: env.BUSINESS_METRICS_INTERVAL_SECONDS * 1000,
+  };
 }
 
 function emptyToUndefined(value: string | undefined): string | undefined {

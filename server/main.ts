@@ -5,6 +5,7 @@ import { DEMO_USER_ID } from './auth/dev-identities.ts';
 import { signToken } from './auth/tokens.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { resolveRuntime } from './runtime.ts';
+import { currentTelemetry } from './telemetry/sdk.ts';
 
 /** `npm start`: parse config, decide services (embedded when unset), start, stop on a signal. */
 
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, 'shutting down');
     await app.stop().catch((error: unknown) => logger.error({ err: error }, 'app stop failed'));
     await runtime.stop();
+    await currentTelemetry()?.shutdown(); // flushes spans and metrics to OTLP, if configured
     process.exit(0);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -46,6 +46,8 @@ export interface YogaDeps {
   trustedDocuments: TrustedDocuments;
   /** TRUST_PROXY_HOPS: proxies whose X-Forwarded-For entries name the client (client-ip.ts). */
   trustProxyHops: number;
+  /** Spans and figures (telemetry/graphql-telemetry.ts). */
+  telemetry?: Plugin;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -136,6 +138,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
     maxRequestBodySize: false,
     plugins: [
       useRequestId(),
+      ...(deps.telemetry ? [deps.telemetry] : []),
       useQueryCharLimit(QUERY_LIMITS.maxQueryChars),
       useWebSocketOnlySubscriptions(),
       useAuth({

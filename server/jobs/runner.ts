@@ -2,6 +2,7 @@ import PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
 import type { Db, Tx } from '../db/client.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
+import { countBlobDeletion, countReconcileFindings, traceJob } from '../telemetry/job-telemetry.ts';
 import { type PurgeOutcome, purgeAccount } from './account-purge.ts';
 import { enforceAuditRetention } from './audit-retention.ts';
 import { deleteContentIfUnused } from './content-deletion.ts';
@@ -80,8 +81,9 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
    */
   let deleteWorkerId: string | undefined;
   async function deleteBlobBatch(jobs: PgBoss.Job<DeleteLoraBlobJob>[]): Promise<void> {
-    const results = await Promise.allSettled(jobs.map((job) => deleteBlob(job.data)));
+    const results = await Promise.allSettled(jobs.map((job) => traceJob(Queue.DELETE_LORA_BLOB, job.id, () => deleteBlob(job.data))));
     const failed = jobs.filter((_, i) => results[i]?.status === 'rejected');
+    for (const r of results) countBlobDeletion(r.status === 'fulfilled' ? 'done' : 'failed');
     for (const [i, result] of results.entries()) {
       if (result.status === 'rejected')
         logger.warn({ err: result.reason, loraId: jobs[i]?.data.loraId }, 'blob deletion failed; will retry');
@@ -97,6 +99,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   async function reconcileNow(): Promise<ReconcilePlan> {
     const plan = await planReconcile(options.db, blobs, { staleAfterMs: options.uploadStaleAfterMs });
     await executeReconcile(options.db, blobs, runner, plan, logger);
+    countReconcileFindings(plan);
     return plan;
   }
 
@@ -124,8 +127,8 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       );
       await boss.schedule(Queue.AUDIT_RETENTION, options.auditRetentionCron ?? '17 3 * * *');
       if (options.workers ?? true) {
-        await boss.work(Queue.RECONCILE_UPLOADS, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async () => {
-          await reconcileNow();
+        await boss.work(Queue.RECONCILE_UPLOADS, { pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2 }, async ([job]) => {
+          await traceJob(Queue.RECONCILE_UPLOADS, job?.id, reconcileNow);
         });
         await boss.work<PurgeAccountJob>(
           Queue.PURGE_ACCOUNT,

@@ -9,6 +9,7 @@ import type { RateLimits } from '../limits/rate-limits.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { AccountService } from './accounts.ts';
 import { AuditLogService } from './audit-log.ts';
+import { BusinessMetricsService } from './business-metrics.ts';
 import { CacheStatsService } from './cache-stats.ts';
 import { DownloadService } from './downloads.ts';
 import { EventService } from './events.ts';
@@ -57,6 +58,7 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     cacheStats: new CacheStatsService(db),
     auditLog: new AuditLogService(db),
     accounts: new AccountService(db, quotas, jobs, bus, config.retention.accountPurgeDelayMs),
+    businessMetrics: new BusinessMetricsService(db),
     registry,
     uploads,
     uploadSessions: new UploadSessionService(db, blobs, registry, quotas, events, uploads, {

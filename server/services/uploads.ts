@@ -9,6 +9,7 @@ import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '
 import { type EventBus, Topic, type UploadPhase } from '../events/bus.ts';
 import { Limit, type RateLimits } from '../limits/rate-limits.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
+import { traceUpload, type UploadTelemetry } from '../telemetry/upload-telemetry.ts';
 import { BlockStager } from '../uploads/block-stager.ts';
 import { runUploadPipeline } from '../uploads/pipeline.ts';
 import { UploadSlots } from '../uploads/upload-slots.ts';
@@ -86,21 +87,25 @@ export class UploadService {
       await this.limits.refund(Limit.UPLOADS, principal.userId); // a refused start is not a start
       throw error;
     }
-    try {
-      return await this.receive(principal, input);
-    } finally {
-      releasePlace();
-      releaseSlot();
-    }
+    const [place, slot] = [releasePlace, releaseSlot];
+    return traceUpload(async (telemetry) => {
+      try {
+        return await this.receive(principal, input, telemetry);
+      } finally {
+        place();
+        slot();
+      }
+    });
   }
 
   private async receive(
     principal: Extract<Principal, { role: 'user' }>,
     input: UploadInput,
+    telemetry: UploadTelemetry,
   ): Promise<{ lora: LoraView; quota: QuotaView }> {
     const userId = principal.userId;
     const stream = input.file.createReadStream();
-    const progress = this.progressReporter(input.uploadId ?? null, userId, input.sizeBytes ?? null);
+    const progress = telemetry.observe(this.progressReporter(input.uploadId ?? null, userId, input.sizeBytes ?? null));
     let fileId: bigint | undefined;
     let blobPath: string | undefined;
     let stager: BlockStager | undefined;
@@ -125,6 +130,7 @@ export class UploadService {
         spoolDir: this.options.spoolDir,
         onProgress: progress,
         openStager: async (format) => {
+          telemetry.staging(format);
           const begun = await this.registry.begin({ userId, name, fileName, format, tags: args.tags ?? [] });
           fileId = begun.fileId;
           blobPath = begun.blobPath;
@@ -137,6 +143,7 @@ export class UploadService {
       progress('STORING', result.sizeBytes);
       const blobEtag = await result.stager.commit('application/octet-stream');
       committed = true;
+      telemetry.phase('finalize');
       const lora = await this.registry.finalize(principal, {
         fileId: fileId as bigint,
         sizeBytes: result.sizeBytes,

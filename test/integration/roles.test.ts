@@ -135,6 +135,15 @@ const OPERATIONS: OperationCase[] = [
     },
   },
   {
+    op: 'businessMetrics',
+    allowed: ['admin'],
+    document: '{ businessMetrics { usersWithLoras loraCount } }',
+    variables: () => ({}),
+    expectAllowed: (data) => {
+      expect(data.businessMetrics.loraCount).toBeGreaterThanOrEqual(1);
+    },
+  },
+  {
     op: 'createJobGrant',
     allowed: ['service', 'admin'],
     document: 'mutation($u: ID!) { createJobGrant(userId: $u, jobId: "matrix-job") { ... on JobGrant { userId jobId token } } }',

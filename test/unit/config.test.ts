@@ -72,3 +72,27 @@ describe('loadConfig', () => {
     expect(loadConfig({ DATABASE_URL: '  ', PORT: '' }).databaseUrl).toBeUndefined();
   });
 });
+
+describe('loadConfig: telemetry (issue 15)', () => {
+  it('exports nothing without an OTLP endpoint; serves /metrics to anyone in development, loopback only in production', () => {
+    const dev = loadConfig({});
+    expect(dev.telemetry.otlp).toEqual({ traces: false, metrics: false });
+    expect(dev.telemetry.metrics).toEqual({ enabled: true, token: undefined, allowedNetworks: null });
+    const prod = loadConfig({
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgresql://u:p@db/x',
+      AZURE_STORAGE_CONNECTION_STRING: 'UseDevelopmentStorage=true',
+      JWT_SECRET: 'x'.repeat(32),
+    });
+    expect(prod.telemetry.metrics.allowedNetworks).toEqual(['127.0.0.0/8', '::1/128']);
+  });
+
+  it('OTLP per signal, unless its exporter is none; METRICS_ENABLED=false; a bad network is refused', () => {
+    const c = loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_METRICS_EXPORTER: 'none', METRICS_ENABLED: 'false' });
+    expect(c.telemetry.otlp).toEqual({ traces: true, metrics: false });
+    expect(c.telemetry.metrics.enabled).toBe(false);
+    expect(() => loadConfig({ METRICS_ALLOWED_NETWORKS: '10.0.0.0/8,300.1.2.3/8' })).toThrow(/METRICS_ALLOWED_NETWORKS/);
+    expect(() => loadConfig({ METRICS_ALLOWED_NETWORKS: '10.0.0.0/33' })).toThrow(/METRICS_ALLOWED_NETWORKS/);
+    expect(loadConfig({ METRICS_ALLOWED_NETWORKS: '10.0.0.0/8, ::1' }).telemetry.metrics.allowedNetworks).toEqual(['10.0.0.0/8', '::1']);
+  });
+});

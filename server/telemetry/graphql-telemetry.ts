@@ -1,0 +1,132 @@
+import { readFileSync } from 'node:fs';
+import { useOnResolve } from '@envelop/on-resolve';
+import { useOpenTelemetry } from '@envelop/opentelemetry';
+import { type Span, SpanKind, trace } from '@opentelemetry/api';
+import { type ExecutionResult, type GraphQLError, getOperationAST } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import { serverInstruments } from './instruments.ts';
+import { errorCode, failSpan, tracer } from './tracing.ts';
+
+/**
+ * GraphQL spans and figures, as Yoga plugins:
+ * - `graphql.parse` and `graphql.validate` spans (ours), the `query.Loras` / `mutation.UploadLora`
+ *   execution span (@envelop/opentelemetry, with no document, variables or result recorded: a
+ *   variable may be a job grant), and one span per root field resolver — with no arguments either.
+ *   Field resolvers below the root are not traced: the list path resolves hundreds of fields.
+ * - `lora_vault.graphql.operation.duration` by operation name and type, and
+ *   `lora_vault.graphql.errors` by code; `lora_vault.subscriptions.active` and
+ *   `lora_vault.events.delivered` by subscription field.
+ * Operation names are the SDK's (from the trusted-documents file); any other name counts as
+ * "other", so a client cannot grow the label set.
+ */
+
+const ROOT_TYPES = new Set(['Query', 'Mutation', 'Subscription']);
+
+/** Operation names of the SDK's generated documents. */
+export function sdkOperationNames(persistedDocumentsFile: string): Set<string> {
+  const names = new Set<string>();
+  try {
+    const documents = JSON.parse(readFileSync(persistedDocumentsFile, 'utf8')) as Record<string, string>;
+    for (const text of Object.values(documents)) {
+      for (const match of text.matchAll(/\b(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)/g)) names.add(match[1] as string);
+    }
+  } catch {
+    // no generated documents: every operation is "other"
+  }
+  return names;
+}
+
+export function useGraphQLTelemetry(options: { operationNames: ReadonlySet<string> }): Plugin {
+  const started = new WeakMap<object, number>();
+  const labelOf = (name: string | undefined) => (name && options.operationNames.has(name) ? name : 'other');
+  const countErrors = (result: ExecutionResult) => {
+    for (const error of result.errors ?? []) serverInstruments().graphqlErrors.add(1, { 'error.code': errorCode(error) });
+  };
+  return {
+    onPluginInit({ addPlugin }) {
+      addPlugin(
+        useOpenTelemetry(
+          { resolvers: false, variables: false, result: false, document: false },
+          trace.getTracerProvider(),
+          SpanKind.INTERNAL,
+        ) as Plugin,
+      );
+      addPlugin(
+        useOnResolve(({ info }) => {
+          if (!ROOT_TYPES.has(info.parentType.name)) return;
+          const span = tracer().startSpan(`graphql.resolve ${info.parentType.name}.${info.fieldName}`, {
+            attributes: { 'graphql.field.name': info.fieldName, 'graphql.field.parent': info.parentType.name },
+          });
+          return ({ result }) => {
+            if (result instanceof Error) failSpan(span, result);
+            span.end();
+          };
+        }),
+      );
+    },
+    onParse() {
+      const span = tracer().startSpan('graphql.parse');
+      return ({ result }) => endWith(span, result instanceof Error ? result : null);
+    },
+    onValidate() {
+      const span = tracer().startSpan('graphql.validate');
+      return ({ result }) => endWith(span, result.length ? (result[0] as GraphQLError) : null);
+    },
+    onExecute({ args }) {
+      started.set(args.contextValue, performance.now());
+      const operation = getOperationAST(args.document, args.operationName);
+      const attributes = {
+        'graphql.operation.name': labelOf(operation?.name?.value),
+        'graphql.operation.type': operation?.operation ?? 'query',
+      };
+      return {
+        onExecuteDone({ result }) {
+          const begun = started.get(args.contextValue) ?? performance.now();
+          serverInstruments().operationDuration.record((performance.now() - begun) / 1000, attributes);
+          if (!isAsyncIterable(result)) countErrors(result);
+        },
+      };
+    },
+    onSubscribe({ args }) {
+      const operation = getOperationAST(args.document, args.operationName);
+      const field = rootField(operation);
+      return {
+        onSubscribeResult({ result }) {
+          if (!isAsyncIterable(result)) {
+            countErrors(result);
+            return;
+          }
+          const m = serverInstruments();
+          m.subscriptions.add(1, { 'graphql.field': field });
+          return {
+            onNext: ({ result: next }) => {
+              m.eventsDelivered.add(1, { 'graphql.field': field });
+              tracer()
+                .startSpan(`deliver ${field}`, {
+                  kind: SpanKind.CONSUMER,
+                  attributes: { 'graphql.field': field, 'messaging.operation.type': 'process' },
+                })
+                .end();
+              countErrors(next);
+            },
+            onEnd: () => m.subscriptions.add(-1, { 'graphql.field': field }),
+          };
+        },
+      };
+    },
+  };
+}
+
+function endWith(span: Span, error: Error | null): void {
+  if (error) failSpan(span, error);
+  span.end();
+}
+
+function rootField(operation: ReturnType<typeof getOperationAST>): string {
+  const selection = operation?.selectionSet.selections[0];
+  return selection?.kind === 'Field' ? selection.name.value : 'unknown';
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
+}
