@@ -228,6 +228,32 @@ describe('deleteUserLoraAccount', () => {
     expect(await quick.app.blobs.exists(stray)).toBe(false);
   }, 60_000);
 
+  it('a purge gives up shared content: another user holding the same file keeps it, byte for byte', async () => {
+    const server = quick;
+    const [gone, keeper] = [newUserId(), newUserId()];
+    const bytes = smallSd15Lora(); // the same file for both: stored once (issue 17)
+    const theirs = await seedLora(server.app, gone, { bytes });
+    const mine = await seedLora(server.app, keeper, { bytes });
+    const stored = await server.app.db.lora.findMany({ where: { file_id: { in: [BigInt(theirs.id), BigInt(mine.id)] } } });
+    expect(new Set(stored.map((l) => l.blob_path)).size).toBe(1);
+    const blobPath = stored[0]?.blob_path as string;
+
+    await deleteAccount(server, gone);
+    await eventually(
+      async () => (await server.app.db.lora_account_deletion.findUnique({ where: { user_id: gone } }))?.purged_at ?? undefined,
+      (PURGE_SECONDS + 30) * 1000,
+      'the purge',
+    );
+    // the keeper's LoRA still downloads the exact bytes, and the content counts one reference: theirs
+    const link = await loraDownload(server, await server.tokens.machine('m-keeper'), mine.id, await mintGrant(server, keeper));
+    if (link.__typename !== 'LoraDownload') throw new Error(`expected a download, got ${link.__typename}`);
+    const fetched = Buffer.from(await (await fetch(link.url)).arrayBuffer());
+    expect(fetched.equals(bytes)).toBe(true);
+    const content = await server.app.db.lora_blob.findMany({ where: { blob_path: blobPath } });
+    expect(content.map((c) => c.ref_count)).toEqual([1]);
+    expect(await invariantViolations(server.app, keeper)).toEqual([]);
+  }, 90_000);
+
   it('refuses a malformed user id as BAD_USER_INPUT, and users and machines as FORBIDDEN', async () => {
     const res = await slow.request(DeleteUserLoraAccountDocument, { userId: 'not-a-uuid' }, { token: await slow.tokens.admin() });
     expect(codes(res)).toEqual(['BAD_USER_INPUT']);
