@@ -218,6 +218,40 @@ const OPERATIONS: OperationCase[] = [
       expect(data.reportCacheEvent).toEqual({ __typename: 'CacheEvent', type: 'DOWNLOADED', machineId: fx.machineId, loraId: fx.lora.id });
     },
   },
+  // Resumable uploads (issue 17): users only; a session id that is not the caller's answers as missing
+  {
+    op: 'beginLoraUpload',
+    allowed: ['user'],
+    document:
+      'mutation { beginLoraUpload(fileName: "r.safetensors", sizeBytes: 4096) { __typename ... on LoraUploadSession { state fileName } } }',
+    variables: () => ({}),
+    expectAllowed: (data) => {
+      expect(data.beginLoraUpload).toEqual({ __typename: 'LoraUploadSession', state: 'OPEN', fileName: 'r.safetensors' });
+    },
+    expectUnchanged: async (fx) => {
+      expect(await fx.server.app.db.upload_session.count({ where: { user_id: fx.owner } })).toBe(0);
+    },
+  },
+  ...(['loraUploadSession', 'renewLoraUpload', 'abortLoraUpload'] as const).map(
+    (op): OperationCase => ({
+      op,
+      allowed: ['user'],
+      document: `${op === 'loraUploadSession' ? 'query' : 'mutation'}($id: ID!) { ${op}(id: $id) { __typename ... on UploadSessionNotFoundError { code } } }`,
+      variables: () => ({ id: randomUUID() }),
+      expectAllowed: (data) => {
+        expect(data[op]).toEqual({ __typename: 'UploadSessionNotFoundError', code: 'UPLOAD_SESSION_NOT_FOUND' });
+      },
+    }),
+  ),
+  {
+    op: 'completeLoraUpload',
+    allowed: ['user'],
+    document: 'mutation($id: ID!) { completeLoraUpload(id: $id, blockIds: []) { __typename ... on UploadSessionNotFoundError { code } } }',
+    variables: () => ({ id: randomUUID() }),
+    expectAllowed: (data) => {
+      expect(data.completeLoraUpload).toEqual({ __typename: 'UploadSessionNotFoundError', code: 'UPLOAD_SESSION_NOT_FOUND' });
+    },
+  },
   {
     op: 'createLoraDownload',
     allowed: ['user', 'admin'],
