@@ -5,7 +5,7 @@ import { deleteContentIfUnused } from './content-deletion.ts';
 
 /**
  * Issue 17's invariants, checked by the reconciler on every run (plan, repair, log):
- * - each stored content's `ref_count` = the READY LoRAs naming its base (recomputed under the
+ * - each stored content's `ref_count` = the READY and SUSPENDED (account deleted, restorable) LoRAs naming its base (recomputed under the
  *   content row's lock when it drifted, e.g. after a crash between steps that never happens in
  *   one transaction, or a repair that retired a LoRA);
  * - a content at zero references older than `staleAfterMs` has no job left to delete it (one is
@@ -25,7 +25,7 @@ export async function planContent(db: Db, cutoff: Date, now = new Date()): Promi
   const drift = await db.$queryRaw<{ blob_path: string; ref_count: number; ready: bigint }[]>`
     SELECT b.blob_path, b.ref_count, COALESCE(r.n, 0)::bigint AS ready
     FROM lora_blob b
-    LEFT JOIN (SELECT blob_path, count(*) AS n FROM lora WHERE status = 'READY' GROUP BY blob_path) r ON r.blob_path = b.blob_path
+    LEFT JOIN (SELECT blob_path, count(*) AS n FROM lora WHERE status IN ('READY', 'SUSPENDED') GROUP BY blob_path) r ON r.blob_path = b.blob_path
     WHERE b.ref_count <> COALESCE(r.n, 0)`;
   const unreferenced = await db.lora_blob.findMany({
     where: { ref_count: 0, updated_at: { lt: cutoff } },
@@ -46,7 +46,7 @@ export async function repairContent(db: Db, blobs: BlobStore, plan: ContentPlan,
   const zero: string[] = [...plan.unreferenced];
   for (const drift of plan.refDrift) {
     const [now] = await db.$queryRaw<{ ref_count: number }[]>`
-      UPDATE lora_blob b SET ref_count = (SELECT count(*) FROM lora l WHERE l.blob_path = b.blob_path AND l.status = 'READY'),
+      UPDATE lora_blob b SET ref_count = (SELECT count(*) FROM lora l WHERE l.blob_path = b.blob_path AND l.status IN ('READY', 'SUSPENDED')),
         updated_at = now()
       WHERE b.blob_path = ${drift.blobPath} RETURNING ref_count`;
     if (now?.ref_count === 0) zero.push(drift.blobPath);

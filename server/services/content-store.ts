@@ -6,7 +6,7 @@ import { BlobChangedError, type BlobStore } from '../storage/blob-store.ts';
 /**
  * Content stored once per sha256 (issue 17, docs/decisions.md "Content stored once"). A
  * `lora_blob` row is a base blob at a neutral path (`content/{uuid}.{ext}`) and the number of
- * READY LoRAs naming it. Every LoRA gets its own snapshot of the base: downloads read the
+ * READY and SUSPENDED LoRAs naming it. Every LoRA gets its own snapshot of the base: downloads read the
  * snapshot, and deleting a LoRA deletes its snapshot — the same storage work whether or not
  * anyone else holds the content, so nothing tells a user that somebody else does. The base goes
  * only when the last reference does, by the content-deletion job (the one deleter of bases).

@@ -13,7 +13,7 @@ import { agentPool, userWithLoras } from '../testkit/agent.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
 import { codes, dataOf, expectRefused, member } from '../testkit/graphql-assertions.ts';
 import { holdUpload } from '../testkit/held-upload.ts';
-import { blobsUnder, invariantViolations } from '../testkit/invariants.ts';
+import { invariantViolations } from '../testkit/invariants.ts';
 import { isolatedDatabase, listLoras, sleep } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
@@ -64,6 +64,23 @@ async function auditOf(server: TestServer, userId: string) {
 async function uploadAs(server: TestServer, userId: string) {
   const res = await postMultipart({ url: server.graphqlUrl, token: await server.tokens.user(userId), file: smallSd15Lora() });
   return res.body?.data?.uploadLora as { __typename: string; code?: string };
+}
+
+/** The blobs this user's LoRA rows name that exist (stored content may be another user's too). */
+async function storedBlobsOf(server: TestServer, userId: string): Promise<string[]> {
+  const rows = await server.app.db.lora.findMany({ where: { user_id: userId }, select: { blob_path: true } });
+  const paths = [...new Set(rows.map((r) => r.blob_path))];
+  const present = await Promise.all(paths.map(async (p) => ((await server.app.blobs.exists(p)) ? p : null)));
+  return present.filter((p): p is string => p !== null);
+}
+
+/** Of `paths`, those still stored although no LoRA names them any more: what a purge left behind. */
+async function leftovers(server: TestServer, paths: string[]): Promise<string[]> {
+  const named = new Set(
+    (await server.app.db.lora.findMany({ where: { blob_path: { in: paths } }, select: { blob_path: true } })).map((r) => r.blob_path),
+  );
+  const present = await Promise.all(paths.map(async (p) => (!named.has(p) && (await server.app.blobs.exists(p)) ? p : null)));
+  return present.filter((p): p is string => p !== null);
 }
 
 describe('deleteUserLoraAccount', () => {
@@ -127,14 +144,16 @@ describe('deleteUserLoraAccount', () => {
     expect((await auditOf(server, userId)).filter((e) => e.action === 'account.delete')).toEqual(entries);
 
     // before the window nothing is purged; after it the job removes blobs and rows
-    if (Date.now() < purgeAfter - 1000) expect((await blobsUnder(server.app, `users/${userId}/`)).length).toBe(2);
+    const stored = await storedBlobsOf(server, userId);
+    if (Date.now() < purgeAfter - 1000) expect(stored.length).toBe(2);
     const purged = await eventually(
       async () => (await server.app.db.lora_account_deletion.findUnique({ where: { user_id: userId } }))?.purged_at ?? undefined,
       60_000,
       'the purge',
     );
     expect(purged.getTime()).toBeGreaterThanOrEqual(purgeAfter);
-    expect(await blobsUnder(server.app, `users/${userId}/`)).toEqual([]);
+    // content no LoRA names any more goes by its own job, just after the purge
+    await eventually(async () => (await leftovers(server, stored)).length === 0, 15_000, 'the purged content deleted');
     expect(await server.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
     expect(await server.app.db.flat_file.count({ where: { id: { in: loras.map((l) => BigInt(l.id)) } } })).toBe(0);
     expect(await server.app.db.user_lora_quota.count({ where: { user_id: userId } })).toBe(0);
@@ -181,7 +200,8 @@ describe('deleteUserLoraAccount', () => {
 
     // the cancelled deletion's job (were it to run now) finds nothing to do
     expect(await slow.app.jobs.purgeAccountNow({ userId, deletionId })).toBe('nothing-to-do');
-    expect((await blobsUnder(slow.app, `users/${userId}/`)).length).toBe(3);
+    expect(await slow.app.db.lora.count({ where: { user_id: userId, status: 'READY' } })).toBe(3);
+    expect(await invariantViolations(slow.app, userId)).toEqual([]);
     expect((await auditOf(slow, userId)).map((e) => e.action)).toContain('account.delete-cancel');
   });
 
@@ -201,23 +221,26 @@ describe('deleteUserLoraAccount', () => {
     const res = await held.response;
     expect(res.body?.data?.uploadLora, res.text).toMatchObject({ __typename: 'AccountDeletedError', code: 'ACCOUNT_DELETED' });
     expect(await slow.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
-    expect((await blobsUnder(slow.app, `users/${userId}/`)).filter((b) => b.committed)).toEqual([]);
+    expect(await storedBlobsOf(slow, userId)).toEqual([]);
     expect(dataOf(await slow.request(LoraQuotaDocument, { userId }, { token: await slow.tokens.admin() })).loraQuota.loraCount).toBe(0);
   });
 
   it('the reconciler runs a purge whose job was lost, and removes blobs no row names after the window', async () => {
     const userId = newUserId();
-    await seedLora(quick.app, userId);
+    await seedLora(quick.app, userId, { bytes: smallSd15Lora({ owner: userId }) }); // content of its own
+    const stored = await storedBlobsOf(quick, userId);
     await deleteAccount(quick, userId);
     // the job is lost (a restore of the database without pgboss, an operator's mistake …)
     await quick.app.db.$executeRaw`DELETE FROM pgboss.job WHERE name = 'account.purge' AND data->>'userId' = ${userId}`;
     const mark = await quick.app.db.lora_account_deletion.findUniqueOrThrow({ where: { user_id: userId } });
     await sleep(Math.max(0, mark.purge_after.getTime() - Date.now()) + 1500); // past the window and UPLOAD_STALE_SECONDS
-    expect((await blobsUnder(quick.app, `users/${userId}/`)).length).toBe(1); // nobody purged it
+    expect(stored).toHaveLength(1);
+    expect(await storedBlobsOf(quick, userId)).toEqual(stored); // nobody purged it
 
     const plan = await quick.app.jobs.reconcileNow();
     expect(plan.overduePurges).toEqual([{ userId, deletionId: mark.deletion_id }]);
-    expect(await blobsUnder(quick.app, `users/${userId}/`)).toEqual([]);
+    // content no LoRA names any more goes by its own job, just after the purge
+    await eventually(async () => (await leftovers(quick, stored)).length === 0, 15_000, 'the purged content deleted');
     expect(await quick.app.db.lora.count({ where: { user_id: userId } })).toBe(0);
 
     // a blob written under the purged user afterwards (no row names it) is an orphan of the next sweep
@@ -231,7 +254,7 @@ describe('deleteUserLoraAccount', () => {
   it('a purge gives up shared content: another user holding the same file keeps it, byte for byte', async () => {
     const server = quick;
     const [gone, keeper] = [newUserId(), newUserId()];
-    const bytes = smallSd15Lora(); // the same file for both: stored once (issue 17)
+    const bytes = smallSd15Lora({ pair: gone }); // the same file for both (and nobody else): stored once (issue 17)
     const theirs = await seedLora(server.app, gone, { bytes });
     const mine = await seedLora(server.app, keeper, { bytes });
     const stored = await server.app.db.lora.findMany({ where: { file_id: { in: [BigInt(theirs.id), BigInt(mine.id)] } } });
