@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -285,6 +286,9 @@ class Attempt {
     private readonly s: Settings,
   ) {
     this.tempPath = join(s.tempDir, `${randomUUID()}.part`);
+    // every part in flight (and a URL refresh or backoff pause) listens on this one signal: up to
+    // DOWNLOAD_CONCURRENCY (≤ 32) at once is expected, not the leak Node warns about past 10
+    setMaxListeners(s.concurrency + 4, this.controller.signal);
   }
 
   /** Downloads every part; resolves with the sha256 of the file, fsynced and closed. */

@@ -117,6 +117,21 @@ describe('downloader: clean runs', () => {
     expect(progress.at(-1)).toBe(SIZE);
   });
 
+  it('16 parallel parts (DOWNLOAD_CONCURRENCY up to 32) raise no MaxListenersExceededWarning', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const result = await download({ concurrency: 16, partBytes: 64 * KiB });
+      await expectFile(result.tempPath);
+      expect(proxy.maxInFlight).toBeGreaterThan(10);
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message)).toEqual([]);
+  });
+
   it('a storage 404 is LORA_NOT_FOUND at once, and no temp file is left', async () => {
     const missing = { ...blob, sas: () => readSas(container.getBlobClient('gone.safetensors')) };
     const error = await failure(download({ source: sourceFor(missing) }));
