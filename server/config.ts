@@ -53,7 +53,7 @@ const envSchema = z
     DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
     /** Azure Storage connection string; unset = Azurite under DATA_DIR. */
     AZURE_STORAGE_CONNECTION_STRING: z.string().min(1).optional(),
-    /** Container holding user LoRAs (`users/{user_id}/loras/{file_id}.{ext}`). */
+    /** Container holding user LoRAs (`content/{uuid}.{ext}`; before issue 17 `users/{user_id}/loras/{file_id}.{ext}`). */
     LORA_CONTAINER: z
       .string()
       .regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/)

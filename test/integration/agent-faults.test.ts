@@ -7,6 +7,7 @@ import { type CacheEvent, createLoraClient } from '@lora-vault/sdk';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import WebSocket from 'ws';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
+import { CONTENT_PREFIX } from '../../server/storage/blob-store.ts';
 import { agentPool, cliEnv, FAST_DOWNLOADS, LORA_CACHE_BIN, userWithLoras } from '../testkit/agent.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { sha256 } from '../testkit/hashes.ts';
@@ -39,7 +40,8 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-const isBlobGet = (r: { method: string; url: string }) => r.method === 'GET' && r.url.includes('/loras/');
+/** A read of stored LoRA content (`content/{uuid}.{ext}`, signed for the LoRA's snapshot since issue 17). */
+const isBlobGet = (r: { method: string; url: string }) => r.method === 'GET' && r.url.includes(`/${CONTENT_PREFIX}`);
 
 describe('cache agent under faults', () => {
   it('SIGKILL mid-download leaves nothing visible; the next start cleans up and downloads again (THREATS 17)', async () => {
@@ -67,6 +69,7 @@ describe('cache agent under faults', () => {
       20_000,
       'a partial download on disk',
     );
+    await eventually(async () => proxy.count('stall') > 0, 20_000, 'a later range held by the proxy');
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     const userDir = join(comfy, 'models/lora-vault-users');
