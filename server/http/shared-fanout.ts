@@ -11,6 +11,7 @@ import type { Plugin } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocket } from 'ws';
 import { type Sharing, sharingOf } from '../events/shareable.ts';
+import { recordDelivery, subscriptionField } from '../telemetry/graphql-telemetry.ts';
 
 /**
  * Shared fan-out for graphql-ws subscriptions: an event is executed and serialised once per
@@ -58,6 +59,8 @@ interface Member {
 interface Group {
   readonly key: string;
   readonly args: ExecutionArgs;
+  /** The subscription's root field: the label of its delivery figures. */
+  readonly field: string;
   readonly members: Set<Member>;
   stop(): void;
 }
@@ -139,6 +142,7 @@ export class SharedFanOut {
     const group: Group = {
       key,
       args: { ...args, contextValue },
+      field: subscriptionField(args.document, args.operationName),
       members: new Set(),
       stop: () => void iterator.return?.(),
     };
@@ -170,12 +174,16 @@ export class SharedFanOut {
     if (isPromise(result)) result = await result;
     const { errors, ...rest } = result;
     const payload = Buffer.from(JSON.stringify(errors ? { ...rest, errors: this.options.formatErrors(errors) } : rest));
+    let sent = 0;
     for (const member of recipients) {
       // a member may have left while the execution awaited
       if (member.socket.readyState !== WebSocket.OPEN || !group.members.has(member)) continue;
       member.socket.send(Buffer.concat([member.prefix, payload, CLOSE]), TEXT);
-      this.stats.frames++;
+      sent++;
     }
+    this.stats.frames += sent;
+    // the members' parked iterators yield nothing, so the per-subscription telemetry sees no result
+    if (sent > 0) recordDelivery(group.field, sent, result);
   }
 
   private leave(group: Group, member: Member): void {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { useOnResolve } from '@envelop/on-resolve';
 import { useOpenTelemetry } from '@envelop/opentelemetry';
 import { type Span, SpanKind, trace } from '@opentelemetry/api';
-import { type ExecutionResult, type GraphQLError, getOperationAST } from 'graphql';
+import { type DocumentNode, type ExecutionResult, type GraphQLError, getOperationAST } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { serverInstruments } from './instruments.ts';
 import { errorCode, failSpan, tracer } from './tracing.ts';
@@ -88,8 +88,7 @@ export function useGraphQLTelemetry(options: { operationNames: ReadonlySet<strin
       };
     },
     onSubscribe({ args }) {
-      const operation = getOperationAST(args.document, args.operationName);
-      const field = rootField(operation);
+      const field = subscriptionField(args.document, args.operationName);
       return {
         onSubscribeResult({ result }) {
           if (!isAsyncIterable(result)) {
@@ -99,22 +98,35 @@ export function useGraphQLTelemetry(options: { operationNames: ReadonlySet<strin
           const m = serverInstruments();
           m.subscriptions.add(1, { 'graphql.field': field });
           return {
-            onNext: ({ result: next }) => {
-              m.eventsDelivered.add(1, { 'graphql.field': field });
-              tracer()
-                .startSpan(`deliver ${field}`, {
-                  kind: SpanKind.CONSUMER,
-                  attributes: { 'graphql.field': field, 'messaging.operation.type': 'process' },
-                })
-                .end();
-              countErrors(next);
-            },
+            // on the shared fan-out path the iterator yields nothing: the hub records its deliveries
+            onNext: ({ result: next }) => recordDelivery(field, 1, next),
             onEnd: () => m.subscriptions.add(-1, { 'graphql.field': field }),
           };
         },
       };
     },
   };
+}
+
+/**
+ * One subscription result delivered to `recipients` clients: `lora_vault.events.delivered` by
+ * field, a `deliver <field>` span, and its errors. Called per subscriber on the per-subscription
+ * path and once per shared execution by the shared fan-out (server/http/shared-fanout.ts).
+ */
+export function recordDelivery(field: string, recipients: number, result: ExecutionResult): void {
+  serverInstruments().eventsDelivered.add(recipients, { 'graphql.field': field });
+  tracer()
+    .startSpan(`deliver ${field}`, {
+      kind: SpanKind.CONSUMER,
+      attributes: { 'graphql.field': field, 'messaging.operation.type': 'process', 'messaging.batch.message_count': recipients },
+    })
+    .end();
+  for (const error of result.errors ?? []) serverInstruments().graphqlErrors.add(recipients, { 'error.code': errorCode(error) });
+}
+
+/** The subscription's root field, the `graphql.field` label of its figures. */
+export function subscriptionField(document: DocumentNode, operationName?: string | null): string {
+  return rootField(getOperationAST(document, operationName));
 }
 
 function endWith(span: Span, error: Error | null): void {

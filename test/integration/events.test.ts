@@ -12,7 +12,7 @@ import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { deleteLora, updateLora } from '../testkit/library-helpers.ts';
 import { makeLora, sdxlLora } from '../testkit/lora-files.ts';
 import { newUploadId, postMultipart } from '../testkit/multipart.ts';
-import { newUserId, seedLora } from '../testkit/seed.ts';
+import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 import { collect, rawSocket, wsClient } from '../testkit/ws.ts';
 
@@ -28,9 +28,18 @@ afterAll(() => server?.stop());
 const PROGRESS = print(UploadProgressDocument);
 const CACHE_EVENTS = print(CacheEventsDocument);
 
-/** Resolves once the server has this many subscribers on a topic (so no event is published too early). */
+/** graphql-ws does not acknowledge a subscribe; cacheEvents subscriptions get a moment to start. */
 async function subscribed(): Promise<void> {
   await new Promise((r) => setTimeout(r, 300));
+}
+
+/**
+ * uploadProgress is live once the server has claimed the uploadId for its user (a row written just
+ * before it follows the upload), plus a moment: a fixed sleep alone lost RECEIVING on a loaded machine.
+ */
+async function claimed(uploadId: string): Promise<void> {
+  await eventually(() => server.app.db.upload_claim.findUnique({ where: { upload_id: uploadId } }).then((row) => row ?? undefined));
+  await new Promise((r) => setTimeout(r, 200));
 }
 
 describe('uploadProgress', () => {
@@ -42,7 +51,7 @@ describe('uploadProgress', () => {
     const progress = collect<UploadProgressSubscription>(client, PROGRESS, { uploadId }, (v) =>
       ['DONE', 'FAILED'].includes(v.at(-1)?.uploadProgress.phase ?? ''),
     );
-    await subscribed();
+    await claimed(uploadId);
     const file = sdxlLora();
     const res = await postMultipart({ url: server.graphqlUrl, token, file, variables: { uploadId, sizeBytes: file.length } });
     const { values, errors } = await progress;
@@ -63,7 +72,7 @@ describe('uploadProgress', () => {
     const uploadId = newUploadId();
     const ownerClient = wsClient(server.graphqlUrl, owner);
     const ownerSub = collect(ownerClient, PROGRESS, { uploadId }, () => false, 1_000);
-    await subscribed(); // the owner claimed the id first
+    await claimed(uploadId); // the owner claimed the id first
     const strangerClient = wsClient(server.graphqlUrl, stranger);
     const refused = await collect(strangerClient, PROGRESS, { uploadId }, () => true);
     expect(refused.values).toEqual([]);

@@ -38,6 +38,24 @@ function subscribeMany(socket: ProtocolSocket, prefix: string, n: number): strin
   return ids;
 }
 
+/**
+ * Reports (reason `<label>-<attempt>`) until every listed subscription has received one: graphql-ws
+ * does not acknowledge a subscribe, and an accepted subscription joins its stream asynchronously,
+ * so a single report sent right after the subscribe messages can outrun the last of them under load.
+ * A subscription that never goes live fails the test after the attempts.
+ */
+async function untilLive(token: string, label: string, sockets: [ProtocolSocket, string[]][]): Promise<void> {
+  const live = (socket: ProtocolSocket, id: string) =>
+    socket.messages.some((m) => m.type === 'next' && m.id === id && String(m.payload?.data?.cacheEvents?.reason).startsWith(`${label}-`));
+  const all = () => sockets.every(([socket, ids]) => ids.every((id) => live(socket, id)));
+  for (let attempt = 1; attempt <= 10 && !all(); attempt++) {
+    await report(token, `${label}-${attempt}`);
+    for (let waited = 0; waited < 1_000 && !all(); waited += 50) await new Promise((r) => setTimeout(r, 50));
+  }
+  const missing = sockets.flatMap(([socket, ids]) => ids.filter((id) => !live(socket, id)));
+  expect(missing).toEqual([]);
+}
+
 /** Retries a subscription until it is not refused (a closed socket's share is freed when the server sees the close). */
 async function subscribeUntilAccepted(socket: ProtocolSocket, token: string, prefix: string): Promise<string> {
   for (let attempt = 1; attempt <= 20; attempt++) {
@@ -64,8 +82,7 @@ describe('subscriptions per socket and per principal', () => {
         expect(error.payload).toEqual([expect.objectContaining({ extensions: { code: 'RATE_LIMITED' } })]);
         expect(error.payload[0].message).toMatch(/32 .*per connection/);
       }
-      await report(token, 'first');
-      await Promise.all(ids.slice(0, 32).map((id) => socket.waitFor(nextFor(id, 'first'))));
+      await untilLive(token, 'first', [[socket, ids.slice(0, 32)]]);
       expect(socket.messages.filter((m) => m.type === 'error')).toHaveLength(68);
       expect(socket.isOpen()).toBe(true);
 
@@ -93,8 +110,11 @@ describe('subscriptions per socket and per principal', () => {
     try {
       const idsA = subscribeMany(a, 'a', 32);
       const idsB = subscribeMany(b, 'b', 32);
-      await report(token, 'filled');
-      await Promise.all([...idsA.map((id) => a.waitFor(nextFor(id, 'filled'))), ...idsB.map((id) => b.waitFor(nextFor(id, 'filled')))]);
+      await untilLive(token, 'filled', [
+        [a, idsA],
+        [b, idsB],
+      ]);
+      expect([...a.messages, ...b.messages].filter((m) => m.type === 'error')).toEqual([]);
 
       c.subscribe('c1', CACHE_EVENTS);
       const refused = await c.waitFor(errorFor('c1'));
@@ -103,8 +123,7 @@ describe('subscriptions per socket and per principal', () => {
       expect(c.isOpen()).toBe(true);
 
       other.subscribe('o1', CACHE_EVENTS);
-      await report(otherToken, 'other');
-      await other.waitFor(nextFor('o1', 'other'));
+      await untilLive(otherToken, 'other', [[other, ['o1']]]);
 
       await a.close();
       const accepted = await subscribeUntilAccepted(c, token, 'c');

@@ -83,6 +83,7 @@ describe('loadConfig: telemetry (issue 15)', () => {
       DATABASE_URL: 'postgresql://u:p@db/x',
       AZURE_STORAGE_CONNECTION_STRING: 'UseDevelopmentStorage=true',
       JWT_SECRET: 'x'.repeat(32),
+      GRANT_SIGNING_KEY: generateGrantKeyPem(),
     });
     expect(prod.telemetry.metrics.allowedNetworks).toEqual(['127.0.0.0/8', '::1/128']);
   });
