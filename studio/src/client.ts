@@ -36,7 +36,17 @@ export function createStudioClient(token: string, onUnauthenticated: () => void)
       fetchExchange,
       subscriptionExchange({
         forwardSubscription: (request) => ({
-          subscribe: (sink) => ({ unsubscribe: ws.subscribe({ ...request, query: request.query ?? '' }, sink) }),
+          subscribe: (sink) => ({
+            unsubscribe: ws.subscribe(
+              { ...request, query: request.query ?? '' },
+              // graphql-ws ends a subscription with the socket's CloseEvent: urql gets an Error that says why
+              {
+                next: (value) => sink.next(value as Parameters<typeof sink.next>[0]),
+                complete: () => sink.complete(),
+                error: (error) => sink.error(asError(error)),
+              },
+            ),
+          }),
         }),
       }),
     ],
@@ -47,4 +57,14 @@ export function createStudioClient(token: string, onUnauthenticated: () => void)
 /** True when a urql error says the token is missing, bad or expired. */
 export function isUnauthenticated(error: { graphQLErrors: { extensions?: Record<string, unknown> }[] } | undefined): boolean {
   return !!error?.graphQLErrors.some((e) => e.extensions?.code === 'UNAUTHENTICATED');
+}
+
+/** A socket's CloseEvent (or any thrown value) as an Error with its code and reason. */
+function asError(error: unknown): Error {
+  if (error instanceof Error) return error;
+  if (error && typeof error === 'object' && 'code' in error) {
+    const { code, reason } = error as { code: number; reason?: string };
+    return new Error(`The live connection closed (${code}${reason ? `: ${reason}` : ''})`);
+  }
+  return new Error(String(error));
 }
