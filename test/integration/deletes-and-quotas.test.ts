@@ -101,7 +101,8 @@ describe('deleteLora', () => {
       loras: [{ id: b.id, name: 'Survivor', sizeBytes: b.sizeBytes }],
     });
 
-    await eventually(async () => !(await server.app.blobs.exists(pathA)), 15_000, 'blob deletion');
+    // the base goes by the content-deletion job (pg-boss polling): room for a loaded CI machine
+    await eventually(async () => !(await server.app.blobs.exists(pathA)), 45_000, 'blob deletion');
     // deleteLora deleted A's own snapshot at once and marked its fallback job done (cancelled):
     // nothing deletes twice; the base went with the content-deletion job (no other LoRA names it)
     expect((await deleteJobsFor(server, a.id)).map((j) => j.state)).toEqual(['cancelled']);
@@ -117,7 +118,7 @@ describe('deleteLora', () => {
     expect(await quotaRow(server, userId)).toEqual({ usedBytes: b.sizeBytes, count: 1 });
     expect(await deleteJobsFor(server, a.id)).toHaveLength(1);
     expect((await listLoras(server, token, {})).total).toBe(1);
-  });
+  }, 90_000);
 
   it('frees the quota once when the same LoRA is deleted concurrently', async () => {
     const userId = newUserId();
