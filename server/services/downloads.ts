@@ -45,6 +45,25 @@ export async function sasOrNotFound(id: string, sign: () => Promise<SasLink>): P
   }
 }
 
+/** The row a download link is made from (the caller's, READY: each service checks), or null for a malformed or missing id. */
+export async function downloadRow(db: Db, fileId: bigint | null) {
+  if (fileId === null) return null;
+  return db.lora.findUnique({
+    where: { file_id: fileId },
+    select: {
+      user_id: true,
+      status: true,
+      blob_path: true,
+      blob_snapshot: true,
+      name: true,
+      sha256: true,
+      size_bytes: true,
+      file_name: true,
+      format: true,
+    },
+  });
+}
+
 export class DownloadService {
   constructor(
     private readonly db: Db,
@@ -56,22 +75,7 @@ export class DownloadService {
   async loraDownload(principal: Principal, id: string, grantToken: string): Promise<DownloadView> {
     const grant = await this.grants.check(grantToken);
     const fileId = parseLoraId(id);
-    const row =
-      fileId === null
-        ? null
-        : await this.db.lora.findUnique({
-            where: { file_id: fileId },
-            select: {
-              user_id: true,
-              status: true,
-              blob_path: true,
-              blob_snapshot: true,
-              sha256: true,
-              size_bytes: true,
-              file_name: true,
-              format: true,
-            },
-          });
+    const row = await downloadRow(this.db, fileId);
     if (row?.status !== 'READY' || row.user_id !== grant.userId) throw new NotFoundError(id);
     const fileName = downloadFileName(row.file_name, row.format);
     const link = await sasOrNotFound(id, () => this.blobs.loraSas(row.blob_path, this.sasTtlSeconds, fileName, row.blob_snapshot));

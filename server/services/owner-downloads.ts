@@ -5,7 +5,7 @@ import { attachmentDisposition, ownerFileName } from '../domain/owner-file-name.
 import { parseLoraId } from '../domain/validation.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { AuditAction, audit } from './audit.ts';
-import { sasOrNotFound } from './downloads.ts';
+import { downloadRow, sasOrNotFound } from './downloads.ts';
 
 /**
  * Owners download their own LoRAs (createLoraDownload): a short-lived read-only SAS URL for a
@@ -33,22 +33,7 @@ export class OwnerDownloadService {
 
   async create(principal: Principal, id: string): Promise<OwnerDownloadView> {
     const fileId = parseLoraId(id);
-    const row =
-      fileId === null
-        ? null
-        : await this.db.lora.findUnique({
-            where: { file_id: fileId },
-            select: {
-              user_id: true,
-              status: true,
-              blob_path: true,
-              blob_snapshot: true,
-              name: true,
-              format: true,
-              size_bytes: true,
-              sha256: true,
-            },
-          });
+    const row = await downloadRow(this.db, fileId);
     const mine = principal.role === 'admin' || (principal.role === 'user' && row?.user_id === principal.userId);
     if (fileId === null || row?.status !== 'READY' || !mine) throw new NotFoundError(id);
     const fileName = ownerFileName(row.name, row.format);
