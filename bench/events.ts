@@ -46,6 +46,7 @@ import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { buildApp } from '../server/app.ts';
+import { generateGrantKeyPem } from '../server/auth/grant-keys.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { migrate } from '../server/db/migrate.ts';
 import { startRedis } from '../test/testkit/redis.ts';
@@ -69,6 +70,7 @@ const BUSES = (process.env.BENCH_BUSES ?? 'memory,redis').split(',').map((b) => 
 const TARGET_P99_MS = 50;
 const TARGET_KIB_PER_SUBSCRIBER = 32;
 const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
+const GRANT_KEY_PEM = generateGrantKeyPem();
 const LORAS_PER_USER = 50; // under the default quota of 100 LoRAs per user
 const SELF = fileURLToPath(import.meta.url);
 let loadAtStart = 0;
@@ -238,10 +240,12 @@ async function seed(databaseUrl: string, storage: string, runs: number[]): Promi
       JWT_SECRET,
       LOG_LEVEL: 'silent',
       JOBS_ENABLED: 'false',
+      PORT: '0',
+      HOST: '127.0.0.1',
     }),
   );
   try {
-    await app.blobs.ensureContainers();
+    await app.start(); // containers, and pg-boss's schema: finalize enqueues jobs when content is shared (issue 17)
     const out: Seeded[] = [];
     for (const [run, events] of runs.entries()) {
       const total = events + 1;
@@ -335,6 +339,7 @@ async function run(spec: RunSpec, services: { databaseUrl: string; storage: stri
   const [server] = await timed(`${name}: server started (child process)`, () =>
     startServerChild({
       NODE_ENV: 'production',
+      GRANT_SIGNING_KEY: GRANT_KEY_PEM, // production refuses to start without one (issue 14)
       PORT: '0',
       HOST: '127.0.0.1',
       DATABASE_URL: services.databaseUrl,
