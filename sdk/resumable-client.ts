@@ -17,6 +17,7 @@ import {
   type UploadSessionFieldsFragment,
 } from './gql/graphql.ts';
 import {
+  type BlockPut,
   type ResumableApi,
   type ResumableOptions,
   type ResumableRunStats,
@@ -30,7 +31,7 @@ type RequestFn = <TData, TVariables>(
   call?: { signal?: AbortSignal },
 ) => Promise<TData>;
 
-export interface UploadLoraResumableInput extends Omit<ResumableOptions, 'fetch'> {
+export interface UploadLoraResumableInput extends Omit<ResumableOptions, 'fetch' | 'putBlock'> {
   /** Node: `{ path }` (and optionally `fileName`); browsers: a `File`/`Blob`. */
   file: { path: string; fileName?: string } | Blob;
   /** Where the session id is kept between runs. @default Node: a file beside `path`; browsers: IndexedDB */
@@ -54,6 +55,7 @@ export async function uploadResumable(
   const isBlob = typeof Blob !== 'undefined' && file instanceof Blob;
   let source: Awaited<ReturnType<typeof import('./node-resumable.ts')['fileBlockSource']>>;
   let store: ResumableStore;
+  let transport: { put: BlockPut; close(): void } | undefined;
   if (isBlob) {
     const browser = await import('./browser-resumable.ts');
     source = browser.blobBlockSource(file);
@@ -63,6 +65,7 @@ export async function uploadResumable(
     const { path, fileName } = file as { path: string; fileName?: string };
     source = await node.fileBlockSource(path, fileName);
     store = givenStore ?? node.jsonFileStore(node.stateFileBeside(path));
+    if (!fetchImpl) transport = node.httpBlockPut(); // a fetch given to the client is used as given
   }
   const call = options.signal ? { signal: options.signal } : {};
   const api: ResumableApi = {
@@ -81,8 +84,15 @@ export async function uploadResumable(
     },
   };
   try {
-    return await runResumableUpload(api, source, store, { ...options, ...(fetchImpl ? { fetch: fetchImpl } : {}) }, stats);
+    return await runResumableUpload(
+      api,
+      source,
+      store,
+      { ...options, ...(fetchImpl ? { fetch: fetchImpl } : {}), ...(transport ? { putBlock: transport.put } : {}) },
+      stats,
+    );
   } finally {
+    transport?.close();
     await source.close?.();
   }
 }

@@ -55,6 +55,25 @@ export interface ResumableOptions {
   /** Tries per block before the run fails (the next run resumes). @default 6 */
   blockTries?: number;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
+  /** How a block is sent (Node: node-resumable.ts's `httpBlockPut`, a quarter of fetch's CPU). @default `fetch` */
+  putBlock?: BlockPut;
+}
+
+/** One Put Block: the body to the URL, resolving with storage's status once the answer is read. */
+export type BlockPut = (url: string, body: Uint8Array, signal?: AbortSignal) => Promise<number>;
+
+/** A BlockPut over `fetch` (browsers, and a `fetch` given to the client). */
+export function fetchBlockPut(doFetch: (input: string, init: RequestInit) => Promise<Response>): BlockPut {
+  return async (url, body, signal) => {
+    const res = await doFetch(url, {
+      method: 'PUT',
+      body: body as unknown as BodyInit,
+      headers: { 'content-type': 'application/octet-stream' },
+      ...(signal ? { signal } : {}),
+    });
+    await res.arrayBuffer().catch(() => undefined);
+    return res.status;
+  };
 }
 
 export interface ResumableRunStats {
@@ -72,7 +91,7 @@ export async function runResumableUpload(
   options: ResumableOptions,
   stats: ResumableRunStats = { bytesSent: 0, blocksSent: 0, blocksResumed: 0 },
 ): Promise<CompleteLoraUploadMutation['completeLoraUpload']> {
-  const doFetch = options.fetch ?? ((input: string, init: RequestInit) => globalThis.fetch(input, init));
+  const putBlock = options.putBlock ?? fetchBlockPut(options.fetch ?? ((input, init) => globalThis.fetch(input, init)));
   const session = await resumeOrBegin(api, source, store, options);
   if (session.state === 'COMPLETED' && session.loraId) {
     await store.delete(source.key);
@@ -109,20 +128,11 @@ export async function runResumableUpload(
     for (let attempt = 0; ; attempt++) {
       const used = url as string;
       try {
-        const res = await doFetch(`${used}&comp=block&blockid=${encodeURIComponent(block.id)}`, {
-          method: 'PUT',
-          body: body as unknown as BodyInit,
-          headers: { 'content-type': 'application/octet-stream' },
-          ...(options.signal ? { signal: options.signal } : {}),
-        });
-        await res.arrayBuffer().catch(() => undefined);
-        if (res.status === 201) break;
-        if (res.status === 403) await renew(used); // an expired SAS (renewed once for everyone in flight)
-        const retryable = res.status === 403 || res.status >= 500 || res.status === 408 || res.status === 429;
-        throw LoraSdkError.network(`PUT_BLOCK_${res.status}`, `storage answered ${res.status} for block ${block.i}`, {
-          status: res.status,
-          retryable,
-        });
+        const status = await putBlock(`${used}&comp=block&blockid=${encodeURIComponent(block.id)}`, body, options.signal);
+        if (status === 201) break;
+        if (status === 403) await renew(used); // an expired SAS (renewed once for everyone in flight)
+        const retryable = status === 403 || status >= 500 || status === 408 || status === 429;
+        throw LoraSdkError.network(`PUT_BLOCK_${status}`, `storage answered ${status} for block ${block.i}`, { status, retryable });
       } catch (error) {
         const sdkError = networkError(error);
         if (options.signal?.aborted || attempt + 1 >= tries || !sdkError.retryable) throw sdkError;
