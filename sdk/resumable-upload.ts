@@ -145,10 +145,27 @@ export async function runResumableUpload(
     options.onProgress?.(done, source.size);
   }
   await pool(missing, options.concurrency ?? 4, stage);
-  const result = await api.complete(session.id, session.blockIds);
+  let result = await api.complete(session.id, session.blockIds);
+  // A block staged at the instant the server committed the blocks it validates ahead is dropped by
+  // storage; completion names it (a ValidationError on blockIds, the session still OPEN): stage what
+  // storage lacks and complete again.
+  for (let round = 0; round < 3 && isBlockListProblem(result); round++) {
+    const now = await api.session(session.id);
+    if (now?.state !== 'OPEN') break;
+    const stagedNow = new Set(now.stagedBlockIds ?? []);
+    const lacking = session.blockIds.map((id, i) => ({ id, i })).filter((b) => !stagedNow.has(b.id));
+    if (lacking.length === 0) break;
+    for (const b of lacking) done -= sizeOf(b.i); // counted when first sent
+    await pool(lacking, options.concurrency ?? 4, stage);
+    result = await api.complete(session.id, session.blockIds);
+  }
   // Ended either way unless the block list was refused (the session is still OPEN: a next run re-checks it).
-  if (result.__typename !== 'ValidationError' || !result.issues.some((i) => i.path === 'blockIds')) await store.delete(source.key);
+  if (!isBlockListProblem(result)) await store.delete(source.key);
   return result;
+}
+
+function isBlockListProblem(result: CompleteLoraUploadMutation['completeLoraUpload']): boolean {
+  return result.__typename === 'ValidationError' && result.issues.some((i) => i.path === 'blockIds');
 }
 
 async function resumeOrBegin(

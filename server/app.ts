@@ -288,6 +288,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
       return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
     },
     async stop() {
+      services.uploadSessions.stop();
       await subscriptions.close();
       if (started) {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -155,6 +155,10 @@ const envSchema = z
       .min(256 * 1024)
       .max(100 * 1024 * 1024)
       .default(8 * 1024 * 1024),
+    /** Sessions one process validates while their blocks arrive (0 = validate everything at completeLoraUpload). */
+    UPLOAD_VALIDATE_AHEAD: z.coerce.number().int().min(0).max(1000).default(8),
+    /** How often a session validated ahead is looked at for newly staged blocks. */
+    UPLOAD_VALIDATE_AHEAD_POLL_MS: z.coerce.number().int().min(50).max(60_000).default(500),
     // Telemetry (README "Observability"; the OTEL_* variables are the OpenTelemetry SDK's own)
     /** Serve Prometheus metrics on GET /metrics. */
     METRICS_ENABLED: boolish.default(true),
@@ -256,7 +260,7 @@ export interface Config {
   retention: { accountPurgeDelayMs: number; auditRetentionDays: number };
   rateLimits: RateLimitsConfig;
   telemetry: TelemetryConfig;
-  resumable: { sessionMs: number; sasTtlSeconds: number; blockBytes: number };
+  resumable: { sessionMs: number; sasTtlSeconds: number; blockBytes: number; validateAhead: { max: number; pollMs: number } };
   /** Proxies trusted to append the client's address to X-Forwarded-For. */
   trustProxyHops: number;
 }
@@ -358,6 +362,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       sessionMs: env.UPLOAD_SESSION_SECONDS * 1000,
       sasTtlSeconds: env.UPLOAD_SAS_TTL_SECONDS,
       blockBytes: env.UPLOAD_BLOCK_BYTES,
+      validateAhead: { max: env.UPLOAD_VALIDATE_AHEAD, pollMs: env.UPLOAD_VALIDATE_AHEAD_POLL_MS },
     },
     telemetry: telemetryConfig(env),
   });

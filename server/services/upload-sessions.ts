@@ -15,9 +15,11 @@ import {
 import { UploadSource } from '../domain/flat-file-contract.ts';
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
-import { type BlobStore, contentBlobPath, StagedBlocksLostError } from '../storage/blob-store.ts';
+import { BlobChangedError, type BlobStore, contentBlobPath, StagedBlocksLostError } from '../storage/blob-store.ts';
+import { AheadWatch } from '../uploads/ahead-watch.ts';
 import { blockCount, blockListProblem, expectedBlockIds } from '../uploads/block-ids.ts';
-import { runUploadPipeline } from '../uploads/pipeline.ts';
+import { type ChunkSink, type PipelineResult, runUploadPipeline } from '../uploads/pipeline.ts';
+import { ValidationAhead } from '../uploads/validation-ahead.ts';
 import { assertAccountActive } from './accounts.ts';
 import type { EventService } from './events.ts';
 import type { QuotaService, QuotaView } from './quotas.ts';
@@ -29,8 +31,10 @@ import { displayFileName, type UploadService } from './uploads.ts';
  * Resumable direct-to-Blob uploads (issue 17, docs/API.md "Resumable uploads"). A session
  * reserves the user's quota (bytes and one LoRA; counted by every later check, see
  * QuotaService.lockWithReservations) and hands out a write-only SAS for one staging blob; the
- * client stages blocks straight to storage. `complete` commits exactly the documented block list,
- * snapshots what it committed, and reads that snapshot once through the multipart pipeline; a
+ * client stages blocks straight to storage. While blocks arrive, the process that began (or
+ * renewed) the session validates them (validation-ahead.ts); `complete` commits exactly the
+ * documented block list, snapshots what it committed, and reads through the multipart pipeline
+ * what was not validated yet (the whole snapshot when validating ahead did not hold up); a
  * valid file becomes a READY LoRA in finalize's transaction (which ends the reservation), an
  * invalid one leaves nothing. A session of someone else is UPLOAD_SESSION_NOT_FOUND, as a missing one.
  */
@@ -42,6 +46,8 @@ export interface UploadSessionOptions {
   sessionMs: number;
   sasTtlSeconds: number;
   blockBytes: number;
+  /** Sessions validated while their blocks arrive, per process (0 = none), and how often they are looked at. */
+  validateAhead: { max: number; pollMs: number };
 }
 
 export type SessionState = upload_session['state'];
@@ -82,6 +88,8 @@ const beginArgs = z.object({
 const blockIdsArg = z.array(z.string().max(64)).min(1).max(100_000);
 
 export class UploadSessionService {
+  private readonly ahead: AheadWatch;
+
   constructor(
     private readonly db: Db,
     private readonly blobs: BlobStore,
@@ -90,7 +98,14 @@ export class UploadSessionService {
     private readonly events: EventService,
     private readonly uploads: UploadService,
     private readonly options: UploadSessionOptions,
-  ) {}
+  ) {
+    this.ahead = new AheadWatch(options.validateAhead);
+  }
+
+  /** Ends every validation ahead (the server is stopping). */
+  stop(): void {
+    this.ahead.stop();
+  }
 
   async begin(
     principal: Principal,
@@ -130,12 +145,14 @@ export class UploadSessionService {
         },
       });
     });
+    this.watchAhead(session);
     return this.view(session, await this.sas(session));
   }
 
   async renew(principal: Principal, id: string): Promise<UploadSessionView> {
     const session = await this.find(principal, id);
     this.assertOpen(session);
+    this.watchAhead(session); // a resumed upload, maybe on another process than the one that began it
     return this.view(session, await this.sas(session));
   }
 
@@ -143,7 +160,7 @@ export class UploadSessionService {
   async get(principal: Principal, id: string): Promise<UploadSessionView> {
     const session = await this.find(principal, id);
     const live = session.state === 'OPEN' && session.expires_at > new Date();
-    const staged = live ? await this.blobs.uncommittedBlocks(session.blob_path) : [];
+    const staged = live ? await this.stagedBlocks(session.blob_path) : [];
     return {
       ...this.view(session),
       stagedBlockIds: staged.map((b) => b.id),
@@ -154,6 +171,7 @@ export class UploadSessionService {
   async abort(principal: Principal, id: string): Promise<UploadSessionView> {
     const session = await this.find(principal, id);
     if (session.state !== 'OPEN') return this.view(session);
+    this.ahead.drop(session.id, 'the session was aborted');
     const ended = await this.end(session.id, ['OPEN'], 'ABORTED');
     if (ended) await this.blobs.purge(session.blob_path).catch(() => {}); // else the reconciler
     return this.view(await this.db.upload_session.findUniqueOrThrow({ where: { id: session.id } }));
@@ -165,7 +183,7 @@ export class UploadSessionService {
     const ids = parseArgs(blockIdsArg, blockIds, 'blockIds');
     const size = Number(session.size_bytes);
     // Checked against storage before anything is committed; a wrong list leaves the session OPEN.
-    const problem = blockListProblem(ids, await this.blobs.uncommittedBlocks(session.blob_path), size, session.block_bytes);
+    const problem = blockListProblem(ids, await this.stagedBlocks(session.blob_path), size, session.block_bytes);
     if (problem) throw new ValidationError([{ path: 'blockIds', message: problem }]);
     const release = this.uploads.slots.take(session.user_id); // TOO_MANY_UPLOADS leaves the session OPEN
     if (!(await this.transition(session.id, 'OPEN', 'COMPLETING'))) {
@@ -202,22 +220,14 @@ export class UploadSessionService {
     began: (fileId: bigint) => void,
   ): Promise<{ lora: LoraView; snapshot: string }> {
     const size = Number(session.size_bytes);
-    let etag: string;
+    let validated: { result: PipelineResult<ChunkSink>; etag: string; snapshot: string };
     try {
-      etag = await this.blobs.stagedBlob(session.blob_path).commit(ids, 'application/octet-stream');
+      validated = await this.validateStored(session, ids, progress);
     } catch (error) {
       if (error instanceof StagedBlocksLostError) throw new UploadInterruptedError('its staged blocks are gone');
       throw error;
     }
-    // What is validated is a snapshot of exactly what was committed: the upload SAS may still write the blob.
-    const { snapshot } = await this.blobs.snapshot(session.blob_path, etag);
-    const result = await runUploadPipeline({
-      stream: await this.blobs.readSnapshot(session.blob_path, snapshot),
-      maxBytes: this.options.maxUploadBytes,
-      spoolDir: this.options.spoolDir,
-      onProgress: (_phase, bytes) => progress('VALIDATING', bytes),
-      openStager: async () => ({ write: async () => {} }), // the bytes are stored already
-    });
+    const { result, etag, snapshot } = validated;
     if (result.sizeBytes !== size) {
       throw new ValidationError([{ path: 'blockIds', message: `the committed file has ${result.sizeBytes} bytes, the session ${size}` }]);
     }
@@ -250,6 +260,69 @@ export class UploadSessionService {
       sessionId: session.id,
     });
     return { lora, snapshot };
+  }
+
+  /**
+   * Commits the session's blocks and validates what was committed: the rest of a validation ahead
+   * (only while the blob is still the server's last commit), else the whole file. What is validated
+   * is always a snapshot of exactly what was committed (or, ahead, the same blocks read under the
+   * ETag of the server's own commits): the upload SAS may still write the blob.
+   */
+  private async validateStored(
+    session: upload_session,
+    ids: string[],
+    progress: ReturnType<UploadService['progressReporter']>,
+  ): Promise<{ result: PipelineResult<ChunkSink>; etag: string; snapshot: string }> {
+    const path = session.blob_path;
+    const blob = this.blobs.sessionBlob(path);
+    const ahead = await this.ahead.take(session.id);
+    if (ahead?.etag !== undefined && !ahead.broken) {
+      ahead.onProgress = (bytes) => progress('VALIDATING', bytes);
+      if (ahead.refused) await ahead.result; // the file was refused already: its error, as a full read gives it
+      try {
+        const { keep, latest } = ahead.finalLists();
+        const etag = await blob.commit(keep, latest, { ifMatch: ahead.etag });
+        const { snapshot } = await this.blobs.snapshot(path, etag);
+        const result = await ahead.finish(await this.blobs.readSnapshot(path, snapshot, undefined, ahead.validatedBytes));
+        return { result, etag, snapshot };
+      } catch (error) {
+        if (!(error instanceof BlobChangedError)) throw error;
+        ahead.break('the blob changed under the server'); // committed by someone else: read it all
+      }
+    }
+    ahead?.break('completion reads the whole file');
+    const etag = await blob.commit([], ids, 'unconditional');
+    const { snapshot } = await this.blobs.snapshot(path, etag);
+    const result = await runUploadPipeline({
+      stream: await this.blobs.readSnapshot(path, snapshot),
+      maxBytes: this.options.maxUploadBytes,
+      spoolDir: this.options.spoolDir,
+      onProgress: (_phase, bytes) => progress('VALIDATING', bytes),
+      openStager: async () => ({ write: async () => {} }), // the bytes are stored already
+    });
+    return { result, etag, snapshot };
+  }
+
+  /** What storage holds for a session: staged blocks, and blocks a validation ahead committed. */
+  private async stagedBlocks(path: string): Promise<{ id: string; size: number }[]> {
+    const list = await this.blobs.sessionBlob(path).blockList();
+    const sizes = new Map<string, number>();
+    for (const b of [...list.committed, ...list.uncommitted]) sizes.set(b.id, b.size);
+    return [...sizes].map(([id, size]) => ({ id, size }));
+  }
+
+  private watchAhead(session: upload_session): void {
+    if (session.state !== 'OPEN') return;
+    this.ahead.watch(
+      session.id,
+      session.expires_at,
+      () =>
+        new ValidationAhead(
+          { sizeBytes: Number(session.size_bytes), blockBytes: session.block_bytes },
+          this.blobs.sessionBlob(session.blob_path),
+          { maxBytes: this.options.maxUploadBytes, spoolDir: this.options.spoolDir },
+        ),
+    );
   }
 
   private userOf(principal: Principal): string {

@@ -6,6 +6,7 @@ import {
   RestError,
   StorageRetryPolicyType,
 } from '@azure/storage-blob';
+import { type SessionBlob, sessionBlob } from './session-blob.ts';
 
 /**
  * Azure Blob Storage (Azurite locally) behind the few verbs the product needs. User LoRAs live
@@ -195,6 +196,11 @@ export class BlobStore {
     };
   }
 
+  /** A resumable upload session's blob, written only on the condition of the server's last ETag (session-blob.ts). */
+  sessionBlob(path: string): SessionBlob {
+    return sessionBlob(this.loras.getBlockBlobClient(path), 'application/octet-stream');
+  }
+
   /** Discards a blob's staged blocks (see discardStagedBlocks); a committed blob is left alone. */
   async discardStaged(path: string): Promise<DiscardOutcome> {
     return discardStagedBlocks(this.loras.getBlockBlobClient(path));
@@ -232,17 +238,6 @@ export class BlobStore {
     return { url, expiresAt: expiresOn };
   }
 
-  /** The blob's uncommitted blocks as storage holds them (none when the blob does not exist). */
-  async uncommittedBlocks(path: string): Promise<{ id: string; size: number }[]> {
-    try {
-      const list = await this.loras.getBlockBlobClient(path).getBlockList('uncommitted');
-      return (list.uncommittedBlocks ?? []).map((b) => ({ id: b.name, size: b.size }));
-    } catch (error) {
-      if (error instanceof RestError && error.statusCode === 404) return [];
-      throw error;
-    }
-  }
-
   /** Snapshots the blob (only while its ETag is `ifMatch`, when given): the snapshot's id and the base's ETag. BlobChangedError on 412. */
   async snapshot(path: string, ifMatch?: string): Promise<{ snapshot: string; etag: string }> {
     try {
@@ -255,12 +250,12 @@ export class BlobStore {
     }
   }
 
-  /** Streams one snapshot (immutable): what a resumable upload's validation reads. */
-  async readSnapshot(path: string, snapshot: string, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {
+  /** Streams one snapshot (immutable) from `offset` on: what a resumable upload's validation reads. */
+  async readSnapshot(path: string, snapshot: string, signal?: AbortSignal, offset = 0): Promise<NodeJS.ReadableStream> {
     const res = await this.loras
       .getBlobClient(path)
       .withSnapshot(snapshot)
-      .download(0, undefined, { maxRetryRequests: 5, ...(signal ? { abortSignal: signal } : {}) });
+      .download(offset, undefined, { maxRetryRequests: 5, ...(signal ? { abortSignal: signal } : {}) });
     if (!res.readableStreamBody) throw new Error(`no body for ${path}`);
     return res.readableStreamBody;
   }

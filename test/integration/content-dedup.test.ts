@@ -8,7 +8,7 @@ import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { invariantViolations } from '../testkit/invariants.ts';
 import { deleteLora } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
-import { beginSession, stageFile } from '../testkit/resumable.ts';
+import { beginSession, heldBlocks, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -98,11 +98,8 @@ describe('identical content', () => {
     // B's own upload blob was a duplicate: the content job removes it
     await eventually(
       async () =>
-        (
-          await server.app.blobs.uncommittedBlocks(
-            `content/${(await server.app.db.upload_session.findFirstOrThrow({ where: { user_id: b.id } })).id}`,
-          )
-        ).length === 0 &&
+        (await heldBlocks(server.app, `content/${(await server.app.db.upload_session.findFirstOrThrow({ where: { user_id: b.id } })).id}`))
+          .length === 0 &&
         !(await server.app.blobs.exists(
           `content/${(await server.app.db.upload_session.findFirstOrThrow({ where: { user_id: b.id } })).id}`,
         )),

@@ -21,7 +21,7 @@ import { blobsOf } from '../testkit/invariants.ts';
 import { setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
-import { beginSession, putBlock, stageFile } from '../testkit/resumable.ts';
+import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -102,7 +102,7 @@ describe('uploadLoraResumable', () => {
     const first = await runChild({ URL: server.graphqlUrl, TOKEN: token, FILE_PATH: path, CUT_AT: '0.5' });
     expect(first.signal, first.stderr).toBe('SIGKILL');
     const session = await server.app.db.upload_session.findFirstOrThrow({ where: { user_id: id } });
-    const held = new Set((await server.app.blobs.uncommittedBlocks(session.blob_path)).map((b) => b.id));
+    const held = new Set((await heldBlocks(server.app, session.blob_path)).map((b) => b.id));
     const total = Math.ceil(file.length / BLOCK);
     expect(held.size).toBeGreaterThan(0);
     expect(held.size).toBeLessThan(total);
@@ -351,10 +351,10 @@ describe('quota reservations', () => {
     expect((await postMultipart({ url: server.graphqlUrl, token, file: bigLora(0.25) })).body.data.uploadLora.__typename).toBe(
       'UploadLoraSuccess',
     );
-    expect(await server.app.blobs.uncommittedBlocks(`content/${c.id}`)).toHaveLength(1);
+    expect(await heldBlocks(server.app, `content/${c.id}`)).toHaveLength(1);
     await server.app.jobs.reconcileNow();
     expect((await server.app.db.upload_session.findUniqueOrThrow({ where: { id: c.id } })).state).toBe('EXPIRED');
-    expect(await server.app.blobs.uncommittedBlocks(`content/${c.id}`)).toEqual([]);
+    expect(await heldBlocks(server.app, `content/${c.id}`)).toEqual([]);
     expect((await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } })).lora_count).toBe(q.lora_count + 1);
   }, 60_000);
 });

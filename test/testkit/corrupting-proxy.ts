@@ -35,6 +35,8 @@ export interface ProxiedRequest {
   url: string;
   range: string | null;
   ifRange: string | null;
+  /** The Azure SDK's range header (`bytes=a-b`), for the server's own reads. */
+  msRange: string | null;
 }
 
 export interface ProxyLogEntry extends ProxiedRequest {
@@ -106,6 +108,7 @@ export async function startCorruptingProxy(targetPort: number): Promise<Corrupti
       url: req.url ?? '/',
       range: req.headers.range ?? null,
       ifRange: (req.headers['if-range'] as string | undefined) ?? null,
+      msRange: (req.headers['x-ms-range'] as string | undefined) ?? null,
     };
     const entry: ProxyLogEntry = { ...info, status: 0, fault: null };
     proxy.log.push(entry);

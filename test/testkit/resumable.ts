@@ -1,4 +1,5 @@
 import { BeginLoraUploadDocument, type UploadSessionFieldsFragment } from '../../sdk/index.ts';
+import type { App } from '../../server/app.ts';
 import { dataOf } from './graphql-assertions.ts';
 import type { TestServer } from './server.ts';
 
@@ -34,4 +35,10 @@ export async function stageFile(
     const status = await putBlock(url, id, file.subarray(i * session.blockBytes, (i + 1) * session.blockBytes));
     if (status !== 201) throw new Error(`Put Block ${i}: ${status}`);
   }
+}
+
+/** The blocks storage holds for a session's blob: staged ones, and those the server committed while validating ahead. */
+export async function heldBlocks(app: App, blobPath: string): Promise<{ id: string; size: number }[]> {
+  const list = await app.blobs.sessionBlob(blobPath).blockList();
+  return [...list.committed, ...list.uncommitted];
 }

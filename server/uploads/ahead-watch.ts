@@ -1,0 +1,80 @@
+import type { ValidationAhead } from './validation-ahead.ts';
+
+/**
+ * The sessions this process validates ahead (validation-ahead.ts), each looked at every `pollMs`
+ * until completion takes it, it breaks, it has validated everything, its session expires, or no
+ * block arrived for `idleMs` (a client gone; completion then reads the whole file). At most `max`
+ * at once per process: beyond that, sessions are validated at completion as before.
+ */
+
+export interface AheadWatchOptions {
+  max: number;
+  pollMs: number;
+  /** @default 10 minutes */
+  idleMs?: number;
+}
+
+interface Watched {
+  ahead: ValidationAhead;
+  timer: NodeJS.Timeout | undefined;
+  lastProgress: number;
+  expiresAt: number;
+}
+
+export class AheadWatch {
+  private readonly watched = new Map<string, Watched>();
+
+  constructor(private readonly options: AheadWatchOptions) {}
+
+  /** Starts watching a session (no-op when watched already or at the limit). */
+  watch(sessionId: string, expiresAt: Date, open: () => ValidationAhead): void {
+    if (this.watched.has(sessionId) || this.watched.size >= this.options.max) return;
+    const entry: Watched = { ahead: open(), timer: undefined, lastProgress: Date.now(), expiresAt: expiresAt.getTime() };
+    this.watched.set(sessionId, entry);
+    this.schedule(sessionId, entry);
+  }
+
+  /** Ends the watch and hands the session's validation over (after a step in flight). */
+  async take(sessionId: string): Promise<ValidationAhead | undefined> {
+    const entry = this.watched.get(sessionId);
+    if (!entry) return undefined;
+    this.watched.delete(sessionId);
+    clearTimeout(entry.timer);
+    await entry.ahead.idle();
+    return entry.ahead;
+  }
+
+  /** Ends the watch and the validation (the session was aborted or failed). */
+  drop(sessionId: string, reason: string): void {
+    const entry = this.watched.get(sessionId);
+    if (!entry) return;
+    this.watched.delete(sessionId);
+    clearTimeout(entry.timer);
+    entry.ahead.break(reason);
+  }
+
+  get size(): number {
+    return this.watched.size;
+  }
+
+  stop(): void {
+    for (const id of [...this.watched.keys()]) this.drop(id, 'the server is stopping');
+  }
+
+  private schedule(sessionId: string, entry: Watched): void {
+    entry.timer = setTimeout(() => void this.look(sessionId, entry), this.options.pollMs);
+    entry.timer.unref();
+  }
+
+  private async look(sessionId: string, entry: Watched): Promise<void> {
+    if (this.watched.get(sessionId) !== entry) return;
+    const now = Date.now();
+    // all validated: nothing to look for in storage, only the time limits below
+    if (!entry.ahead.complete && (await entry.ahead.step())) entry.lastProgress = now;
+    if (this.watched.get(sessionId) !== entry) return; // taken or dropped meanwhile
+    if (entry.ahead.broken) return this.drop(sessionId, entry.ahead.broken);
+    if (now > entry.expiresAt) return this.drop(sessionId, 'the session expired');
+    if (now - entry.lastProgress > (this.options.idleMs ?? 600_000)) return this.drop(sessionId, 'no block arrived for a while');
+    this.schedule(sessionId, entry);
+  }
+}

@@ -1,0 +1,160 @@
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
+import { BlobChangedError } from '../storage/blob-store.ts';
+import type { SessionBlob } from '../storage/session-blob.ts';
+import { blockSize, expectedBlockIds } from './block-ids.ts';
+import { type ChunkSink, type PipelineResult, runUploadPipeline } from './pipeline.ts';
+
+/**
+ * Validation of a resumable upload while its blocks arrive (issue 17: completing a 1 GiB upload
+ * took a whole second read of the file). Storage cannot read uncommitted blocks, so each step
+ * commits every staged block, in order — the blocks already validated as their *committed*
+ * versions, each commit conditional on the server's previous ETag — and reads the newly contiguous
+ * prefix with `If-Match` that commit's ETag into one running upload pipeline (the multipart one,
+ * unchanged). At completion only the tail is left to read, from the final commit's snapshot.
+ *
+ * Why the bytes validated are the bytes completed: the prefix is read only while the blob is the
+ * server's own commit; the next commit (and the final one) keeps those blocks' committed versions
+ * and is refused (412) when anything else committed in between (the client through its write SAS,
+ * another replica). Any refusal, read failure or stop leaves this object `broken`, and completion
+ * falls back to validating the whole snapshot. A file the pipeline refuses early is refused at
+ * completion with the same error a full read gives (the pipeline sees the same bytes in order).
+ *
+ * A block the client staged between a step's listing and its commit is discarded by storage
+ * (Put Block List drops unlisted uncommitted blocks); completion then names it as "never
+ * staged" and the client stages it again (the SDK does, see sdk/resumable-upload.ts).
+ */
+
+export interface AheadSession {
+  sizeBytes: number;
+  blockBytes: number;
+}
+
+export interface AheadOptions {
+  maxBytes: number;
+  spoolDir: string;
+}
+
+export class ValidationAhead {
+  /** Blocks validated (a prefix of the session's block list) and their bytes. */
+  validatedBlocks = 0;
+  validatedBytes = 0;
+  /** The ETag of the server's last commit (undefined before the first). */
+  etag: string | undefined;
+  /** Why this can no longer be used (completion then reads the whole file). */
+  broken: string | undefined;
+  /** Called with the bytes validated so far (completion reports them as VALIDATING progress). */
+  onProgress: (bytes: number) => void = () => {};
+  /** The pipeline's outcome, once all bytes are fed; it may reject early for a refused file. */
+  readonly result: Promise<PipelineResult<ChunkSink>>;
+  private readonly feed = new PassThrough();
+  private readonly ids: string[];
+  private settled = false;
+  private stepping: Promise<boolean> | undefined;
+
+  constructor(
+    private readonly session: AheadSession,
+    private readonly blob: SessionBlob,
+    options: AheadOptions,
+  ) {
+    this.ids = expectedBlockIds(session.sizeBytes, session.blockBytes);
+    this.result = runUploadPipeline({
+      stream: this.feed,
+      maxBytes: options.maxBytes,
+      spoolDir: options.spoolDir,
+      onProgress: (_phase, bytes) => this.onProgress(bytes),
+      openStager: async () => ({ write: async () => {} }), // the bytes are stored already
+    });
+    this.result.then(
+      () => {
+        this.settled = true;
+      },
+      () => {
+        this.settled = true; // read at completion
+      },
+    );
+  }
+
+  /** True when completion can go on from here: something validated, nothing broken. */
+  get usable(): boolean {
+    return !this.broken && this.etag !== undefined && this.validatedBlocks > 0;
+  }
+
+  /** Every block is validated (only the final commit is left). */
+  get complete(): boolean {
+    return this.validatedBlocks === this.ids.length;
+  }
+
+  /** The pipeline refused the file already (its error is `result`'s). */
+  get refused(): boolean {
+    return this.settled && !this.broken && this.validatedBytes < this.session.sizeBytes;
+  }
+
+  /** One look at storage: commits and validates what became contiguous. → whether it advanced. Never throws. */
+  step(): Promise<boolean> {
+    this.stepping ??= this.advance()
+      .catch((error: unknown) => {
+        this.break(error instanceof BlobChangedError ? 'the blob changed under the server' : (error as Error).message);
+        return false;
+      })
+      .finally(() => {
+        this.stepping = undefined;
+      });
+    return this.stepping;
+  }
+
+  /** Waits for a step in flight (completion takes over after it). */
+  async idle(): Promise<void> {
+    await this.stepping;
+  }
+
+  /** The ids the final commit keeps as committed, and those it takes as staged. */
+  finalLists(): { keep: string[]; latest: string[] } {
+    return { keep: this.ids.slice(0, this.validatedBlocks), latest: this.ids.slice(this.validatedBlocks) };
+  }
+
+  /** Feeds the rest of the file (from the final snapshot, starting at validatedBytes) and ends the pipeline. */
+  async finish(rest: NodeJS.ReadableStream): Promise<PipelineResult<ChunkSink>> {
+    try {
+      await this.pump(rest);
+      this.feed.end();
+    } catch (error) {
+      this.break((error as Error).message); // the pipeline ends as UPLOAD_INTERRUPTED, as for a failed full read
+    }
+    return this.result;
+  }
+
+  /** Stops for good; the pipeline ends (its spool file removed). */
+  break(reason: string): void {
+    this.broken ??= reason;
+    this.feed.destroy(new Error(`validation ahead stopped: ${reason}`));
+  }
+
+  private async advance(): Promise<boolean> {
+    if (this.broken || this.settled) return false;
+    const list = await this.blob.blockList();
+    const sizes = new Map<string, number>();
+    for (const b of [...list.committed, ...list.uncommitted]) sizes.set(b.id, b.size);
+    const { sizeBytes, blockBytes } = this.session;
+    let through = this.validatedBlocks;
+    while (through < this.ids.length && sizes.get(this.ids[through] as string) === blockSize(through, sizeBytes, blockBytes)) through++;
+    if (through === this.validatedBlocks) return false;
+    // every staged block is listed (storage discards the others), in order; the validated ones as committed
+    const rest = this.ids.slice(this.validatedBlocks).filter((id) => sizes.has(id));
+    const condition = this.etag === undefined ? ({ ifNoneMatch: '*' } as const) : { ifMatch: this.etag };
+    this.etag = await this.blob.commit(this.ids.slice(0, this.validatedBlocks), rest, condition);
+    const end = Math.min(sizeBytes, through * blockBytes);
+    await this.pump(await this.blob.readRange(this.validatedBytes, end - this.validatedBytes, this.etag));
+    this.validatedBlocks = through;
+    this.validatedBytes = end;
+    return true;
+  }
+
+  /** Copies a read into the pipeline, as fast as it validates; stops when the pipeline has settled. */
+  private async pump(source: NodeJS.ReadableStream): Promise<void> {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      if (this.settled || this.broken) break;
+      if (!this.feed.write(chunk)) await Promise.race([once(this.feed, 'drain'), this.result.catch(() => undefined)]);
+    }
+  }
+}
