@@ -20,6 +20,10 @@ import { type ChunkSink, type PipelineResult, runUploadPipeline } from './pipeli
  * falls back to validating the whole snapshot. A file the pipeline refuses early is refused at
  * completion with the same error a full read gives (the pipeline sees the same bytes in order).
  *
+ * Blocks no block list of the session names (other ids, other sizes: junk staged through the
+ * SAS, outside the quota) are discarded by the next commit, so they live one poll, not the SAS's
+ * lifetime.
+ *
  * A block the client staged between a step's listing and its commit is discarded by storage
  * (Put Block List drops unlisted uncommitted blocks); completion then names it as "never
  * staged" and the client stages it again (the SDK does, see sdk/resumable-upload.ts).
@@ -133,16 +137,27 @@ export class ValidationAhead {
   private async advance(): Promise<boolean> {
     if (this.broken || this.settled) return false;
     const list = await this.blob.blockList();
-    const sizes = new Map<string, number>();
-    for (const b of [...list.committed, ...list.uncommitted]) sizes.set(b.id, b.size);
     const { sizeBytes, blockBytes } = this.session;
+    const want = (i: number) => blockSize(i, sizeBytes, blockBytes);
+    const staged = new Map(list.uncommitted.map((b) => [b.id, b.size]));
+    const committed = new Map(list.committed.map((b) => [b.id, b.size]));
+    // a block counts when the version a commit would take (the staged one, else the committed one) has its size
+    const good = (i: number) => (staged.get(this.ids[i] as string) ?? committed.get(this.ids[i] as string)) === want(i);
     let through = this.validatedBlocks;
-    while (through < this.ids.length && sizes.get(this.ids[through] as string) === blockSize(through, sizeBytes, blockBytes)) through++;
-    if (through === this.validatedBlocks) return false;
-    // every staged block is listed (storage discards the others), in order; the validated ones as committed
-    const rest = this.ids.slice(this.validatedBlocks).filter((id) => sizes.has(id));
+    while (through < this.ids.length && good(through)) through++;
+    // blocks no session block list names (other ids, other sizes): a commit discards them
+    const index = new Map(this.ids.map((id, i) => [id, i]));
+    const stray = list.uncommitted.some((b) => {
+      const i = index.get(b.id);
+      return i === undefined || b.size !== want(i);
+    });
+    if (through === this.validatedBlocks && !stray) return false;
+    // every good block is listed (storage discards the others), in order; the validated ones as committed
+    const rest: string[] = [];
+    for (let i = this.validatedBlocks; i < this.ids.length; i++) if (good(i)) rest.push(this.ids[i] as string);
     const condition = this.etag === undefined ? ({ ifNoneMatch: '*' } as const) : { ifMatch: this.etag };
     this.etag = await this.blob.commit(this.ids.slice(0, this.validatedBlocks), rest, condition);
+    if (through === this.validatedBlocks) return false;
     const end = Math.min(sizeBytes, through * blockBytes);
     await this.pump(await this.blob.readRange(this.validatedBytes, end - this.validatedBytes, this.etag));
     this.validatedBlocks = through;

@@ -161,6 +161,19 @@ describe('validation ahead of completion', () => {
     expect((await server.app.blobs.read(row.blob_path)).equals(tampered)).toBe(true);
   });
 
+  it('blocks no block list of the session names (junk staged through the SAS) are discarded within a poll', async () => {
+    const token = await userToken();
+    const file = bigLora(1); // 4 blocks
+    const session = await beginSession(server, token, { sizeBytes: file.length });
+    const url = session.uploadUrl as string;
+    const junkId = Buffer.from('junk-0000').toString('base64');
+    expect(await putBlock(url, junkId, Buffer.alloc(2 * BLOCK, 1))).toBe(201); // an id of no block list
+    expect(await putBlock(url, session.blockIds[2] as string, Buffer.alloc(BLOCK + 1, 2))).toBe(201); // a wrong size
+    await eventually(async () => (await heldBlocks(server.app, `content/${session.id}`)).length === 0, 15_000, 'the junk blocks discarded');
+    const result = await stageAndComplete(session, file, token);
+    expect(result).toMatchObject({ __typename: 'UploadLoraSuccess', lora: { sha256: sha256(file) } });
+  });
+
   it('a file refused while its blocks arrive gets the same typed error as multipart, and nothing is left', async () => {
     const token = await userToken();
     // a safetensors header that is not JSON, then 1 MiB of zeros (4 blocks)
