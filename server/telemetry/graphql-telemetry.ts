@@ -33,7 +33,7 @@ const tracedFields = new WeakSet<GraphQLField<unknown, unknown>>();
 /**
  * One span per root field resolver: only the fields of Query, Mutation and Subscription are wrapped,
  * so every other field keeps its own resolver and graphql-jit inlines the default ones. (Wrapping every
- * field and returning early below the root, as `@envelop/on-resolve` would, cost the list path ~570
+ * field and returning early below the root, as `@envelop/on-resolve` would, cost the list path ~500
  * field calls per page through the wrapper: bench:api:profile, docs/decisions.md.)
  */
 function traceRootFields(schema: GraphQLSchema): void {
