@@ -307,7 +307,7 @@ async function main(): Promise<number> {
       run: () => Promise.all([pool.query(defaultCase.sql, [bigUser]), pool.query(countOnlySql, [bigUser])]),
     },
     {
-      label: 'service list() (page ‖ total)',
+      label: 'service list() (page + total)',
       run: () => app.services.loras.list({ role: 'user', userId: bigUser }, { limit: 50, sort: 'CREATED_AT', order: 'DESC' }),
     },
     { label: 'HTTP POST /healthz (keep-alive node:http)', run: async () => (await postJson(`${url}/healthz`, {}, '')).text },
@@ -366,7 +366,7 @@ async function main(): Promise<number> {
       ` = ${((seedTimes.rowsMs + seedTimes.indexMs + seedTimes.analyzeMs) / 1000).toFixed(1)} s`,
   );
   out.push(
-    `iterations: ${ITERATIONS} per method after ${WARMUP} warm-up, interleaved. GraphQL = keep-alive HTTP POST → Yoga → 2 SQL queries (page + count) → JSON parsed.`,
+    `iterations: ${ITERATIONS} per method after ${WARMUP} warm-up, interleaved. GraphQL = keep-alive HTTP POST → Yoga → SQL (page carrying the quota total; search: page ‖ count) → JSON parsed.`,
   );
   out.push(
     `SQL = the equivalent page query alone over a pg.Pool (no count). SQL+count = the same with count(*) OVER () for the total (informational, ${COUNT_OVER_ITERATIONS} runs apart).`,
