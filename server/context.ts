@@ -1,5 +1,4 @@
-import type DataLoader from 'dataloader';
-import type { Logger } from 'pino';
+import DataLoader from 'dataloader';
 import type { Principal } from './auth/principal.ts';
 import type { Services } from './services/index.ts';
 import type { WorkflowRef } from './services/loras.ts';
@@ -8,7 +7,21 @@ import type { WorkflowRef } from './services/loras.ts';
 export interface Context {
   principal: Principal;
   services: Services;
-  loaders: { workflowsUsing: DataLoader<string, WorkflowRef[]> };
+  loaders: RequestLoaders;
   requestId: string;
-  log: Logger;
+}
+
+/**
+ * A request's batch loaders, each made on first use: a `loras` page that does not select
+ * `workflowsUsing` makes none (bench:api:profile, docs/decisions.md).
+ */
+export class RequestLoaders {
+  #workflowsUsing: DataLoader<string, WorkflowRef[]> | undefined;
+
+  constructor(private readonly services: Services) {}
+
+  get workflowsUsing(): DataLoader<string, WorkflowRef[]> {
+    this.#workflowsUsing ??= new DataLoader((ids: readonly string[]) => this.services.loras.workflowsUsing(ids));
+    return this.#workflowsUsing;
+  }
 }

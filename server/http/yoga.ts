@@ -4,14 +4,13 @@ import { useGraphQlJit } from '@envelop/graphql-jit';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
-import DataLoader from 'dataloader';
 import { type ExecutionArgs, GraphQLError, Kind, type OperationDefinitionNode } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { buildSchema } from '../../schema/index.ts';
 import { ANONYMOUS, type Principal } from '../auth/principal.ts';
 import type { TokenVerifier } from '../auth/tokens.ts';
-import type { Context } from '../context.ts';
+import { type Context, RequestLoaders } from '../context.ts';
 import { RequestErrorCode } from '../domain/errors.ts';
 import type { Services } from '../services/index.ts';
 import { useStreamingUploads } from '../uploads/multipart.ts';
@@ -170,10 +169,7 @@ export function createYogaServer(deps: YogaDeps): YogaServerInstance<Record<stri
         principal: { ...principal, requestId },
         services: deps.services,
         requestId,
-        log: deps.logger.child({ requestId }),
-        loaders: {
-          workflowsUsing: new DataLoader((ids: readonly string[]) => deps.services.loras.workflowsUsing(ids)),
-        },
+        loaders: new RequestLoaders(deps.services),
       };
     },
   });

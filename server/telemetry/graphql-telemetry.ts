@@ -1,8 +1,16 @@
 import { readFileSync } from 'node:fs';
-import { useOnResolve } from '@envelop/on-resolve';
 import { useOpenTelemetry } from '@envelop/opentelemetry';
 import { type Span, SpanKind, trace } from '@opentelemetry/api';
-import { type DocumentNode, type ExecutionResult, type GraphQLError, getOperationAST } from 'graphql';
+import {
+  type DocumentNode,
+  defaultFieldResolver,
+  type ExecutionResult,
+  type GraphQLError,
+  type GraphQLField,
+  type GraphQLFieldResolver,
+  type GraphQLSchema,
+  getOperationAST,
+} from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { serverInstruments } from './instruments.ts';
 import { errorCode, failSpan, tracer } from './tracing.ts';
@@ -12,7 +20,7 @@ import { errorCode, failSpan, tracer } from './tracing.ts';
  * - `graphql.parse` and `graphql.validate` spans (ours), the `query.Loras` / `mutation.UploadLora`
  *   execution span (@envelop/opentelemetry, with no document, variables or result recorded: a
  *   variable may be a job grant), and one span per root field resolver — with no arguments either.
- *   Field resolvers below the root are not traced: the list path resolves hundreds of fields.
+ *   Field resolvers below the root are not traced, nor wrapped: the list path resolves hundreds of fields.
  * - `lora_vault.graphql.operation.duration` by operation name and type, and
  *   `lora_vault.graphql.errors` by code; `lora_vault.subscriptions.active` and
  *   `lora_vault.events.delivered` by subscription field.
@@ -20,7 +28,64 @@ import { errorCode, failSpan, tracer } from './tracing.ts';
  * "other", so a client cannot grow the label set.
  */
 
-const ROOT_TYPES = new Set(['Query', 'Mutation', 'Subscription']);
+const tracedFields = new WeakSet<GraphQLField<unknown, unknown>>();
+
+/**
+ * One span per root field resolver: only the fields of Query, Mutation and Subscription are wrapped,
+ * so every other field keeps its own resolver and graphql-jit inlines the default ones. (Wrapping every
+ * field and returning early below the root, as `@envelop/on-resolve` would, cost the list path ~500
+ * field calls per page through the wrapper: bench:api:profile, docs/decisions.md.)
+ */
+function traceRootFields(schema: GraphQLSchema): void {
+  for (const type of [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()]) {
+    for (const field of Object.values(type?.getFields() ?? {})) {
+      if (tracedFields.has(field)) continue;
+      field.resolve = tracedResolver(type?.name ?? '', field.name, field.resolve ?? defaultFieldResolver);
+      tracedFields.add(field);
+    }
+  }
+}
+
+function tracedResolver(
+  parent: string,
+  name: string,
+  resolve: GraphQLFieldResolver<unknown, unknown>,
+): GraphQLFieldResolver<unknown, unknown> {
+  const spanName = `graphql.resolve ${parent}.${name}`;
+  const attributes = { 'graphql.field.name': name, 'graphql.field.parent': parent };
+  return (root, args, context, info) => {
+    const span = tracer().startSpan(spanName, { attributes });
+    const done = (result: unknown) => {
+      if (result instanceof Error) failSpan(span, result);
+      span.end();
+    };
+    let result: unknown;
+    try {
+      result = resolve(root, args, context, info);
+    } catch (error) {
+      done(error);
+      throw error;
+    }
+    if (!isPromiseLike(result)) {
+      done(result);
+      return result;
+    }
+    return Promise.resolve(result).then(
+      (value) => {
+        done(value);
+        return value;
+      },
+      (error: unknown) => {
+        done(error);
+        throw error;
+      },
+    );
+  };
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
 
 /** Operation names of the SDK's generated documents. */
 export function sdkOperationNames(persistedDocumentsFile: string): Set<string> {
@@ -51,18 +116,9 @@ export function useGraphQLTelemetry(options: { operationNames: ReadonlySet<strin
           SpanKind.INTERNAL,
         ) as Plugin,
       );
-      addPlugin(
-        useOnResolve(({ info }) => {
-          if (!ROOT_TYPES.has(info.parentType.name)) return;
-          const span = tracer().startSpan(`graphql.resolve ${info.parentType.name}.${info.fieldName}`, {
-            attributes: { 'graphql.field.name': info.fieldName, 'graphql.field.parent': info.parentType.name },
-          });
-          return ({ result }) => {
-            if (result instanceof Error) failSpan(span, result);
-            span.end();
-          };
-        }),
-      );
+    },
+    onSchemaChange({ schema }) {
+      traceRootFields(schema);
     },
     onParse() {
       const span = tracer().startSpan('graphql.parse');
