@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { CompleteLoraUploadDocument } from '../../sdk/index.ts';
+import { CompleteLoraUploadDocument, DeleteUserLoraAccountDocument } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
@@ -127,6 +127,28 @@ describe('identical content', () => {
       'base deleted with its last reference',
     );
     expect(await server.app.db.lora_blob.findUnique({ where: { blob_path: rowB?.blob_path as string } })).toBeNull();
+  }, 60_000);
+
+  it("the purge of a deleted account whose resumable upload stored the content first leaves another user's LoRA of it whole", async () => {
+    const a = await user();
+    const b = await user();
+    const file = content();
+    await uploadResumable(a.token, file); // A's session blob becomes the stored content
+    const idB = await uploadMultipart(b.token, file);
+    const session = await server.app.db.upload_session.findFirstOrThrow({ where: { user_id: a.id } });
+    const rowB = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(idB) } });
+    expect(rowB.blob_path).toBe(session.blob_path);
+    const deletion = await server.request(DeleteUserLoraAccountDocument, { userId: a.id }, { token: await server.tokens.service() });
+    expect(dataOf(deletion).deleteUserLoraAccount).toMatchObject({ status: 'DELETED' });
+    const mark = await server.app.db.lora_account_deletion.update({
+      where: { user_id: a.id },
+      data: { purge_after: new Date(Date.now() - 1000) },
+    });
+    expect(await server.app.jobs.purgeAccountNow({ userId: a.id, deletionId: mark.deletion_id })).toBe('purged');
+    const got = await downloadStatus(b.id, idB);
+    expect(got.status).toBe(200);
+    expect(got.bytes?.equals(file)).toBe(true);
+    expect(await server.app.db.lora_blob.findUniqueOrThrow({ where: { blob_path: rowB.blob_path } })).toMatchObject({ ref_count: 1 });
   }, 60_000);
 
   it('a delete and an upload of the same content racing, 8 times: the uploaded LoRA always keeps its file', async () => {
