@@ -151,6 +151,55 @@ describe('identical content', () => {
     expect(await server.app.db.lora_blob.findUniqueOrThrow({ where: { blob_path: rowB.blob_path } })).toMatchObject({ ref_count: 1 });
   }, 60_000);
 
+  it("each user's download of shared content shows their own time (Last-Modified) and ETag, and the content stays linkable", async () => {
+    const [a, b, c] = await Promise.all([user(), user(), user()]);
+    const file = content();
+    const timed = async (upload: () => Promise<string>) => {
+      const from = Date.now();
+      const id = await upload();
+      return { id, from, to: Date.now() };
+    };
+    const upA = await timed(() => uploadMultipart(a.token, file));
+    await new Promise((r) => setTimeout(r, 1_100)); // Last-Modified has whole seconds
+    const upB = await timed(() => uploadResumable(b.token, file));
+    const heads = async (userId: string, loraId: string) => {
+      const got = await loraDownload(server, await server.tokens.machine(), loraId, await mintGrant(server, userId));
+      if (got.__typename !== 'LoraDownload') throw new Error(JSON.stringify(got));
+      const res = await fetch(got.url);
+      expect(Buffer.from(await res.arrayBuffer()).equals(file)).toBe(true);
+      return { lastModified: Date.parse(res.headers.get('last-modified') ?? ''), etag: res.headers.get('etag') };
+    };
+    const [seenA, seenB] = [await heads(a.id, upA.id), await heads(b.id, upB.id)];
+    for (const [seen, up] of [
+      [seenA, upA],
+      [seenB, upB],
+    ] as const) {
+      expect(seen.lastModified).toBeGreaterThanOrEqual(Math.floor(up.from / 1000) * 1000 - 1000);
+      expect(seen.lastModified).toBeLessThanOrEqual(up.to + 1000);
+    }
+    expect(seenB.lastModified).toBeGreaterThan(seenA.lastModified);
+    expect(seenB.etag).not.toBe(seenA.etag);
+    // one base still, and the next upload of it links too (the ETag stored for it follows the base)
+    const idC = await uploadMultipart(c.token, file);
+    const rows = await Promise.all(
+      [upA.id, upB.id, idC].map((id) => server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } })),
+    );
+    expect(new Set(rows.map((r) => r.blob_path)).size).toBe(1);
+    expect(await server.app.db.lora_blob.findMany({ where: { sha256: sha(file), container: server.app.blobs.container } })).toMatchObject([
+      { blob_path: rows[0]?.blob_path, ref_count: 3, linkable: true },
+    ]);
+    expect((await heads(a.id, upA.id)).lastModified).toBe(seenA.lastModified); // A's view unchanged by the later links
+    // links of the same content at once: a touch that lost to another link's tries again (the ETag stored moved on)
+    const many = await Promise.all(
+      Array.from({ length: 5 }, async (_, i) => {
+        const u = await user();
+        return { u, id: await (i % 2 ? uploadResumable(u.token, file) : uploadMultipart(u.token, file)) };
+      }),
+    );
+    for (const { u, id } of many) expect((await downloadStatus(u.id, id)).bytes?.equals(file)).toBe(true);
+    expect(await refCountsHold()).toEqual([]);
+  }, 60_000);
+
   it('a delete and an upload of the same content racing, 8 times: the uploaded LoRA always keeps its file', async () => {
     const a = await user();
     const b = await user();
