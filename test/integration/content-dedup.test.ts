@@ -10,7 +10,7 @@ import { deleteLora } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { beginSession, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { eventually, newUserId } from '../testkit/seed.ts';
+import { eventually, newUser } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -40,10 +40,7 @@ function content(): Buffer {
 }
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-async function user(): Promise<{ id: string; token: string }> {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 async function uploadMultipart(token: string, file: Buffer): Promise<string> {
   const res = await postMultipart({ url: server.graphqlUrl, token, file });

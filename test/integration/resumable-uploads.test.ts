@@ -24,7 +24,7 @@ import { postMultipart } from '../testkit/multipart.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
 import { beginSession, putBlock, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { newUserId } from '../testkit/seed.ts';
+import { newUser, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -53,10 +53,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function user(): Promise<{ id: string; token: string }> {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 /** A valid safetensors LoRA of about `mib` MiB, unique content. */
 function bigLora(mib: number): Buffer {
