@@ -5,11 +5,12 @@ import WebSocket from 'ws';
 import { createLoraClient, isLoraSdkError, type LoraSdkError, UpdateLoraDocument } from '../../sdk/index.ts';
 import { signToken } from '../../server/auth/tokens.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { STATS_INPUT } from '../testkit/graphql-requests.ts';
 import { signRawJwt } from '../testkit/jwt.ts';
 import { listLoras, sleep } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
-import { CACHE_STATS, REPORT_CACHE_STATS, rateLimitedSeconds, UPDATE_LORA } from '../testkit/rate-limit-requests.ts';
+import { REPORT_CACHE_STATS, rateLimitedSeconds, UPDATE_LORA } from '../testkit/rate-limit-requests.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
 import { type GqlResponse, startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
 
@@ -105,8 +106,8 @@ describe('mutations per principal (one place for every mutation)', () => {
     const server = await serverWith({ RATE_LIMIT_MACHINE_MUTATIONS: '2/5', RATE_LIMIT_USER_MUTATIONS: '1/60' });
     const machine = await server.tokens.machine(`gpu-${randomUUID().slice(0, 8)}`);
     for (let i = 0; i < 2; i++)
-      expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: CACHE_STATS }, { token: machine })).reportCacheStats).toBe(true);
-    const refused = await server.gql(REPORT_CACHE_STATS, { input: CACHE_STATS }, { token: machine });
+      expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine })).reportCacheStats).toBe(true);
+    const refused = await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine });
     expect(refused.status).toBe(200); // a GraphQL answer, not a transport refusal
     const seconds = thrownRateLimit(refused, 5);
     // a union member for a mutation with one
@@ -118,9 +119,9 @@ describe('mutations per principal (one place for every mutation)', () => {
     expect(event.body.data?.reportCacheEvent.__typename).toBe('RateLimitedError');
     // the user limit (1 per minute) is not the machine's: another machine is untouched
     const another = await server.tokens.machine(`gpu-${randomUUID().slice(0, 8)}`);
-    expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: CACHE_STATS }, { token: another })).reportCacheStats).toBe(true);
+    expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: another })).reportCacheStats).toBe(true);
     await waitOut(seconds);
-    expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: CACHE_STATS }, { token: machine })).reportCacheStats).toBe(true);
+    expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine })).reportCacheStats).toBe(true);
   });
 
   it('refused callers are not counted: UNAUTHENTICATED and FORBIDDEN come first and use no budget', async () => {
@@ -129,7 +130,7 @@ describe('mutations per principal (one place for every mutation)', () => {
     const lora = await seedLora(server.app, userId);
     const token = await server.tokens.user(userId);
     // a user may not report cache stats: FORBIDDEN, and that costs nothing
-    const forbidden = await server.gql(REPORT_CACHE_STATS, { input: CACHE_STATS }, { token });
+    const forbidden = await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token });
     expect(forbidden.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect((await server.gql(UPDATE_LORA, { id: lora.id, name: 'first' }, { token })).body.data?.updateLora.__typename).toBe('Lora');
   });

@@ -10,17 +10,6 @@ export const UPDATE_LORA =
 /** A machine mutation whose refusal is thrown (its result is a Boolean). */
 export const REPORT_CACHE_STATS = 'mutation($input: CacheStatsInput!) { reportCacheStats(input: $input) }';
 
-/** A valid `reportCacheStats` input. */
-export const CACHE_STATS = {
-  totalLoraCacheBytes: 1,
-  maxLoraCacheBytes: 10,
-  userLoraCount: 1,
-  sharedLoraCount: 0,
-  cacheHitRate24h: 0.5,
-  evictions24h: 0,
-  oldestLoraAgeDays: 1,
-};
-
 /** Expects a thrown RATE_LIMITED: its retryAfterSeconds. */
 export function rateLimitedSeconds(res: GqlResponse): number {
   const error = res.body.errors?.[0];
