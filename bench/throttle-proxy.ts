@@ -1,5 +1,5 @@
-import { type AddressInfo, createConnection, createServer, type Server, type Socket } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
+import { startPipeProxy } from '../test/testkit/pipe-proxy.ts';
 
 /**
  * A TCP proxy that makes loopback look like a link to Blob Storage: every connection gets its own
@@ -85,43 +85,32 @@ class DelayLine extends Transform {
 }
 
 export async function startThrottleProxy(target: { host: string; port: number }, shape: LinkShape): Promise<ThrottleProxy> {
-  const sockets = new Set<Socket>();
   let accepted = 0;
   const bytesPerMs = shape.bytesPerSecond / 1000;
   const oneWay = shape.rttMs / 2;
-  const server: Server = createServer((client) => {
-    accepted++;
-    const upstream = createConnection({ host: target.host, port: target.port });
-    const opened = performance.now();
-    // the client's first bytes wait one round trip (the handshake a real connection costs)
-    const inbound = new DelayLine(bytesPerMs, oneWay, opened + shape.rttMs);
-    const outbound = new DelayLine(bytesPerMs, oneWay, opened);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(inbound).pipe(upstream);
-    upstream.pipe(outbound).pipe(client);
+  const proxy = await startPipeProxy({
+    target: () => {
+      accepted++;
+      return target;
+    },
+    join(client, upstream) {
+      const opened = performance.now();
+      // the client's first bytes wait one round trip (the handshake a real connection costs)
+      const inbound = new DelayLine(bytesPerMs, oneWay, opened + shape.rttMs);
+      const outbound = new DelayLine(bytesPerMs, oneWay, opened);
+      client.pipe(inbound).pipe(upstream);
+      upstream.pipe(outbound).pipe(client);
+    },
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
   return {
-    port,
+    port: proxy.port,
     rewrite(url) {
       const u = new URL(url);
       u.hostname = '127.0.0.1';
-      u.port = String(port);
+      u.port = String(proxy.port);
       return u.toString();
     },
     connections: () => accepted,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    close: () => proxy.close(),
   };
 }

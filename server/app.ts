@@ -96,6 +96,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     workers: config.jobsEnabled,
     pollingIntervalSeconds: config.jobsPollSeconds,
     uploadStaleAfterMs: config.uploadStaleMs,
+    uploadSessionRetentionMs: config.resumable.retentionMs,
     auditRetentionDays: config.retention.auditRetentionDays,
   });
   const limitsHandle = createRateLimits({

@@ -146,6 +146,8 @@ const envSchema = z
     // Resumable direct-to-Blob uploads (issue 17; resumable below)
     /** A resumable upload session (and its quota reservation) ends this long after it began. */
     UPLOAD_SESSION_SECONDS: positiveInt.default(24 * 3600),
+    /** Days an ended upload session (COMPLETED, FAILED, ABORTED, EXPIRED) is kept before the reconciler deletes it (fractions allowed). */
+    UPLOAD_SESSION_RETENTION_DAYS: z.coerce.number().positive().max(3650).default(7),
     /** Lifetime of a session's write-only SAS (renewable while the session lives). */
     UPLOAD_SAS_TTL_SECONDS: positiveInt.default(900),
     /** Block size of resumable uploads (every block but the last has exactly this size). */
@@ -260,7 +262,14 @@ export interface Config {
   retention: { accountPurgeDelayMs: number; auditRetentionDays: number };
   rateLimits: RateLimitsConfig;
   telemetry: TelemetryConfig;
-  resumable: { sessionMs: number; sasTtlSeconds: number; blockBytes: number; validateAhead: { max: number; pollMs: number } };
+  /** retentionMs: UPLOAD_SESSION_RETENTION_DAYS, how long ended sessions (and COMPLETED ones' answers) are kept. */
+  resumable: {
+    sessionMs: number;
+    retentionMs: number;
+    sasTtlSeconds: number;
+    blockBytes: number;
+    validateAhead: { max: number; pollMs: number };
+  };
   /** Proxies trusted to append the client's address to X-Forwarded-For. */
   trustProxyHops: number;
 }
@@ -360,6 +369,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     trustProxyHops: env.TRUST_PROXY_HOPS,
     resumable: {
       sessionMs: env.UPLOAD_SESSION_SECONDS * 1000,
+      retentionMs: Math.round(env.UPLOAD_SESSION_RETENTION_DAYS * 86_400_000),
       sasTtlSeconds: env.UPLOAD_SAS_TTL_SECONDS,
       blockBytes: env.UPLOAD_BLOCK_BYTES,
       validateAhead: { max: env.UPLOAD_VALIDATE_AHEAD, pollMs: env.UPLOAD_VALIDATE_AHEAD_POLL_MS },

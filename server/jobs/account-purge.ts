@@ -45,12 +45,12 @@ export async function purgeAccount(db: Db, blobs: BlobStore, jobs: JobQueue, job
   // Content stored once (issue 17) may be another user's too: this user's LoRAs give up their
   // references in the transaction below and only their own snapshots go here; the base goes by
   // its content-deletion job when no LoRA names it. Blobs no content row names are the user's alone.
+  // A completed resumable upload's session names its blob too: stored content when it came first.
+  const named = [...rows.map((r) => r.blob_path), ...sessions.map((s) => s.blob_path)];
   const contents = new Set(
-    (await db.lora_blob.findMany({ where: { blob_path: { in: rows.map((r) => r.blob_path) } }, select: { blob_path: true } })).map(
-      (c) => c.blob_path,
-    ),
+    (await db.lora_blob.findMany({ where: { blob_path: { in: named } }, select: { blob_path: true } })).map((c) => c.blob_path),
   );
-  const paths = new Set([...rows.map((r) => r.blob_path).filter((p) => !contents.has(p)), ...sessions.map((s) => s.blob_path)]);
+  const paths = new Set(named.filter((p) => !contents.has(p)));
   for await (const blob of blobs.list(`users/${job.userId}/`, { includeUncommitted: true })) paths.add(blob.name);
   logger.info({ userId: job.userId, loras: rows.length, blobs: paths.size }, 'purging deleted LoRA account');
   for (const row of rows)

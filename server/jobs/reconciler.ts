@@ -5,6 +5,7 @@ import { overduePurges, purgeAccount } from './account-purge.ts';
 import { type ContentPlan, planContent, repairContent } from './content-invariants.ts';
 import { type InvariantPlan, planInvariants, repairInvariants } from './invariants.ts';
 import type { JobQueue, PurgeAccountJob } from './queues.ts';
+import { purgeEndedSessions } from './session-retention.ts';
 
 /**
  * Cleans what a crash left behind (README "Uploading a LoRA": any failure before READY leaves
@@ -21,12 +22,15 @@ import type { JobQueue, PurgeAccountJob } from './queues.ts';
  *   UPLOADING row, so it is touched only once that row is stale too;
  * - the storage invariants (READY ⇒ not deleted ⇒ blob; quota = READY rows): see invariants.ts;
  * - stored content (issue 17: blobs under `content/` are swept too; a lora_blob row or a live
- *   upload session keeps its blob), reference counts and expired upload sessions: content-invariants.ts.
+ *   upload session keeps its blob), reference counts and expired upload sessions: content-invariants.ts;
+ * - upload sessions ended longer ago than `sessionRetentionMs` → rows deleted (session-retention.ts).
  */
 
 export interface ReconcileOptions {
   /** @default 3 hours: longer than any upload of MAX_UPLOAD_BYTES takes */
   staleAfterMs?: number;
+  /** UPLOAD_SESSION_RETENTION_DAYS: ended upload sessions are kept this long. @default 7 days */
+  sessionRetentionMs?: number;
   /** Blobs listed per run at most. @default 100,000 */
   maxBlobs?: number;
   now?: Date;
@@ -43,6 +47,8 @@ export interface ReconcilePlan {
   overduePurges: PurgeAccountJob[];
   /** Stored content (reference counts) and expired resumable upload sessions (content-invariants.ts). */
   content: ContentPlan;
+  /** Upload sessions that ended before this are deleted (after `content` expired the overdue ones). */
+  endedSessionsBefore: Date;
 }
 
 export async function planReconcile(db: Db, blobs: BlobStore, options: ReconcileOptions = {}): Promise<ReconcilePlan> {
@@ -85,6 +91,7 @@ export async function planReconcile(db: Db, blobs: BlobStore, options: Reconcile
     invariants: await planInvariants(db, blobs, listing),
     overduePurges: await overduePurges(db, staleAfterMs, options.now),
     content: await planContent(db, cutoff, options.now),
+    endedSessionsBefore: new Date((options.now ?? new Date()).getTime() - (options.sessionRetentionMs ?? 7 * 86_400_000)),
   };
 }
 
@@ -144,4 +151,5 @@ export async function executeReconcile(db: Db, blobs: BlobStore, jobs: JobQueue,
   }
   await repairInvariants(db, blobs, plan.invariants, logger);
   await repairContent(db, blobs, plan.content, logger);
+  await purgeEndedSessions(db, plan.endedSessionsBefore, logger);
 }

@@ -39,6 +39,8 @@ export interface JobRunnerOptions {
   reconcileCron?: string;
   /** Uploads older than this are leftovers. @default 3 hours */
   uploadStaleAfterMs?: number;
+  /** UPLOAD_SESSION_RETENTION_DAYS in ms. @default 7 days */
+  uploadSessionRetentionMs?: number;
   /** AUDIT_RETENTION_DAYS. @default 365 */
   auditRetentionDays?: number;
   /** Cron of the audit retention job. @default daily at 03:17 */
@@ -97,7 +99,10 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   }
 
   async function reconcileNow(): Promise<ReconcilePlan> {
-    const plan = await planReconcile(options.db, blobs, { staleAfterMs: options.uploadStaleAfterMs });
+    const plan = await planReconcile(options.db, blobs, {
+      staleAfterMs: options.uploadStaleAfterMs,
+      sessionRetentionMs: options.uploadSessionRetentionMs,
+    });
     await executeReconcile(options.db, blobs, runner, plan, logger);
     countReconcileFindings(plan);
     return plan;

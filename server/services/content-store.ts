@@ -2,6 +2,7 @@ import { RestError } from '@azure/storage-blob';
 import type { Db, Tx } from '../db/client.ts';
 import { type JobQueue, Queue } from '../jobs/queues.ts';
 import { BlobChangedError, type BlobStore } from '../storage/blob-store.ts';
+import { touchBlob } from '../storage/blob-touch.ts';
 
 /**
  * Content stored once per sha256 (issue 17, docs/decisions.md "Content stored once"). A
@@ -10,11 +11,15 @@ import { BlobChangedError, type BlobStore } from '../storage/blob-store.ts';
  * snapshot, and deleting a LoRA deletes its snapshot — the same storage work whether or not
  * anyone else holds the content, so nothing tells a user that somebody else does. The base goes
  * only when the last reference does, by the content-deletion job (the one deleter of bases).
+ * A snapshot shows its base's Last-Modified and ETag as they were when it was taken, so the base
+ * is touched right before (THREATS.md row 72): each LoRA's download shows its own link time.
  */
 
 export interface StoredContent {
   blobPath: string;
   snapshot: string;
+  /** The base's ETag as touched for this snapshot (what `lora_blob.etag` holds for it next). */
+  etag: string;
 }
 
 export interface LinkInput {
@@ -34,26 +39,36 @@ export class LinkRaceError extends Error {
 /**
  * Before finalize's transaction (no storage call is made inside one): this LoRA's snapshot of
  * the stored content for `sha256` — the linkable base if there is one, else the upload's own
- * blob. Both outcomes do the same work: one read, one snapshot. A base that no longer matches the
- * ETag it was validated with (written through an upload SAS afterwards) stops being linkable and
- * the upload's own blob is used.
+ * blob. Both outcomes do the same work: one read, one touch, one snapshot. The touch (only while
+ * the base still has the ETag it was validated with, or that the last link's touch gave it) makes
+ * the snapshot's Last-Modified and ETag this link's own; the base's new ETag is stored at once, so
+ * the next link's condition follows it. A base that no longer matches (written through an upload
+ * SAS afterwards) stops being linkable and the upload's own blob is used; one that another link
+ * touched meanwhile is simply tried again.
  */
 export async function prepareLink(db: Db, blobs: BlobStore, jobs: JobQueue, input: LinkInput): Promise<StoredContent> {
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (let attempt = 0; attempt < 5; attempt++) {
     const row = await db.lora_blob.findFirst({
       where: { container: blobs.container, sha256: input.sha256, linkable: true },
       select: { blob_path: true, etag: true },
     });
     const path = row?.blob_path ?? input.ownPath;
-    const etag = row ? row.etag : input.ownEtag;
+    let expected = row ? row.etag : input.ownEtag;
     try {
-      return { blobPath: path, snapshot: (await blobs.snapshot(path, etag || undefined)).snapshot };
+      const touched = await touchBlob(blobs, path, expected || undefined);
+      if (row) {
+        await db.$executeRaw`UPDATE lora_blob SET etag = ${touched} WHERE blob_path = ${path} AND etag = ${row.etag}`;
+        expected = touched;
+      }
+      return { blobPath: path, snapshot: (await blobs.snapshot(path, touched)).snapshot, etag: touched };
     } catch (error) {
       if (!row || path === input.ownPath) throw error;
       if (error instanceof BlobChangedError) {
+        if (await touchedByAnotherLink(db, path, expected ?? '')) continue;
         await db.$transaction(async (tx) => {
           const [left] = await tx.$queryRaw<{ ref_count: number }[]>`
-            UPDATE lora_blob SET linkable = false, updated_at = now() WHERE blob_path = ${path} RETURNING ref_count`;
+            UPDATE lora_blob SET linkable = false, updated_at = now()
+            WHERE blob_path = ${path} AND etag = ${expected ?? ''} RETURNING ref_count`;
           if (left?.ref_count === 0) await jobs.enqueue(tx, Queue.DELETE_CONTENT_BLOB, { blobPath: path });
         });
       } else if (!(error instanceof RestError && error.statusCode === 404)) {
@@ -65,6 +80,21 @@ export async function prepareLink(db: Db, blobs: BlobStore, jobs: JobQueue, inpu
 }
 
 /**
+ * After a 412 on a base: true when its stored ETag moved on from `expected` (another link touched
+ * it and stores the new ETag right after its touch: looked at for up to ~1 s), false when it did
+ * not (the base was written by someone else: not linkable any more; on a very slow database, a
+ * false "not linkable" costs one more stored copy of the content, never a file).
+ */
+async function touchedByAnotherLink(db: Db, path: string, expected: string): Promise<boolean> {
+  for (const wait of [0, 100, 300, 600]) {
+    if (wait) await new Promise((resolve) => setTimeout(resolve, wait));
+    const now = await db.lora_blob.findUnique({ where: { blob_path: path }, select: { etag: true, linkable: true } });
+    if (!now?.linkable || now.etag !== expected) return true;
+  }
+  return false;
+}
+
+/**
  * Inside finalize's transaction (before the quota charge): one more reference on the content
  * `prepareLink` snapshotted — LinkRaceError when the linkable content for this sha256 is no longer
  * that one (the caller prepares again). When the content was stored before, this upload's own
@@ -73,7 +103,7 @@ export async function prepareLink(db: Db, blobs: BlobStore, jobs: JobQueue, inpu
 export async function commitLink(tx: Tx, blobs: BlobStore, jobs: JobQueue, input: LinkInput, prepared: StoredContent): Promise<void> {
   const [row] = await tx.$queryRaw<{ blob_path: string }[]>`
     INSERT INTO lora_blob (blob_path, container, sha256, size_bytes, etag, ref_count)
-    VALUES (${input.ownPath}, ${blobs.container}, ${input.sha256}, ${input.sizeBytes}, ${input.ownEtag ?? ''}, 1)
+    VALUES (${input.ownPath}, ${blobs.container}, ${input.sha256}, ${input.sizeBytes}, ${prepared.blobPath === input.ownPath ? prepared.etag : ''}, 1)
     ON CONFLICT (container, sha256) WHERE linkable
     DO UPDATE SET ref_count = lora_blob.ref_count + 1, updated_at = now()
     RETURNING blob_path`;

@@ -1,10 +1,10 @@
 import { renameSync } from 'node:fs';
 import { basename } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
-import { agentPool, userWithLoras } from '../testkit/agent.ts';
-import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { callAgent, serverWithAgents, userWithLoras } from '../testkit/agent.ts';
+import type { TestServer } from '../testkit/server.ts';
 
 /**
  * What a cache hit costs the index (issue 16's review of the agent): a hit reads no `models` row
@@ -13,23 +13,9 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  */
 
 let server: TestServer;
-const agents = agentPool(() => server);
-beforeAll(async () => {
-  server = await startTestServer();
+const agents = serverWithAgents((started) => {
+  server = started;
 });
-afterAll(async () => {
-  await agents.stopAll();
-  await server?.stop();
-});
-
-async function call(agent: Agent, method: string, path: string, body?: unknown) {
-  const res = await fetch(`${agent.address}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
 
 /** Counts statements better-sqlite3 runs (all statements share one prototype) whose SQL matches. */
 function countStatements(db: Database.Database, matching: RegExp): { count: number; stop(): void } {
@@ -83,23 +69,23 @@ describe('the hit path', () => {
     const agent = await agents.start({ listen: true });
     const { grant, loras } = await userWithLoras(server, [20_000]);
     const id = loras[0]!.id;
-    const miss = await call(agent, 'POST', '/ensure', { source: 'user', id, grant });
+    const miss = await callAgent(agent, 'POST', '/ensure', { source: 'user', id, grant });
     expect(miss.body).toMatchObject({ hit: false, lease: { leaseId: expect.any(String) } });
     const rows = leaseRows(agent); // a download's lease is written at once
 
-    const hit = await call(agent, 'POST', '/ensure', { source: 'user', id, grant });
+    const hit = await callAgent(agent, 'POST', '/ensure', { source: 'user', id, grant });
     expect(hit.body).toMatchObject({ hit: true, lease: { leaseId: expect.any(String) } });
     expect(leaseRows(agent)).toBe(rows);
     expect(agent.store.isLeased(hit.body.path, new Date())).toBe(true);
     expect(await agent.store.removeUnlessLeased(hit.body.path, new Date(), { eviction: true })).toBe(false);
-    expect((await call(agent, 'POST', '/release', { leaseId: hit.body.lease.leaseId })).body).toEqual({ released: 1 });
+    expect((await callAgent(agent, 'POST', '/release', { leaseId: hit.body.lease.leaseId })).body).toEqual({ released: 1 });
     agent.store.flushTouches();
     expect(leaseRows(agent)).toBe(rows);
 
-    const kept = await call(agent, 'POST', '/ensure', { source: 'user', id, grant });
+    const kept = await callAgent(agent, 'POST', '/ensure', { source: 'user', id, grant });
     agent.store.flushTouches();
     expect(leaseRows(agent)).toBe(rows + 1);
-    expect((await call(agent, 'POST', '/release', { leaseId: kept.body.lease.leaseId })).body).toEqual({ released: 1 });
+    expect((await callAgent(agent, 'POST', '/release', { leaseId: kept.body.lease.leaseId })).body).toEqual({ released: 1 });
     expect(leaseRows(agent)).toBe(rows);
   });
 
@@ -107,10 +93,10 @@ describe('the hit path', () => {
     const agent = await agents.start({ listen: true });
     const { grant, loras } = await userWithLoras(server, [20_000]);
     const id = loras[0]!.id;
-    const registered = await call(agent, 'POST', '/jobs', { jobId: 'relase-1', grant, promptId: 'prompt-relase-1' });
+    const registered = await callAgent(agent, 'POST', '/jobs', { jobId: 'relase-1', grant, promptId: 'prompt-relase-1' });
     expect(registered.status).toBe(200);
     const node = { source: 'user', id, promptId: 'prompt-relase-1', instance: 'comfy-0' };
-    const first = await call(agent, 'POST', '/node/ensure', node);
+    const first = await callAgent(agent, 'POST', '/node/ensure', node);
     expect(first.body).toMatchObject({ hit: false });
 
     // the file moved under the job (as the agent's own start-up rename moves a file with its rows)
@@ -119,11 +105,11 @@ describe('the hit path', () => {
     await agent.store.movePath(first.body.path, moved, basename(moved));
     agent.store.flushTouches();
     const hitsBefore = hitsCounted(agent);
-    const second = await call(agent, 'POST', '/node/ensure', node);
+    const second = await callAgent(agent, 'POST', '/node/ensure', node);
     expect(second.body).toMatchObject({ hit: true, path: moved });
     expect(hitsCounted(agent) - hitsBefore).toBe(1); // one load, one hit (a second ensure counted two)
     expect(agent.store.isLeased(moved, new Date())).toBe(true);
-    const ended = await call(agent, 'POST', '/jobs/relase-1/end', { grant });
+    const ended = await callAgent(agent, 'POST', '/jobs/relase-1/end', { grant });
     expect(ended.body.released).toBeGreaterThanOrEqual(1);
     expect(agent.store.isLeased(moved, new Date())).toBe(false);
   });

@@ -5,36 +5,21 @@ import { mkdtemp } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
 import { loadAgentConfig } from '../../cache-agent/config.ts';
-import { agentPool, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
+import { callAgent, serverWithAgents, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
 import { mintGrant } from '../testkit/grants.ts';
-import { startTestServer, type TestServer } from '../testkit/server.ts';
+import type { TestServer } from '../testkit/server.ts';
 
 /** The agent's local HTTP interface, its coexistence with the Python nodes, and index repair. */
 
 let server: TestServer;
-const agents = agentPool(() => server);
-
-beforeAll(async () => {
-  server = await startTestServer();
-});
-afterAll(async () => {
-  await agents.stopAll();
-  await server?.stop();
+const agents = serverWithAgents((started) => {
+  server = started;
 });
 
 const agentWith = (options?: TestAgentOptions) => agents.start(options);
-
-async function call(agent: Agent, method: string, path: string, body?: unknown, contentType = 'application/json') {
-  const res = await fetch(`${agent.address}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': contentType },
-    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
 
 describe('local HTTP interface', () => {
   it('ensure, prefetch, release, stats and health over 127.0.0.1', async () => {
@@ -42,7 +27,7 @@ describe('local HTTP interface', () => {
     expect(agent.address).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const { grant, loras } = await userWithLoras(server, [40_000, 30_000]);
 
-    const ensured = await call(agent, 'POST', '/ensure', { source: 'user', id: loras[0]!.id, grant, lease: { holder: 'job-7' } });
+    const ensured = await callAgent(agent, 'POST', '/ensure', { source: 'user', id: loras[0]!.id, grant, lease: { holder: 'job-7' } });
     expect(ensured.status).toBe(200);
     expect(ensured.body).toMatchObject({ hit: false, sizeBytes: 40_000, loraId: loras[0]!.id });
     expect(ensured.body.lease.leaseId).toMatch(/^[A-Za-z0-9_-]{43}$/); // 256 random bits
@@ -59,17 +44,17 @@ describe('local HTTP interface', () => {
         inputs: { lora_source: 'user', lora_identifier: '999999999', strength_model: 1, strength_clip: 1 },
       },
     };
-    const prefetched = await call(agent, 'POST', '/prefetch', { workflow, grant, workflowId: 'wf-1', lease: { holder: 'job-7' } });
+    const prefetched = await callAgent(agent, 'POST', '/prefetch', { workflow, grant, workflowId: 'wf-1', lease: { holder: 'job-7' } });
     expect(prefetched.status).toBe(207); // one of two failed
     expect(prefetched.body.items.find((i: any) => i.ref.id === loras[1]!.id).result.hit).toBe(false);
     expect(prefetched.body.items.find((i: any) => i.ref.id === '999999999').error.code).toBe('LORA_NOT_FOUND');
 
-    const stats = await call(agent, 'GET', '/stats');
+    const stats = await callAgent(agent, 'GET', '/stats');
     expect(stats.body).toMatchObject({ userLoraCount: 2, totalLoraCacheBytes: 70_000, leasedFiles: 2 });
-    expect((await call(agent, 'POST', '/release', { holder: 'job-7', grant })).body).toEqual({ released: 2 });
-    expect((await call(agent, 'GET', '/stats')).body.leasedFiles).toBe(0);
-    expect((await call(agent, 'POST', '/release', { leaseId: ensured.body.lease.leaseId })).status).toBe(404);
-    expect((await call(agent, 'GET', '/health')).body.ok).toBe(true);
+    expect((await callAgent(agent, 'POST', '/release', { holder: 'job-7', grant })).body).toEqual({ released: 2 });
+    expect((await callAgent(agent, 'GET', '/stats')).body.leasedFiles).toBe(0);
+    expect((await callAgent(agent, 'POST', '/release', { leaseId: ensured.body.lease.leaseId })).status).toBe(404);
+    expect((await callAgent(agent, 'GET', '/health')).body.ok).toBe(true);
   });
 
   it('listens on a unix socket instead of TCP when AGENT_SOCKET is set (mode 660)', async () => {
@@ -106,12 +91,12 @@ describe('local HTTP interface', () => {
       ['GET', '/nope', undefined, 404, 'INVALID_REQUEST'],
     ];
     for (const [method, path, body, status, code, type] of cases) {
-      const res = await call(agent, method, path, body, type);
+      const res = await callAgent(agent, method, path, body, type);
       expect({ path, body, status: res.status, code: res.body.error?.code }).toEqual({ path, body, status, code });
     }
-    const huge = await call(agent, 'POST', '/prefetch', JSON.stringify({ workflow: { pad: 'x'.repeat(9 * 1024 * 1024) } }));
+    const huge = await callAgent(agent, 'POST', '/prefetch', JSON.stringify({ workflow: { pad: 'x'.repeat(9 * 1024 * 1024) } }));
     expect(huge.status).toBe(400);
-    expect((await call(agent, 'GET', '/health')).status).toBe(200); // still serving
+    expect((await callAgent(agent, 'GET', '/health')).status).toBe(200); // still serving
   });
 });
 
@@ -213,13 +198,13 @@ describe('who may call the local interface (THREATS 32)', () => {
     const week = { ttlSeconds: 7 * 86_400, holder: 'long-job' };
     const until = (res: { body: Record<string, any> }) => Date.parse(res.body.lease.expiresAt) - Date.now();
 
-    const miss = await call(agent, 'POST', '/ensure', { source: 'user', id, grant, lease: week });
+    const miss = await callAgent(agent, 'POST', '/ensure', { source: 'user', id, grant, lease: week });
     expect(miss.status).toBe(200);
     expect(until(miss)).toBeLessThanOrEqual(600_000);
     expect(until(miss)).toBeGreaterThan(500_000);
-    const forged = await call(agent, 'POST', '/ensure', { source: 'user', id, grant: forgedGrant(userId), lease: week });
+    const forged = await callAgent(agent, 'POST', '/ensure', { source: 'user', id, grant: forgedGrant(userId), lease: week });
     expect(forged).toMatchObject({ status: 403, body: { error: { code: 'INVALID_GRANT' } } }); // no lease for a forged exp
-    const short = await call(agent, 'POST', '/ensure', {
+    const short = await callAgent(agent, 'POST', '/ensure', {
       source: 'user',
       id,
       grant: await mintGrant(server, userId, { ttlSeconds: 120 }),
@@ -249,26 +234,26 @@ describe('who may call the local interface (THREATS 32)', () => {
   it('only the lease token, or the holder with the job grant that took the leases, releases them', async () => {
     const agent = await agentWith({ listen: true });
     const { userId, grant, loras } = await userWithLoras(server, [10_000, 10_000]);
-    const leased = await call(agent, 'POST', '/ensure', { source: 'user', id: loras[0]!.id, grant, lease: { holder: 'job-7' } });
+    const leased = await callAgent(agent, 'POST', '/ensure', { source: 'user', id: loras[0]!.id, grant, lease: { holder: 'job-7' } });
     const token: string = leased.body.lease.leaseId;
-    const leasedFiles = async () => (await call(agent, 'GET', '/stats')).body.leasedFiles;
+    const leasedFiles = async () => (await callAgent(agent, 'GET', '/stats')).body.leasedFiles;
 
-    const byName = await call(agent, 'POST', '/release', { holder: 'job-7' });
+    const byName = await callAgent(agent, 'POST', '/release', { holder: 'job-7' });
     expect(byName).toMatchObject({ status: 400, body: { error: { code: 'INVALID_REQUEST' } } });
     expect(byName.body.error.message).toMatch(/grant/);
-    const otherJob = await call(agent, 'POST', '/release', { holder: 'job-7', grant: await mintGrant(server, userId) });
+    const otherJob = await callAgent(agent, 'POST', '/release', { holder: 'job-7', grant: await mintGrant(server, userId) });
     expect(otherJob.body).toEqual({ released: 0 });
-    expect((await call(agent, 'POST', '/release', { leaseId: randomUUID() })).status).toBe(404);
+    expect((await callAgent(agent, 'POST', '/release', { leaseId: randomUUID() })).status).toBe(404);
     // The index holds only a hash of the token: reading model_cache.db does not let anyone release.
     const stored = agent.store.db.prepare('SELECT lease_id FROM lora_cache_leases').all() as { lease_id: string }[];
     expect(stored.map((r) => r.lease_id)).not.toContain(token);
-    expect((await call(agent, 'POST', '/release', { leaseId: stored[0]!.lease_id })).status).toBe(404);
+    expect((await callAgent(agent, 'POST', '/release', { leaseId: stored[0]!.lease_id })).status).toBe(404);
     expect(await leasedFiles()).toBe(1);
 
-    expect((await call(agent, 'POST', '/release', { holder: 'job-7', grant })).body).toEqual({ released: 1 });
+    expect((await callAgent(agent, 'POST', '/release', { holder: 'job-7', grant })).body).toEqual({ released: 1 });
     expect(await leasedFiles()).toBe(0);
-    const again = await call(agent, 'POST', '/ensure', { source: 'user', id: loras[1]!.id, grant, lease: { holder: 'job-7' } });
-    expect((await call(agent, 'POST', '/release', { leaseId: again.body.lease.leaseId })).body).toEqual({ released: 1 });
+    const again = await callAgent(agent, 'POST', '/ensure', { source: 'user', id: loras[1]!.id, grant, lease: { holder: 'job-7' } });
+    expect((await callAgent(agent, 'POST', '/release', { leaseId: again.body.lease.leaseId })).body).toEqual({ released: 1 });
     expect(await leasedFiles()).toBe(0);
   });
 });

@@ -5,11 +5,11 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Agent } from '../../cache-agent/app.ts';
-import { agentPool, cliEnv, LORA_CACHE_BIN, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
+import { cliEnv, LORA_CACHE_BIN, serverWithAgents, type TestAgentOptions, userWithLoras } from '../testkit/agent.ts';
 import { eventually } from '../testkit/seed.ts';
-import { startTestServer, type TestServer } from '../testkit/server.ts';
+import type { TestServer } from '../testkit/server.ts';
 
 /**
  * Issue 12: the agent beside ComfyUI and the Python nodes (stakeordie/emprops_comfy_nodes). Every
@@ -19,18 +19,12 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  */
 
 let server: TestServer;
-const agents = agentPool(() => server);
+const agents = serverWithAgents((started) => {
+  server = started;
+});
 const GiB = 1024 ** 3;
 const WRITER = join(import.meta.dirname, '../testkit/model_cache_writer.py');
 const LISTING = join(import.meta.dirname, '../testkit/comfy_listing.py');
-
-beforeAll(async () => {
-  server = await startTestServer();
-});
-afterAll(async () => {
-  await agents.stopAll();
-  await server?.stop();
-});
 
 const newComfy = () => mkdtemp(join(tmpdir(), 'lora-comfy-'));
 const dbOf = (comfy: string) => join(comfy, 'custom_nodes/emprops_comfy_nodes/db/model_cache.db');

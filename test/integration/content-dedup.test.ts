@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { CompleteLoraUploadDocument } from '../../sdk/index.ts';
+import { CompleteLoraUploadDocument, DeleteUserLoraAccountDocument } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
@@ -10,7 +10,7 @@ import { deleteLora } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { beginSession, heldBlocks, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { eventually, newUserId } from '../testkit/seed.ts';
+import { eventually, newUser } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -40,10 +40,7 @@ function content(): Buffer {
 }
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-async function user(): Promise<{ id: string; token: string }> {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 async function uploadMultipart(token: string, file: Buffer): Promise<string> {
   const res = await postMultipart({ url: server.graphqlUrl, token, file });
@@ -124,6 +121,77 @@ describe('identical content', () => {
       'base deleted with its last reference',
     );
     expect(await server.app.db.lora_blob.findUnique({ where: { blob_path: rowB?.blob_path as string } })).toBeNull();
+  }, 60_000);
+
+  it("the purge of a deleted account whose resumable upload stored the content first leaves another user's LoRA of it whole", async () => {
+    const a = await user();
+    const b = await user();
+    const file = content();
+    await uploadResumable(a.token, file); // A's session blob becomes the stored content
+    const idB = await uploadMultipart(b.token, file);
+    const session = await server.app.db.upload_session.findFirstOrThrow({ where: { user_id: a.id } });
+    const rowB = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(idB) } });
+    expect(rowB.blob_path).toBe(session.blob_path);
+    const deletion = await server.request(DeleteUserLoraAccountDocument, { userId: a.id }, { token: await server.tokens.service() });
+    expect(dataOf(deletion).deleteUserLoraAccount).toMatchObject({ status: 'DELETED' });
+    const mark = await server.app.db.lora_account_deletion.update({
+      where: { user_id: a.id },
+      data: { purge_after: new Date(Date.now() - 1000) },
+    });
+    expect(await server.app.jobs.purgeAccountNow({ userId: a.id, deletionId: mark.deletion_id })).toBe('purged');
+    const got = await downloadStatus(b.id, idB);
+    expect(got.status).toBe(200);
+    expect(got.bytes?.equals(file)).toBe(true);
+    expect(await server.app.db.lora_blob.findUniqueOrThrow({ where: { blob_path: rowB.blob_path } })).toMatchObject({ ref_count: 1 });
+  }, 60_000);
+
+  it("each user's download of shared content shows their own time (Last-Modified) and ETag, and the content stays linkable", async () => {
+    const [a, b, c] = await Promise.all([user(), user(), user()]);
+    const file = content();
+    const timed = async (upload: () => Promise<string>) => {
+      const from = Date.now();
+      const id = await upload();
+      return { id, from, to: Date.now() };
+    };
+    const upA = await timed(() => uploadMultipart(a.token, file));
+    await new Promise((r) => setTimeout(r, 1_100)); // Last-Modified has whole seconds
+    const upB = await timed(() => uploadResumable(b.token, file));
+    const heads = async (userId: string, loraId: string) => {
+      const got = await loraDownload(server, await server.tokens.machine(), loraId, await mintGrant(server, userId));
+      if (got.__typename !== 'LoraDownload') throw new Error(JSON.stringify(got));
+      const res = await fetch(got.url);
+      expect(Buffer.from(await res.arrayBuffer()).equals(file)).toBe(true);
+      return { lastModified: Date.parse(res.headers.get('last-modified') ?? ''), etag: res.headers.get('etag') };
+    };
+    const [seenA, seenB] = [await heads(a.id, upA.id), await heads(b.id, upB.id)];
+    for (const [seen, up] of [
+      [seenA, upA],
+      [seenB, upB],
+    ] as const) {
+      expect(seen.lastModified).toBeGreaterThanOrEqual(Math.floor(up.from / 1000) * 1000 - 1000);
+      expect(seen.lastModified).toBeLessThanOrEqual(up.to + 1000);
+    }
+    expect(seenB.lastModified).toBeGreaterThan(seenA.lastModified);
+    expect(seenB.etag).not.toBe(seenA.etag);
+    // one base still, and the next upload of it links too (the ETag stored for it follows the base)
+    const idC = await uploadMultipart(c.token, file);
+    const rows = await Promise.all(
+      [upA.id, upB.id, idC].map((id) => server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } })),
+    );
+    expect(new Set(rows.map((r) => r.blob_path)).size).toBe(1);
+    expect(await server.app.db.lora_blob.findMany({ where: { sha256: sha(file), container: server.app.blobs.container } })).toMatchObject([
+      { blob_path: rows[0]?.blob_path, ref_count: 3, linkable: true },
+    ]);
+    expect((await heads(a.id, upA.id)).lastModified).toBe(seenA.lastModified); // A's view unchanged by the later links
+    // links of the same content at once: a touch that lost to another link's tries again (the ETag stored moved on)
+    const many = await Promise.all(
+      Array.from({ length: 5 }, async (_, i) => {
+        const u = await user();
+        return { u, id: await (i % 2 ? uploadResumable(u.token, file) : uploadMultipart(u.token, file)) };
+      }),
+    );
+    for (const { u, id } of many) expect((await downloadStatus(u.id, id)).bytes?.equals(file)).toBe(true);
+    expect(await refCountsHold()).toEqual([]);
   }, 60_000);
 
   it('a delete and an upload of the same content racing, 8 times: the uploaded LoRA always keeps its file', async () => {

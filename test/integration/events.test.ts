@@ -8,6 +8,7 @@ import {
   UploadProgressDocument,
   type UploadProgressSubscription,
 } from '../../sdk/index.ts';
+import { cacheEventsLive, follow } from '../testkit/follow.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { deleteLora, updateLora } from '../testkit/library-helpers.ts';
 import { makeLora, sdxlLora } from '../testkit/lora-files.ts';
@@ -27,11 +28,6 @@ afterAll(() => server?.stop());
 /** The SDK's subscription documents, printed: the graphql-ws helpers take the document's text. */
 const PROGRESS = print(UploadProgressDocument);
 const CACHE_EVENTS = print(CacheEventsDocument);
-
-/** graphql-ws does not acknowledge a subscribe; cacheEvents subscriptions get a moment to start. */
-async function subscribed(): Promise<void> {
-  await new Promise((r) => setTimeout(r, 300));
-}
 
 /**
  * uploadProgress is live once the server has claimed the uploadId for its user (a row written just
@@ -90,47 +86,49 @@ describe('cacheEvents', () => {
     const userId = newUserId();
     const token = await server.tokens.user(userId);
     const lora = await seedLora(server.app, userId);
-    const machine = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-a'));
+    const machineToken = await server.tokens.machine('gpu-a');
+    const machine = wsClient(server.graphqlUrl, machineToken);
     const admin = wsClient(server.graphqlUrl, await server.tokens.admin());
-    const until = (v: CacheEventsSubscription[]) =>
-      v.some((e) => e.cacheEvents.type === 'LORA_DELETED' && e.cacheEvents.loraId === lora.id);
-    const machineSeen = collect<CacheEventsSubscription>(machine, CACHE_EVENTS, {}, until);
-    const adminSeen = collect<CacheEventsSubscription>(admin, CACHE_EVENTS, {}, until);
-    await subscribed();
+    const onMachine = follow<CacheEventsSubscription>(machine, CACHE_EVENTS);
+    const onAdmin = follow<CacheEventsSubscription>(admin, CACHE_EVENTS);
+    await cacheEventsLive(server, machineToken, onMachine);
+    await cacheEventsLive(server, machineToken, onAdmin);
     member(await updateLora(server, token, { id: lora.id, name: 'renamed' }), 'Lora');
     const started = Date.now();
     member(await deleteLora(server, token, lora.id), 'DeleteLoraSuccess');
-    const [m, a] = await Promise.all([machineSeen, adminSeen]);
+    const deleted = (v: CacheEventsSubscription) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
+    await Promise.all([onMachine, onAdmin].map((f) => f.waitFor(deleted, 10_000, 'the delete')));
     expect(Date.now() - started).toBeLessThan(1_000);
     for (const [seen, owner] of [
-      [m, null], // a machine acts on the LoRA id; whose LoRA it is would tell it every user's ids (issue 10 point 8)
-      [a, userId],
+      [onMachine, null], // a machine acts on the LoRA id; whose LoRA it is would tell it every user's ids (issue 10 point 8)
+      [onAdmin, userId],
     ] as const) {
       expect(seen.errors).toEqual([]);
-      const mine = seen.values.map((v) => v.cacheEvents).filter((e) => e.loraId === lora.id);
+      const mine = seen.values.map((v) => v.value.cacheEvents).filter((e) => e.loraId === lora.id);
       expect(mine.map((e) => e.type)).toEqual(['LORA_UPDATED', 'LORA_DELETED']);
       for (const event of mine) expect(event).toMatchObject({ userId: owner, machineId: null });
       expect(JSON.stringify(mine)).not.toMatch(/https?:|blob/);
     }
-    expect(JSON.stringify(m.values)).not.toContain(userId);
+    expect(JSON.stringify(onMachine.values)).not.toContain(userId);
     await machine.dispose();
     await admin.dispose();
   });
 
   it("machines' reports reach admins (all, or of one machine) and the reporting machine, not other machines", async () => {
     const reporterToken = await server.tokens.machine('gpu-report');
+    const otherToken = await server.tokens.machine('gpu-other');
     const admin = wsClient(server.graphqlUrl, await server.tokens.admin());
     const adminOfOther = wsClient(server.graphqlUrl, await server.tokens.admin());
     const reporter = wsClient(server.graphqlUrl, reporterToken);
-    const other = wsClient(server.graphqlUrl, await server.tokens.machine('gpu-other'));
-    const gotReport = (v: CacheEventsSubscription[]) => v.some((e) => e.cacheEvents.type === 'EVICTED');
-    const subs = [
-      collect<CacheEventsSubscription>(admin, CACHE_EVENTS, {}, gotReport, 3_000),
-      collect<CacheEventsSubscription>(reporter, CACHE_EVENTS, {}, gotReport, 3_000),
-      collect<CacheEventsSubscription>(other, CACHE_EVENTS, {}, gotReport, 1_500),
-      collect<CacheEventsSubscription>(adminOfOther, CACHE_EVENTS, { machineId: 'gpu-other' }, gotReport, 1_500),
-    ] as const;
-    await subscribed();
+    const other = wsClient(server.graphqlUrl, otherToken);
+    const onAdmin = follow<CacheEventsSubscription>(admin, CACHE_EVENTS);
+    const onReporter = follow<CacheEventsSubscription>(reporter, CACHE_EVENTS);
+    const onOther = follow<CacheEventsSubscription>(other, CACHE_EVENTS);
+    const onAdminOfOther = follow<CacheEventsSubscription>(adminOfOther, CACHE_EVENTS, { machineId: 'gpu-other' });
+    await cacheEventsLive(server, reporterToken, onAdmin);
+    await cacheEventsLive(server, reporterToken, onReporter);
+    await cacheEventsLive(server, otherToken, onOther);
+    await cacheEventsLive(server, otherToken, onAdminOfOther);
     const res = await server.request(
       ReportCacheEventDocument,
       { input: { type: 'EVICTED', loraId: '42', reason: 'lru' } },
@@ -143,11 +141,18 @@ describe('cacheEvents', () => {
       machineId: 'gpu-report',
       reason: 'lru',
     });
-    const [a, r, o, ao] = await Promise.all(subs);
-    expect(a.values.at(-1)?.cacheEvents).toMatchObject({ type: 'EVICTED', machineId: 'gpu-report' });
-    expect(r.values.at(-1)?.cacheEvents).toMatchObject({ type: 'EVICTED', machineId: 'gpu-report' });
-    expect(o.values.filter((v) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
-    expect(ao.values.filter((v) => v.cacheEvents.type === 'EVICTED')).toEqual([]);
+    const evicted = (v: CacheEventsSubscription) => v.cacheEvents.type === 'EVICTED';
+    for (const seen of [onAdmin, onReporter]) {
+      expect((await seen.waitFor(evicted, 10_000, 'the report')).value.cacheEvents).toMatchObject({
+        type: 'EVICTED',
+        machineId: 'gpu-report',
+      });
+    }
+    // what reached the others by now: a probe of theirs sent after the report arrives after it would have
+    await cacheEventsLive(server, otherToken, onOther);
+    await cacheEventsLive(server, otherToken, onAdminOfOther);
+    expect(onOther.values.filter((v) => evicted(v.value))).toEqual([]);
+    expect(onAdminOfOther.values.filter((v) => evicted(v.value))).toEqual([]);
     for (const c of [admin, adminOfOther, reporter, other]) await c.dispose();
   });
 

@@ -8,7 +8,7 @@ import { postMultipart } from '../testkit/multipart.ts';
 import { expectSeedShape, platformView } from '../testkit/platform-queries.ts';
 import { BAD_PT_FILES, benignTorchZipLora } from '../testkit/pt-files.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { eventually, newUserId } from '../testkit/seed.ts';
+import { eventually, newUser } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -28,11 +28,6 @@ afterAll(() => server?.stop());
 interface User {
   id: string;
   token: string;
-}
-
-async function newUser(): Promise<User> {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
 }
 
 async function upload(u: User, file: Buffer, variables: Record<string, unknown> = {}, filename = 'lora.safetensors') {
@@ -100,7 +95,7 @@ async function expectRowsInContract(u: User): Promise<void> {
 
 describe("the seed's flat_file queries agree with the API", () => {
   it('after uploads, renames, retags, metadata edits, deletes, failed and in-flight uploads, for every user', async () => {
-    const users = await Promise.all([newUser(), newUser(), newUser(), newUser()]);
+    const users = await Promise.all([newUser(server), newUser(server), newUser(server), newUser(server)]);
     const [alice, bob, carol, dave] = users as [User, User, User, User];
 
     // alice: three LoRAs (Studio, default, .pt), one renamed, one retagged, one edited, one deleted
@@ -180,7 +175,7 @@ describe("the seed's flat_file queries agree with the API", () => {
 
 describe('gen_out_data of a LoRA row', () => {
   it("has the seed's shape: sha256: hash, snake_case metadata, upload_source, validation_status safe", async () => {
-    const u = await newUser();
+    const u = await newUser(server);
     const file = makeLora('SDXL', 'kohya', { rank: 8, extra: { ss_resolution: '(1024, 1024)' } });
     const id = await uploaded(u, file, { uploadSource: 'EMPROPS_STUDIO' });
     const ff = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } });
@@ -209,7 +204,7 @@ describe('gen_out_data of a LoRA row', () => {
   });
 
   it('upload_source is api when the client does not say, and follows metadata edits (what the API shows)', async () => {
-    const u = await newUser();
+    const u = await newUser(server);
     const id = await uploaded(u, makeLora('SD1', 'modelspec'));
     const before = (await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } })).gen_out_data as Record<string, any>;
     expect(before.upload_source).toBe('api');
@@ -225,7 +220,7 @@ describe('gen_out_data of a LoRA row', () => {
   it.each([['RESUMABLE'], ['emprops_studio'], ['STUDIO']])(
     'a client cannot claim upload source %s: refused, nothing stored',
     async (value) => {
-      const u = await newUser();
+      const u = await newUser(server);
       const { res, result } = await upload(u, makeLora('SD1'), { uploadSource: value });
       expect(result, res.text).toBeUndefined();
       expect(res.body?.errors?.[0]?.message, res.text).toMatch(/LoraUploadSource/);

@@ -4,14 +4,14 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentPool } from '../testkit/agent.ts';
+import { describe, expect, it } from 'vitest';
+import { serverWithAgents } from '../testkit/agent.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
 import { member } from '../testkit/graphql-assertions.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { protoPolyglot, unicodeLinePolyglot } from '../testkit/polyglot.ts';
 import { newUserId } from '../testkit/seed.ts';
-import { startTestServer, type TestServer } from '../testkit/server.ts';
+import type { TestServer } from '../testkit/server.ts';
 
 /**
  * A file that is valid safetensors and also a pickle (THREATS 28): stored, offered and cached only
@@ -20,13 +20,8 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  */
 
 let server: TestServer;
-const agents = agentPool(() => server);
-beforeAll(async () => {
-  server = await startTestServer();
-});
-afterAll(async () => {
-  await agents.stopAll();
-  await server?.stop();
+const agents = serverWithAgents((started) => {
+  server = started;
 });
 
 /** What Python's unpickler (torch.load's legacy path starts with it) makes of the file. */

@@ -1,10 +1,10 @@
 import { Writable } from 'node:stream';
 import { type Logger, pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentPool, userClient, userWithLoras } from '../testkit/agent.ts';
+import { describe, expect, it } from 'vitest';
+import { serverWithAgents, userClient, userWithLoras } from '../testkit/agent.ts';
 import { mintGrant } from '../testkit/grants.ts';
 import { eventually } from '../testkit/seed.ts';
-import { startTestServer, type TestServer } from '../testkit/server.ts';
+import type { TestServer } from '../testkit/server.ts';
 
 /**
  * The rate limits at their defaults never meet the GPU machines in normal use (API.md "Rate
@@ -14,13 +14,8 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
  */
 
 let server: TestServer;
-const agents = agentPool(() => server);
-beforeAll(async () => {
-  server = await startTestServer();
-});
-afterAll(async () => {
-  await agents.stopAll();
-  await server?.stop();
+const agents = serverWithAgents((started) => {
+  server = started;
 });
 
 /** A pino logger whose warnings (the reporter's "could not report …") the test can read. */

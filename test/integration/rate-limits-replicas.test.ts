@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataOf } from '../testkit/graphql-assertions.ts';
-import { listLoras } from '../testkit/library-helpers.ts';
+import { STATS_INPUT } from '../testkit/graphql-requests.ts';
+import { listLoras, sleep } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
+import { REPORT_CACHE_STATS, rateLimitedSeconds, UPDATE_LORA } from '../testkit/rate-limit-requests.ts';
 import { type RedisHandle, startRedis } from '../testkit/redis.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
-import { type GqlResponse, startTestServer, type TestServer } from '../testkit/server.ts';
+import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
  * Rate limits across replicas (API.md "Rate limits"): two API servers sharing one real
@@ -19,19 +21,6 @@ const redis = await startRedis();
 const skipReason = 'unavailable' in redis ? redis.unavailable : undefined;
 if (skipReason) console.warn(`[rate-limits-replicas.test.ts] SKIPPED: ${skipReason}`);
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const UPDATE =
-  'mutation($id: ID!, $name: String) { updateLora(id: $id, name: $name) { __typename ... on RateLimitedError { retryAfterSeconds } } }';
-const REPORT_STATS = 'mutation($input: CacheStatsInput!) { reportCacheStats(input: $input) }';
-const STATS = {
-  totalLoraCacheBytes: 1,
-  maxLoraCacheBytes: 10,
-  userLoraCount: 1,
-  sharedLoraCount: 0,
-  cacheHitRate24h: 0.5,
-  evictions24h: 0,
-  oldestLoraAgeDays: 1,
-};
 const LIMITS = {
   RATE_LIMIT_USER_MUTATIONS: '4/6',
   RATE_LIMIT_GRANTS: '2/6',
@@ -41,12 +30,7 @@ const LIMITS = {
 };
 
 const update = async (server: TestServer, token: string, id: string, name: string) =>
-  (await server.gql(UPDATE, { id, name }, { token })).body.data?.updateLora as { __typename: string; retryAfterSeconds?: number };
-
-function expectRateLimited(res: GqlResponse): number {
-  expect(res.body.errors?.[0]?.extensions?.code, JSON.stringify(res.body)).toBe('RATE_LIMITED');
-  return res.body.errors?.[0]?.extensions?.retryAfterSeconds as number;
-}
+  (await server.gql(UPDATE_LORA, { id, name }, { token })).body.data?.updateLora as { __typename: string; retryAfterSeconds?: number };
 
 describe.skipIf(skipReason !== undefined)('two replicas over one redis-server share every budget', () => {
   let a: TestServer;
@@ -88,8 +72,8 @@ describe.skipIf(skipReason !== undefined)('two replicas over one redis-server sh
       );
     dataOf(await mint(a));
     dataOf(await mint(b));
-    expect(expectRateLimited(await mint(a))).toBeGreaterThanOrEqual(1);
-    expect(expectRateLimited(await mint(b))).toBeGreaterThanOrEqual(1);
+    expect(rateLimitedSeconds(await mint(a))).toBeGreaterThanOrEqual(1);
+    expect(rateLimitedSeconds(await mint(b))).toBeGreaterThanOrEqual(1);
   });
 
   it('failed authentications from one address: 2 on A + 1 on B, then both answer 429', async () => {
@@ -176,8 +160,8 @@ describe.skipIf(skipReason !== undefined)('Redis gone', () => {
     await own.stop();
     const started = Date.now();
     for (let i = 0; i < 3; i++)
-      expect(dataOf(await server.gql(REPORT_STATS, { input: STATS }, { token: machine })).reportCacheStats).toBe(true);
-    expect(expectRateLimited(await server.gql(REPORT_STATS, { input: STATS }, { token: machine }))).toBeGreaterThanOrEqual(1);
+      expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine })).reportCacheStats).toBe(true);
+    expect(rateLimitedSeconds(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine }))).toBeGreaterThanOrEqual(1);
     expect(Date.now() - started).toBeLessThan(10_000); // generous: only "does not hang on the dead Redis"
   });
 });

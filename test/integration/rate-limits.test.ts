@@ -5,10 +5,12 @@ import WebSocket from 'ws';
 import { createLoraClient, isLoraSdkError, type LoraSdkError, UpdateLoraDocument } from '../../sdk/index.ts';
 import { signToken } from '../../server/auth/tokens.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { STATS_INPUT } from '../testkit/graphql-requests.ts';
 import { signRawJwt } from '../testkit/jwt.ts';
-import { listLoras } from '../testkit/library-helpers.ts';
+import { listLoras, sleep } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
+import { REPORT_CACHE_STATS, rateLimitedSeconds, UPDATE_LORA } from '../testkit/rate-limit-requests.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
 import { type GqlResponse, startTestServer, TEST_JWT_SECRET, type TestServer } from '../testkit/server.ts';
 
@@ -29,29 +31,14 @@ afterAll(async () => {
   await Promise.allSettled(servers.map((s) => s.stop()));
 });
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Waits out a refusal: its retryAfterSeconds plus a little. */
 const waitOut = (seconds: number) => sleep(seconds * 1000 + 250);
 
-const UPDATE =
-  'mutation($id: ID!, $name: String) { updateLora(id: $id, name: $name) { __typename ... on Error { code } ... on RateLimitedError { retryAfterSeconds } } }';
-const REPORT_STATS = 'mutation($input: CacheStatsInput!) { reportCacheStats(input: $input) }';
-const STATS = {
-  totalLoraCacheBytes: 1,
-  maxLoraCacheBytes: 10,
-  userLoraCount: 1,
-  sharedLoraCount: 0,
-  cacheHitRate24h: 0.5,
-  evictions24h: 0,
-  oldestLoraAgeDays: 1,
-};
 const MINT = 'mutation($userId: ID!, $jobId: String!) { createJobGrant(userId: $userId, jobId: $jobId) { token } }';
 
 /** The thrown RATE_LIMITED of a response: its retryAfterSeconds (checked to be within the window). */
 function thrownRateLimit(res: GqlResponse, windowSeconds: number): number {
-  const error = res.body.errors?.[0];
-  expect(error?.extensions?.code, JSON.stringify(res.body)).toBe('RATE_LIMITED');
-  const seconds = error?.extensions?.retryAfterSeconds as number;
+  const seconds = rateLimitedSeconds(res);
   expect(seconds).toBeGreaterThanOrEqual(1);
   expect(seconds).toBeLessThanOrEqual(windowSeconds);
   return seconds;
@@ -64,9 +51,9 @@ describe('mutations per principal (one place for every mutation)', () => {
     const token = await server.tokens.user(userId);
     const lora = await seedLora(server.app, userId);
     for (let i = 0; i < 3; i++) {
-      expect((await server.gql(UPDATE, { id: lora.id, name: `n${i}` }, { token })).body.data?.updateLora.__typename).toBe('Lora');
+      expect((await server.gql(UPDATE_LORA, { id: lora.id, name: `n${i}` }, { token })).body.data?.updateLora.__typename).toBe('Lora');
     }
-    const refused = (await server.gql(UPDATE, { id: lora.id, name: 'too many' }, { token })).body.data?.updateLora;
+    const refused = (await server.gql(UPDATE_LORA, { id: lora.id, name: 'too many' }, { token })).body.data?.updateLora;
     expect(refused).toMatchObject({ __typename: 'RateLimitedError', code: 'RATE_LIMITED' });
     expect(refused.retryAfterSeconds).toBeGreaterThanOrEqual(1);
     expect(refused.retryAfterSeconds).toBeLessThanOrEqual(5);
@@ -80,12 +67,12 @@ describe('mutations per principal (one place for every mutation)', () => {
     const other = newUserId();
     const otherLora = await seedLora(server.app, other);
     const otherToken = await server.tokens.user(other);
-    expect((await server.gql(UPDATE, { id: otherLora.id, name: 'mine' }, { token: otherToken })).body.data?.updateLora.__typename).toBe(
-      'Lora',
-    );
+    expect(
+      (await server.gql(UPDATE_LORA, { id: otherLora.id, name: 'mine' }, { token: otherToken })).body.data?.updateLora.__typename,
+    ).toBe('Lora');
 
     await waitOut(refused.retryAfterSeconds);
-    expect((await server.gql(UPDATE, { id: lora.id, name: 'again' }, { token })).body.data?.updateLora.__typename).toBe('Lora');
+    expect((await server.gql(UPDATE_LORA, { id: lora.id, name: 'again' }, { token })).body.data?.updateLora.__typename).toBe('Lora');
   });
 
   it('the SDK maps the refusal to a retryable LoraSdkError carrying retryAfterSeconds', async () => {
@@ -119,8 +106,8 @@ describe('mutations per principal (one place for every mutation)', () => {
     const server = await serverWith({ RATE_LIMIT_MACHINE_MUTATIONS: '2/5', RATE_LIMIT_USER_MUTATIONS: '1/60' });
     const machine = await server.tokens.machine(`gpu-${randomUUID().slice(0, 8)}`);
     for (let i = 0; i < 2; i++)
-      expect(dataOf(await server.gql(REPORT_STATS, { input: STATS }, { token: machine })).reportCacheStats).toBe(true);
-    const refused = await server.gql(REPORT_STATS, { input: STATS }, { token: machine });
+      expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine })).reportCacheStats).toBe(true);
+    const refused = await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine });
     expect(refused.status).toBe(200); // a GraphQL answer, not a transport refusal
     const seconds = thrownRateLimit(refused, 5);
     // a union member for a mutation with one
@@ -132,9 +119,9 @@ describe('mutations per principal (one place for every mutation)', () => {
     expect(event.body.data?.reportCacheEvent.__typename).toBe('RateLimitedError');
     // the user limit (1 per minute) is not the machine's: another machine is untouched
     const another = await server.tokens.machine(`gpu-${randomUUID().slice(0, 8)}`);
-    expect(dataOf(await server.gql(REPORT_STATS, { input: STATS }, { token: another })).reportCacheStats).toBe(true);
+    expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: another })).reportCacheStats).toBe(true);
     await waitOut(seconds);
-    expect(dataOf(await server.gql(REPORT_STATS, { input: STATS }, { token: machine })).reportCacheStats).toBe(true);
+    expect(dataOf(await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token: machine })).reportCacheStats).toBe(true);
   });
 
   it('refused callers are not counted: UNAUTHENTICATED and FORBIDDEN come first and use no budget', async () => {
@@ -143,9 +130,9 @@ describe('mutations per principal (one place for every mutation)', () => {
     const lora = await seedLora(server.app, userId);
     const token = await server.tokens.user(userId);
     // a user may not report cache stats: FORBIDDEN, and that costs nothing
-    const forbidden = await server.gql(REPORT_STATS, { input: STATS }, { token });
+    const forbidden = await server.gql(REPORT_CACHE_STATS, { input: STATS_INPUT }, { token });
     expect(forbidden.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
-    expect((await server.gql(UPDATE, { id: lora.id, name: 'first' }, { token })).body.data?.updateLora.__typename).toBe('Lora');
+    expect((await server.gql(UPDATE_LORA, { id: lora.id, name: 'first' }, { token })).body.data?.updateLora.__typename).toBe('Lora');
   });
 });
 

@@ -11,6 +11,7 @@ import {
   UploadProgressDocument,
   type UploadProgressSubscription,
 } from '../../sdk/index.ts';
+import { cacheEventsLive, follow } from '../testkit/follow.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { deleteLora, getLora } from '../testkit/library-helpers.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
@@ -39,89 +40,9 @@ if (skipReason) console.warn(`[replicas.test.ts] SKIPPED the Redis replica tests
 const CACHE_EVENTS = print(CacheEventsDocument);
 const PROGRESS = print(UploadProgressDocument);
 
-type CacheEventData = CacheEventsSubscription;
 type ProgressData = UploadProgressSubscription;
 
-/** One live subscription: every result with the time it arrived (performance.now()). */
-interface Follower<T> {
-  values: { value: T; receivedAt: number }[];
-  errors: unknown[];
-  completed: boolean;
-  /** Resolves with the first arrival for which `match` holds (already arrived or not). */
-  waitFor(match: (value: T) => boolean, timeoutMs: number, what: string): Promise<{ value: T; receivedAt: number }>;
-  /** Resolves once the subscription completed. */
-  waitComplete(timeoutMs: number): Promise<void>;
-}
-
-function follow<T>(client: Client, query: string, variables: Record<string, unknown> = {}): Follower<T> {
-  const f: Follower<T> = {
-    values: [],
-    errors: [],
-    completed: false,
-    async waitFor(match, timeoutMs, what) {
-      const deadline = performance.now() + timeoutMs;
-      for (;;) {
-        const hit = f.values.find((v) => match(v.value));
-        if (hit) return hit;
-        if (f.errors.length || f.completed || performance.now() > deadline) {
-          throw new Error(
-            `no ${what} within ${timeoutMs} ms (completed: ${f.completed}; errors: ${JSON.stringify(f.errors)}; got: ${JSON.stringify(f.values.map((v) => v.value))})`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    },
-    async waitComplete(timeoutMs) {
-      const deadline = performance.now() + timeoutMs;
-      while (!f.completed) {
-        if (performance.now() > deadline) throw new Error(`subscription did not complete within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    },
-  };
-  client.subscribe<T>(
-    { query, variables },
-    {
-      next: (result) => {
-        if (result.errors) f.errors.push(...result.errors);
-        if (result.data) f.values.push({ value: result.data as T, receivedAt: performance.now() });
-      },
-      error: (error) => {
-        f.errors.push(error);
-      },
-      complete: () => {
-        f.completed = true;
-      },
-    },
-  );
-  return f;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Waits until a cacheEvents subscription is live end to end (its replica's Redis SUBSCRIBE done,
- * its listener registered): a machine reports a probe event to `server` until `follower` sees it.
- * The probe reaches `follower` only if it is an admin or that same machine.
- */
-async function live(server: TestServer, machineToken: string, follower: Follower<CacheEventData>): Promise<void> {
-  const probe = `probe/${randomUUID()}`;
-  const deadline = performance.now() + 5_000;
-  for (;;) {
-    const res = await server.request(
-      ReportCacheEventDocument,
-      { input: { type: 'DOWNLOADED', sharedName: probe } },
-      { token: machineToken },
-    );
-    expect(dataOf(res).reportCacheEvent).toMatchObject({ __typename: 'CacheEvent', sharedName: probe });
-    try {
-      await follower.waitFor((v) => v.cacheEvents.sharedName === probe, 200, 'probe');
-      return;
-    } catch (error) {
-      if (performance.now() > deadline) throw error;
-    }
-  }
-}
 
 describe.skipIf(skipReason !== undefined)(
   skipReason ? `two replicas over one redis-server — SKIPPED: ${skipReason}` : 'two replicas over one redis-server',
@@ -165,14 +86,14 @@ describe.skipIf(skipReason !== undefined)(
       const owner = await a.tokens.user(userId);
       const lora = await seedLora(a.app, userId);
       const machineToken = await b.tokens.machine('gpu-on-b');
-      const onB = follow<CacheEventData>(connect(b, machineToken), CACHE_EVENTS);
-      const adminOnA = follow<CacheEventData>(connect(a, await a.tokens.admin()), CACHE_EVENTS);
-      await live(b, machineToken, onB);
-      await live(a, await a.tokens.machine('probe-a'), adminOnA);
+      const onB = follow<CacheEventsSubscription>(connect(b, machineToken), CACHE_EVENTS);
+      const adminOnA = follow<CacheEventsSubscription>(connect(a, await a.tokens.admin()), CACHE_EVENTS);
+      await cacheEventsLive(b, machineToken, onB);
+      await cacheEventsLive(a, await a.tokens.machine('probe-a'), adminOnA);
 
       const started = performance.now();
       expect(member(await deleteLora(a, owner, lora.id), 'DeleteLoraSuccess').loraId).toBe(lora.id);
-      const deleted = (v: CacheEventData) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
+      const deleted = (v: CacheEventsSubscription) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
       const seenOnB = await onB.waitFor(deleted, 1_000, 'LORA_DELETED on replica B');
       expect(seenOnB.receivedAt - started).toBeLessThan(1_000);
       expect(seenOnB.value.cacheEvents).toMatchObject({ type: 'LORA_DELETED', loraId: lora.id, userId: null, machineId: null }); // machines learn no user ids
@@ -220,12 +141,12 @@ describe.skipIf(skipReason !== undefined)(
 
     it('a reportCacheEvent on replica B reaches an admin subscribed on replica A, once, and not other machines', async () => {
       const admin = await a.tokens.admin();
-      const adminOnA = follow<CacheEventData>(connect(a, admin), CACHE_EVENTS);
-      const adminOfReporterOnA = follow<CacheEventData>(connect(a, admin), CACHE_EVENTS, { machineId: 'gpu-reporter' });
+      const adminOnA = follow<CacheEventsSubscription>(connect(a, admin), CACHE_EVENTS);
+      const adminOfReporterOnA = follow<CacheEventsSubscription>(connect(a, admin), CACHE_EVENTS, { machineId: 'gpu-reporter' });
       const otherToken = await a.tokens.machine('gpu-other');
-      const otherMachineOnA = follow<CacheEventData>(connect(a, otherToken), CACHE_EVENTS);
-      await live(a, await a.tokens.machine('probe-a2'), adminOnA);
-      await live(a, otherToken, otherMachineOnA);
+      const otherMachineOnA = follow<CacheEventsSubscription>(connect(a, otherToken), CACHE_EVENTS);
+      await cacheEventsLive(a, await a.tokens.machine('probe-a2'), adminOnA);
+      await cacheEventsLive(a, otherToken, otherMachineOnA);
       // adminOfReporterOnA shares A's Redis subscription (one per channel per replica), which is live now
 
       const reason = `lru-${randomUUID()}`;
@@ -242,7 +163,7 @@ describe.skipIf(skipReason !== undefined)(
         machineId: 'gpu-reporter',
         reason,
       });
-      const mine = (v: CacheEventData) => v.cacheEvents.reason === reason;
+      const mine = (v: CacheEventsSubscription) => v.cacheEvents.reason === reason;
       const seen = await adminOnA.waitFor(mine, 1_000, 'the EVICTED report on replica A');
       expect(seen.receivedAt - started).toBeLessThan(1_000);
       expect(seen.value.cacheEvents).toMatchObject({ type: 'EVICTED', loraId: '42', machineId: 'gpu-reporter', userId: null });
@@ -278,12 +199,12 @@ describe('control: two replicas without Redis (in-memory buses)', () => {
     const clientA = wsClient(a.graphqlUrl, machineA);
     const clientB = wsClient(b.graphqlUrl, machineB);
     clients.push(clientA, clientB);
-    const onA = follow<CacheEventData>(clientA, CACHE_EVENTS);
-    const onB = follow<CacheEventData>(clientB, CACHE_EVENTS);
-    await live(a, machineA, onA);
-    await live(b, machineB, onB);
+    const onA = follow<CacheEventsSubscription>(clientA, CACHE_EVENTS);
+    const onB = follow<CacheEventsSubscription>(clientB, CACHE_EVENTS);
+    await cacheEventsLive(a, machineA, onA);
+    await cacheEventsLive(b, machineB, onB);
     member(await deleteLora(a, await a.tokens.user(userId), lora.id), 'DeleteLoraSuccess');
-    const deleted = (v: CacheEventData) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
+    const deleted = (v: CacheEventsSubscription) => v.cacheEvents.type === 'LORA_DELETED' && v.cacheEvents.loraId === lora.id;
     await onA.waitFor(deleted, 1_000, 'LORA_DELETED on A');
     await sleep(500);
     expect(onB.values.filter((v) => deleted(v.value))).toEqual([]);

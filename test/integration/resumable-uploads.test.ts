@@ -13,6 +13,7 @@ import {
   LoraUploadSessionDocument,
   RenewLoraUploadDocument,
   type ResumableRunStats,
+  type ResumableState,
 } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
@@ -23,7 +24,7 @@ import { postMultipart } from '../testkit/multipart.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { newUserId } from '../testkit/seed.ts';
+import { newUser, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -52,10 +53,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function user(): Promise<{ id: string; token: string }> {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 /** A valid safetensors LoRA of about `mib` MiB, unique content. */
 function bigLora(mib: number): Buffer {
@@ -356,5 +354,87 @@ describe('quota reservations', () => {
     expect((await server.app.db.upload_session.findUniqueOrThrow({ where: { id: c.id } })).state).toBe('EXPIRED');
     expect(await heldBlocks(server.app, `content/${c.id}`)).toEqual([]);
     expect((await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } })).lora_count).toBe(q.lora_count + 1);
+  }, 60_000);
+});
+
+describe('ended sessions (UPLOAD_SESSION_RETENTION_DAYS, default 7)', () => {
+  it('the reconciler removes ended sessions past the retention, in batches; live and recent ones stay, a recent COMPLETED one still resumes', async () => {
+    const { id, token } = await user();
+    const daysAgo = (d: number) => new Date(Date.now() - d * 86_400_000);
+    const setRow = (
+      sessionId: string,
+      data: { state?: 'OPEN' | 'COMPLETING' | 'COMPLETED' | 'FAILED' | 'ABORTED' | 'EXPIRED'; updated_at: Date },
+    ) => server.app.db.upload_session.update({ where: { id: sessionId }, data });
+    // a run that completes, then crashes before it forgets the session: the saved state stays
+    const path = join(dir, `retained-${randomUUID()}.safetensors`);
+    await writeFile(path, bigLora(0.5));
+    const saved = new Map<string, ResumableState>();
+    const store = {
+      get: async (key: string) => saved.get(key),
+      set: async (key: string, state: ResumableState) => void saved.set(key, state),
+      delete: async () => {},
+    };
+    const client = createLoraClient({ url: server.graphqlUrl, token });
+    const first = await client.uploadLoraResumable({ file: { path }, store });
+    const completed = [...saved.values()][0]?.sessionId as string;
+    await setRow(completed, { updated_at: daysAgo(6) });
+
+    const size = bigLora(0.25).length;
+    const begin = async () => (await beginSession(server, token, { sizeBytes: size })).id;
+    const old: string[] = [];
+    for (const state of ['COMPLETED', 'FAILED', 'ABORTED', 'EXPIRED'] as const) {
+      const sessionId = await begin();
+      await setRow(sessionId, { state, updated_at: daysAgo(8) });
+      old.push(sessionId);
+    }
+    const recent = await begin();
+    await setRow(recent, { state: 'ABORTED', updated_at: daysAgo(6) });
+    const open = await begin(); // live, however old its last change
+    await setRow(open, { updated_at: daysAgo(30) });
+    const completing = await begin();
+    await setRow(completing, { state: 'COMPLETING', updated_at: daysAgo(30) });
+    // more old ended rows than one batch deletes (another user's, straight into the table)
+    const other = newUserId();
+    const bulk = Array.from({ length: 2_100 }, () => randomUUID());
+    await server.app.db.upload_session.createMany({
+      data: bulk.map((sessionId) => ({
+        id: sessionId,
+        user_id: other,
+        state: 'EXPIRED' as const,
+        file_name: 'old.safetensors',
+        name: 'old',
+        size_bytes: 1n,
+        block_bytes: BLOCK,
+        blob_path: `content/${sessionId}`,
+        created_at: daysAgo(9),
+        updated_at: daysAgo(8),
+        expires_at: daysAgo(8),
+      })),
+    });
+
+    await server.app.jobs.reconcileNow();
+    expect(await server.app.db.upload_session.count({ where: { user_id: other } })).toBe(0);
+    const left = await server.app.db.upload_session.findMany({ where: { user_id: id }, select: { id: true, state: true } });
+    expect(new Map(left.map((r) => [r.id, r.state]))).toEqual(
+      new Map([
+        [completed, 'COMPLETED'],
+        [recent, 'ABORTED'],
+        [open, 'OPEN'],
+        [completing, 'COMPLETING'],
+      ]),
+    );
+    // the crashed run resumes: the COMPLETED session answers, the finished LoRA is returned, nothing is uploaded again
+    const answer = dataOf(await server.request(LoraUploadSessionDocument, { id: completed }, { token })).loraUploadSession;
+    expect(member(answer, 'LoraUploadSession')).toMatchObject({ state: 'COMPLETED', loraId: first.lora.id });
+    const resumed = await client.uploadLoraResumable({ file: { path }, store });
+    expect(resumed.lora.id).toBe(first.lora.id);
+    expect(await server.app.db.upload_session.count({ where: { user_id: id } })).toBe(4);
+    // past the retention it goes too, and answers as a session that never existed
+    await setRow(completed, { updated_at: daysAgo(8) });
+    await server.app.jobs.reconcileNow();
+    expect(JSON.stringify(dataOf(await server.request(LoraUploadSessionDocument, { id: completed }, { token })))).toContain(
+      'UPLOAD_SESSION_NOT_FOUND',
+    );
+    await client.close();
   }, 60_000);
 });

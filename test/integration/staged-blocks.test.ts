@@ -4,7 +4,7 @@ import { blobsOf, type StoredBlob } from '../testkit/invariants.ts';
 import { setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { eventually, newUserId } from '../testkit/seed.ts';
+import { eventually, newUser } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -21,10 +21,7 @@ beforeAll(async () => {
 });
 afterAll(() => server?.stop());
 
-async function user() {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 /** A valid safetensors file of about `mib` MiB. */
 function bigLora(mib: number): Buffer {

@@ -14,7 +14,7 @@ import {
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { type MultipartResponse, postMultipart } from '../testkit/multipart.ts';
 import { makeSafetensors, smallSd15Lora } from '../testkit/safetensors.ts';
-import { eventually, newUserId } from '../testkit/seed.ts';
+import { eventually, newUser } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -45,10 +45,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function user() {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 async function deleteLora(token: string, id: string) {
   return deleteLoraResult(server, token, id);

@@ -4,7 +4,7 @@ import { startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
 import { makeLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { eventually, newUserId } from '../testkit/seed.ts';
+import { eventually, newUser, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 import { rawConnection, startSlowUpload } from '../testkit/slow-clients.ts';
 import { expectNothingStored as expectNothingStoredIn } from '../testkit/stored.ts';
@@ -32,10 +32,7 @@ beforeAll(async () => {
 });
 afterAll(() => server?.stop());
 
-async function user() {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 /** A real LoRA of ~400 KB: a stall after 50 KB is in the middle of its bytes. */
 const FILE = makeSafetensors([{ name: 'lora_unet_down.lora_down.weight', shape: [100_000], dtype: 'F32' }], { ss_network_dim: '4' });

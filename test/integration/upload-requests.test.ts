@@ -3,7 +3,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { MULTIPART_END, multipartPart as part, postRawMultipart, UPLOAD_MUTATION } from '../testkit/multipart.ts';
-import { newUserId } from '../testkit/seed.ts';
+import { newUser } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 import { expectNothingStored as expectNothingStoredIn } from '../testkit/stored.ts';
 
@@ -34,10 +34,7 @@ afterAll(() => server?.stop());
 
 const errorLogs = () => logs.filter((l) => l.level >= 50);
 
-async function user() {
-  const id = newUserId();
-  return { id, token: await server.tokens.user(id) };
-}
+const user = () => newUser(server);
 
 const expectNothingStored = (userId: string) => expectNothingStoredIn(server.app, userId);
 

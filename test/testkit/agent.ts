@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLoraClient, type LoraClient } from '@lora-vault/sdk';
 import { pino } from 'pino';
+import { afterAll, beforeAll } from 'vitest';
 import WebSocket from 'ws';
 import { type Agent, type AgentOptions, buildAgent } from '../../cache-agent/app.ts';
 import { type AgentConfig, loadAgentConfig } from '../../cache-agent/config.ts';
 import type { LoraView } from '../../server/domain/lora.ts';
 import { mintGrant } from './grants.ts';
 import { newUserId, seedLora } from './seed.ts';
-import type { TestServer } from './server.ts';
+import { startTestServer, type TestServer } from './server.ts';
 
 /**
  * A real cache agent in a temp ComfyUI folder, talking to a real test server through the SDK.
@@ -104,4 +105,32 @@ export function agentPool(server: () => TestServer) {
       for (const agent of started.splice(0)) await agent.stop().catch(() => {});
     },
   };
+}
+
+/**
+ * The usual set-up of an agent test file: a test server started before its tests (handed to
+ * `onServer`) and the pool of agents against it; after the tests the agents stop, then the server.
+ */
+export function serverWithAgents(onServer: (server: TestServer) => void): ReturnType<typeof agentPool> {
+  let server: TestServer | undefined;
+  const agents = agentPool(() => server as TestServer);
+  beforeAll(async () => {
+    server = await startTestServer();
+    onServer(server);
+  });
+  afterAll(async () => {
+    await agents.stopAll();
+    await server?.stop();
+  });
+  return agents;
+}
+
+/** One request to an agent's local HTTP interface: status and JSON body (a string body is sent as is). */
+export async function callAgent(agent: Agent, method: string, path: string, body?: unknown, contentType = 'application/json') {
+  const res = await fetch(`${agent.address}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': contentType },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
 }

@@ -26,6 +26,12 @@ export function newUserId(): string {
   return randomUUID();
 }
 
+/** A new user of `server`: its id and a bearer token for it. */
+export async function newUser(server: { tokens: { user(userId: string): Promise<string> } }): Promise<{ id: string; token: string }> {
+  const id = newUserId();
+  return { id, token: await server.tokens.user(id) };
+}
+
 export async function seedLora(app: App, userId: string, options: SeedLoraOptions = {}): Promise<LoraView> {
   const bytes = options.bytes ?? smallSd15Lora();
   const name = options.name ?? `lora-${randomUUID().slice(0, 8)}`;

@@ -1,5 +1,4 @@
-import type { AddressInfo } from 'node:net';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { startPipeProxy } from './pipe-proxy.ts';
 
 /**
  * A TCP proxy in front of a real server that can cut the network: `down()` drops every open
@@ -18,41 +17,20 @@ export interface TcpProxy {
 export async function startTcpProxy(initialPort: number): Promise<TcpProxy> {
   let connected = true;
   let targetPort = initialPort;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    if (!connected) {
-      client.destroy();
-      return;
-    }
-    const upstream = createConnection({ host: '127.0.0.1', port: targetPort });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const proxy = await startPipeProxy({ target: () => (connected ? { host: '127.0.0.1', port: targetPort } : null) });
   return {
-    port: (server.address() as AddressInfo).port,
+    port: proxy.port,
     down() {
       connected = false;
-      for (const s of sockets) s.destroy();
+      proxy.dropAll();
     },
     up() {
       connected = true;
     },
     retarget(port) {
       targetPort = port;
-      for (const s of sockets) s.destroy();
+      proxy.dropAll();
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    close: () => proxy.close(),
   };
 }

@@ -1,0 +1,75 @@
+import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { envDetector, hostDetector } from '@opentelemetry/resources';
+import { type IMetricReader, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+
+/**
+ * The OpenTelemetry SDK of a process, started once whoever starts it: the agent
+ * (telemetry-sdk.ts) or the API server (server/telemetry/sdk.ts, which imports this file; when both
+ * run in one process, as in tests, the first start's options win). One NodeSDK, one Prometheus
+ * registry (served on `/metrics` by whoever asks), OTLP only when asked; with no exporter no span is
+ * recorded at all. `instrument` patches the modules the caller imported, once the SDK runs.
+ */
+
+export interface ProcessTelemetry {
+  /** The Prometheus registry of this process (null when the SDK is disabled). */
+  prometheus: PrometheusExporter | null;
+  /** Whether spans are recorded (an exporter is configured). */
+  tracing: boolean;
+  /** Flushes and stops exporting (at process exit). */
+  shutdown(): Promise<void>;
+}
+
+export interface ProcessTelemetryOptions {
+  serviceName: string;
+  /** Export spans and metrics over OTLP/HTTP (the exporters read OTEL_EXPORTER_OTLP_* themselves). */
+  otlp: { traces: boolean; metrics: boolean };
+  /** OTEL_SDK_DISABLED: no SDK at all (metrics and spans are no-ops). */
+  disabled?: boolean;
+  /** Extra span processors (tests: an in-memory exporter). */
+  spanProcessors?: SpanProcessor[];
+  /** Applies the caller's instrumentations (ESM imports do not go through require hooks). */
+  instrument(): void;
+}
+
+const STATE = Symbol.for('lora-vault.telemetry');
+type Global = typeof globalThis & { [STATE]?: ProcessTelemetry };
+
+/** The process's telemetry, if started. */
+export function currentProcessTelemetry(): ProcessTelemetry | null {
+  return (globalThis as Global)[STATE] ?? null;
+}
+
+/** Starts the SDK once per process; later calls return the running one. */
+export function startProcessTelemetry(options: ProcessTelemetryOptions): ProcessTelemetry {
+  const global = globalThis as Global;
+  const running = global[STATE];
+  if (running) return running;
+  // not remembered: another part of the process (a benchmark's telemetry-on run) may start it later
+  if (options.disabled) return { prometheus: null, tracing: false, shutdown: async () => {} };
+  const prometheus = new PrometheusExporter({ preventServerStart: true });
+  const metricReaders: IMetricReader[] = [prometheus];
+  if (options.otlp.metrics) metricReaders.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() }));
+  const spanProcessors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
+  if (options.otlp.traces) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+  const tracing = spanProcessors.length > 0;
+  const sdk = new NodeSDK({
+    serviceName: options.serviceName,
+    // no process detector: it exports the command line, which may carry a grant (lora-cache ensure --grant …)
+    resourceDetectors: [envDetector, hostDetector],
+    spanProcessors,
+    metricReaders,
+    logRecordProcessors: [],
+    instrumentations: [],
+    // no exporter: no span is recorded at all (the API hands out non-recording spans)
+    ...(tracing ? {} : { sampler: new AlwaysOffSampler() }),
+  });
+  sdk.start();
+  options.instrument();
+  const telemetry: ProcessTelemetry = { prometheus, tracing, shutdown: () => sdk.shutdown() };
+  global[STATE] = telemetry;
+  return telemetry;
+}
