@@ -2,7 +2,6 @@ import { RestError } from '@azure/storage-blob';
 import type { Db, Tx } from '../db/client.ts';
 import { type JobQueue, Queue } from '../jobs/queues.ts';
 import { BlobChangedError, type BlobStore } from '../storage/blob-store.ts';
-import { touchBlob } from '../storage/blob-touch.ts';
 
 /**
  * Content stored once per sha256 (issue 17, docs/decisions.md "Content stored once"). A
@@ -55,7 +54,7 @@ export async function prepareLink(db: Db, blobs: BlobStore, jobs: JobQueue, inpu
     const path = row?.blob_path ?? input.ownPath;
     let expected = row ? row.etag : input.ownEtag;
     try {
-      const touched = await touchBlob(blobs, path, expected || undefined);
+      const touched = await blobs.touch(path, expected || undefined);
       if (row) {
         await db.$executeRaw`UPDATE lora_blob SET etag = ${touched} WHERE blob_path = ${path} AND etag = ${row.etag}`;
         expected = touched;

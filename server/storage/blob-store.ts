@@ -250,6 +250,24 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Touches a blob: Set Blob Metadata with the metadata it has (none: the product sets none), only
+   * while its ETag is `ifMatch` when given. The bytes stay; Last-Modified becomes now and the ETag a
+   * new one, which is returned. BlobChangedError on 412. A snapshot copies its base's system
+   * properties (Last-Modified, ETag, x-ms-creation-time), so a snapshot taken right after a touch
+   * shows the touch's time and ETag (content-store.ts: each LoRA's own time on shared content).
+   */
+  async touch(path: string, ifMatch?: string): Promise<string> {
+    try {
+      const done = await this.loras.getBlockBlobClient(path).setMetadata({}, ifMatch ? { conditions: { ifMatch } } : {});
+      if (!done.etag) throw new Error(`storage returned no ETag touching ${path}`);
+      return done.etag;
+    } catch (error) {
+      if (error instanceof RestError && error.statusCode === 412) throw new BlobChangedError(path);
+      throw error;
+    }
+  }
+
   /** Streams one snapshot (immutable) from `offset` on: what a resumable upload's validation reads. */
   async readSnapshot(path: string, snapshot: string, signal?: AbortSignal, offset = 0): Promise<NodeJS.ReadableStream> {
     const res = await this.loras
