@@ -1,18 +1,21 @@
 /**
  * One client process of `bench:events` (started by bench/events.ts, driven over IPC): a share of
  * the fleet's subscribers, each a WebSocket speaking graphql-transport-ws (connection_init with a
- * machine token, one `subscribe`, then `next` frames) with the `ws` library directly — the
- * graphql-ws client costs several times the CPU per message, and 10,000 of them on 2 cores would
- * measure the clients, not the server. Arrival times are kept per (subscriber, event); on `report`
- * the process answers with latency histograms (0.1 ms bins) and the counts of lost, duplicated
- * and unexpected frames.
+ * machine token, one `subscribe`, then `next` frames) over bench/events-socket.ts — a real socket
+ * and handshake, frames read in place — because the graphql-ws client, and even `ws`, cost several
+ * times the CPU per message, and 10,000 of them on 2 cores would measure the clients, not the
+ * server. A `next` frame of the expected shape (`{"id":"1","type":"next","payload":{"data":
+ * {"cacheEvents":{"type":…,"loraId":…,"userId":null,"at":…}}}}`, checked byte by byte) is read
+ * without JSON.parse; any other frame is parsed in full and judged as before. Arrival times are
+ * kept per (subscriber, event); on `report` the process answers with latency histograms (0.1 ms
+ * bins) and the counts of lost, duplicated and unexpected frames.
  *
  * Messages in: open {wsUrl, secret, first, count, loraIds, query, binMs}, status, report {sentAt}, close.
  * Messages out: opened | failed {error}, status {minUpdates, deliveries}, report {...}.
  */
 import { performance } from 'node:perf_hooks';
-import WebSocket from 'ws';
 import { signToken } from '../server/auth/tokens.ts';
+import { ClientSocket } from './events-socket.ts';
 
 interface Open {
   type: 'open';
@@ -31,7 +34,7 @@ let binMs = 0.1;
 const wallNow = () => performance.timeOrigin + performance.now();
 const send = (message: unknown) => process.send?.(message);
 
-let sockets: WebSocket[] = [];
+let sockets: ClientSocket[] = [];
 let closing = false;
 /** Per subscriber: LORA_UPDATED frames seen, and the arrival time of each event (NaN = not yet). */
 const subscribers: { updates: number; arrivals: Float64Array }[] = [];
@@ -62,18 +65,10 @@ async function open(m: Open): Promise<void> {
         const mine = { updates: 0, arrivals: new Float64Array(events).fill(Number.NaN) };
         subscribers.push(mine);
         const token = await signToken(m.secret, { role: 'machine', sub: machine, machineId: machine });
-        await connect(m.wsUrl, token, m.query, (data) => {
+        await connect(m.wsUrl, token, m.query, (data, start, end) => {
           const arrived = wallNow();
-          const message = JSON.parse(data) as {
-            type: string;
-            payload?: { data?: { cacheEvents?: { type: string; loraId: string; at: string } }; errors?: unknown };
-          };
-          if (message.type !== 'next') {
-            if (message.type !== 'pong') note(`subscriber ${machine}: ${data.slice(0, 200)}`);
-            return;
-          }
-          const event = message.payload?.data?.cacheEvents;
-          if (!event) return note(JSON.stringify(message.payload?.errors));
+          const event = expectedEvent(data, start, end) ?? parsedEvent(machine, data.toString('utf8', start, end));
+          if (!event) return;
           if (event.type === 'LORA_UPDATED') {
             mine.updates++;
             return;
@@ -88,7 +83,7 @@ async function open(m: Open): Promise<void> {
             return;
           }
           mine.arrivals[i] = arrived;
-          if (Number.isNaN(eventAt[i] as number)) eventAt[i] = Date.parse(event.at);
+          if (Number.isNaN(eventAt[i] as number)) eventAt[i] = Date.parse(event.at());
           deliveries++;
         });
       }),
@@ -96,28 +91,83 @@ async function open(m: Open): Promise<void> {
   }
 }
 
-function connect(url: string, token: string, query: string, onMessage: (data: string) => void): Promise<void> {
+interface Event {
+  type: string;
+  loraId: string;
+  /** The event's `at` (read only for an event's first arrival). */
+  at(): string;
+}
+
+const NEXT = Buffer.from('{"id":"1","type":"next","payload":{"data":{"cacheEvents":{"type":"');
+const LORA_ID = Buffer.from('","loraId":"');
+const AT = Buffer.from('","userId":null,"at":"');
+const END = Buffer.from('"}}}}');
+const QUOTE = 0x22;
+
+/** Whether data[at…] starts with `expected`. */
+const has = (data: Buffer, at: number, end: number, expected: Buffer) =>
+  end - at >= expected.length && data.compare(expected, 0, expected.length, at, at + expected.length) === 0;
+
+/**
+ * The event of a `next` frame of exactly the expected shape (the server's JSON of the benchmark's
+ * subscription, ids and type without escapes), read in place; null for any other frame.
+ */
+function expectedEvent(data: Buffer, start: number, end: number): Event | null {
+  if (!has(data, start, end, NEXT)) return null;
+  const typeAt = start + NEXT.length;
+  const typeEnd = data.indexOf(QUOTE, typeAt);
+  if (typeEnd < 0 || typeEnd >= end || !has(data, typeEnd, end, LORA_ID)) return null;
+  const idAt = typeEnd + LORA_ID.length;
+  const idEnd = data.indexOf(QUOTE, idAt);
+  if (idEnd < 0 || idEnd >= end || !has(data, idEnd, end, AT)) return null;
+  const atAt = idEnd + AT.length;
+  const atEnd = data.indexOf(QUOTE, atAt);
+  if (atEnd < 0 || atEnd + END.length !== end || !has(data, atEnd, end, END)) return null;
+  const at = data.toString('latin1', atAt, atEnd); // read now: the buffer is reused after this frame
+  return { type: data.toString('latin1', typeAt, typeEnd), loraId: data.toString('latin1', idAt, idEnd), at: () => at };
+}
+
+/** Any other frame, parsed in full: its event, or null (noted when it is not a `pong`). */
+function parsedEvent(machine: string, text: string): Event | null {
+  const message = JSON.parse(text) as {
+    type: string;
+    payload?: { data?: { cacheEvents?: { type: string; loraId: string; at: string } }; errors?: unknown };
+  };
+  if (message.type !== 'next') {
+    if (message.type !== 'pong') note(`subscriber ${machine}: ${text.slice(0, 200)}`);
+    return null;
+  }
+  const event = message.payload?.data?.cacheEvents;
+  if (!event) {
+    note(JSON.stringify(message.payload?.errors));
+    return null;
+  }
+  return { type: event.type, loraId: event.loraId, at: () => event.at };
+}
+
+function connect(url: string, token: string, query: string, onMessage: (data: Buffer, start: number, end: number) => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false, skipUTF8Validation: true });
-    sockets.push(socket);
     let acknowledged = false;
-    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } })));
-    socket.on('message', (raw) => {
-      const data = String(raw);
-      if (!acknowledged) {
-        if (!data.includes('"connection_ack"')) return reject(new Error(`expected connection_ack, got ${data.slice(0, 200)}`));
+    const socket = new ClientSocket(url, 'graphql-transport-ws', {
+      onText: (data, start, end) => {
+        if (acknowledged) return onMessage(data, start, end);
+        const text = data.toString('utf8', start, end);
+        if (!text.includes('"connection_ack"')) return reject(new Error(`expected connection_ack, got ${text.slice(0, 200)}`));
         acknowledged = true;
         socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query } }));
         resolve();
-        return;
-      }
-      onMessage(data);
+      },
+      onError: (error) => (acknowledged ? note(error.message) : reject(error)),
+      onClose: (code) => {
+        if (!acknowledged) reject(new Error(`closed before connection_ack: ${code}`));
+        else if (!closing) note(`a subscriber was closed by the server: ${code}`);
+      },
     });
-    socket.on('error', (error) => (acknowledged ? note(error.message) : reject(error)));
-    socket.on('close', (code) => {
-      if (!acknowledged) reject(new Error(`closed before connection_ack: ${code}`));
-      else if (!closing) note(`a subscriber was closed by the server: ${code}`);
-    });
+    sockets.push(socket);
+    socket.opened.then(
+      () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } })),
+      reject,
+    );
   });
 }
 
