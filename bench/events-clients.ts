@@ -6,12 +6,13 @@
  * times the CPU per message, and 10,000 of them on 2 cores would measure the clients, not the
  * server. A `next` frame of the expected shape (`{"id":"1","type":"next","payload":{"data":
  * {"cacheEvents":{"type":…,"loraId":…,"userId":null,"at":…}}}}`, checked byte by byte) is read
- * without JSON.parse; any other frame is parsed in full and judged as before. Arrival times are
+ * in place without JSON.parse or strings (the `at` is decoded once per event); any other frame is
+ * parsed in full and judged as before. Arrival times are
  * kept per (subscriber, event); on `report` the process answers with latency histograms (0.1 ms
  * bins) and the counts of lost, duplicated and unexpected frames.
  *
- * Messages in: open {wsUrl, secret, first, count, loraIds, query, binMs}, status, report {sentAt}, close.
- * Messages out: opened | failed {error}, status {minUpdates, deliveries}, report {...}.
+ * Messages in: open {wsUrl, secret, first, count, loraIds, query, binMs}, status, mark (CPU from here on), report {sentAt}, close.
+ * Messages out: opened | failed {error}, status {minUpdates, deliveries}, marked, report {...}.
  */
 import { performance } from 'node:perf_hooks';
 import { signToken } from '../server/auth/tokens.ts';
@@ -39,12 +40,15 @@ let closing = false;
 /** Per subscriber: LORA_UPDATED frames seen, and the arrival time of each event (NaN = not yet). */
 const subscribers: { updates: number; arrivals: Float64Array }[] = [];
 let index = new Map<string, number>();
+/** The same by the id's value, when every id is a plain decimal number (the expected frames' fast path). */
+let indexByValue: Map<number, number> | null = null;
 let eventAt = new Float64Array(0);
 let deliveries = 0;
 let duplicates = 0;
 let unexpected = 0;
 const errors: string[] = [];
-const cpu0 = process.cpuUsage();
+/** CPU use at the start of the measurement (`mark`). */
+let cpu0 = process.cpuUsage();
 const note = (message: string) => {
   if (errors.length < 5) errors.push(message);
 };
@@ -55,6 +59,7 @@ async function open(m: Open): Promise<void> {
   const events = m.loraIds.length;
   if (eventAt.length !== events) {
     index = new Map(m.loraIds.map((id, i) => [id, i]));
+    indexByValue = m.loraIds.every((id) => /^[1-9][0-9]{0,14}$/.test(id)) ? new Map(m.loraIds.map((id, i) => [Number(id), i])) : null;
     eventAt = new Float64Array(events).fill(Number.NaN);
   }
   const BATCH = 100;
@@ -67,68 +72,93 @@ async function open(m: Open): Promise<void> {
         const token = await signToken(m.secret, { role: 'machine', sub: machine, machineId: machine });
         await connect(m.wsUrl, token, m.query, (data, start, end) => {
           const arrived = wallNow();
-          const event = expectedEvent(data, start, end) ?? parsedEvent(machine, data.toString('utf8', start, end));
+          if (scanExpected(data, start, end)) {
+            if (scan.updated) {
+              mine.updates++;
+              return;
+            }
+            const i = indexByValue?.get(scan.id);
+            if (i === undefined) unexpected++;
+            else if (arrive(mine, i, arrived)) eventAt[i] = Date.parse(data.toString('latin1', scan.atStart, scan.atEnd));
+            return;
+          }
+          const event = parsedEvent(machine, data.toString('utf8', start, end));
           if (!event) return;
           if (event.type === 'LORA_UPDATED') {
             mine.updates++;
             return;
           }
           const i = index.get(event.loraId);
-          if (event.type !== 'LORA_DELETED' || i === undefined) {
-            unexpected++;
-            return;
-          }
-          if (!Number.isNaN(mine.arrivals[i] as number)) {
-            duplicates++;
-            return;
-          }
-          mine.arrivals[i] = arrived;
-          if (Number.isNaN(eventAt[i] as number)) eventAt[i] = Date.parse(event.at());
-          deliveries++;
+          if (event.type !== 'LORA_DELETED' || i === undefined) unexpected++;
+          else if (arrive(mine, i, arrived)) eventAt[i] = Date.parse(event.at);
         });
       }),
     );
   }
 }
 
-interface Event {
-  type: string;
-  loraId: string;
-  /** The event's `at` (read only for an event's first arrival). */
-  at(): string;
+/**
+ * Records subscriber `mine`'s arrival of event `i` (a second one is a duplicate); true when it is
+ * the event's first arrival anywhere in this process (its `at` is then wanted).
+ */
+function arrive(mine: { arrivals: Float64Array }, i: number, arrived: number): boolean {
+  if (!Number.isNaN(mine.arrivals[i] as number)) {
+    duplicates++;
+    return false;
+  }
+  mine.arrivals[i] = arrived;
+  deliveries++;
+  return Number.isNaN(eventAt[i] as number);
 }
 
-const NEXT = Buffer.from('{"id":"1","type":"next","payload":{"data":{"cacheEvents":{"type":"');
-const LORA_ID = Buffer.from('","loraId":"');
-const AT = Buffer.from('","userId":null,"at":"');
-const END = Buffer.from('"}}}}');
+const bytes = (text: string) => Uint8Array.from(Buffer.from(text));
+const NEXT = bytes('{"id":"1","type":"next","payload":{"data":{"cacheEvents":{"type":"');
+const DELETED = bytes('LORA_DELETED","loraId":"');
+const UPDATED = bytes('LORA_UPDATED","loraId":"');
+const AT = bytes('","userId":null,"at":"');
+const END = bytes('"}}}}');
 const QUOTE = 0x22;
 
-/** Whether data[at…] starts with `expected`. */
-const has = (data: Buffer, at: number, end: number, expected: Buffer) =>
-  end - at >= expected.length && data.compare(expected, 0, expected.length, at, at + expected.length) === 0;
+/** What scanExpected read (one frame at a time, so no object per frame). */
+const scan = { updated: false, id: 0, atStart: 0, atEnd: 0 };
+
+/** Whether data[at…end) starts with `expected` (a plain loop: no call into C++ per comparison). */
+function starts(data: Buffer, at: number, end: number, expected: Uint8Array): boolean {
+  if (end - at < expected.length) return false;
+  for (let k = 0; k < expected.length; k++) if (data[at + k] !== expected[k]) return false;
+  return true;
+}
 
 /**
- * The event of a `next` frame of exactly the expected shape (the server's JSON of the benchmark's
- * subscription, ids and type without escapes), read in place; null for any other frame.
+ * Whether the frame data[start, end) is a `next` of exactly the expected shape — the server's JSON
+ * of the benchmark's subscription for a LORA_DELETED or LORA_UPDATED of a numeric LoRA id, byte by
+ * byte — read in place into `scan`. Anything else (false) is parsed in full by the caller.
  */
-function expectedEvent(data: Buffer, start: number, end: number): Event | null {
-  if (!has(data, start, end, NEXT)) return null;
-  const typeAt = start + NEXT.length;
-  const typeEnd = data.indexOf(QUOTE, typeAt);
-  if (typeEnd < 0 || typeEnd >= end || !has(data, typeEnd, end, LORA_ID)) return null;
-  const idAt = typeEnd + LORA_ID.length;
-  const idEnd = data.indexOf(QUOTE, idAt);
-  if (idEnd < 0 || idEnd >= end || !has(data, idEnd, end, AT)) return null;
-  const atAt = idEnd + AT.length;
-  const atEnd = data.indexOf(QUOTE, atAt);
-  if (atEnd < 0 || atEnd + END.length !== end || !has(data, atEnd, end, END)) return null;
-  const at = data.toString('latin1', atAt, atEnd); // read now: the buffer is reused after this frame
-  return { type: data.toString('latin1', typeAt, typeEnd), loraId: data.toString('latin1', idAt, idEnd), at: () => at };
+function scanExpected(data: Buffer, start: number, end: number): boolean {
+  if (!indexByValue || !starts(data, start, end, NEXT)) return false;
+  let at = start + NEXT.length;
+  if (starts(data, at, end, DELETED)) scan.updated = false;
+  else if (starts(data, at, end, UPDATED)) scan.updated = true;
+  else return false;
+  at += DELETED.length;
+  let id = 0;
+  const idStart = at;
+  for (; at < end && data[at] !== QUOTE; at++) {
+    const digit = (data[at] as number) - 0x30;
+    if (digit < 0 || digit > 9) return false;
+    id = id * 10 + digit;
+  }
+  if (at === idStart || at - idStart > 15 || !starts(data, at, end, AT)) return false;
+  scan.id = id;
+  scan.atStart = at + AT.length;
+  at = scan.atStart;
+  while (at < end && data[at] !== QUOTE) at++;
+  scan.atEnd = at;
+  return at + END.length === end && starts(data, at, end, END);
 }
 
 /** Any other frame, parsed in full: its event, or null (noted when it is not a `pong`). */
-function parsedEvent(machine: string, text: string): Event | null {
+function parsedEvent(machine: string, text: string): { type: string; loraId: string; at: string } | null {
   const message = JSON.parse(text) as {
     type: string;
     payload?: { data?: { cacheEvents?: { type: string; loraId: string; at: string } }; errors?: unknown };
@@ -142,7 +172,7 @@ function parsedEvent(machine: string, text: string): Event | null {
     note(JSON.stringify(message.payload?.errors));
     return null;
   }
-  return { type: event.type, loraId: event.loraId, at: () => event.at };
+  return event;
 }
 
 function connect(url: string, token: string, query: string, onMessage: (data: Buffer, start: number, end: number) => void): Promise<void> {
@@ -202,6 +232,7 @@ function report(sentAt: number[]): Record<string, unknown> {
     fromAt: histogram(fromAt),
     fromSend: histogram(fromSend),
     cpuSeconds: (usage.user + usage.system) / 1e6,
+    userSeconds: usage.user / 1e6,
   };
 }
 
@@ -212,6 +243,10 @@ process.on('message', (message: { type: string } & Record<string, unknown>) => {
         () => send({ type: 'opened' }),
         (error: Error) => send({ type: 'failed', error: error.message }),
       );
+      return;
+    case 'mark':
+      cpu0 = process.cpuUsage();
+      send({ type: 'marked' });
       return;
     case 'status': {
       let minUpdates = Number.POSITIVE_INFINITY;
