@@ -13,7 +13,8 @@
  *    and CPU are its own (VmRSS / VmHWM and utime+stime from /proc/<pid>); NODE_ENV=production,
  *    jobs off (blob deletion is not measured).
  * 3. The subscribers live in BENCH_CLIENT_PROCESSES child processes (bench/events-clients.ts:
- *    `ws` sockets speaking graphql-transport-ws, machine tokens), so the clients are not the
+ *    real sockets speaking graphql-transport-ws through bench/events-socket.ts, which reads frames
+ *    in place, machine tokens), so the clients are not the
  *    bottleneck of one event loop; the open-file limit is raised for the child processes alone
  *    (prlimit, up to the hard limit). A LoRA is renamed until every subscriber saw the
  *    LORA_UPDATED (all live), then WARMUP renames.
@@ -25,7 +26,10 @@
  *
  * With the shared fan-out an event costs one execution and one serialisation per group (here one:
  * every machine sends the same document) plus one frame write per socket; the p99 is then about
- * the time to write 10,000 frames, while the clients (same 2 cores) read them.
+ * the time to write 10,000 frames, while the clients (same 2 cores) read them. Each run also
+ * prints the server's CPU per 1,000 deliveries with its kernel part, the clients' CPU per frame
+ * (both over the measurement only) and the machine's busy cores: a frame costs a system call on
+ * each side of a loopback TCP connection, and on 2 cores that, not JavaScript, sets the ceiling.
  *
  * Exit 0 when, for every bus that ran at BENCH_SUBSCRIBERS: p99 (at → arrival) < 50 ms, every
  * subscriber got every event exactly once, no delete failed, the server kept up with RATE and its
