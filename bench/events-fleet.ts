@@ -43,13 +43,17 @@ export interface FleetReport {
   /** Merged histograms (bin → count, bins of BIN_MS). */
   fromAt: Map<number, number>;
   fromSend: Map<number, number>;
+  /** CPU of the client processes since `mark()` (user + system), and the user part. */
   cpuSeconds: number;
+  userSeconds: number;
 }
 
 export interface Fleet {
   /** Connects and subscribes `count` more subscribers, spread over the client processes. */
   add(count: number): Promise<void>;
   status(): Promise<{ minUpdates: number; deliveries: number }>;
+  /** The clients' CPU is counted from here on (the measurement, not the connecting). */
+  mark(): Promise<void>;
   report(sentAt: number[]): Promise<FleetReport>;
   close(): Promise<void>;
 }
@@ -126,6 +130,9 @@ export function startFleet(options: {
       );
       return { minUpdates: Math.min(...all.map((s) => s.minUpdates)), deliveries: all.reduce((n, s) => n + s.deliveries, 0) };
     },
+    async mark() {
+      await Promise.all(clients.map((c) => c.request({ type: 'mark' }, 'marked')));
+    },
     async report(sentAt) {
       const parts = await Promise.all(clients.map((c) => c.request<any>({ type: 'report', sentAt }, 'report')));
       const merged: FleetReport = {
@@ -136,12 +143,14 @@ export function startFleet(options: {
         fromAt: new Map(),
         fromSend: new Map(),
         cpuSeconds: 0,
+        userSeconds: 0,
       };
       for (const p of parts) {
         merged.deliveries += p.deliveries;
         merged.duplicates += p.duplicates;
         merged.unexpected += p.unexpected;
         merged.cpuSeconds += p.cpuSeconds;
+        merged.userSeconds += p.userSeconds;
         merged.errors.push(...p.errors);
         for (const [bin, n] of p.fromAt as [number, number][]) merged.fromAt.set(bin, (merged.fromAt.get(bin) ?? 0) + n);
         for (const [bin, n] of p.fromSend as [number, number][]) merged.fromSend.set(bin, (merged.fromSend.get(bin) ?? 0) + n);

@@ -13,7 +13,8 @@
  *    and CPU are its own (VmRSS / VmHWM and utime+stime from /proc/<pid>); NODE_ENV=production,
  *    jobs off (blob deletion is not measured).
  * 3. The subscribers live in BENCH_CLIENT_PROCESSES child processes (bench/events-clients.ts:
- *    `ws` sockets speaking graphql-transport-ws, machine tokens), so the clients are not the
+ *    real sockets speaking graphql-transport-ws through bench/events-socket.ts, which reads frames
+ *    in place, machine tokens), so the clients are not the
  *    bottleneck of one event loop; the open-file limit is raised for the child processes alone
  *    (prlimit, up to the hard limit). A LoRA is renamed until every subscriber saw the
  *    LORA_UPDATED (all live), then WARMUP renames.
@@ -25,7 +26,10 @@
  *
  * With the shared fan-out an event costs one execution and one serialisation per group (here one:
  * every machine sends the same document) plus one frame write per socket; the p99 is then about
- * the time to write 10,000 frames, while the clients (same 2 cores) read them.
+ * the time to write 10,000 frames, while the clients (same 2 cores) read them. Each run also
+ * prints the server's CPU per 1,000 deliveries with its kernel part, the clients' CPU per frame
+ * (both over the measurement only) and the machine's busy cores: a frame costs a system call on
+ * each side of a loopback TCP connection, and on 2 cores that, not JavaScript, sets the ceiling.
  *
  * Exit 0 when, for every bus that ran at BENCH_SUBSCRIBERS: p99 (at → arrival) < 50 ms, every
  * subscriber got every event exactly once, no delete failed, the server kept up with RATE and its
@@ -158,11 +162,19 @@ function memoryOf(pid: number): { rss: number; hwm: number } {
   return { rss: kib('VmRSS') / 1024, hwm: kib('VmHWM') / 1024 };
 }
 
-/** CPU seconds (user + system) a process has used. */
-function cpuSecondsOf(pid: number): number {
+/** CPU seconds a process has used: user, system (kernel) and both. */
+function cpuOf(pid: number): { user: number; system: number; total: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  const [user, system] = [Number(fields[11]) / 100, Number(fields[12]) / 100]; // utime, stime in clock ticks (USER_HZ = 100)
+  return { user, system, total: user + system };
+}
+
+/** CPU seconds the whole machine has been busy (all CPUs, every process: not idle, not waiting for I/O). */
+function machineBusySeconds(): number {
+  const ticks = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').split(/\s+/).slice(1).map(Number);
+  const total = ticks.slice(0, 8).reduce((a, b) => a + b, 0); // user nice system idle iowait irq softirq steal
+  return (total - (ticks[3] ?? 0) - (ticks[4] ?? 0)) / 100;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,6 +331,14 @@ interface Result {
   serverCpu?: number;
   serverCpuMsPer1000?: number;
   clientCpu?: number;
+  /** Server CPU per 1,000 deliveries spent in the kernel (socket writes); the rest is user space. */
+  serverKernelMsPer1000?: number;
+  /** Client CPU (µs) per frame received, and its kernel part. */
+  clientUsPerFrame?: number;
+  clientKernelUsPerFrame?: number;
+  /** The machine's busy CPU over the measurement, in cores (everything: postgres, the publisher, other work). */
+  machineBusy?: number;
+  load?: number;
   kibPerSubscriber?: number;
   ok?: boolean;
 }
@@ -417,7 +437,9 @@ async function measure(spec: RunSpec, server: ServerChild, fleet: Fleet, seeded:
 
   // The measurement.
   const sentAt: number[] = new Array(spec.events).fill(Number.NaN);
-  const cpu0 = cpuSecondsOf(server.pid);
+  await fleet.mark();
+  const cpu0 = cpuOf(server.pid);
+  const busy0 = machineBusySeconds();
   const t0 = performance.now();
   const failedDeletes = await openLoop(spec.events, async (i) => {
     const target = seeded.deletes[i] as { id: string; token: string };
@@ -431,7 +453,9 @@ async function measure(spec: RunSpec, server: ServerChild, fleet: Fleet, seeded:
     log(`${name}: ${error.message}`),
   );
   const wallSeconds = (performance.now() - t0) / 1000;
-  const serverCpuSeconds = cpuSecondsOf(server.pid) - cpu0;
+  const cpu1 = cpuOf(server.pid);
+  const serverCpuSeconds = cpu1.total - cpu0.total;
+  const machineBusy = (machineBusySeconds() - busy0) / wallSeconds;
   await new Promise((r) => setTimeout(r, 250)); // late duplicates
   const memory = memoryOf(server.pid); // hwm: the peak since the server started (the kernel's VmHWM)
   const d = await fleet.report(sentAt);
@@ -454,7 +478,12 @@ async function measure(spec: RunSpec, server: ServerChild, fleet: Fleet, seeded:
     rssPeak: memory.hwm,
     serverCpu: serverCpuSeconds / wallSeconds,
     serverCpuMsPer1000: d.deliveries ? (serverCpuSeconds * 1000) / (d.deliveries / 1000) : Number.NaN,
-    clientCpu: d.cpuSeconds / wallSeconds, // the client processes' whole lives: connecting included
+    clientCpu: d.cpuSeconds / wallSeconds, // from the measurement's start (connecting not included)
+    serverKernelMsPer1000: d.deliveries ? ((cpu1.system - cpu0.system) * 1000) / (d.deliveries / 1000) : Number.NaN,
+    clientUsPerFrame: d.deliveries ? (d.cpuSeconds * 1e6) / d.deliveries : Number.NaN,
+    clientKernelUsPerFrame: d.deliveries ? ((d.cpuSeconds - d.userSeconds) * 1e6) / d.deliveries : Number.NaN,
+    machineBusy,
+    load: loadavg()[0] ?? 0,
     kibPerSubscriber,
   };
   // `at` is stamped after the delete's transaction: a server too busy to keep up delays the
@@ -579,6 +608,12 @@ function report(results: Result[]): void {
   for (const row of rows) console.log(line(row));
   for (const r of results) {
     if (r.skipped) continue;
+    console.log(
+      `   ${r.spec.name}: server ${ms(r.serverCpuMsPer1000)} ms CPU per 1,000 deliveries, ${ms(r.serverKernelMsPer1000)} of it in the kernel; ` +
+        `clients ${ms(r.clientUsPerFrame)} µs CPU per frame received, ${ms(r.clientKernelUsPerFrame)} in the kernel; ` +
+        `machine busy ${((r.machineBusy ?? 0) * 100).toFixed(0)}% of ${cpus().length} cores (server ${((r.serverCpu ?? 0) * 100).toFixed(0)}%, clients ${((r.clientCpu ?? 0) * 100).toFixed(0)}%, ` +
+        `the rest — postgres, redis, the publisher, other work — ${(((r.machineBusy ?? 0) - (r.serverCpu ?? 0) - (r.clientCpu ?? 0)) * 100).toFixed(0)}%), load ${(r.load ?? 0).toFixed(1)}`,
+    );
     if (r.unexpected) console.log(`   ${r.spec.name}: ${r.unexpected} unexpected events`);
     if (r.errors?.length) console.log(`   ${r.spec.name}: subscription errors: ${r.errors.join('; ')}`);
   }

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import {
   createSourceEventStream,
   type DocumentNode,
@@ -12,6 +13,7 @@ import type { Logger } from 'pino';
 import { WebSocket } from 'ws';
 import { type Sharing, sharingOf } from '../events/shareable.ts';
 import { recordDelivery, subscriptionField } from '../telemetry/graphql-telemetry.ts';
+import { sendFrame, type TextFrame, textFrame } from './ws-frames.ts';
 
 /**
  * Shared fan-out for graphql-ws subscriptions: an event is executed and serialised once per
@@ -28,7 +30,11 @@ import { recordDelivery, subscriptionField } from '../telemetry/graphql-telemetr
  * own subscription would not have produced. Streams that are not shareable run per subscriber as
  * graphql-js would run them.
  *
- * Memory per subscriber: the member (socket, message-id prefix, filter) and the parked iterator;
+ * Writing (issue 16): per event, one complete WebSocket frame per distinct message id (members
+ * whose ids are equal share it), written with one write on each socket's TCP socket where ws would
+ * have written the same bytes (ws-frames.ts), through `WebSocket.send` otherwise.
+ *
+ * Memory per subscriber: the member (socket, message id, filter) and the parked iterator;
  * no context, document or source stream of its own is kept.
  */
 
@@ -42,16 +48,18 @@ export interface FanOutOptions {
 export interface FanOutTarget {
   hub: SharedFanOut;
   socket: WebSocket;
+  /** The socket's TCP socket (the upgrade request's), for frames written as they are. */
+  wire?: Duplex;
   id: string;
 }
 
-const TEXT = { binary: false } as const;
 const CLOSE = Buffer.from('}');
 
 interface Member {
   readonly socket: WebSocket;
-  /** `{"id":"…","type":"next","payload":` — the frame up to the shared payload. */
-  readonly prefix: Buffer;
+  readonly wire: Duplex | undefined;
+  /** The graphql-ws message id of this subscription. */
+  readonly id: string;
   readonly wants: (value: unknown) => boolean;
   end(error?: unknown): void;
 }
@@ -68,8 +76,8 @@ interface Group {
 export class SharedFanOut {
   private readonly groups = new Map<string, Group>();
   private readonly printed = new WeakMap<DocumentNode, string>();
-  /** Counters for tests and benchmarks: events executed, frames sent. */
-  readonly stats = { executions: 0, frames: 0 };
+  /** Counters for tests and benchmarks: events executed, frames sent, of which written as they are. */
+  readonly stats = { executions: 0, frames: 0, direct: 0 };
 
   constructor(private readonly options: FanOutOptions) {}
 
@@ -81,12 +89,15 @@ export class SharedFanOut {
   }
 
   /** The subscribe function for one WebSocket subscription (see the file comment). */
-  async subscribe(args: ExecutionArgs, socket: WebSocket, id: string): Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
+  async subscribe(
+    args: ExecutionArgs,
+    target: Omit<FanOutTarget, 'hub'>,
+  ): Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
     const source = await createSourceEventStream(args);
     if (!isAsyncIterable(source)) return source; // refused: an error result, masked by Yoga like any other
     const sharing = sharingOf(source);
     if (!sharing) return mapResults(source, (value) => execute({ ...args, rootValue: value }));
-    return this.join(args, sharing, socket, id);
+    return this.join(args, sharing, target);
   }
 
   /** Ends every group (server shutdown): their subscriptions complete. */
@@ -94,7 +105,7 @@ export class SharedFanOut {
     for (const group of [...this.groups.values()]) this.endGroup(group);
   }
 
-  private join(args: ExecutionArgs, sharing: Sharing<unknown>, socket: WebSocket, id: string): AsyncIterableIterator<never> {
+  private join(args: ExecutionArgs, sharing: Sharing<unknown>, target: Omit<FanOutTarget, 'hub'>): AsyncIterableIterator<never> {
     const key = this.keyOf(args, sharing.key);
     const group = this.groups.get(key) ?? this.openGroup(key, args, sharing);
     let finish: (result: IteratorResult<never>) => void = () => {};
@@ -104,8 +115,9 @@ export class SharedFanOut {
       fail = reject;
     });
     const member: Member = {
-      socket,
-      prefix: Buffer.from(`{"id":${JSON.stringify(id)},"type":"next","payload":`),
+      socket: target.socket,
+      wire: target.wire,
+      id: target.id,
       wants: sharing.wants,
       end: (error) => {
         this.leave(group, member);
@@ -175,13 +187,22 @@ export class SharedFanOut {
     const { errors, ...rest } = result;
     const payload = Buffer.from(JSON.stringify(errors ? { ...rest, errors: this.options.formatErrors(errors) } : rest));
     let sent = 0;
+    let direct = 0;
+    // the SDK's graphql-ws client draws a random id per subscription; clients that number them share frames
+    const frames = new Map<string, TextFrame>();
     for (const member of recipients) {
       // a member may have left while the execution awaited
       if (member.socket.readyState !== WebSocket.OPEN || !group.members.has(member)) continue;
-      member.socket.send(Buffer.concat([member.prefix, payload, CLOSE]), TEXT);
+      let frame = frames.get(member.id);
+      if (!frame) {
+        frame = textFrame([Buffer.from(`{"id":${JSON.stringify(member.id)},"type":"next","payload":`), payload, CLOSE]);
+        frames.set(member.id, frame);
+      }
+      if (sendFrame(member.socket, member.wire, frame)) direct++;
       sent++;
     }
     this.stats.frames += sent;
+    this.stats.direct += direct;
     // the members' parked iterators yield nothing, so the per-subscription telemetry sees no result
     if (sent > 0) recordDelivery(group.field, sent, result);
   }
@@ -207,7 +228,7 @@ export function useSharedFanOut(): Plugin {
   return {
     onSubscribe({ args, setSubscribeFn }) {
       const target = (args.contextValue as { fanOut?: FanOutTarget }).fanOut;
-      if (target) setSubscribeFn((subscribeArgs) => target.hub.subscribe(subscribeArgs, target.socket, target.id) as never);
+      if (target) setSubscribeFn((subscribeArgs) => target.hub.subscribe(subscribeArgs, target) as never);
     },
   };
 }

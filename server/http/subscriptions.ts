@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { type ExecutionArgs, GraphQLError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { YogaServerInstance } from 'graphql-yoga';
@@ -61,6 +62,8 @@ export interface SubscriptionServerOptions {
 
 interface ConnectionExtra extends Record<PropertyKey, unknown> {
   principal?: Principal;
+  /** The socket's TCP socket, kept from the upgrade request (shared fan-out frames are written to it). */
+  wire?: Duplex;
   operations?: ReturnType<OperationCounter['register']>;
   expiry?: { cancel(): void };
 }
@@ -127,6 +130,7 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
         // closed while the token was verified: onClose has run, nothing may be registered now
         if (expiresAt <= Date.now() || socket.readyState === WebSocket.CLOSED) return false;
         // graphql-ws keeps the upgrade request for the socket's life; nothing here reads it again
+        ctx.extra.wire = ctx.extra.request.socket;
         Reflect.deleteProperty(ctx.extra, 'request');
         const { role, id } = actorOf(principal);
         const caller = `${role}:${id}`;
@@ -166,7 +170,7 @@ export function attachSubscriptions(options: SubscriptionServerOptions): { close
           let payload = incoming;
           const query = options.trustedDocuments.resolve(incoming, ctx.extra.principal ?? ANONYMOUS);
           if (query !== undefined && query !== incoming.query) payload = { ...incoming, query };
-          const target: FanOutTarget | undefined = fanOut ? { hub: fanOut, socket: ctx.extra.socket, id } : undefined;
+          const target: FanOutTarget | undefined = fanOut ? { hub: fanOut, socket: ctx.extra.socket, wire: ctx.extra.wire, id } : undefined;
           const enveloped = yoga.getEnveloped({
             principal: ctx.extra.principal,
             params: payload,

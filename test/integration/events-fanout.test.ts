@@ -53,11 +53,15 @@ describe('shared fan-out of cacheEvents', () => {
     expect(fanOut.size().groups).toBe(before.groups + 3); // machine, admin, and the other document
 
     const executions = fanOut.stats.executions;
+    const { frames, direct } = fanOut.stats;
     member(await deleteLora(server, await server.tokens.user(userId), lora.id), 'DeleteLoraSuccess');
     const deleted = (e: Record<string, unknown>) => e.type === 'LORA_DELETED' && e.loraId === lora.id;
     const got = await Promise.all([...machines, ...admins].map((s, i) => s.waitFor(nextFor(`s${i}`, deleted))));
     const altGot = await alt.waitFor(nextFor('alt', deleted));
     expect(fanOut.stats.executions - executions).toBe(3);
+    // every frame was written prebuilt, straight to its TCP socket (ws-frames.ts): the server negotiates no extension
+    expect(fanOut.stats.frames - frames).toBe(6);
+    expect(fanOut.stats.direct - direct).toBe(6);
 
     const payloads = got.map((m) => JSON.stringify(m.payload));
     expect(new Set(payloads.slice(0, 3)).size).toBe(1); // the machines' bytes are the same
