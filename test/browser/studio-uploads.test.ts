@@ -234,6 +234,52 @@ describe('cancelling', () => {
   });
 });
 
+describe('resuming', () => {
+  it('the same file dropped again after a reload resumes its session: only the blocks storage lacks are sent', async () => {
+    const { userId, token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    await throttleUploads(context, page, 1_000_000);
+    const file = largeSafetensors(12);
+    const blocks = Math.ceil(file.totalBytes / (1024 * 1024));
+    const drop = { name: 'resumed.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes, lastModified: 1_700_000_000_000 };
+    await dropFiles(page, [drop]);
+    // wait until storage holds a few blocks, then reload in the middle of the upload
+    const [session] = await (async () => {
+      await eventually(async () => (await sessionsOf(userId)).length).toBe(1);
+      return sessionsOf(userId);
+    })();
+    const blobPath = session?.blob_path as string;
+    // staged blocks, and those the server committed while validating ahead
+    const held = async () => {
+      const list = await server.app.blobs.sessionBlob(blobPath).blockList();
+      return list.committed.length + list.uncommitted.length;
+    };
+    await eventually(async () => (await held()) >= 3).toBe(true);
+    await page.reload();
+    await page.getByTestId('empty-state').waitFor();
+    expect(await savedSessionKeys(page)).toHaveLength(1); // the page still knows the session
+    const before = await held();
+    expect(before).toBeLessThan(blocks);
+
+    const requests = recordUploadRequests(page);
+    await dropFiles(page, [drop]);
+    await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
+    // the same session completed; this page sent only what storage lacked (a block in flight at the reload may go again)
+    expect((await sessionsOf(userId)).map((s) => s.state)).toEqual(['COMPLETED']);
+    expect(requests.blockPuts.length).toBeLessThanOrEqual(blocks - before);
+    expect(requests.blockPuts.length).toBeGreaterThan(0);
+    const sha256 = createHash('sha256')
+      .update(Buffer.concat([file.bytes, Buffer.alloc(file.zeroBytes)]))
+      .digest('hex');
+    const [stored] = (await listLoras(server, token)).loras;
+    expect(stored).toMatchObject({ name: 'resumed', sizeBytes: file.totalBytes, sha256 });
+    expect(await savedSessionKeys(page)).toEqual([]);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
+
 describe('editing and deleting', () => {
   it('renames and retags, then deletes with confirmation; the list and quota follow', async () => {
     const { userId, token } = await newUser();
