@@ -3,33 +3,17 @@
  * Node: `file` is `{ path }`, state beside it; browsers: a `File`, state in IndexedDB; either may
  * be given another `store`.
  */
-import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
-import { LoraSdkError } from './errors.ts';
-import {
-  AbortLoraUploadDocument,
-  BeginLoraUploadDocument,
-  CompleteLoraUploadDocument,
-  type CompleteLoraUploadMutation,
-  LoraDocument,
-  LoraQuotaDocument,
-  LoraUploadSessionDocument,
-  RenewLoraUploadDocument,
-  type UploadSessionFieldsFragment,
-} from './gql/graphql.ts';
+import type { CompleteLoraUploadMutation } from './gql/graphql.ts';
+import { type RequestFn, resumableApi } from './resumable-api.ts';
 import {
   type BlockPut,
-  type ResumableApi,
   type ResumableOptions,
   type ResumableRunStats,
   type ResumableStore,
   runResumableUpload,
 } from './resumable-upload.ts';
 
-type RequestFn = <TData, TVariables>(
-  document: TypedDocumentNode<TData, TVariables>,
-  variables: TVariables,
-  call?: { signal?: AbortSignal },
-) => Promise<TData>;
+export { abortResumable } from './resumable-api.ts';
 
 export interface UploadLoraResumableInput extends Omit<ResumableOptions, 'fetch' | 'putBlock'> {
   /** Node: `{ path }` (and optionally `fileName`); browsers: a `File`/`Blob`. */
@@ -38,12 +22,6 @@ export interface UploadLoraResumableInput extends Omit<ResumableOptions, 'fetch'
   store?: ResumableStore;
   /** Filled in as the run goes (bytes and blocks this run sent, blocks resumed). */
   stats?: ResumableRunStats;
-}
-
-function session(value: { __typename: string } & Partial<UploadSessionFieldsFragment>): UploadSessionFieldsFragment {
-  if (value.__typename === 'LoraUploadSession') return value as UploadSessionFieldsFragment;
-  const error = value as unknown as { __typename: string; code: string; message: string };
-  throw LoraSdkError.domain(error);
 }
 
 export async function uploadResumable(
@@ -67,22 +45,7 @@ export async function uploadResumable(
     store = givenStore ?? node.jsonFileStore(node.stateFileBeside(path));
     if (!fetchImpl) transport = node.httpBlockPut(); // a fetch given to the client is used as given
   }
-  const call = options.signal ? { signal: options.signal } : {};
-  const api: ResumableApi = {
-    begin: async (v) => session((await request(BeginLoraUploadDocument, v, call)).beginLoraUpload),
-    renew: async (id) => session((await request(RenewLoraUploadDocument, { id }, call)).renewLoraUpload),
-    session: async (id) => {
-      const found = (await request(LoraUploadSessionDocument, { id }, call)).loraUploadSession;
-      return found.__typename === 'LoraUploadSession' ? found : undefined;
-    },
-    complete: async (id, blockIds) => (await request(CompleteLoraUploadDocument, { id, blockIds }, call)).completeLoraUpload,
-    finished: async (loraId) => {
-      const lora = (await request(LoraDocument, { id: loraId }, call)).lora;
-      if (lora.__typename !== 'Lora') throw LoraSdkError.domain(lora);
-      const quota = (await request(LoraQuotaDocument, {}, call)).loraQuota;
-      return { __typename: 'UploadLoraSuccess', lora, quota } as CompleteLoraUploadMutation['completeLoraUpload'];
-    },
-  };
+  const api = resumableApi(request, options.signal ? { signal: options.signal } : {});
   try {
     return await runResumableUpload(
       api,
@@ -95,9 +58,4 @@ export async function uploadResumable(
     transport?.close();
     await source.close?.();
   }
-}
-
-/** Ends a session (its blocks discarded, its reservation released); for a run you will not resume. */
-export async function abortResumable(request: RequestFn, id: string): Promise<void> {
-  session((await request(AbortLoraUploadDocument, { id })).abortLoraUpload);
 }

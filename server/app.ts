@@ -24,6 +24,7 @@ import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createRateLimits } from './limits/rate-limits.ts';
 import { createServices, type Services } from './services/index.ts';
+import { applyUploadCors } from './storage/blob-cors.ts';
 import { BlobStore } from './storage/blob-store.ts';
 import { createDevTokenHandler } from './studio/dev-tokens.ts';
 import { createStudioStaticHandler, STUDIO_PATH } from './studio/static-files.ts';
@@ -141,7 +142,8 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
   const metricsHandler = createMetricsHandler(config.telemetry.metrics, () => currentTelemetry()?.prometheus ?? null);
 
   const auditExport = createAuditExportHandler({ verify, auditLog: services.auditLog, logger });
-  const studio = createStudioStaticHandler(resolve(PACKAGE_ROOT, 'studio/dist'));
+  // Studio's uploads PUT blocks straight to Blob Storage: the page may connect to its origin
+  const studio = createStudioStaticHandler(resolve(PACKAGE_ROOT, 'studio/dist'), [new URL(blobs.url('content')).origin]);
   const devTokens = options.studioDevTokens && config.auth.jwtSecret ? createDevTokenHandler(config.auth.jwtSecret) : null;
 
   async function ready(): Promise<{ ok: boolean; checks: Record<string, string> }> {
@@ -270,6 +272,8 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
       const result = await migrate(config.databaseUrl);
       if (result.applied.length) logger.info({ applied: result.applied }, 'applied migrations');
       await blobs.ensureContainers();
+      // browsers PUT upload blocks straight to storage (Studio): its CORS rule (server/storage/blob-cors.ts)
+      if (config.storageCorsOrigins.length) await applyUploadCors(config.storage.connectionString, config.storageCorsOrigins);
       await busHandle.connect();
       await limitsHandle.connect();
       await jobs.start();

@@ -91,6 +91,8 @@ const envSchema = z
     GRAPHIQL: boolish.optional(),
     /** Browser origins allowed by CORS (comma list, or `*`); unset = none in production, any elsewhere. Never with credentials. */
     CORS_ORIGINS: commaList.pipe(z.array(corsOrigin)).optional(),
+    /** Browser origins Blob Storage lets PUT upload blocks (Studio's resumable uploads); unset = none in production, CORS_ORIGINS' value (`*`) otherwise; empty = storage's CORS left alone. */
+    STORAGE_CORS_ORIGINS: commaList.pipe(z.array(corsOrigin)).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Run the background job workers (pg-boss) in this process. */
     JOBS_ENABLED: boolish.default(true),
@@ -248,6 +250,8 @@ export interface Config {
   graphiql: boolean;
   /** Origins answered with CORS headers; `['*']` = any. */
   corsOrigins: string[];
+  /** Origins the Blob service's upload CORS rule allows (set at start-up); `[]` = storage's CORS left alone. */
+  storageCorsOrigins: string[];
   logLevel: Env['LOG_LEVEL'];
   jobsEnabled: boolean;
   jobsPollSeconds: number;
@@ -342,6 +346,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
     graphiql: env.GRAPHIQL ?? env.NODE_ENV !== 'production',
     corsOrigins: env.CORS_ORIGINS ?? (env.NODE_ENV === 'production' ? [] : ['*']),
+    storageCorsOrigins: env.STORAGE_CORS_ORIGINS ?? (env.NODE_ENV === 'production' ? [] : (env.CORS_ORIGINS ?? ['*'])),
     logLevel: env.LOG_LEVEL,
     jobsEnabled: env.JOBS_ENABLED,
     jobsPollSeconds: env.JOBS_POLL_SECONDS,

@@ -7,7 +7,7 @@ import { extname, resolve, sep } from 'node:path';
  * Serves the built Studio (`studio/dist`, made by `npm run studio:build` or on `npm start`) under
  * `/studio/`: hashed assets cached for a year, `index.html` for every other page path (the app
  * routes itself), a strict Content-Security-Policy (same-origin scripts, styles, API and
- * WebSocket), GET and HEAD only, and no path outside the folder (traversal, NUL, bad escapes: 404).
+ * WebSocket; `connect-src` adds Blob Storage's origin, where uploads PUT their blocks), GET and HEAD only, and no path outside the folder (traversal, NUL, bad escapes: 404).
  */
 
 export const STUDIO_PATH = '/studio';
@@ -25,17 +25,24 @@ const TYPES: Record<string, string> = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
-const SECURITY_HEADERS = {
-  'content-security-policy':
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-};
+function securityHeaders(connectOrigins: readonly string[]) {
+  const connect = ["'self'", ...connectOrigins].join(' ');
+  return {
+    'content-security-policy': `default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src ${connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'`,
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+  };
+}
 
-export function createStudioStaticHandler(distDir: string): (req: IncomingMessage, res: ServerResponse, path: string) => void {
+/** `connectOrigins`: origins the page may fetch besides its own (Blob Storage's, for resumable uploads). */
+export function createStudioStaticHandler(
+  distDir: string,
+  connectOrigins: readonly string[] = [],
+): (req: IncomingMessage, res: ServerResponse, path: string) => void {
   const root = resolve(distDir);
+  const security = securityHeaders(connectOrigins);
   const notFound = (res: ServerResponse, message = 'Not found') => {
-    res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8', ...SECURITY_HEADERS });
+    res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8', ...security });
     res.end(message);
   };
   const sendFile = async (req: IncomingMessage, res: ServerResponse, file: string, cache: string): Promise<boolean> => {
@@ -45,7 +52,7 @@ export function createStudioStaticHandler(distDir: string): (req: IncomingMessag
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
       'content-length': info.size,
       'cache-control': cache,
-      ...SECURITY_HEADERS,
+      ...security,
     });
     if (req.method === 'HEAD') res.end();
     else createReadStream(file).pipe(res);

@@ -33,7 +33,8 @@ let browser: Browser;
 
 beforeAll(async () => {
   buildStudioIfStale();
-  [server, browser] = await Promise.all([startTestServer(), launchChromium()]);
+  // 1 MiB blocks: a few MiB file is several Put Blocks, so progress advances in steps
+  [server, browser] = await Promise.all([startTestServer({ UPLOAD_BLOCK_BYTES: String(1024 * 1024) }), launchChromium()]);
 }, 120_000);
 afterAll(async () => {
   await browser?.close();
@@ -49,6 +50,37 @@ const rows = (page: Page) => page.getByTestId('upload-row');
 const itemNames = (page: Page) => page.getByTestId('lora-item').locator('.card__name').allInnerTexts();
 /** Opens a LoRA's details from its card in the library. */
 const openLora = (page: Page, name: string) => page.getByTestId('lora-item').filter({ hasText: name }).getByRole('button').click();
+
+/** Put Blocks and multipart requests the page sends. */
+function recordUploadRequests(page: Page): { blockPuts: string[]; multipart: string[] } {
+  const seen = { blockPuts: [] as string[], multipart: [] as string[] };
+  page.on('request', (r) => {
+    if (r.method() === 'PUT' && r.url().includes('comp=block')) seen.blockPuts.push(r.url());
+    if ((r.headers()['content-type'] ?? '').startsWith('multipart/')) seen.multipart.push(r.url());
+  });
+  return seen;
+}
+
+/** The user's upload sessions as the database holds them. */
+const sessionsOf = (userId: string) =>
+  server.app.db.upload_session.findMany({ where: { user_id: userId }, select: { state: true, blob_path: true } });
+
+/** The file keys Studio keeps upload sessions under in the page's IndexedDB (sdk/browser-resumable.ts). */
+function savedSessionKeys(page: Page): Promise<string[]> {
+  return page.evaluate(
+    () =>
+      new Promise<string[]>((resolve, reject) => {
+        const open = indexedDB.open('lora-vault-uploads', 1);
+        open.onupgradeneeded = () => open.result.createObjectStore('sessions');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const keys = open.result.transaction('sessions', 'readonly').objectStore('sessions').getAllKeys();
+          keys.onsuccess = () => resolve(keys.result.map(String));
+          keys.onerror = () => reject(keys.error);
+        };
+      }),
+  );
+}
 
 /** Records every value and phase an upload row's progress shows, as the page renders them. */
 async function recordProgress(page: Page): Promise<void> {
@@ -66,11 +98,12 @@ async function recordProgress(page: Page): Promise<void> {
 }
 
 describe('uploading', () => {
-  it('a safetensors file dropped on the page shows advancing progress, then is listed with its facts and the quota grows', async () => {
+  it('a safetensors file dropped on the page goes in blocks straight to storage with advancing progress, then is listed with its facts and the quota grows', async () => {
     const { userId, token } = await newUser();
     const { context, page, errors } = await signedInPage(browser, server.url, token);
     await page.getByTestId('empty-state').waitFor();
     await recordProgress(page);
+    const requests = recordUploadRequests(page);
     await throttleUploads(context, page, 4_000_000); // ~2 s of sending, on a fast machine too
     const file = largeSafetensors(8);
     await dropFiles(page, [{ name: 'ink-wash.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
@@ -91,6 +124,13 @@ describe('uploading', () => {
       .update(Buffer.concat([file.bytes, Buffer.alloc(file.zeroBytes)]))
       .digest('hex');
     expect(stored).toMatchObject({ name: 'ink-wash', sizeBytes: file.totalBytes, sha256 });
+    // the resumable path: every block PUT to Blob Storage's origin through the session's SAS, no multipart request
+    expect(requests.multipart).toEqual([]);
+    expect(requests.blockPuts.length).toBeGreaterThanOrEqual(Math.ceil(file.totalBytes / (1024 * 1024)));
+    const storageOrigin = new URL(server.app.blobs.url('x')).origin;
+    expect(new Set(requests.blockPuts.map((u) => new URL(u).origin))).toEqual(new Set([storageOrigin]));
+    expect(storageOrigin).not.toBe(new URL(server.url).origin);
+    expect((await sessionsOf(userId)).map((s) => s.state)).toEqual(['COMPLETED']);
 
     await openLora(page, 'ink-wash');
     const details = page.getByTestId('details');
@@ -165,8 +205,8 @@ describe('uploading', () => {
 });
 
 describe('cancelling', () => {
-  it('Cancel stops an upload in flight: the row says so, nothing is stored, the quota is untouched', async () => {
-    const { token } = await newUser();
+  it('Cancel stops an upload in flight: the row says so, the session is aborted, nothing is stored, the quota is untouched', async () => {
+    const { userId, token } = await newUser();
     const { context, page, errors } = await signedInPage(browser, server.url, token);
     await page.getByTestId('empty-state').waitFor();
     await throttleUploads(context, page, 1_000_000);
@@ -183,6 +223,58 @@ describe('cancelling', () => {
     await screenshot(page, 'upload-cancelled');
     await eventually(async () => (await listLoras(server, token)).total).toBe(0);
     expect(await page.getByTestId('quota').innerText()).toMatch(/0 bytes of[\s\S]*0 of 100/);
+    // the session was ended (its reservation released) and its staged blocks are gone from storage
+    await eventually(async () => (await sessionsOf(userId)).map((s) => s.state)).toEqual(['ABORTED']);
+    const [session] = await sessionsOf(userId);
+    expect(await server.app.blobs.sessionBlob(session?.blob_path as string).blockList()).toEqual({ committed: [], uncommitted: [] });
+    // and the page forgot it: the same file dropped again starts a new session
+    expect(await savedSessionKeys(page)).toEqual([]);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
+
+describe('resuming', () => {
+  it('the same file dropped again after a reload resumes its session: only the blocks storage lacks are sent', async () => {
+    const { userId, token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    await throttleUploads(context, page, 1_000_000);
+    const file = largeSafetensors(12);
+    const blocks = Math.ceil(file.totalBytes / (1024 * 1024));
+    const drop = { name: 'resumed.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes, lastModified: 1_700_000_000_000 };
+    await dropFiles(page, [drop]);
+    // wait until storage holds a few blocks, then reload in the middle of the upload
+    const [session] = await (async () => {
+      await eventually(async () => (await sessionsOf(userId)).length).toBe(1);
+      return sessionsOf(userId);
+    })();
+    const blobPath = session?.blob_path as string;
+    // staged blocks, and those the server committed while validating ahead
+    const held = async () => {
+      const list = await server.app.blobs.sessionBlob(blobPath).blockList();
+      return list.committed.length + list.uncommitted.length;
+    };
+    await eventually(async () => (await held()) >= 3).toBe(true);
+    await page.reload();
+    await page.getByTestId('empty-state').waitFor();
+    expect(await savedSessionKeys(page)).toHaveLength(1); // the page still knows the session
+    const before = await held();
+    expect(before).toBeLessThan(blocks);
+
+    const requests = recordUploadRequests(page);
+    await dropFiles(page, [drop]);
+    await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
+    // the same session completed; this page sent only what storage lacked (a block in flight at the reload may go again)
+    expect((await sessionsOf(userId)).map((s) => s.state)).toEqual(['COMPLETED']);
+    expect(requests.blockPuts.length).toBeLessThanOrEqual(blocks - before);
+    expect(requests.blockPuts.length).toBeGreaterThan(0);
+    const sha256 = createHash('sha256')
+      .update(Buffer.concat([file.bytes, Buffer.alloc(file.zeroBytes)]))
+      .digest('hex');
+    const [stored] = (await listLoras(server, token)).loras;
+    expect(stored).toMatchObject({ name: 'resumed', sizeBytes: file.totalBytes, sha256 });
+    expect(await savedSessionKeys(page)).toEqual([]);
     expect(errors).toEqual([]);
     await context.close();
   });

@@ -67,15 +67,24 @@ export async function screenshot(page: Page, name: string): Promise<void> {
 /**
  * Drops files on the drop zone the way a drag from the desktop does (dragenter, dragover, drop
  * with a DataTransfer holding File objects). Each file is its bytes, or a safetensors header
- * followed by `zeroBytes` of tensor data made in the page (so a large file need not cross CDP).
+ * followed by `zeroBytes` of tensor data made in the page (so a large file need not cross CDP);
+ * `lastModified` (default now) makes the same file again, as a second drop after a reload does.
  */
-export async function dropFiles(page: Page, files: { name: string; bytes: Buffer; zeroBytes?: number }[]): Promise<void> {
-  const payload = files.map((f) => ({ name: f.name, base64: f.bytes.toString('base64'), zeroBytes: f.zeroBytes ?? 0 }));
+export async function dropFiles(
+  page: Page,
+  files: { name: string; bytes: Buffer; zeroBytes?: number; lastModified?: number }[],
+): Promise<void> {
+  const payload = files.map((f) => ({
+    name: f.name,
+    base64: f.bytes.toString('base64'),
+    zeroBytes: f.zeroBytes ?? 0,
+    lastModified: f.lastModified ?? Date.now(),
+  }));
   await page.getByTestId('dropzone').evaluate((zone, list) => {
     const transfer = new DataTransfer();
     for (const f of list) {
       const head = Uint8Array.from(atob(f.base64), (c) => c.charCodeAt(0));
-      transfer.items.add(new File([head, new Uint8Array(f.zeroBytes)], f.name));
+      transfer.items.add(new File([head, new Uint8Array(f.zeroBytes)], f.name, { lastModified: f.lastModified }));
     }
     for (const type of ['dragenter', 'dragover', 'drop']) {
       zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));

@@ -1,4 +1,4 @@
-import type { UploadLoraMutation } from '@lora-vault/sdk/documents';
+import type { BeginLoraUploadMutation, CompleteLoraUploadMutation, UploadLoraMutation } from '@lora-vault/sdk/documents';
 import type { LoraSdkError } from '@lora-vault/sdk/errors';
 import { formatBytes } from '../shared/format.ts';
 
@@ -7,7 +7,11 @@ import { formatBytes } from '../shared/format.ts';
  * with the numbers (quota, limit) and the reason (format, unsafe findings) the API returned.
  */
 
-type UploadError = Exclude<UploadLoraMutation['uploadLora'], { __typename: 'UploadLoraSuccess' }>;
+/** A typed refusal of the upload: the multipart mutation's, a session's begin or its completion. */
+export type UploadError =
+  | Exclude<UploadLoraMutation['uploadLora'], { __typename: 'UploadLoraSuccess' }>
+  | Exclude<CompleteLoraUploadMutation['completeLoraUpload'], { __typename: 'UploadLoraSuccess' }>
+  | Exclude<BeginLoraUploadMutation['beginLoraUpload'], { __typename: 'LoraUploadSession' }>;
 
 export interface QuotaNumbers {
   usedBytes: number;

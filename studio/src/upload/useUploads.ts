@@ -1,26 +1,36 @@
-import { postBlobMultipart } from '@lora-vault/sdk/browser-upload';
 import {
   type LoraQuotaQuery,
   type QuotaFieldsFragment,
-  UploadLoraDocument,
-  type UploadLoraMutation,
   UploadProgressDocument,
   type UploadProgressSubscription,
+  type UploadSessionFieldsFragment,
 } from '@lora-vault/sdk/documents';
-import { isLoraSdkError, networkError, resultFromResponse } from '@lora-vault/sdk/errors';
-import { stringifyDocument } from '@urql/core';
+import { isLoraSdkError, networkError } from '@lora-vault/sdk/errors';
+import {
+  abortResumable,
+  blobBlockSource,
+  indexedDbStore,
+  type ResumableApi,
+  type ResumableStore,
+  resumableApi,
+  runResumableUpload,
+} from '@lora-vault/sdk/resumable';
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { useClient } from 'urql';
-import { GRAPHQL_URL, UPLOAD_CONCURRENCY } from '../config.ts';
+import { UPLOAD_CONCURRENCY } from '../config.ts';
 import { newUuid } from '../shared/format.ts';
-import { quotaSentence, requestErrorSentence, uploadErrorSentence } from './sentences.ts';
+import { quotaSentence, requestErrorSentence, type UploadError, uploadErrorSentence } from './sentences.ts';
+import { urqlRequest } from './urql-request.ts';
 
 /**
  * The upload queue: each file is checked against the quota first (refused before a byte is
- * sent when it cannot fit), then sent as a GraphQL multipart request (the SDK's browser upload,
- * XHR with send progress) with `sizeBytes` and an `uploadId` whose `uploadProgress` subscription
- * reports the server's phases (RECEIVING → VALIDATING → STORING → DONE). Cancel aborts the
- * request; the API then stores nothing.
+ * sent when it cannot fit), then uploaded the resumable way with the SDK's run
+ * (`@lora-vault/sdk/resumable`): beginLoraUpload, blocks PUT straight to Blob Storage through the
+ * session's write-only SAS, completeLoraUpload. The session id is kept in IndexedDB under the
+ * file's name, size and modification time, so the same file dropped again after a reload resumes
+ * (only the blocks storage lacks are sent). Progress: bytes storage holds, then the server's
+ * `uploadProgress` for the session (VALIDATING → STORING). Cancel stops the run and aborts the
+ * session, so storage and the quota keep nothing.
  */
 
 export type UploadPhase = 'QUEUED' | 'RECEIVING' | 'VALIDATING' | 'STORING' | 'DONE' | 'FAILED' | 'CANCELLED';
@@ -66,34 +76,42 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
       if (!file) return;
       const abort = new AbortController();
       aborts.current.set(item.key, abort);
-      const uploadId = newUuid();
-      let received = 0;
-      let sent = 0;
-      const show = (phase: UploadPhase) => patch(item.key, { phase, bytesDone: Math.max(received, sent) });
-      const progress = client.subscription(UploadProgressDocument, { uploadId }).subscribe((result) => {
-        const p = (result.data as UploadProgressSubscription | undefined)?.uploadProgress;
-        if (!p || p.phase === 'FAILED' || p.phase === 'DONE') return; // the mutation's answer decides those
-        received = p.bytesReceived;
-        show(p.phase);
-      });
+      const request = urqlRequest(client);
+      const source = blobBlockSource(file);
+      let sessionId: string | null = null;
+      let progress: { unsubscribe(): void } | undefined;
+      let stored = 0; // bytes storage holds (staged blocks, earlier runs' included)
+      let checked = 0; // bytes the server reported validated
+      let serverPhase: UploadPhase = 'VALIDATING';
+      const show = () => patch(item.key, { phase: stored < file.size ? 'RECEIVING' : serverPhase, bytesDone: Math.max(stored, checked) });
+      // the server reports a session's validation under its id: follow it once the session is known
+      const follow = (session: UploadSessionFieldsFragment) => {
+        if (sessionId === session.id) return session;
+        progress?.unsubscribe();
+        sessionId = session.id;
+        progress = client.subscription(UploadProgressDocument, { uploadId: session.id }).subscribe((result) => {
+          const p = (result.data as UploadProgressSubscription | undefined)?.uploadProgress;
+          if (!p || (p.phase !== 'VALIDATING' && p.phase !== 'STORING')) return; // the completion's answer decides the rest
+          serverPhase = p.phase;
+          checked = Math.max(checked, p.bytesReceived);
+          show();
+        });
+        return session;
+      };
+      const sdkApi = resumableApi(request);
+      const api: ResumableApi = {
+        ...sdkApi,
+        begin: async (input) => follow(await sdkApi.begin(input)),
+        renew: async (id) => follow(await sdkApi.renew(id)),
+      };
       try {
-        const response = await postBlobMultipart({
-          url: GRAPHQL_URL,
-          headers: { authorization: `Bearer ${latest.current.token}`, 'x-graphql-yoga-csrf': '1' },
-          operations: JSON.stringify({
-            query: stringifyDocument(UploadLoraDocument),
-            operationName: 'UploadLora',
-            variables: { file: null, uploadId, sizeBytes: file.size, uploadSource: 'EMPROPS_STUDIO' },
-          }),
-          fileVariable: 'variables.file',
-          blob: file,
+        const result = await runResumableUpload(api, source, sessionStore(), {
           signal: abort.signal,
           onProgress: (bytes) => {
-            sent = bytes;
-            show(bytes < file.size ? 'RECEIVING' : 'VALIDATING');
+            stored = bytes;
+            show();
           },
         });
-        const result = resultFromResponse<UploadLoraMutation>(response.status, response.text).uploadLora;
         if (result.__typename === 'UploadLoraSuccess') {
           patch(item.key, { phase: 'DONE', bytesDone: file.size, loraId: result.lora.id, message: null });
           latest.current.onUploaded(result.quota);
@@ -102,10 +120,20 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
         }
       } catch (error) {
         const sdkError = isLoraSdkError(error) ? error : networkError(error);
-        const cancelled = sdkError.code === 'ABORTED';
-        patch(item.key, { phase: cancelled ? 'CANCELLED' : 'FAILED', message: requestErrorSentence(file.name, sdkError) });
+        if (abort.signal.aborted) {
+          // nothing is left behind: the session's blocks and its quota reservation go now
+          if (sessionId) await abortResumable(request, sessionId).catch(() => undefined);
+          await sessionStore()
+            .delete(source.key)
+            .catch(() => undefined);
+          patch(item.key, { phase: 'CANCELLED', message: requestErrorSentence(file.name, networkError(abortError())) });
+        } else if (sdkError.kind === 'domain' && sdkError.details) {
+          patch(item.key, { phase: 'FAILED', message: uploadErrorSentence(file.name, file.size, sdkError.details as UploadError) });
+        } else {
+          patch(item.key, { phase: 'FAILED', message: requestErrorSentence(file.name, sdkError) });
+        }
       } finally {
-        progress.unsubscribe();
+        progress?.unsubscribe();
         aborts.current.delete(item.key);
         files.current.delete(item.key);
         running.current.delete(item.key);
@@ -195,4 +223,15 @@ function earlyRefusal(file: File, quota: Quota, pendingBytes: number, pendingCou
     });
   }
   return null;
+}
+
+let store: ResumableStore | undefined;
+/** The page's IndexedDB store of session ids (database `lora-vault-uploads`), opened on first use. */
+function sessionStore(): ResumableStore {
+  store ??= indexedDbStore();
+  return store;
+}
+
+function abortError(): Error {
+  return Object.assign(new Error('cancelled'), { name: 'AbortError' });
 }
