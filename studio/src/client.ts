@@ -51,7 +51,12 @@ export function createStudioClient(token: string, onUnauthenticated: () => void)
       }),
     ],
   });
-  return { client, dispose: () => void ws.dispose() };
+  return {
+    client,
+    // graphql-ws's dispose awaits the last connection attempt: one the API refused (4403) rejects
+    // with its CloseEvent, an uncaught page error when signing out because of that very refusal
+    dispose: () => void Promise.resolve(ws.dispose()).catch(() => {}),
+  };
 }
 
 /** True when a urql error says the token is missing, bad or expired. */
