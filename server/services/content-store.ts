@@ -30,6 +30,9 @@ export interface LinkInput {
   ownEtag?: string | undefined;
 }
 
+/** How many touch rounds one link waits through before it gives up (LinkRaceError). */
+const LINK_ROUNDS = 64;
+
 /** The stored content changed between `prepareLink` and `commitLink` (a concurrent upload or deletion): prepare again. */
 export class LinkRaceError extends Error {
   override name = 'LinkRaceError';
@@ -46,7 +49,10 @@ export class LinkRaceError extends Error {
  * touched meanwhile is simply tried again.
  */
 export async function prepareLink(db: Db, blobs: BlobStore, jobs: JobQueue, input: LinkInput): Promise<StoredContent> {
-  for (let attempt = 0; attempt < 5; attempt++) {
+  // Links of one content touch its base one after another (each touch is conditional on the
+  // last one's ETag): N uploads of the same file at once take up to N rounds, each a touch long.
+  for (let attempt = 0; attempt < LINK_ROUNDS; attempt++) {
+    if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(200, 5 * attempt)));
     const row = await db.lora_blob.findFirst({
       where: { container: blobs.container, sha256: input.sha256, linkable: true },
       select: { blob_path: true, etag: true },

@@ -10,7 +10,7 @@ import { deleteLora } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { beginSession, heldBlocks, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
-import { eventually, newUser } from '../testkit/seed.ts';
+import { eventually, newUser, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
 /**
@@ -193,6 +193,15 @@ describe('identical content', () => {
     for (const { u, id } of many) expect((await downloadStatus(u.id, id)).bytes?.equals(file)).toBe(true);
     expect(await refCountsHold()).toEqual([]);
   }, 60_000);
+
+  it('twenty links of the same content at once all succeed: each waits its turn to touch the base', async () => {
+    const bytes = makeSafetensors([{ name: 'w', shape: [4096], dtype: 'F16' }], { id: randomUUID() });
+    const users = await Promise.all(Array.from({ length: 20 }, () => newUser(server)));
+    const views = await Promise.all(users.map((u) => seedLora(server.app, u.id, { bytes })));
+    expect(new Set(views.map((v) => v.sha256)).size).toBe(1);
+    const rows = await server.app.db.lora_blob.findMany({ where: { sha256: views[0]?.sha256 ?? '' } });
+    expect(rows.filter((r) => r.linkable).map((r) => r.ref_count)).toEqual([20]);
+  }, 120_000);
 
   it('a delete and an upload of the same content racing, 8 times: the uploaded LoRA always keeps its file', async () => {
     const a = await user();
