@@ -166,7 +166,7 @@ describe('validation ahead of completion', () => {
     const file = bigLora(1); // 4 blocks
     const session = await beginSession(server, token, { sizeBytes: file.length });
     const url = session.uploadUrl as string;
-    const junkId = Buffer.from('junk-0000').toString('base64');
+    const junkId = Buffer.from('junk-00000').toString('base64'); // as long as the session's ids (storage wants one length)
     expect(await putBlock(url, junkId, Buffer.alloc(2 * BLOCK, 1))).toBe(201); // an id of no block list
     expect(await putBlock(url, session.blockIds[2] as string, Buffer.alloc(BLOCK + 1, 2))).toBe(201); // a wrong size
     await eventually(async () => (await heldBlocks(server.app, `content/${session.id}`)).length === 0, 15_000, 'the junk blocks discarded');
