@@ -121,6 +121,9 @@ describe('downloader: clean runs', () => {
     const warnings: Error[] = [];
     const onWarning = (w: Error) => warnings.push(w);
     process.on('warning', onWarning);
+    // every part held 300 ms at the proxy, so the 16 are in flight together however busy the machine
+    // (it saw only 8 at once on a loaded CI run without this)
+    proxy.add({ fault: { kind: 'delay', ms: 300 }, times: Number.POSITIVE_INFINITY });
     try {
       const result = await download({ concurrency: 16, partBytes: 64 * KiB });
       await expectFile(result.tempPath);
