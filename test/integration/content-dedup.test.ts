@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CompleteLoraUploadDocument, DeleteUserLoraAccountDocument } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
-import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { invariantViolations } from '../testkit/invariants.ts';
@@ -23,8 +23,7 @@ let proxy: CorruptingProxy;
 let server: TestServer;
 
 beforeAll(async () => {
-  const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
-  proxy = await startCorruptingProxy(azuritePort);
+  proxy = await proxyToTestAzurite(inject('storageConnectionString'));
   server = await startTestServer({
     AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
     UPLOAD_BLOCK_BYTES: String(256 * 1024),

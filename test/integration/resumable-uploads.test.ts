@@ -16,7 +16,7 @@ import {
   type ResumableState,
 } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
-import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { blobsOf } from '../testkit/invariants.ts';
 import { setUserLoraQuota } from '../testkit/library-helpers.ts';
@@ -39,8 +39,7 @@ let server: TestServer;
 let dir: string;
 
 beforeAll(async () => {
-  const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
-  proxy = await startCorruptingProxy(azuritePort);
+  proxy = await proxyToTestAzurite(inject('storageConnectionString'));
   server = await startTestServer({
     AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
     UPLOAD_BLOCK_BYTES: String(BLOCK),

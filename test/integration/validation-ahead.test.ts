@@ -6,7 +6,7 @@ import { BlockBlobClient } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CompleteLoraUploadDocument, createLoraClient, type ResumableRunStats, type UploadSessionFieldsFragment } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
-import { type CorruptingProxy, startCorruptingProxy } from '../testkit/corrupting-proxy.ts';
+import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf } from '../testkit/graphql-assertions.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
@@ -28,8 +28,7 @@ let server: TestServer;
 let dir: string;
 
 beforeAll(async () => {
-  const azuritePort = Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(inject('storageConnectionString'))?.[1]);
-  proxy = await startCorruptingProxy(azuritePort);
+  proxy = await proxyToTestAzurite(inject('storageConnectionString'));
   server = await startTestServer({
     AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
     UPLOAD_BLOCK_BYTES: String(BLOCK),

@@ -243,3 +243,8 @@ export function flipped(data: Buffer, offset: number, bit = 0): Buffer {
   copy[offset] = (copy[offset] ?? 0) ^ (1 << bit);
   return copy;
 }
+
+/** The test Azurite (from the global setup's connection string) behind a new corrupting proxy. */
+export async function proxyToTestAzurite(connectionString: string): Promise<CorruptingProxy> {
+  return startCorruptingProxy(Number(/BlobEndpoint=http:\/\/127\.0\.0\.1:(\d+)/.exec(connectionString)?.[1]));
+}
