@@ -3,6 +3,7 @@ import { basename, dirname } from 'node:path';
 import type { LoraClient } from '@lora-vault/sdk';
 import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
+import { fileIdOf, linkTwin } from './content-links.ts';
 import { type DownloadOptions, type DownloadTarget, downloadToTemp } from './downloader.ts';
 import { AgentError } from './errors.ts';
 import type { GrantVerifier } from './grant-verifier.ts';
@@ -14,7 +15,7 @@ import type { Reporter } from './reporter.ts';
 import { fromSdkError } from './sdk-errors.ts';
 import { adoptSharedFile, placeSharedFile } from './shared-files.ts';
 import type { CacheEntry, CacheStore } from './store.ts';
-import { countDownload, countDownloadFailure, inAgentSpan } from './telemetry.ts';
+import { countDownload, countDownloadFailure, countLink, inAgentSpan } from './telemetry.ts';
 
 /**
  * ensure(ref) → a local path: the hit path (index lookup, stat, touch) and the miss path (make
@@ -222,9 +223,13 @@ export class CacheCore {
         ? // A user LoRA always has a format; were it missing, .safetensors is the side no loader unpickles.
           userLoraPath(layout, details.userId ?? '', ref.id, details.fileName, details.format ?? 'SAFETENSORS')
         : sharedLoraPath(layout, ref.name);
+    store.countMiss(this.deps.now());
+    if (ref.source === 'user' && details.sha256) {
+      const linked = await this.linkIntoCache(ref, { ...details, sha256: details.sha256 }, finalPath);
+      if (linked) return linked;
+    }
     const started = Date.now();
     this.downloads.started++;
-    store.countMiss(this.deps.now());
     this.reservedBytes += details.sizeBytes;
     const refresh = setInterval(() => void lock.refresh(), 30_000);
     try {
@@ -262,20 +267,8 @@ export class CacheCore {
         await rm(result.tempPath, { force: true });
         throw error;
       }
-      const entry: CacheEntry = {
-        path: finalPath,
-        owned: true,
-        source: ref.source,
-        loraId: ref.source === 'user' ? ref.id : null,
-        userId: ref.source === 'user' ? (details.userId?.toLowerCase() ?? null) : null,
-        sharedName: ref.source === 'shared' ? ref.name : null,
-        sha256: result.sha256,
-        etag: target.etag,
-        sizeBytes: result.sizeBytes,
-        pendingDelete: false,
-        verified: true,
-      };
-      await store.register({ ...entry, fileName: basename(finalPath) }, this.deps.now());
+      const entry = placedEntry(ref, finalPath, details.userId, { sha256: result.sha256, sizeBytes: result.sizeBytes, etag: target.etag });
+      await store.register({ ...entry, fileName: basename(finalPath), fileId: await fileIdOf(finalPath) }, this.deps.now());
       const seconds = (Date.now() - started) / 1000;
       countDownload(result, seconds);
       logger.info(
@@ -302,6 +295,40 @@ export class CacheCore {
       clearInterval(refresh);
       this.reservedBytes -= details.sizeBytes;
     }
+  }
+
+  /**
+   * A user LoRA whose bytes the machine already holds (another user's LoRA with the same sha256):
+   * a hard link to that file under this user's path, no download (content-links.ts). Null: none usable.
+   */
+  private async linkIntoCache(
+    ref: Extract<LoraRef, { source: 'user' }>,
+    details: { sha256: string; sizeBytes: number; etag: string | null; userId: string | null },
+    finalPath: string,
+  ): Promise<CacheEntry | null> {
+    const { store, layout, logger, reporter } = this.deps;
+    const twins = store.twinsOf(details.sha256, details.sizeBytes);
+    if (twins.length === 0) return null;
+    await mkdir(layout.processTempDir, { recursive: true });
+    const linked = await linkTwin(twins, details, layout.processTempDir, logger);
+    if (!linked) return null;
+    try {
+      await mkdir(dirname(finalPath), { recursive: true });
+      await rename(linked.tempPath, finalPath);
+      await fsyncDir(dirname(finalPath));
+    } catch (error) {
+      await rm(linked.tempPath, { force: true });
+      throw error;
+    }
+    const entry = placedEntry(ref, finalPath, details.userId, details);
+    await store.register({ ...entry, fileName: basename(finalPath), fileId: linked.fileId }, this.deps.now());
+    countLink(details.sizeBytes);
+    logger.info(
+      { path: finalPath, bytes: details.sizeBytes, twin: linked.twinPath },
+      `linked ${refLabel(ref)} to identical content already cached`,
+    );
+    reporter.event({ type: 'DOWNLOADED', ...refIds(ref) });
+    return entry;
   }
 
   private async details(
@@ -384,4 +411,26 @@ async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** The index entry of a file the agent just put in place (downloaded or linked). */
+function placedEntry(
+  ref: LoraRef,
+  path: string,
+  userId: string | null,
+  file: { sha256: string | null; sizeBytes: number; etag: string | null },
+): CacheEntry {
+  return {
+    path,
+    owned: true,
+    source: ref.source,
+    loraId: ref.source === 'user' ? ref.id : null,
+    userId: ref.source === 'user' ? (userId?.toLowerCase() ?? null) : null,
+    sharedName: ref.source === 'shared' ? ref.name : null,
+    sha256: file.sha256,
+    etag: file.etag,
+    sizeBytes: file.sizeBytes,
+    pendingDelete: false,
+    verified: true,
+  };
 }

@@ -13,6 +13,12 @@ export interface CacheRow {
   downloadDateMs: number | null;
   protected: boolean;
   ignored: boolean;
+  /**
+   * Rows with the same key are one file on disk (hard links of identical content, `dev:ino`): its
+   * bytes count once, it is evicted whole or not at all, and its last use is its most recent row's.
+   * Null or absent: a file of its own.
+   */
+  contentKey?: string | null;
 }
 
 export interface SpacePlanInput {
@@ -87,7 +93,10 @@ function requireBytes(name: string, value: number, allowInfinity: boolean): void
  * Candidates are the evictable rows that are not protected, ignored or leased, taken least recently
  * used first (`lastUsedMs ?? downloadDateMs ?? -Infinity` ascending, ties by path as text) and only
  * until the need is met: the victims are the shortest LRU prefix of the candidates that fits, so
- * nothing is evicted beyond what the download requires.
+ * nothing is evicted beyond what the download requires. Rows sharing a `contentKey` (hard links of
+ * one file) are one candidate: counted once in usedBytes, last used when its latest row was, evicted
+ * together, and not a candidate at all while any of its rows is protected, ignored, leased or of
+ * another policy (evicting the others would free nothing).
  *
  * When even every candidate would not free enough — including when `neededBytes` alone exceeds
  * `maxCacheBytes` (the rows that remain count as ≥ 0, so that case always lands here) — the plan has
@@ -108,24 +117,56 @@ export function planSpaceEviction(input: SpacePlanInput): EvictionPlan {
   requireBytes('diskFreeBytes', diskFreeBytes, true);
   const evictable = input.evictable ?? isUserLora;
 
+  // One pass: rows → units (a unit is one file on disk: a row, or the rows of one contentKey).
   const n = rows.length;
-  const keys = new Float64Array(n); // by row index
-  const sizes = new Float64Array(n); // by row index
-  const heap = new Uint32Array(n); // candidate row indices
+  const unitKey = new Float64Array(n); // by unit: most recent use of its rows
+  const unitSize = new Float64Array(n); // by unit
+  const unitFirst = new Uint32Array(n); // by unit: its first row (ties by that row's path)
+  const unitLast = new Uint32Array(n); // by unit: its last row, to chain the next one
+  const nextRow = new Int32Array(n).fill(-1); // by row: the next row of its unit
+  const pinned = new Uint8Array(n); // by unit: a protected, ignored or leased row holds the file
+  const heap = new Uint32Array(n); // candidate units
   const checkLeases = leased.size > 0;
-  let candidates = 0;
+  let groups: Map<string, number> | null = null;
+  let heldElsewhere: string[] | null = null; // content keys of rows of another policy (their file stays)
+  let units = 0;
   let usedBytes = 0;
-  let candidateBytes = 0;
   for (let i = 0; i < n; i++) {
     const row = rows[i] as CacheRow;
-    if (!evictable(row)) continue;
-    const size = byteSize(row.sizeBytes);
-    usedBytes += size;
-    if (row.protected || row.ignored || (checkLeases && leased.has(row.path))) continue;
-    keys[i] = lruKey(row);
-    sizes[i] = size;
-    candidateBytes += size;
-    heap[candidates++] = i;
+    if (!evictable(row)) {
+      if (row.contentKey) {
+        heldElsewhere ??= [];
+        heldElsewhere.push(row.contentKey);
+      }
+      continue;
+    }
+    const contentKey = row.contentKey;
+    if (contentKey && !groups) groups = new Map();
+    let unit = contentKey ? (groups?.get(contentKey) ?? -1) : -1;
+    if (unit < 0) {
+      unit = units++;
+      if (contentKey) groups?.set(contentKey, unit);
+      const size = byteSize(row.sizeBytes);
+      unitSize[unit] = size;
+      unitKey[unit] = Number.NEGATIVE_INFINITY;
+      unitFirst[unit] = i;
+      usedBytes += size;
+    } else nextRow[unitLast[unit] as number] = i;
+    unitLast[unit] = i;
+    if (row.protected || row.ignored || (checkLeases && leased.has(row.path))) pinned[unit] = 1;
+    const key = lruKey(row);
+    if (key > (unitKey[unit] as number)) unitKey[unit] = key;
+  }
+  for (const contentKey of heldElsewhere ?? []) {
+    const unit = groups?.get(contentKey);
+    if (unit !== undefined) pinned[unit] = 1;
+  }
+  let candidates = 0;
+  let candidateBytes = 0;
+  for (let u = 0; u < units; u++) {
+    if (pinned[u]) continue;
+    candidateBytes += unitSize[u] as number;
+    heap[candidates++] = u;
   }
 
   const capExcess = usedBytes + neededBytes - maxCacheBytes;
@@ -135,11 +176,11 @@ export function planSpaceEviction(input: SpacePlanInput): EvictionPlan {
   if (need === 0) return { victims: [], bytesFreed: 0, fits: true, shortfallBytes: 0, reason };
   if (candidateBytes < need) return { victims: [], bytesFreed: 0, fits: false, shortfallBytes: need - candidateBytes, reason };
 
-  // Min-heap of candidates by (key, path); pop the LRU one until the need is met.
+  // Min-heap of candidate units by (key, first row's path); pop the LRU one until the need is met.
   const before = (a: number, b: number): boolean => {
-    const ka = keys[a] as number;
-    const kb = keys[b] as number;
-    return ka < kb || (ka === kb && (rows[a] as CacheRow).path < (rows[b] as CacheRow).path);
+    const ka = unitKey[a] as number;
+    const kb = unitKey[b] as number;
+    return ka < kb || (ka === kb && (rows[unitFirst[a] as number] as CacheRow).path < (rows[unitFirst[b] as number] as CacheRow).path);
   };
   const siftDown = (start: number, size: number): void => {
     const item = heap[start] as number;
@@ -163,8 +204,8 @@ export function planSpaceEviction(input: SpacePlanInput): EvictionPlan {
   let size = candidates;
   while (bytesFreed < need && size > 0) {
     const top = heap[0] as number;
-    victims.push(rows[top] as CacheRow);
-    bytesFreed += sizes[top] as number;
+    for (let r = unitFirst[top] as number; r >= 0; r = nextRow[r] as number) victims.push(rows[r] as CacheRow);
+    bytesFreed += unitSize[top] as number;
     size--;
     // Floyd's pop: walk the hole down along the smaller children to a leaf (one comparison per
     // level), then sift the last entry up from there — about half the comparisons of a plain sift-down.
@@ -214,9 +255,14 @@ export function planAgeEviction(input: AgePlanInput): { victims: CacheRow[]; byt
     found.push({ row, key });
   }
   found.sort((a, b) => a.key - b.key || (a.row.path < b.row.path ? -1 : a.row.path > b.row.path ? 1 : 0));
+  // A file with hard links is freed only when every row naming it goes.
+  const rowsOfContent = new Map<string, number>();
+  for (const row of rows) if (row.contentKey) rowsOfContent.set(row.contentKey, (rowsOfContent.get(row.contentKey) ?? 0) + 1);
   let bytesFreed = 0;
   const victims = found.map(({ row }) => {
-    bytesFreed += byteSize(row.sizeBytes);
+    const left = row.contentKey ? (rowsOfContent.get(row.contentKey) as number) - 1 : 0;
+    if (row.contentKey) rowsOfContent.set(row.contentKey, left);
+    if (left === 0) bytesFreed += byteSize(row.sizeBytes);
     return row;
   });
   return { victims, bytesFreed };

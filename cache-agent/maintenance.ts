@@ -236,11 +236,17 @@ async function evictPlanned(
       result.skipped.push(victim.path);
       continue;
     }
-    await unlink(victim.path).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') deps.logger.warn({ err: error, path: victim.path }, 'evicted row, but the file could not be removed');
-    });
+    // A file with other hard links (identical content of another user) frees its bytes with its last link.
+    const links = (await stat(victim.path).catch(() => null))?.nlink ?? 1;
+    const removed = await unlink(victim.path).then(
+      () => true,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') deps.logger.warn({ err: error, path: victim.path }, 'evicted row, but the file could not be removed');
+        return false;
+      },
+    );
     result.evicted.push(victim);
-    result.bytesFreed += victim.sizeBytes;
+    if (removed && links <= 1) result.bytesFreed += victim.sizeBytes;
     deps.onEvicted?.(victim, entry);
   }
   if (result.evicted.length || result.skipped.length) {

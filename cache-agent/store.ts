@@ -177,6 +177,8 @@ function openChecked(dbPath: string, busyBudgetMs: number): Database.Database {
     if (!columns('models').includes('is_ignore')) db.exec('ALTER TABLE models ADD COLUMN is_ignore BOOLEAN DEFAULT 0');
     // Agents before issue 10 created the leases table without `owner`.
     if (!columns('lora_cache_leases').includes('owner')) db.exec('ALTER TABLE lora_cache_leases ADD COLUMN owner TEXT');
+    // Agents before issue 17 did not record which file on disk (`dev:ino`) an entry is: hard links.
+    if (!columns('lora_cache_entries').includes('file_id')) db.exec('ALTER TABLE lora_cache_entries ADD COLUMN file_id TEXT');
     // Agents before issue 12 wrote every entry's file themselves; their rows become is_ignore = 1
     // (an operator's is_ignore = 1 on one of them, meaning "keep", becomes protected = 1 first).
     if (!columns('lora_cache_entries').includes('owned')) {
@@ -258,8 +260,13 @@ export class CacheStore {
         'UPDATE models SET last_used = lora_later_time(last_used, ?), use_count = COALESCE(use_count, 0) + ? ' +
           'WHERE path = ? AND path IN (SELECT path FROM lora_cache_entries WHERE owned = 1)',
       ),
+      // A file with several hard links (identical content of several users) counts once.
       userBytes: db.prepare<[string], { bytes: number | null }>(
-        'SELECT SUM(m.size_bytes) AS bytes FROM models m JOIN lora_cache_entries e ON e.path = m.path WHERE m.model_type = ? AND e.owned = 1',
+        'SELECT SUM(size) AS bytes FROM (SELECT MAX(m.size_bytes) AS size FROM models m JOIN lora_cache_entries e ON e.path = m.path ' +
+          'WHERE m.model_type = ? AND e.owned = 1 GROUP BY COALESCE(e.file_id, e.path))',
+      ),
+      twins: db.prepare<[string, number], EntrySqlRow>(
+        "SELECT * FROM lora_cache_entries WHERE source = 'user' AND sha256 = ? AND size_bytes = ? AND owned = 1 AND verified = 1 AND pending_delete = 0",
       ),
       count: db.prepare(
         'INSERT INTO lora_cache_counters (hour, hits, misses, evictions) VALUES (@hour, @hits, @misses, @evictions) ' +
@@ -275,8 +282,8 @@ export class CacheStore {
           `WHERE models.model_type IN ('${USER_LORA}', '${SHARED_LORA}')`,
       ),
       upsertEntry: db.prepare(
-        'INSERT OR REPLACE INTO lora_cache_entries (path, source, lora_id, user_id, shared_name, sha256, etag, size_bytes, pending_delete, verified, owned) ' +
-          'VALUES (@path, @source, @loraId, @userId, @sharedName, @sha256, @etag, @sizeBytes, 0, @verified, @owned)',
+        'INSERT OR REPLACE INTO lora_cache_entries (path, source, lora_id, user_id, shared_name, sha256, etag, size_bytes, pending_delete, verified, owned, file_id) ' +
+          'VALUES (@path, @source, @loraId, @userId, @sharedName, @sha256, @etag, @sizeBytes, 0, @verified, @owned, @fileId)',
       ),
       moveModel: db.prepare(
         'UPDATE models SET path = ?, filename = ? WHERE path = ? AND path IN (SELECT path FROM lora_cache_entries WHERE owned = 1)',
@@ -296,9 +303,12 @@ export class CacheStore {
           download_date: unknown;
           protected: number | null;
           is_ignore: number | null;
+          content_key: string | null;
         }
       >(
-        'SELECT m.path, m.model_type, m.size_bytes, m.last_used, m.download_date, m.protected, m.is_ignore FROM models m ' +
+        // content_key: the file's dev:ino when another row names the same file (hard links), else null.
+        'SELECT m.path, m.model_type, m.size_bytes, m.last_used, m.download_date, m.protected, m.is_ignore, ' +
+          'CASE WHEN e.file_id IS NOT NULL AND COUNT(*) OVER (PARTITION BY e.file_id) > 1 THEN e.file_id END AS content_key FROM models m ' +
           'JOIN lora_cache_entries e ON e.path = m.path WHERE m.model_type IN (?, ?) AND e.owned = 1',
       ),
       timestamps: db.prepare<[], { last_used: unknown; download_date: unknown }>('SELECT last_used, download_date FROM models'),
@@ -361,6 +371,11 @@ export class CacheStore {
   findShared(name: string): CacheEntry | null {
     const row = this.s.sharedEntry.get(name);
     return row ? toEntry(row) : null;
+  }
+
+  /** Verified user LoRA files of this content the agent wrote, not being deleted: sources for a hard link. */
+  twinsOf(sha256: string, sizeBytes: number): CacheEntry[] {
+    return this.s.twins.all(sha256, sizeBytes).map(toEntry);
   }
 
   findByPath(path: string): CacheEntry | null {
@@ -438,7 +453,14 @@ export class CacheStore {
    * `models` row (model_type user_lora / shared_lora, is_ignore 1). An adopted file (`owned: false`)
    * gets no models row from the agent: whoever wrote it keeps theirs.
    */
-  register(entry: Omit<CacheEntry, 'pendingDelete' | 'owned'> & { fileName: string; owned?: boolean }, now: Date): Promise<void> {
+  register(
+    entry: Omit<CacheEntry, 'pendingDelete' | 'owned'> & {
+      fileName: string;
+      owned?: boolean /** `dev:ino` of the file. */;
+      fileId?: string | null;
+    },
+    now: Date,
+  ): Promise<void> {
     const owned = entry.owned ?? true;
     return this.writeRetrying(() => {
       if (owned) {
@@ -461,6 +483,7 @@ export class CacheStore {
         sizeBytes: entry.sizeBytes,
         verified: entry.verified ? 1 : 0,
         owned: owned ? 1 : 0,
+        fileId: entry.fileId ?? null,
       });
     });
   }
@@ -520,6 +543,7 @@ export class CacheStore {
       protected: Boolean(r.protected),
       // is_ignore = 1 on the agent's rows is the agreement with the Python side, not an operator's flag.
       ignored: false,
+      contentKey: r.content_key,
     }));
   }
 

@@ -35,6 +35,10 @@ function make() {
     downloadRetries: meter.createCounter('lora_cache.download.retries', {
       description: 'Retries by kind: part (a range request again), restart (the whole file again), url_refresh (a new URL)',
     }),
+    links: meter.createCounter('lora_cache.links', {
+      description: 'User LoRAs placed as a hard link to identical content already cached (no download)',
+    }),
+    linkedBytes: meter.createCounter('lora_cache.link.bytes', { unit: 'By', description: 'Bytes not downloaded thanks to hard links' }),
     evictions: meter.createCounter('lora_cache.evictions', { description: 'Files evicted by reason (space | age | deleted …)' }),
     indexBusyWaits: meter.createCounter('lora_cache.index.busy_waits', {
       description: 'Pauses while another process held model_cache.db locked (INDEX_BUSY once the budget is spent)',
@@ -44,6 +48,8 @@ function make() {
   for (const result of ['hit', 'miss'])
     for (const source of ['user', 'shared']) instruments.lookups.add(0, { result, 'lora.source': source });
   instruments.downloadBytes.add(0);
+  instruments.links.add(0);
+  instruments.linkedBytes.add(0);
   instruments.downloadFailures.add(0, { 'error.type': 'DOWNLOAD_FAILED' });
   for (const kind of ['part', 'restart', 'url_refresh']) instruments.downloadRetries.add(0, { kind });
   for (const reason of ['space', 'age', 'deleted']) instruments.evictions.add(0, { reason });
@@ -137,6 +143,14 @@ export function countDownload(
     'lora_cache.download.retries': result.retries,
     'lora_cache.download.restarts': result.restarts,
   });
+}
+
+/** A user LoRA placed as a hard link to identical content (content-links.ts). */
+export function countLink(sizeBytes: number): void {
+  const m = agentInstruments();
+  m.links.add(1);
+  m.linkedBytes.add(sizeBytes);
+  trace.getActiveSpan()?.setAttribute('lora_cache.linked', true);
 }
 
 export function countDownloadFailure(code: string): void {

@@ -350,6 +350,53 @@ describe('planSpaceEviction', () => {
   });
 });
 
+describe('hard links: rows naming one file (contentKey)', () => {
+  // a (oldest) and d are links of one 10-byte file; b, c, e are files of their own.
+  const linked = (): CacheRow[] => fiveRows().map((r) => (r.path === 'a' || r.path === 'd' ? { ...r, contentKey: '1:42' } : r));
+
+  it('counts a linked file once toward the cap', () => {
+    // five rows, four files: 40 used + 10 new ≤ 50 → nothing to evict (fifty without the links)
+    expect(planSpaceEviction(spaceInput({ rows: linked(), neededBytes: 10, maxCacheBytes: 50 }))).toMatchObject({
+      victims: [],
+      fits: true,
+      reason: 'none-needed',
+    });
+    expect(planSpaceEviction(spaceInput({ rows: fiveRows(), neededBytes: 10, maxCacheBytes: 50 })).reason).toBe('cache-cap');
+  });
+
+  it('evicts all links of a file together, at the last use of any of them', () => {
+    // 40 + 10 − 35 = 15 to free. The file of a and d was used when d was (1003): b (1001) and c
+    // (1002) go first, freeing 20; a alone would have freed nothing.
+    const plan = planSpaceEviction(spaceInput({ rows: linked(), neededBytes: 10, maxCacheBytes: 35 }));
+    expect(paths(plan.victims)).toEqual(['b', 'c']);
+    expect(plan.bytesFreed).toBe(20);
+    // 40 + 10 − 15 = 35 to free: b, c, then a and d together (one file, 10 bytes), 30 < 35 → and e.
+    const more = planSpaceEviction(spaceInput({ rows: linked(), neededBytes: 10, maxCacheBytes: 15 }));
+    expect(paths(more.victims)).toEqual(['b', 'c', 'a', 'd', 'e']);
+    expect(more.bytesFreed).toBe(40);
+  });
+
+  it('never evicts links of a file that a leased, protected or other-policy row keeps', () => {
+    const leased = planSpaceEviction(spaceInput({ rows: linked(), neededBytes: 10, maxCacheBytes: 15, leased: new Set(['d']) }));
+    expect(leased).toMatchObject({ victims: [], fits: false, shortfallBytes: 5 });
+    const rows = [...linked(), row('shared', { modelType: 'shared_lora', contentKey: '1:42' })];
+    const plan = planSpaceEviction(spaceInput({ rows, neededBytes: 10, maxCacheBytes: 25 }));
+    // 40 + 10 − 25 = 25 to free: b, c, then e — not a and d (1003, before e), which would free
+    // nothing while the shared row holds their file
+    expect(paths(plan.victims)).toEqual(['b', 'c', 'e']);
+  });
+
+  it('age eviction frees a linked file only with its last link', () => {
+    const now = 1000 + 30 * DAY;
+    const rows = linked().map((r) => (r.path === 'd' ? { ...r, lastUsedMs: now } : r)); // d in use today
+    const old = planAgeEviction({ rows, now, maxAgeDays: 7, leased: NONE });
+    expect(paths(old.victims)).toEqual(['a', 'b', 'c', 'e']);
+    expect(old.bytesFreed).toBe(30); // a's file stays with d
+    const all = planAgeEviction({ rows: linked(), now, maxAgeDays: 7, leased: NONE });
+    expect(all.bytesFreed).toBe(40); // a and d both go: their file once
+  });
+});
+
 describe('planAgeEviction', () => {
   const now = Date.UTC(2025, 10, 13, 12);
   const rows = [
