@@ -165,8 +165,9 @@ describe('uploadLoraResumable', () => {
       .slice(restartedFrom)
       .map((e) => blockIdOf(e.url));
     expect(resent.filter((b) => held.has(b))).toEqual([]);
-    expect(out.stats.blocksResumed).toBe(held.size);
-    expect(new Set(resent).size).toBe(run.blockCount - held.size);
+    // (a Put Block whose body had all arrived at the kill may land after the question: the new process skips it too)
+    expect(out.stats.blocksResumed).toBeGreaterThanOrEqual(held.size);
+    expect(new Set(resent).size).toBe(run.blockCount - out.stats.blocksResumed);
     expect(run.bytesToStorage / file.length).toBeLessThanOrEqual(1.1);
     expect(run.stateFileLeft).toBe(false);
     // one session, one READY LoRA with the exact bytes, counted once
