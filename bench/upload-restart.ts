@@ -106,7 +106,7 @@ const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 async function main(): Promise<number> {
   const size = SIZE_MIB * MiB;
   log(
-    `resumable upload restart demonstration: ${SIZE_MIB} MiB, network cut ${OUTAGE_MS} ms at 30 %, client SIGKILLed at 60 %, SAS TTL ${SAS_TTL_SECONDS} s`,
+    `resumable upload restart demonstration: ${SIZE_MIB} MiB in ${BLOCK_BYTES / 1024} KiB blocks, network cut ${OUTAGE_MS} ms at 30 %, client SIGKILLed at 60 %, SAS TTL ${SAS_TTL_SECONDS} s`,
   );
   // the file, the staged blocks and the committed base, the multipart upload's staging copy (Azurite frees space only in its GC), margin
   const needBytes = 4 * size + 512 * MiB;

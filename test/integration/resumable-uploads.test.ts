@@ -184,6 +184,31 @@ describe('uploadLoraResumable', () => {
     });
   }, 180_000);
 
+  it('a black-holed network (nothing arrives, nothing is closed) at 30 %: the stalled Put Blocks time out and the run goes on', async () => {
+    const { id, token } = await user();
+    const file = bigLora(24);
+    const path = join(dir, `blackhole-${randomUUID()}.safetensors`);
+    await writeFile(path, file);
+    const run = await runCutKillRestart({
+      graphqlUrl: server.graphqlUrl,
+      token,
+      path,
+      storage: { host: '127.0.0.1', port: proxy.port },
+      cut: 'blackhole', // the connections in flight never carry a byte again, even once the network is back
+      outageMs: 3000,
+      idleMs: 2000,
+      concurrency: 2,
+      firstRunDeadlineMs: 90_000, // without an inactivity limit the first process waits for the kernel (~15 min)
+    });
+    expect(run.first.signal).toBe('SIGKILL'); // it reached 60 % after the black hole
+    expect(run.acceptedAfterOutage).toBeGreaterThan(0);
+    expect(run.restarted.code, run.restarted.stderr).toBe(0);
+    expect(run.restarted.result?.sha256).toBe(sha256(file));
+    const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(run.restarted.result?.loraId ?? '0') } });
+    expect(row.status).toBe('READY');
+    expect(await reservations(id)).toBe(0);
+  }, 180_000);
+
   it('publishes VALIDATING progress while the stored file is read, then DONE, on the session id', async () => {
     const { token } = await user();
     const file = bigLora(1);

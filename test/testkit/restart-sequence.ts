@@ -30,6 +30,12 @@ export interface RestartSequenceOptions {
   cutAt?: number;
   /** @default 5000 */
   outageMs?: number;
+  /** How the network goes away (tcp-proxy.ts `down`): connections reset and refused, or a black hole. @default 'reset' */
+  cut?: 'reset' | 'blackhole';
+  /** The client's Put Block inactivity limit (`idleTimeoutMs`). @default the SDK's */
+  idleMs?: number;
+  /** The first client is given this long to reach the kill; then it is killed and the sequence fails. @default 30 min */
+  firstRunDeadlineMs?: number;
   /** @default 0.6 */
   killAt?: number;
   /** Blocks in flight in the client. @default 4 */
@@ -92,11 +98,10 @@ export async function runCutKillRestart(options: RestartSequenceOptions): Promis
     if (!storageProxy || !apiProxy) return;
     if (Number.isNaN(marks.cut) && total >= cutAt * size) {
       marks.cut = performance.now();
-      storageProxy.down();
-      apiProxy.down();
-      log(
-        `network cut at ${mib(total)} MiB toward storage (${pct(total, size)}): every connection dropped, new ones refused for ${outageMs} ms`,
-      );
+      storageProxy.down(options.cut);
+      apiProxy.down(options.cut);
+      const how = options.cut === 'blackhole' ? 'nothing arrives, nothing is closed' : 'every connection dropped, new ones refused';
+      log(`network cut at ${mib(total)} MiB toward storage (${pct(total, size)}): ${how} for ${outageMs} ms`);
       setTimeout(() => {
         if (!storageProxy || !apiProxy) return;
         marks.back = performance.now();
@@ -127,10 +132,18 @@ export async function runCutKillRestart(options: RestartSequenceOptions): Promis
       STORAGE_ROUTE: `${options.storage.host}:${options.storage.port}=127.0.0.1:${storageProxy.port}`,
       CONCURRENCY: String(options.concurrency ?? 4),
       NAME: options.name ?? 'restarted',
+      ...(options.idleMs ? { IDLE_MS: String(options.idleMs) } : {}),
     };
     const started = spawnChild(env, log, 'client 1');
     child = started.child;
-    const first = await started.done;
+    let stalled = false;
+    const deadlineMs = options.firstRunDeadlineMs ?? 1_800_000;
+    const deadline = setTimeout(() => {
+      stalled = true;
+      started.child.kill('SIGKILL');
+    }, deadlineMs);
+    const first = await started.done.finally(() => clearTimeout(deadline));
+    if (stalled) throw new SequenceError(`the first client stalled: not at the kill after ${deadlineMs} ms`, first);
     const bytesFirst = storageProxy.bytesToTarget();
     if (first.signal !== 'SIGKILL') {
       const why = first.code === 0 ? 'finished before the kill' : `exited with ${first.code}`;

@@ -4,7 +4,8 @@
  * beside the file); with CUT_AT (a fraction) it kills itself (SIGKILL, no cleanup) once that share
  * of the file is in storage, else prints the result and its run stats. STORAGE_ROUTE
  * (`from-host:port=to-host:port`) sends its connections to storage through a proxy
- * (storage-route.ts); CONCURRENCY sets the blocks in flight (default 2), NAME the LoRA's name.
+ * (storage-route.ts); CONCURRENCY sets the blocks in flight (default 2), NAME the LoRA's name,
+ * IDLE_MS the Put Blocks' inactivity limit.
  */
 import { createLoraClient, type ResumableRunStats } from '../../sdk/index.ts';
 import { routeConnections } from './storage-route.ts';
@@ -19,6 +20,7 @@ const result = await client.uploadLoraResumable({
   file: { path },
   name: process.env.NAME ?? 'resumed',
   concurrency: Number(process.env.CONCURRENCY ?? '2'),
+  ...(process.env.IDLE_MS ? { idleTimeoutMs: Number(process.env.IDLE_MS) } : {}),
   stats,
   onProgress: (sent, total) => {
     if (cutAt && sent >= Number(cutAt) * total) process.kill(process.pid, 'SIGKILL');

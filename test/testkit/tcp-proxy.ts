@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { startPipeProxy } from './pipe-proxy.ts';
 
 /**
@@ -10,12 +11,18 @@ import { startPipeProxy } from './pipe-proxy.ts';
  */
 export interface TcpProxy {
   port: number;
-  down(): void;
+  /**
+   * The network goes away. 'reset' (default): every open connection is dropped and new ones are
+   * refused. 'blackhole': nothing is closed or refused, nothing arrives either — open connections
+   * carry no byte ever again (as after a path change: the peer never learns), connections opened
+   * meanwhile are accepted and left silent.
+   */
+  down(mode?: 'reset' | 'blackhole'): void;
   up(): void;
   retarget(port: number): void;
   /** Bytes clients sent through the proxy toward the server so far. */
   bytesToTarget(): number;
-  /** Connections accepted while up, and refused while down. */
+  /** Connections accepted while up, and refused (or left silent) while down. */
   connections(): { accepted: number; refused: number };
   close(): Promise<void>;
 }
@@ -27,10 +34,21 @@ export interface TcpProxyOptions {
 
 export async function startTcpProxy(initialPort: number, options: TcpProxyOptions = {}): Promise<TcpProxy> {
   let connected = true;
+  let blackhole = false;
   let targetPort = initialPort;
+  const pairs = new Set<{ client: Socket; upstream: Socket }>();
+  const silent = new Set<Socket>();
   let bytes = 0;
   const counts = { accepted: 0, refused: 0 };
   const proxy = await startPipeProxy({
+    accept: (client) => {
+      if (connected || !blackhole) return true;
+      counts.refused++;
+      silent.add(client); // accepted, never answered
+      client.on('error', () => client.destroy());
+      client.on('close', () => silent.delete(client));
+      return false;
+    },
     target: () => {
       if (!connected) {
         counts.refused++;
@@ -44,17 +62,33 @@ export async function startTcpProxy(initialPort: number, options: TcpProxyOption
         bytes += chunk.length;
         options.onBytesToTarget?.(bytes);
       });
+      const pair = { client, upstream };
+      pairs.add(pair);
+      client.on('close', () => pairs.delete(pair));
       client.pipe(upstream).pipe(client);
     },
   });
   return {
     port: proxy.port,
-    down() {
+    down(mode = 'reset') {
       connected = false;
-      proxy.dropAll();
+      blackhole = mode === 'blackhole';
+      if (!blackhole) {
+        proxy.dropAll();
+        return;
+      }
+      for (const { client, upstream } of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+        client.removeAllListeners('data');
+      }
+      pairs.clear();
     },
     up() {
       connected = true;
+      blackhole = false;
     },
     retarget(port) {
       targetPort = port;
@@ -62,6 +96,9 @@ export async function startTcpProxy(initialPort: number, options: TcpProxyOption
     },
     bytesToTarget: () => bytes,
     connections: () => ({ ...counts }),
-    close: () => proxy.close(),
+    close: async () => {
+      for (const socket of silent) socket.destroy();
+      await proxy.close();
+    },
   };
 }
