@@ -497,7 +497,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     getGrantKeys,
     uploadLora,
     uploadLoraResumable: async (input) =>
-      unwrap(await uploadResumable(request, input, options.fetch), 'UploadLoraSuccess') as unknown as UploadLoraResult,
+      unwrap(await uploadResumable(request, input, options.fetch, timeoutMs), 'UploadLoraSuccess') as unknown as UploadLoraResult,
     abortLoraUpload: (id) => abortResumable(request, id),
     uploadProgress: (variables) => subscribe(UploadProgressDocument, variables, (d) => d.uploadProgress),
     cacheEvents: (variables = {}) => subscribe(CacheEventsDocument, variables, (d) => d.cacheEvents),

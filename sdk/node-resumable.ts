@@ -86,9 +86,11 @@ export function jsonFileStore(file: string): ResumableStore {
 /**
  * Put Block over node:http(s) with keep-alive sockets, one pool per run (`close` ends it): Node's
  * `fetch` (undici) spends about four times the CPU on an 8 MiB body, CPU that storage and the
- * caller's machine need (measured for issue 17's bench:upload).
+ * caller's machine need (measured for issue 17's bench:upload). A request whose socket moves no
+ * byte for `idleMs` fails with a retryable TIMEOUT: a connection the network dropped without a
+ * word (a changed path, a NAT that forgot it) would otherwise wait for the kernel, ~15 minutes.
  */
-export function httpBlockPut(): { put: BlockPut; close(): void } {
+export function httpBlockPut(idleMs = 30_000): { put: BlockPut; close(): void } {
   const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
   const put: BlockPut = (url, body, signal) =>
     new Promise((resolve, reject) => {
@@ -107,6 +109,9 @@ export function httpBlockPut(): { put: BlockPut; close(): void } {
           response.on('end', () => resolve(response.statusCode ?? 0));
           response.on('error', reject);
         },
+      );
+      request.setTimeout(idleMs, () =>
+        request.destroy(Object.assign(new Error(`Put Block: no byte moved for ${idleMs} ms`), { name: 'TimeoutError' })),
       );
       request.on('error', reject);
       request.end(body);

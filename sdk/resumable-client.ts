@@ -22,14 +22,17 @@ export interface UploadLoraResumableInput extends Omit<ResumableOptions, 'fetch'
   store?: ResumableStore;
   /** Filled in as the run goes (bytes and blocks this run sent, blocks resumed). */
   stats?: ResumableRunStats;
+  /** Node: a Put Block whose connection moves no byte this long is retried on another. @default the client's `timeoutMs` */
+  idleTimeoutMs?: number;
 }
 
 export async function uploadResumable(
   request: RequestFn,
   input: UploadLoraResumableInput,
   fetchImpl?: (input: string, init: RequestInit) => Promise<Response>,
+  defaultIdleMs = 30_000,
 ): Promise<CompleteLoraUploadMutation['completeLoraUpload']> {
-  const { file, store: givenStore, stats, ...options } = input;
+  const { file, store: givenStore, stats, idleTimeoutMs, ...options } = input;
   const isBlob = typeof Blob !== 'undefined' && file instanceof Blob;
   let source: Awaited<ReturnType<typeof import('./node-resumable.ts')['fileBlockSource']>>;
   let store: ResumableStore;
@@ -43,7 +46,7 @@ export async function uploadResumable(
     const { path, fileName } = file as { path: string; fileName?: string };
     source = await node.fileBlockSource(path, fileName);
     store = givenStore ?? node.jsonFileStore(node.stateFileBeside(path));
-    if (!fetchImpl) transport = node.httpBlockPut(); // a fetch given to the client is used as given
+    if (!fetchImpl) transport = node.httpBlockPut(idleTimeoutMs ?? defaultIdleMs); // a fetch given to the client is used as given
   }
   const api = resumableApi(request, options.signal ? { signal: options.signal } : {});
   try {

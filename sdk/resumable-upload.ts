@@ -54,6 +54,12 @@ export interface ResumableOptions {
   concurrency?: number;
   /** Tries per block before the run fails (the next run resumes). @default 6 */
   blockTries?: number;
+  /**
+   * A block whose tries failed without an answer (connection refused, reset, timed out: the network
+   * went away) keeps retrying, backing off, until this long after its first failure — a link that
+   * drops for less does not end the run. Storage's error answers count `blockTries` only. @default 60000
+   */
+  networkRetryMs?: number;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
   /** How a block is sent (Node: node-resumable.ts's `httpBlockPut`, a quarter of fetch's CPU). @default `fetch` */
   putBlock?: BlockPut;
@@ -122,9 +128,11 @@ export async function runResumableUpload(
     return renewing;
   };
   const tries = options.blockTries ?? 6;
+  const networkRetryMs = options.networkRetryMs ?? 60_000;
   async function stage(block: { id: string; i: number }): Promise<void> {
     const start = block.i * blockBytes;
     const body = await source.read(start, start + sizeOf(block.i));
+    let firstFailure: number | undefined;
     for (let attempt = 0; ; attempt++) {
       const used = url as string;
       try {
@@ -135,7 +143,10 @@ export async function runResumableUpload(
         throw LoraSdkError.network(`PUT_BLOCK_${status}`, `storage answered ${status} for block ${block.i}`, { status, retryable });
       } catch (error) {
         const sdkError = networkError(error);
-        if (options.signal?.aborted || attempt + 1 >= tries || !sdkError.retryable) throw sdkError;
+        firstFailure ??= Date.now();
+        // no answer at all (status unknown): the network is away; wait for it up to networkRetryMs
+        const waiting = sdkError.status === undefined && Date.now() - firstFailure < networkRetryMs;
+        if (options.signal?.aborted || (attempt + 1 >= tries && !waiting) || !sdkError.retryable) throw sdkError;
         await delay(Math.round(Math.random() * Math.min(8_000, 250 * 2 ** attempt)), options.signal);
       }
     }

@@ -22,6 +22,7 @@ import { blobsOf } from '../testkit/invariants.ts';
 import { setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
+import { runCutKillRestart } from '../testkit/restart-sequence.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { newUser, newUserId } from '../testkit/seed.ts';
@@ -130,6 +131,83 @@ describe('uploadLoraResumable', () => {
       lora_count: 1,
     });
   }, 120_000);
+
+  it('survives a network cut of 8 s at 30 % and a SIGKILL at 60 %: a new process sends only what storage lacks (bench:upload:restart, small)', async () => {
+    const { id, token } = await user();
+    const file = bigLora(24); // 96 blocks of 256 KiB
+    const path = join(dir, `restart-${randomUUID()}.safetensors`);
+    await writeFile(path, file);
+    proxy.reset();
+    let restartedFrom = 0;
+    const run = await runCutKillRestart({
+      graphqlUrl: server.graphqlUrl,
+      token,
+      path,
+      storage: { host: '127.0.0.1', port: proxy.port }, // the SAS URLs point at the logging proxy
+      outageMs: 8000, // longer than six tries' backoff (≤ 7.75 s): the client must wait for the network
+      concurrency: 2,
+      beforeRestart: () => {
+        restartedFrom = blockPuts().length;
+      },
+    });
+    // the first process retried while the network was away, then went on until killed
+    expect(run.refusedDuringOutage).toBeGreaterThan(0);
+    expect(run.acceptedAfterOutage).toBeGreaterThan(0);
+    expect(run.first.signal).toBe('SIGKILL');
+    const held = new Set(run.heldAtRestart);
+    expect(held.size).toBeGreaterThan(0);
+    expect(held.size).toBeLessThan(run.blockCount);
+    // the new process resumed the same session and sent only what storage lacked
+    expect(run.restarted.code, run.restarted.stderr).toBe(0);
+    const out = run.restarted.result;
+    if (!out) throw new Error('no result from the restarted client');
+    const resent = blockPuts()
+      .slice(restartedFrom)
+      .map((e) => blockIdOf(e.url));
+    expect(resent.filter((b) => held.has(b))).toEqual([]);
+    // (a Put Block whose body had all arrived at the kill may land after the question: the new process skips it too)
+    expect(out.stats.blocksResumed).toBeGreaterThanOrEqual(held.size);
+    expect(new Set(resent).size).toBe(run.blockCount - out.stats.blocksResumed);
+    expect(run.bytesToStorage / file.length).toBeLessThanOrEqual(1.1);
+    expect(run.stateFileLeft).toBe(false);
+    // one session, one READY LoRA with the exact bytes, counted once
+    expect(await server.app.db.upload_session.count({ where: { user_id: id } })).toBe(1);
+    expect((await server.app.db.upload_session.findUniqueOrThrow({ where: { id: run.sessionId } })).state).toBe('COMPLETED');
+    expect(out.sha256).toBe(sha256(file));
+    const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(out.loraId) } });
+    expect(row.status).toBe('READY');
+    expect((await server.app.blobs.read(row.blob_path)).equals(file)).toBe(true);
+    expect(await reservations(id)).toBe(0);
+    expect(await server.app.db.user_lora_quota.findUniqueOrThrow({ where: { user_id: id } })).toMatchObject({
+      used_bytes: BigInt(file.length),
+      lora_count: 1,
+    });
+  }, 180_000);
+
+  it('a black-holed network (nothing arrives, nothing is closed) at 30 %: the stalled Put Blocks time out and the run goes on', async () => {
+    const { id, token } = await user();
+    const file = bigLora(24);
+    const path = join(dir, `blackhole-${randomUUID()}.safetensors`);
+    await writeFile(path, file);
+    const run = await runCutKillRestart({
+      graphqlUrl: server.graphqlUrl,
+      token,
+      path,
+      storage: { host: '127.0.0.1', port: proxy.port },
+      cut: 'blackhole', // the connections in flight never carry a byte again, even once the network is back
+      outageMs: 3000,
+      idleMs: 2000,
+      concurrency: 2,
+      firstRunDeadlineMs: 90_000, // without an inactivity limit the first process waits for the kernel (~15 min)
+    });
+    expect(run.first.signal).toBe('SIGKILL'); // it reached 60 % after the black hole
+    expect(run.acceptedAfterOutage).toBeGreaterThan(0);
+    expect(run.restarted.code, run.restarted.stderr).toBe(0);
+    expect(run.restarted.result?.sha256).toBe(sha256(file));
+    const row = await server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(run.restarted.result?.loraId ?? '0') } });
+    expect(row.status).toBe('READY');
+    expect(await reservations(id)).toBe(0);
+  }, 180_000);
 
   it('publishes VALIDATING progress while the stored file is read, then DONE, on the session id', async () => {
     const { token } = await user();

@@ -8,6 +8,8 @@ import { type AddressInfo, createConnection, createServer, type Server, type Soc
  */
 
 export interface PipeProxyOptions {
+  /** false: the proxy leaves this connection alone (the caller keeps it). @default every connection is handled */
+  accept?(client: Socket): boolean;
   /** Where a connection accepted now goes; null refuses it (accepted, then destroyed). */
   target(): { host: string; port: number } | null;
   /** Joins client and upstream. @default `client.pipe(upstream).pipe(client)` */
@@ -24,6 +26,7 @@ export async function startPipeProxy(options: PipeProxyOptions): Promise<PipePro
   const sockets = new Set<Socket>();
   const join = options.join ?? ((client: Socket, upstream: Socket) => client.pipe(upstream).pipe(client));
   const server: Server = createServer((client) => {
+    if (options.accept && !options.accept(client)) return;
     const target = options.target();
     if (!target) {
       client.destroy();
