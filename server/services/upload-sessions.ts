@@ -12,7 +12,7 @@ import {
   UploadSessionNotFoundError,
   ValidationError,
 } from '../domain/errors.ts';
-import { UploadSource } from '../domain/flat-file-contract.ts';
+import { CLIENT_UPLOAD_SOURCES, storedUploadSource, UploadSource } from '../domain/flat-file-contract.ts';
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
 import { BlobChangedError, type BlobStore, contentBlobPath, StagedBlocksLostError } from '../storage/blob-store.ts';
@@ -83,6 +83,7 @@ const beginArgs = z.object({
     .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters')
     .transform((s) => s.toLowerCase())
     .nullish(),
+  uploadSource: z.enum(CLIENT_UPLOAD_SOURCES).nullish(),
 });
 
 const blockIdsArg = z.array(z.string().max(64)).min(1).max(100_000);
@@ -116,6 +117,8 @@ export class UploadSessionService {
       tags?: string[] | null;
       metadata?: unknown;
       sha256?: string | null;
+      /** As multipart's (`emprops_studio` | `api`); none records `resumable` (docs/flat-file.md). */
+      uploadSource?: string | null;
     },
   ): Promise<UploadSessionView> {
     const userId = this.userOf(principal);
@@ -138,6 +141,7 @@ export class UploadSessionService {
           tags: args.tags ?? [],
           user_metadata: (args.metadata ?? undefined) as object | undefined,
           declared_sha256: args.sha256 ?? null,
+          upload_source: args.uploadSource ?? UploadSource.RESUMABLE,
           size_bytes: BigInt(args.sizeBytes),
           block_bytes: this.options.blockBytes,
           blob_path: contentBlobPath(id),
@@ -255,7 +259,7 @@ export class UploadSessionService {
       alpha: result.alpha,
       metadata: { ...result.metadata, autoV3: result.hashes.autoV3 },
       userMetadata: metadata ?? {},
-      uploadSource: UploadSource.RESUMABLE,
+      uploadSource: storedUploadSource(session.upload_source),
       blobEtag: etag,
       sessionId: session.id,
     });

@@ -131,6 +131,9 @@ describe('uploading', () => {
     expect(new Set(requests.blockPuts.map((u) => new URL(u).origin))).toEqual(new Set([storageOrigin]));
     expect(storageOrigin).not.toBe(new URL(server.url).origin);
     expect((await sessionsOf(userId)).map((s) => s.state)).toEqual(['COMPLETED']);
+    // Studio says where the upload comes from: the platform's flat_file row records it (docs/flat-file.md)
+    const row = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(stored?.id as string) } });
+    expect((row.gen_out_data as { upload_source: string }).upload_source).toBe('emprops_studio');
 
     await openLora(page, 'ink-wash');
     const details = page.getByTestId('details');

@@ -131,6 +131,33 @@ describe('uploadLoraResumable', () => {
     });
   }, 120_000);
 
+  it("uploadSource EMPROPS_STUDIO is recorded as upload_source 'emprops_studio', API as 'api'; without one, 'resumable' (docs/flat-file.md)", async () => {
+    const { token } = await user();
+    const sdk = createLoraClient({ url: server.graphqlUrl, token });
+    const sourceOf = async (id: string) =>
+      ((await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } })).gen_out_data as { upload_source: string })
+        .upload_source;
+    try {
+      const uploaded: Record<string, string> = {};
+      for (const source of ['EMPROPS_STUDIO', 'API', undefined] as const) {
+        const path = join(dir, `source-${randomUUID()}.safetensors`);
+        await writeFile(path, bigLora(1));
+        const done = await sdk.uploadLoraResumable({ file: { path }, ...(source ? { uploadSource: source } : {}) });
+        uploaded[source ?? 'none'] = await sourceOf(done.lora.id);
+      }
+      expect(uploaded).toEqual({ EMPROPS_STUDIO: 'emprops_studio', API: 'api', none: 'resumable' });
+    } finally {
+      await sdk.close();
+    }
+    // no client can claim the default: the enum has no such value
+    const claimed = await server.gql(
+      'mutation { beginLoraUpload(fileName: "a.safetensors", sizeBytes: 10, uploadSource: RESUMABLE) { __typename } }',
+      {},
+      { token },
+    );
+    expect(claimed.body.errors?.[0]?.message).toMatch(/LoraUploadSource/);
+  });
+
   it('publishes VALIDATING progress while the stored file is read, then DONE, on the session id', async () => {
     const { token } = await user();
     const file = bigLora(1);
