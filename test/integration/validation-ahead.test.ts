@@ -8,32 +8,42 @@ import { CompleteLoraUploadDocument, createLoraClient, type ResumableRunStats, t
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf } from '../testkit/graphql-assertions.ts';
+import { capturingLogger, type LogLine } from '../testkit/log-capture.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { sample, scrape, startTestTelemetry } from '../testkit/telemetry.ts';
 
 /**
  * Validation of resumable uploads while their blocks arrive (server/uploads/validation-ahead.ts):
  * the server commits what is staged and reads the contiguous prefix under its own ETag, so
  * completion reads only the tail; whatever the client does with its write SAS meanwhile, what is
  * stored is exactly what was validated. Real Azurite behind a logging proxy (the server's reads
- * are seen), 256 KiB blocks, the server looking every 100 ms.
+ * are seen), 256 KiB blocks, the server looking every 100 ms. Its log and /metrics tell when a
+ * validation ahead broke, and whether a completion went on from it or read the whole file.
  */
 
 const BLOCK = 256 * 1024;
 let proxy: CorruptingProxy;
 let server: TestServer;
 let dir: string;
+let logs: LogLine[];
 
 beforeAll(async () => {
+  startTestTelemetry(); // /metrics
   proxy = await proxyToTestAzurite(inject('storageConnectionString'));
-  server = await startTestServer({
-    AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
-    UPLOAD_BLOCK_BYTES: String(BLOCK),
-    UPLOAD_VALIDATE_AHEAD_POLL_MS: '100',
-  });
+  const capture = capturingLogger();
+  logs = capture.lines;
+  server = await startTestServer(
+    {
+      AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
+      UPLOAD_BLOCK_BYTES: String(BLOCK),
+      UPLOAD_VALIDATE_AHEAD_POLL_MS: '100',
+    },
+    { logger: capture.logger },
+  );
   dir = await mkdtemp(join(tmpdir(), 'ahead-'));
 });
 afterAll(async () => {
@@ -108,8 +118,18 @@ async function clientCommit(session: UploadSessionFieldsFragment, ids: string[])
   return res.status;
 }
 
+/** The server's /metrics now; `movedSince(before)` tells how much a sample moved since. */
+const metricsNow = () => scrape(`${server.url}/metrics`);
+async function movedSince(before: Map<string, number>): Promise<(name: string, labels?: Record<string, string>) => number> {
+  const after = await metricsNow();
+  return (name, labels = {}) => sample(after, name, labels) - sample(before, name, labels);
+}
+const BREAKS = 'lora_vault_upload_validation_ahead_breaks_total';
+const COMPLETIONS = 'lora_vault_upload_validation_ahead_completions_total';
+
 describe('validation ahead of completion', () => {
   it('validates blocks as they arrive: completion reads only what was not validated, and nothing staged is lost', async () => {
+    const metricsBefore = await metricsNow();
     const token = await userToken();
     const file = bigLora(6); // 24 blocks
     const session = await beginSession(server, token, { sizeBytes: file.length });
@@ -126,6 +146,9 @@ describe('validation ahead of completion', () => {
     for (const from of reads) expect(from).toBeGreaterThanOrEqual(12 * BLOCK); // never the validated prefix again
     const row = await server.app.db.lora.findFirstOrThrow({ where: { file_id: BigInt((result as { lora: { id: string } }).lora.id) } });
     expect((await server.app.blobs.read(row.blob_path)).equals(file)).toBe(true);
+    // counted as a completion that went on from the validation ahead; nothing broke
+    const moved = await movedSince(metricsBefore);
+    expect([moved(COMPLETIONS, { read: 'ahead' }), moved(COMPLETIONS, { read: 'full' }), moved(BREAKS)]).toEqual([1, 0, 0]);
   });
 
   it('a block staged again under a validated id is ignored: what is stored is what was validated', async () => {
@@ -142,6 +165,7 @@ describe('validation ahead of completion', () => {
   });
 
   it('a client committing through its SAS meanwhile: the server notices, reads the whole file, and stores what it validated', async () => {
+    const metricsBefore = await metricsNow();
     const token = await userToken();
     const file = bigLora(2); // 8 blocks
     const session = await beginSession(server, token, { sizeBytes: file.length });
@@ -158,6 +182,16 @@ describe('validation ahead of completion', () => {
     expect(result).toMatchObject({ __typename: 'UploadLoraSuccess', lora: { sha256: sha256(tampered) } });
     const row = await server.app.db.lora.findFirstOrThrow({ where: { file_id: BigInt((result as { lora: { id: string } }).lora.id) } });
     expect((await server.app.blobs.read(row.blob_path)).equals(tampered)).toBe(true);
+    // the break is said: one warning naming the session and why, the break and the full read counted
+    const said = logs.filter((l) => l.sessionId === session.id && l.msg?.startsWith('validation ahead'));
+    expect(said).toEqual([expect.objectContaining({ level: 40, reason: 'blob_changed' })]);
+    const moved = await movedSince(metricsBefore);
+    expect([
+      moved(BREAKS, { reason: 'blob_changed' }),
+      moved(BREAKS),
+      moved(COMPLETIONS, { read: 'full' }),
+      moved(COMPLETIONS, { read: 'ahead' }),
+    ]).toEqual([1, 1, 1, 0]);
   });
 
   it('blocks no block list of the session names (junk staged through the SAS) are discarded within a poll', async () => {
