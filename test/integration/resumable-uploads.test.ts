@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,12 +18,13 @@ import {
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { sha256 } from '../testkit/hashes.ts';
 import { blobsOf } from '../testkit/invariants.ts';
 import { setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
-import { makeSafetensors } from '../testkit/safetensors.ts';
+import { bigLora } from '../testkit/safetensors.ts';
 import { newUser, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -53,15 +54,6 @@ afterAll(async () => {
 });
 
 const user = () => newUser(server);
-
-/** A valid safetensors LoRA of about `mib` MiB, unique content. */
-function bigLora(mib: number): Buffer {
-  return makeSafetensors([{ name: 'w', shape: [(mib * 1024 * 1024) / 2], dtype: 'F16' }], { id: randomUUID() });
-}
-
-function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
 
 async function reservations(userId: string): Promise<number> {
   return server.app.db.upload_session.count({ where: { user_id: userId, state: { in: ['OPEN', 'COMPLETING'] } } });
