@@ -5,8 +5,9 @@
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import type { RuntimeConfig } from '../server/app.ts';
 import type { LoraSort, SortOrder } from '../server/db/lora-reads.ts';
-import { timed } from './harness.ts';
+import { runtimeConfig, timed } from './harness.ts';
 
 const LORA_EVERY = 5; // flat_file ids divisible by 5 are LoRAs → 200,000
 const BIG_USER_EVERY = 20; // every 20th LoRA belongs to the big user → 10,000
@@ -14,6 +15,25 @@ const LORA_USERS = 2_000; // user 0 (big) + 1,999 others
 const ALL_USERS = 20_000; // owners of non-LoRA files: the LoRA users and 18,000 more
 export const SEARCH = 'samurai'; // one of 32 style words: ~1/32 of the big user's LoRAs
 export const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
+
+/**
+ * The real app as the list benchmarks run it, configured like test/testkit/server.ts (without
+ * vitest's inject): no jobs, silent, and telemetry off (bench:api turns it on only for its
+ * telemetry section at the end, issue 15).
+ */
+export function listBenchConfig(databaseUrl: string, storageConnectionString: string): RuntimeConfig {
+  return runtimeConfig({
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: databaseUrl,
+    AZURE_STORAGE_CONNECTION_STRING: storageConnectionString,
+    JWT_SECRET,
+    LOG_LEVEL: 'silent',
+    JOBS_ENABLED: 'false',
+    OTEL_SDK_DISABLED: 'true',
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Seeding (set-based)

@@ -33,13 +33,14 @@ import {
   JWT_SECRET,
   LIST_QUERY,
   LIST_WITH_WORKFLOWS_QUERY,
+  listBenchConfig,
   MINIMAL_QUERY,
   SEARCH,
   seed,
   sqlParams,
   userUuid,
 } from './api-list-data.ts';
-import { isCleaningUp, log, onCleanup, runBench, runtimeConfig, startServices, timed } from './harness.ts';
+import { isCleaningUp, log, onCleanup, runBench, startServices, timed } from './harness.ts';
 import { percentileOf, timeOffThenOn } from './telemetry-overhead.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -239,18 +240,7 @@ async function main(): Promise<number> {
       `${s.never_used} LoRAs never used; ${s.workflow_rows} workflow-usage rows`,
   );
 
-  // The real app, configured like test/testkit/server.ts (without vitest's inject).
-  const config = runtimeConfig({
-    NODE_ENV: 'test',
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATABASE_URL: pgHandle.url,
-    AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
-    JWT_SECRET,
-    LOG_LEVEL: 'silent',
-    JOBS_ENABLED: 'false',
-    OTEL_SDK_DISABLED: 'true', // on only for the telemetry section at the end (issue 15)
-  });
+  const config = listBenchConfig(pgHandle.url, azurite.connectionString);
   const app: App = buildApp(config);
   onCleanup('app', () => app.stop());
   const [url] = await timed('app started', () => app.start());

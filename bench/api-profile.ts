@@ -25,8 +25,8 @@ import pg from 'pg';
 import { buildApp } from '../server/app.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { migrate } from '../server/db/migrate.ts';
-import { CASES, JWT_SECRET, LIST_QUERY, seed, sqlParams, userUuid } from './api-list-data.ts';
-import { log, onCleanup, runBench, runtimeConfig, startServices, timed } from './harness.ts';
+import { CASES, JWT_SECRET, LIST_QUERY, listBenchConfig, seed, sqlParams, userUuid } from './api-list-data.ts';
+import { log, onCleanup, runBench, startServices, timed } from './harness.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? '0.05');
 const REQUESTS = Number(process.env.PROFILE_REQUESTS ?? '2000');
@@ -132,19 +132,7 @@ async function main(): Promise<number> {
   const { pgHandle, azurite } = await startServices();
   await migrate(pgHandle.url);
   await seed(pgHandle.url, Math.round(1_000_000 * SCALE));
-  const app = buildApp(
-    runtimeConfig({
-      NODE_ENV: 'test',
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATABASE_URL: pgHandle.url,
-      AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
-      JWT_SECRET,
-      LOG_LEVEL: 'silent',
-      JOBS_ENABLED: 'false',
-      OTEL_SDK_DISABLED: 'true',
-    }),
-  );
+  const app = buildApp(listBenchConfig(pgHandle.url, azurite.connectionString));
   onCleanup('app', () => app.stop());
   const url = `${await app.start()}/graphql`;
   const bigUser = userUuid(0);

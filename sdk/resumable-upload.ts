@@ -8,7 +8,7 @@
  * then complete. The saved state is removed when the session ends (completed, refused, expired).
  */
 import { LoraSdkError, networkError } from './errors.ts';
-import type { CompleteLoraUploadMutation, UploadSessionFieldsFragment } from './gql/graphql.ts';
+import type { CompleteLoraUploadMutation, LoraUploadSource, UploadSessionFieldsFragment } from './gql/graphql.ts';
 
 /** What the SDK keeps between runs, per file. */
 export interface ResumableState {
@@ -35,7 +35,13 @@ export interface BlockSource {
 }
 
 export interface ResumableApi {
-  begin(input: { fileName: string; sizeBytes: number; name?: string | null; tags?: string[] | null }): Promise<UploadSessionFieldsFragment>;
+  begin(input: {
+    fileName: string;
+    sizeBytes: number;
+    name?: string | null;
+    tags?: string[] | null;
+    uploadSource?: LoraUploadSource | null;
+  }): Promise<UploadSessionFieldsFragment>;
   session(id: string): Promise<UploadSessionFieldsFragment | undefined>;
   renew(id: string): Promise<UploadSessionFieldsFragment>;
   complete(id: string, blockIds: string[]): Promise<CompleteLoraUploadMutation['completeLoraUpload']>;
@@ -46,6 +52,12 @@ export interface ResumableApi {
 export interface ResumableOptions {
   name?: string | null;
   tags?: string[] | null;
+  /**
+   * Where the upload comes from (`EMPROPS_STUDIO` from Studio), recorded as
+   * `flat_file.gen_out_data.upload_source`; fixed when the session begins (a resumed run keeps the
+   * session's). @default none: recorded as `resumable` (docs/flat-file.md)
+   */
+  uploadSource?: LoraUploadSource | null;
   /** (bytes storage holds for this upload, file size): counts blocks staged by earlier runs too. */
   onProgress?: (bytesSent: number, totalBytes: number) => void;
   /** Stops this run (the session stays for a later run to resume; abortLoraUpload ends it). */
@@ -201,6 +213,7 @@ async function resumeOrBegin(
     sizeBytes: source.size,
     ...(options.name !== undefined ? { name: options.name } : {}),
     ...(options.tags !== undefined ? { tags: options.tags } : {}),
+    ...(options.uploadSource != null ? { uploadSource: options.uploadSource } : {}),
   });
   await store.set(source.key, { sessionId: session.id, fileKey: source.key });
   return { ...session, stagedBlockIds: [], stagedBytes: 0 };

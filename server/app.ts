@@ -116,6 +116,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     jobs,
     bus,
     grantSigner: createGrantSigner(config.auth.grantKeys),
+    logger,
   });
   const verify = cachedTokenVerifier(
     createTokenVerifier({

@@ -11,7 +11,7 @@ import {
 } from '../../server/domain/errors.ts';
 import type { UploadSessionView } from '../../server/services/upload-sessions.ts';
 import { builder } from '../builder.ts';
-import { UploadLoraSuccess } from './uploads.ts';
+import { UploadLoraSuccess, UploadSourceEnum } from './uploads.ts';
 
 /** Resumable direct-to-Blob uploads (issue 17; docs/API.md "Resumable uploads"). */
 
@@ -83,6 +83,10 @@ builder.mutationFields((t) => ({
       tags: t.arg.stringList(),
       metadata: t.arg({ type: 'JSON' }),
       sha256: t.arg.string({ description: 'When given, the stored file must have it' }),
+      uploadSource: t.arg({
+        type: UploadSourceEnum,
+        description: 'Where the upload comes from, as uploadLora’s; none records `resumable` (docs/flat-file.md)',
+      }),
     },
     resolve: (_root, args, ctx) => ctx.services.uploadSessions.begin(ctx.principal, args),
   }),

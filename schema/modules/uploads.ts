@@ -18,11 +18,11 @@ import { LoraQuotaRef } from './quotas.ts';
 
 builder.addScalarType('Upload', GraphQLUpload);
 
-const UploadSourceEnum = builder.enumType('LoraUploadSource', {
+export const UploadSourceEnum = builder.enumType('LoraUploadSource', {
   description: 'Where an upload comes from; recorded as flat_file.gen_out_data.upload_source (docs/flat-file.md).',
   values: {
     EMPROPS_STUDIO: { value: UploadSource.EMPROPS_STUDIO, description: 'EmProps Studio (recorded as `emprops_studio`)' },
-    API: { value: UploadSource.API, description: 'Any other client (recorded as `api`; the default)' },
+    API: { value: UploadSource.API, description: 'Any other client (recorded as `api`; uploadLora’s default)' },
   } as const,
 });
 

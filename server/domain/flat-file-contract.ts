@@ -14,12 +14,12 @@ export const UploadSource = {
   EMPROPS_STUDIO: 'emprops_studio',
   /** Any other client of the GraphQL API (the default). */
   API: 'api',
-  /** Reserved for the direct-to-storage (resumable) upload path; never claimed by a client. */
+  /** A direct-to-storage (resumable) upload whose client named no source (beginLoraUpload's default); never claimed by a client. */
   RESUMABLE: 'resumable',
 } as const;
 export type UploadSource = (typeof UploadSource)[keyof typeof UploadSource];
 
-/** The sources a client may name on `uploadLora`. */
+/** The sources a client may name on `uploadLora` and `beginLoraUpload`. */
 export const CLIENT_UPLOAD_SOURCES = [UploadSource.EMPROPS_STUDIO, UploadSource.API] as const;
 
 const KNOWN_SOURCES: readonly string[] = Object.values(UploadSource);

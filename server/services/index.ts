@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type pg from 'pg';
+import type { Logger } from 'pino';
 import type { GrantSigner } from '../auth/grants.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/client.ts';
@@ -32,12 +33,14 @@ export interface ServiceDeps {
   grantSigner: GrantSigner;
   /** Rate limits (server/limits/rate-limits.ts), shared by the services and the schema's mutation limit. */
   limits: RateLimits;
+  /** The server's logger, for services that say what happened in the background. @default none */
+  logger?: Logger;
 }
 
 export type Services = ReturnType<typeof createServices>;
 
 /** Every service, wired once per process; resolvers reach them through `ctx.services`. */
-export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner, limits }: ServiceDeps) {
+export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner, limits, logger }: ServiceDeps) {
   const quotas = new QuotaService(db, config.quota);
   const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds, limits);
   const registry = new LoraRegistry(db, blobs, quotas, jobs);
@@ -65,6 +68,7 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
       maxUploadBytes: config.maxUploadBytes,
       spoolDir: join(config.dataDir, 'spool'),
       ...config.resumable,
+      ...(logger ? { logger } : {}),
     }),
   };
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { basename, extname } from 'node:path';
+import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
@@ -12,10 +13,12 @@ import {
   UploadSessionNotFoundError,
   ValidationError,
 } from '../domain/errors.ts';
-import { UploadSource } from '../domain/flat-file-contract.ts';
+import { CLIENT_UPLOAD_SOURCES, storedUploadSource, UploadSource } from '../domain/flat-file-contract.ts';
 import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
 import { BlobChangedError, type BlobStore, contentBlobPath, StagedBlocksLostError } from '../storage/blob-store.ts';
+import { countAheadCompletion } from '../telemetry/upload-telemetry.ts';
+import { AheadBreak, aheadBreakReporter } from '../uploads/ahead-breaks.ts';
 import { AheadWatch } from '../uploads/ahead-watch.ts';
 import { blockCount, blockListProblem, expectedBlockIds } from '../uploads/block-ids.ts';
 import { type ChunkSink, type PipelineResult, runUploadPipeline } from '../uploads/pipeline.ts';
@@ -48,6 +51,8 @@ export interface UploadSessionOptions {
   blockBytes: number;
   /** Sessions validated while their blocks arrive, per process (0 = none), and how often they are looked at. */
   validateAhead: { max: number; pollMs: number };
+  /** Where a validation ahead that broke is said (server/uploads/ahead-breaks.ts). @default none */
+  logger?: Logger;
 }
 
 export type SessionState = upload_session['state'];
@@ -83,6 +88,7 @@ const beginArgs = z.object({
     .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters')
     .transform((s) => s.toLowerCase())
     .nullish(),
+  uploadSource: z.enum(CLIENT_UPLOAD_SOURCES).nullish(),
 });
 
 const blockIdsArg = z.array(z.string().max(64)).min(1).max(100_000);
@@ -116,6 +122,8 @@ export class UploadSessionService {
       tags?: string[] | null;
       metadata?: unknown;
       sha256?: string | null;
+      /** As multipart's (`emprops_studio` | `api`); none records `resumable` (docs/flat-file.md). */
+      uploadSource?: string | null;
     },
   ): Promise<UploadSessionView> {
     const userId = this.userOf(principal);
@@ -138,6 +146,7 @@ export class UploadSessionService {
           tags: args.tags ?? [],
           user_metadata: (args.metadata ?? undefined) as object | undefined,
           declared_sha256: args.sha256 ?? null,
+          upload_source: args.uploadSource ?? UploadSource.RESUMABLE,
           size_bytes: BigInt(args.sizeBytes),
           block_bytes: this.options.blockBytes,
           blob_path: contentBlobPath(id),
@@ -171,7 +180,7 @@ export class UploadSessionService {
   async abort(principal: Principal, id: string): Promise<UploadSessionView> {
     const session = await this.find(principal, id);
     if (session.state !== 'OPEN') return this.view(session);
-    this.ahead.drop(session.id, 'the session was aborted');
+    this.ahead.drop(session.id, AheadBreak.ABORTED, 'the session was aborted');
     const ended = await this.end(session.id, ['OPEN'], 'ABORTED');
     if (ended) await this.blobs.purge(session.blob_path).catch(() => {}); // else the reconciler
     return this.view(await this.db.upload_session.findUniqueOrThrow({ where: { id: session.id } }));
@@ -255,7 +264,7 @@ export class UploadSessionService {
       alpha: result.alpha,
       metadata: { ...result.metadata, autoV3: result.hashes.autoV3 },
       userMetadata: metadata ?? {},
-      uploadSource: UploadSource.RESUMABLE,
+      uploadSource: storedUploadSource(session.upload_source),
       blobEtag: etag,
       sessionId: session.id,
     });
@@ -278,20 +287,25 @@ export class UploadSessionService {
     const ahead = await this.ahead.take(session.id);
     if (ahead?.etag !== undefined && !ahead.broken) {
       ahead.onProgress = (bytes) => progress('VALIDATING', bytes);
-      if (ahead.refused) await ahead.result; // the file was refused already: its error, as a full read gives it
+      if (ahead.refused) {
+        countAheadCompletion('ahead');
+        await ahead.result; // the file was refused already: its error, as a full read gives it
+      }
       try {
         const { keep, latest } = ahead.finalLists();
         const etag = await blob.commit(keep, latest, { ifMatch: ahead.etag });
+        countAheadCompletion('ahead');
         const { snapshot } = await this.blobs.snapshot(path, etag);
         const result = await ahead.finish(await this.blobs.readSnapshot(path, snapshot, undefined, ahead.validatedBytes));
         return { result, etag, snapshot };
       } catch (error) {
         if (!(error instanceof BlobChangedError)) throw error;
-        ahead.break('the blob changed under the server'); // committed by someone else: read it all
+        ahead.break(AheadBreak.BLOB_CHANGED, 'the blob changed under the server'); // committed by someone else: read it all
       }
     }
-    ahead?.break('completion reads the whole file');
+    ahead?.break(AheadBreak.NOT_STARTED, 'completion came before the first commit of the blocks'); // else broken already
     const etag = await blob.commit([], ids, 'unconditional');
+    countAheadCompletion('full');
     const { snapshot } = await this.blobs.snapshot(path, etag);
     const result = await runUploadPipeline({
       stream: await this.blobs.readSnapshot(path, snapshot),
@@ -320,7 +334,11 @@ export class UploadSessionService {
         new ValidationAhead(
           { sizeBytes: Number(session.size_bytes), blockBytes: session.block_bytes },
           this.blobs.sessionBlob(session.blob_path),
-          { maxBytes: this.options.maxUploadBytes, spoolDir: this.options.spoolDir },
+          {
+            maxBytes: this.options.maxUploadBytes,
+            spoolDir: this.options.spoolDir,
+            onBreak: aheadBreakReporter(this.options.logger, session.id),
+          },
         ),
     );
   }

@@ -35,6 +35,12 @@ function make(meter: Meter) {
       advice: { explicitBucketBoundaries: SIZE_BUCKETS },
     }),
     uploadedBytes: meter.createCounter('lora_vault.upload.bytes', { unit: 'By', description: 'Bytes of LoRAs stored by uploads' }),
+    aheadBreaks: meter.createCounter('lora_vault.upload.validation_ahead.breaks', {
+      description: 'Validations of resumable uploads ahead of completion that stopped, by reason (server/uploads/ahead-breaks.ts)',
+    }),
+    aheadCompletions: meter.createCounter('lora_vault.upload.validation_ahead.completions', {
+      description: 'Validated completeLoraUpload calls by read: ahead (went on from the validation ahead) | full (read the whole file)',
+    }),
     quotaRefusals: meter.createCounter('lora_vault.quota.refusals', { description: 'Uploads refused QUOTA_EXCEEDED' }),
     quotaWarnings: meter.createCounter('lora_vault.quota.warnings', {
       description: 'Uploads that left their user at or over the quota warning threshold',
@@ -64,6 +70,7 @@ function make(meter: Meter) {
   instruments.uploads.add(0, { outcome: 'success' });
   instruments.uploads.add(0, { outcome: 'failure', 'error.code': 'INTERNAL_SERVER_ERROR' });
   instruments.quotaRefusals.add(0);
+  for (const read of ['ahead', 'full']) instruments.aheadCompletions.add(0, { read });
   instruments.quotaWarnings.add(0);
   for (const outcome of ['done', 'failed']) instruments.blobDeletions.add(0, { outcome });
   instruments.graphqlErrors.add(0, { 'error.code': 'INTERNAL_SERVER_ERROR' });

@@ -121,3 +121,13 @@ export async function traceUpload<T extends { lora: { sizeBytes: number; format:
     throw error;
   }
 }
+
+/** A validation ahead of completion stopped (server/uploads/ahead-breaks.ts names the reasons). */
+export function countAheadBreak(reason: string): void {
+  serverInstruments().aheadBreaks.add(1, { reason });
+}
+
+/** A resumable upload's completion validated its file going on from the validation ahead, or reading it whole. */
+export function countAheadCompletion(read: 'ahead' | 'full'): void {
+  serverInstruments().aheadCompletions.add(1, { read });
+}

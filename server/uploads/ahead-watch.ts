@@ -1,3 +1,4 @@
+import { AheadBreak } from './ahead-breaks.ts';
 import type { ValidationAhead } from './validation-ahead.ts';
 
 /**
@@ -45,12 +46,12 @@ export class AheadWatch {
   }
 
   /** Ends the watch and the validation (the session was aborted or failed). */
-  drop(sessionId: string, reason: string): void {
+  drop(sessionId: string, reason: AheadBreak, detail?: string): void {
     const entry = this.watched.get(sessionId);
     if (!entry) return;
     this.watched.delete(sessionId);
     clearTimeout(entry.timer);
-    entry.ahead.break(reason);
+    entry.ahead.break(reason, detail);
   }
 
   get size(): number {
@@ -58,7 +59,7 @@ export class AheadWatch {
   }
 
   stop(): void {
-    for (const id of [...this.watched.keys()]) this.drop(id, 'the server is stopping');
+    for (const id of [...this.watched.keys()]) this.drop(id, AheadBreak.STOPPING, 'the server is stopping');
   }
 
   private schedule(sessionId: string, entry: Watched): void {
@@ -72,9 +73,10 @@ export class AheadWatch {
     // all validated: nothing to look for in storage, only the time limits below
     if (!entry.ahead.complete && (await entry.ahead.step())) entry.lastProgress = now;
     if (this.watched.get(sessionId) !== entry) return; // taken or dropped meanwhile
-    if (entry.ahead.broken) return this.drop(sessionId, entry.ahead.broken);
-    if (now > entry.expiresAt) return this.drop(sessionId, 'the session expired');
-    if (now - entry.lastProgress > (this.options.idleMs ?? 600_000)) return this.drop(sessionId, 'no block arrived for a while');
+    if (entry.ahead.brokenBy) return this.drop(sessionId, entry.ahead.brokenBy); // broken (and reported) already
+    if (now > entry.expiresAt) return this.drop(sessionId, AheadBreak.EXPIRED, 'the session expired');
+    if (now - entry.lastProgress > (this.options.idleMs ?? 600_000))
+      return this.drop(sessionId, AheadBreak.IDLE, 'no block arrived for a while');
     this.schedule(sessionId, entry);
   }
 }

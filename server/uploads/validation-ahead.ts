@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { PassThrough } from 'node:stream';
 import { BlobChangedError } from '../storage/blob-store.ts';
 import type { SessionBlob } from '../storage/session-blob.ts';
+import { AheadBreak, type AheadBreakReport } from './ahead-breaks.ts';
 import { blockSize, expectedBlockIds } from './block-ids.ts';
 import { type ChunkSink, type PipelineResult, runUploadPipeline } from './pipeline.ts';
 
@@ -37,6 +38,8 @@ export interface AheadSession {
 export interface AheadOptions {
   maxBytes: number;
   spoolDir: string;
+  /** Told once when this breaks (ahead-breaks.ts logs and counts it). @default nothing */
+  onBreak?: AheadBreakReport;
 }
 
 export class ValidationAhead {
@@ -45,8 +48,10 @@ export class ValidationAhead {
   validatedBytes = 0;
   /** The ETag of the server's last commit (undefined before the first). */
   etag: string | undefined;
-  /** Why this can no longer be used (completion then reads the whole file). */
+  /** Why this can no longer be used (completion then reads the whole file), in words. */
   broken: string | undefined;
+  /** The same, as one of the bounded reasons (a metric label). */
+  brokenBy: AheadBreak | undefined;
   /** Called with the bytes validated so far (completion reports them as VALIDATING progress). */
   onProgress: (bytes: number) => void = () => {};
   /** The pipeline's outcome, once all bytes are fed; it may reject early for a refused file. */
@@ -59,7 +64,7 @@ export class ValidationAhead {
   constructor(
     private readonly session: AheadSession,
     private readonly blob: SessionBlob,
-    options: AheadOptions,
+    private readonly options: AheadOptions,
   ) {
     this.ids = expectedBlockIds(session.sizeBytes, session.blockBytes);
     this.result = runUploadPipeline({
@@ -98,7 +103,8 @@ export class ValidationAhead {
   step(): Promise<boolean> {
     this.stepping ??= this.advance()
       .catch((error: unknown) => {
-        this.break(error instanceof BlobChangedError ? 'the blob changed under the server' : (error as Error).message);
+        if (error instanceof BlobChangedError) this.break(AheadBreak.BLOB_CHANGED, 'the blob changed under the server');
+        else this.break(AheadBreak.STORAGE_ERROR, (error as Error).message);
         return false;
       })
       .finally(() => {
@@ -123,15 +129,19 @@ export class ValidationAhead {
       await this.pump(rest);
       this.feed.end();
     } catch (error) {
-      this.break((error as Error).message); // the pipeline ends as UPLOAD_INTERRUPTED, as for a failed full read
+      this.break(AheadBreak.STORAGE_ERROR, (error as Error).message); // the pipeline ends as UPLOAD_INTERRUPTED, as for a failed full read
     }
     return this.result;
   }
 
-  /** Stops for good; the pipeline ends (its spool file removed). */
-  break(reason: string): void {
-    this.broken ??= reason;
-    this.feed.destroy(new Error(`validation ahead stopped: ${reason}`));
+  /** Stops for good; the pipeline ends (its spool file removed). The first reason is kept and reported. */
+  break(reason: AheadBreak, detail: string = reason): void {
+    if (this.brokenBy === undefined) {
+      this.brokenBy = reason;
+      this.broken = detail;
+      this.options.onBreak?.(reason, detail, this.validatedBytes);
+    }
+    this.feed.destroy(new Error(`validation ahead stopped: ${detail}`));
   }
 
   private async advance(): Promise<boolean> {

@@ -13,6 +13,7 @@ import {
 } from '../testkit/browser.ts';
 import { getLora, listLoras, setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
+import { heldBlocks } from '../testkit/resumable.ts';
 import { smallSd15Lora } from '../testkit/safetensors.ts';
 import { newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -44,6 +45,15 @@ afterAll(async () => {
 async function newUser(): Promise<{ userId: string; token: string }> {
   const userId = newUserId();
   return { userId, token: await server.tokens.user(userId) };
+}
+
+/** A new user's signed-in, empty library page whose uploads are throttled to `bytesPerSecond`. */
+async function throttledLibraryPage(bytesPerSecond: number) {
+  const { userId, token } = await newUser();
+  const { context, page, errors } = await signedInPage(browser, server.url, token);
+  await page.getByTestId('empty-state').waitFor();
+  await throttleUploads(context, page, bytesPerSecond);
+  return { userId, token, context, page, errors };
 }
 
 const rows = (page: Page) => page.getByTestId('upload-row');
@@ -99,12 +109,9 @@ async function recordProgress(page: Page): Promise<void> {
 
 describe('uploading', () => {
   it('a safetensors file dropped on the page goes in blocks straight to storage with advancing progress, then is listed with its facts and the quota grows', async () => {
-    const { userId, token } = await newUser();
-    const { context, page, errors } = await signedInPage(browser, server.url, token);
-    await page.getByTestId('empty-state').waitFor();
+    const { userId, token, context, page, errors } = await throttledLibraryPage(4_000_000); // ~2 s of sending, on a fast machine too
     await recordProgress(page);
     const requests = recordUploadRequests(page);
-    await throttleUploads(context, page, 4_000_000); // ~2 s of sending, on a fast machine too
     const file = largeSafetensors(8);
     await dropFiles(page, [{ name: 'ink-wash.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
     await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
@@ -120,9 +127,7 @@ describe('uploading', () => {
     await eventually(() => itemNames(page)).toEqual(['ink-wash']);
     await eventually(() => page.getByTestId('quota').innerText()).toMatch(/8\.\d MiB of 10\.0 GiB[\s\S]*1 of 100/);
     const [stored] = (await listLoras(server, token)).loras;
-    const sha256 = createHash('sha256')
-      .update(Buffer.concat([file.bytes, Buffer.alloc(file.zeroBytes)]))
-      .digest('hex');
+    const { sha256 } = file;
     expect(stored).toMatchObject({ name: 'ink-wash', sizeBytes: file.totalBytes, sha256 });
     // the resumable path: every block PUT to Blob Storage's origin through the session's SAS, no multipart request
     expect(requests.multipart).toEqual([]);
@@ -131,6 +136,9 @@ describe('uploading', () => {
     expect(new Set(requests.blockPuts.map((u) => new URL(u).origin))).toEqual(new Set([storageOrigin]));
     expect(storageOrigin).not.toBe(new URL(server.url).origin);
     expect((await sessionsOf(userId)).map((s) => s.state)).toEqual(['COMPLETED']);
+    // Studio says where the upload comes from: the platform's flat_file row records it (docs/flat-file.md)
+    const row = await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(stored?.id as string) } });
+    expect((row.gen_out_data as { upload_source: string }).upload_source).toBe('emprops_studio');
 
     await openLora(page, 'ink-wash');
     const details = page.getByTestId('details');
@@ -206,10 +214,7 @@ describe('uploading', () => {
 
 describe('cancelling', () => {
   it('Cancel stops an upload in flight: the row says so, the session is aborted, nothing is stored, the quota is untouched', async () => {
-    const { userId, token } = await newUser();
-    const { context, page, errors } = await signedInPage(browser, server.url, token);
-    await page.getByTestId('empty-state').waitFor();
-    await throttleUploads(context, page, 1_000_000);
+    const { userId, token, context, page, errors } = await throttledLibraryPage(1_000_000);
     const file = largeSafetensors(16);
     await dropFiles(page, [{ name: 'slow.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
     await eventually(() =>
@@ -236,10 +241,7 @@ describe('cancelling', () => {
 
 describe('resuming', () => {
   it('the same file dropped again after a reload resumes its session: only the blocks storage lacks are sent', async () => {
-    const { userId, token } = await newUser();
-    const { context, page, errors } = await signedInPage(browser, server.url, token);
-    await page.getByTestId('empty-state').waitFor();
-    await throttleUploads(context, page, 1_000_000);
+    const { userId, token, context, page, errors } = await throttledLibraryPage(1_000_000);
     const file = largeSafetensors(12);
     const blocks = Math.ceil(file.totalBytes / (1024 * 1024));
     const drop = { name: 'resumed.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes, lastModified: 1_700_000_000_000 };
@@ -251,10 +253,7 @@ describe('resuming', () => {
     })();
     const blobPath = session?.blob_path as string;
     // staged blocks, and those the server committed while validating ahead
-    const held = async () => {
-      const list = await server.app.blobs.sessionBlob(blobPath).blockList();
-      return list.committed.length + list.uncommitted.length;
-    };
+    const held = async () => (await heldBlocks(server.app, blobPath)).length;
     await eventually(async () => (await held()) >= 3).toBe(true);
     await page.reload();
     await page.getByTestId('empty-state').waitFor();
@@ -269,9 +268,7 @@ describe('resuming', () => {
     expect((await sessionsOf(userId)).map((s) => s.state)).toEqual(['COMPLETED']);
     expect(requests.blockPuts.length).toBeLessThanOrEqual(blocks - before);
     expect(requests.blockPuts.length).toBeGreaterThan(0);
-    const sha256 = createHash('sha256')
-      .update(Buffer.concat([file.bytes, Buffer.alloc(file.zeroBytes)]))
-      .digest('hex');
+    const { sha256 } = file;
     const [stored] = (await listLoras(server, token)).loras;
     expect(stored).toMatchObject({ name: 'resumed', sizeBytes: file.totalBytes, sha256 });
     expect(await savedSessionKeys(page)).toEqual([]);

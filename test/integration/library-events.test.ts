@@ -2,8 +2,9 @@ import { print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoraEventsDocument, type LoraEventsSubscription } from '../../sdk/index.ts';
 import { deleteLora, updateLora } from '../testkit/library-helpers.ts';
-import { newUserId, seedLora } from '../testkit/seed.ts';
+import { eventually, newUserId, seedLora } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { sample, scrape, startTestTelemetry } from '../testkit/telemetry.ts';
 import { collect, wsClient } from '../testkit/ws.ts';
 
 /**
@@ -13,6 +14,7 @@ import { collect, wsClient } from '../testkit/ws.ts';
 
 let server: TestServer;
 beforeAll(async () => {
+  startTestTelemetry(); // /metrics tells when a subscription runs
   server = await startTestServer();
 });
 afterAll(() => server?.stop());
@@ -22,8 +24,17 @@ const LORA_EVENTS = print(LoraEventsDocument);
 
 type Event = LoraEventsSubscription;
 
-/** Gives the server time to register the subscription before events are published. */
-const subscribed = () => new Promise((r) => setTimeout(r, 300));
+/**
+ * Waits until the server runs the test's one loraEvents subscription (`lora_vault_subscriptions_active`,
+ * counted when the subscription's stream is handed to graphql-ws, which joins the bus at once), so no
+ * event is published before it listens. Each test ends its subscription before the next begins.
+ */
+const subscribed = () =>
+  eventually(
+    async () => sample(await scrape(`${server.url}/metrics`), 'lora_vault_subscriptions_active', { graphql_field: 'loraEvents' }) === 1,
+    10_000,
+    'the loraEvents subscription running',
+  );
 
 describe('loraEvents', () => {
   it("the owner sees LORA_UPDATED and LORA_DELETED of their own LoRAs, never another user's", async () => {

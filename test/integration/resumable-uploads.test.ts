@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,13 +18,14 @@ import {
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { sha256 } from '../testkit/hashes.ts';
 import { blobsOf } from '../testkit/invariants.ts';
 import { setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { BAD_PT_FILES } from '../testkit/pt-files.ts';
 import { runCutKillRestart } from '../testkit/restart-sequence.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
-import { makeSafetensors } from '../testkit/safetensors.ts';
+import { bigLora } from '../testkit/safetensors.ts';
 import { newUser, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
 
@@ -54,15 +55,6 @@ afterAll(async () => {
 });
 
 const user = () => newUser(server);
-
-/** A valid safetensors LoRA of about `mib` MiB, unique content. */
-function bigLora(mib: number): Buffer {
-  return makeSafetensors([{ name: 'w', shape: [(mib * 1024 * 1024) / 2], dtype: 'F16' }], { id: randomUUID() });
-}
-
-function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
 
 async function reservations(userId: string): Promise<number> {
   return server.app.db.upload_session.count({ where: { user_id: userId, state: { in: ['OPEN', 'COMPLETING'] } } });
@@ -208,6 +200,33 @@ describe('uploadLoraResumable', () => {
     expect(row.status).toBe('READY');
     expect(await reservations(id)).toBe(0);
   }, 180_000);
+
+  it("uploadSource EMPROPS_STUDIO is recorded as upload_source 'emprops_studio', API as 'api'; without one, 'resumable' (docs/flat-file.md)", async () => {
+    const { token } = await user();
+    const sdk = createLoraClient({ url: server.graphqlUrl, token });
+    const sourceOf = async (id: string) =>
+      ((await server.app.db.flat_file.findUniqueOrThrow({ where: { id: BigInt(id) } })).gen_out_data as { upload_source: string })
+        .upload_source;
+    try {
+      const uploaded: Record<string, string> = {};
+      for (const source of ['EMPROPS_STUDIO', 'API', undefined] as const) {
+        const path = join(dir, `source-${randomUUID()}.safetensors`);
+        await writeFile(path, bigLora(1));
+        const done = await sdk.uploadLoraResumable({ file: { path }, ...(source ? { uploadSource: source } : {}) });
+        uploaded[source ?? 'none'] = await sourceOf(done.lora.id);
+      }
+      expect(uploaded).toEqual({ EMPROPS_STUDIO: 'emprops_studio', API: 'api', none: 'resumable' });
+    } finally {
+      await sdk.close();
+    }
+    // no client can claim the default: the enum has no such value
+    const claimed = await server.gql(
+      'mutation { beginLoraUpload(fileName: "a.safetensors", sizeBytes: 10, uploadSource: RESUMABLE) { __typename } }',
+      {},
+      { token },
+    );
+    expect(claimed.body.errors?.[0]?.message).toMatch(/LoraUploadSource/);
+  });
 
   it('publishes VALIDATING progress while the stored file is read, then DONE, on the session id', async () => {
     const { token } = await user();

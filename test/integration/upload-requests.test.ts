@@ -1,6 +1,5 @@
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { capturingLogger } from '../testkit/log-capture.ts';
 import { sdxlLora } from '../testkit/lora-files.ts';
 import { MULTIPART_END, multipartPart as part, postRawMultipart, UPLOAD_MUTATION } from '../testkit/multipart.ts';
 import { newUser } from '../testkit/seed.ts';
@@ -13,22 +12,11 @@ import { expectNothingStored as expectNothingStoredIn } from '../testkit/stored.
  * error (no stack trace), and no internal object shows in a message.
  */
 
-interface LogLine {
-  level: number;
-  msg?: string;
-  err?: unknown;
-}
-const logs: LogLine[] = [];
-const sink = new Writable({
-  write(chunk, _encoding, done) {
-    for (const line of String(chunk).split('\n')) if (line.trim()) logs.push(JSON.parse(line) as LogLine);
-    done();
-  },
-});
+const { logger, lines: logs } = capturingLogger('debug');
 
 let server: TestServer;
 beforeAll(async () => {
-  server = await startTestServer({}, { logger: pino({ level: 'debug' }, sink) });
+  server = await startTestServer({}, { logger });
 });
 afterAll(() => server?.stop());
 

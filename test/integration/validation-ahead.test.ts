@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,32 +8,43 @@ import { CompleteLoraUploadDocument, createLoraClient, type ResumableRunStats, t
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf } from '../testkit/graphql-assertions.ts';
+import { sha256 } from '../testkit/hashes.ts';
+import { capturingLogger, type LogLine } from '../testkit/log-capture.ts';
 import { postMultipart } from '../testkit/multipart.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
-import { makeSafetensors } from '../testkit/safetensors.ts';
+import { bigLora } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
+import { sample, scrape, startTestTelemetry } from '../testkit/telemetry.ts';
 
 /**
  * Validation of resumable uploads while their blocks arrive (server/uploads/validation-ahead.ts):
  * the server commits what is staged and reads the contiguous prefix under its own ETag, so
  * completion reads only the tail; whatever the client does with its write SAS meanwhile, what is
  * stored is exactly what was validated. Real Azurite behind a logging proxy (the server's reads
- * are seen), 256 KiB blocks, the server looking every 100 ms.
+ * are seen), 256 KiB blocks, the server looking every 100 ms. Its log and /metrics tell when a
+ * validation ahead broke, and whether a completion went on from it or read the whole file.
  */
 
 const BLOCK = 256 * 1024;
 let proxy: CorruptingProxy;
 let server: TestServer;
 let dir: string;
+let logs: LogLine[];
 
 beforeAll(async () => {
+  startTestTelemetry(); // /metrics
   proxy = await proxyToTestAzurite(inject('storageConnectionString'));
-  server = await startTestServer({
-    AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
-    UPLOAD_BLOCK_BYTES: String(BLOCK),
-    UPLOAD_VALIDATE_AHEAD_POLL_MS: '100',
-  });
+  const capture = capturingLogger();
+  logs = capture.lines;
+  server = await startTestServer(
+    {
+      AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
+      UPLOAD_BLOCK_BYTES: String(BLOCK),
+      UPLOAD_VALIDATE_AHEAD_POLL_MS: '100',
+    },
+    { logger: capture.logger },
+  );
   dir = await mkdtemp(join(tmpdir(), 'ahead-'));
 });
 afterAll(async () => {
@@ -46,12 +57,6 @@ async function userToken(): Promise<string> {
   return server.tokens.user(newUserId());
 }
 
-/** A valid safetensors LoRA of about `mib` MiB, unique content. */
-function bigLora(mib: number): Buffer {
-  return makeSafetensors([{ name: 'w', shape: [(mib * 1024 * 1024) / 2], dtype: 'F16' }], { id: randomUUID() });
-}
-
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const blockOf = (file: Buffer, i: number) => file.subarray(i * BLOCK, (i + 1) * BLOCK);
 
 /** The blocks the server has committed to the session's blob so far. */
@@ -92,6 +97,13 @@ async function stageAndComplete(session: UploadSessionFieldsFragment, file: Buff
   }
 }
 
+/** The completion made a READY LoRA described by `bytes`' sha256, and its blob holds exactly `bytes`. */
+async function expectStored(result: unknown, bytes: Buffer): Promise<void> {
+  expect(result).toMatchObject({ __typename: 'UploadLoraSuccess', lora: { sha256: sha256(bytes), sizeBytes: bytes.length } });
+  const row = await server.app.db.lora.findFirstOrThrow({ where: { file_id: BigInt((result as { lora: { id: string } }).lora.id) } });
+  expect((await server.app.blobs.read(row.blob_path)).equals(bytes)).toBe(true);
+}
+
 /** The server's reads of the session's snapshots from the proxy log: the first byte each asked for. */
 function snapshotReadsFrom(session: UploadSessionFieldsFragment, since: number): number[] {
   return proxy.log
@@ -108,8 +120,18 @@ async function clientCommit(session: UploadSessionFieldsFragment, ids: string[])
   return res.status;
 }
 
+/** The server's /metrics now; `movedSince(before)` tells how much a sample moved since. */
+const metricsNow = () => scrape(`${server.url}/metrics`);
+async function movedSince(before: Map<string, number>): Promise<(name: string, labels?: Record<string, string>) => number> {
+  const after = await metricsNow();
+  return (name, labels = {}) => sample(after, name, labels) - sample(before, name, labels);
+}
+const BREAKS = 'lora_vault_upload_validation_ahead_breaks_total';
+const COMPLETIONS = 'lora_vault_upload_validation_ahead_completions_total';
+
 describe('validation ahead of completion', () => {
   it('validates blocks as they arrive: completion reads only what was not validated, and nothing staged is lost', async () => {
+    const metricsBefore = await metricsNow();
     const token = await userToken();
     const file = bigLora(6); // 24 blocks
     const session = await beginSession(server, token, { sizeBytes: file.length });
@@ -120,12 +142,13 @@ describe('validation ahead of completion', () => {
     expect(await committedBlocks(session)).toEqual([...session.blockIds.slice(0, 12), session.blockIds[15]]);
     const since = proxy.log.length;
     const result = await stageAndComplete(session, file, token);
-    expect(result).toMatchObject({ __typename: 'UploadLoraSuccess', lora: { sha256: sha256(file), sizeBytes: file.length } });
+    await expectStored(result, file);
     const reads = snapshotReadsFrom(session, since);
     expect(reads.length).toBeGreaterThan(0);
     for (const from of reads) expect(from).toBeGreaterThanOrEqual(12 * BLOCK); // never the validated prefix again
-    const row = await server.app.db.lora.findFirstOrThrow({ where: { file_id: BigInt((result as { lora: { id: string } }).lora.id) } });
-    expect((await server.app.blobs.read(row.blob_path)).equals(file)).toBe(true);
+    // counted as a completion that went on from the validation ahead; nothing broke
+    const moved = await movedSince(metricsBefore);
+    expect([moved(COMPLETIONS, { read: 'ahead' }), moved(COMPLETIONS, { read: 'full' }), moved(BREAKS)]).toEqual([1, 0, 0]);
   });
 
   it('a block staged again under a validated id is ignored: what is stored is what was validated', async () => {
@@ -136,12 +159,11 @@ describe('validation ahead of completion', () => {
     const other = Buffer.alloc(BLOCK, 0x41);
     expect(await putBlock(session.uploadUrl as string, session.blockIds[1] as string, other)).toBe(201);
     const result = await stageAndComplete(session, file, token);
-    expect(result).toMatchObject({ __typename: 'UploadLoraSuccess', lora: { sha256: sha256(file) } });
-    const row = await server.app.db.lora.findFirstOrThrow({ where: { file_id: BigInt((result as { lora: { id: string } }).lora.id) } });
-    expect((await server.app.blobs.read(row.blob_path)).equals(file)).toBe(true);
+    await expectStored(result, file);
   });
 
   it('a client committing through its SAS meanwhile: the server notices, reads the whole file, and stores what it validated', async () => {
+    const metricsBefore = await metricsNow();
     const token = await userToken();
     const file = bigLora(2); // 8 blocks
     const session = await beginSession(server, token, { sizeBytes: file.length });
@@ -155,9 +177,17 @@ describe('validation ahead of completion', () => {
     const result = await stageAndComplete(session, tampered, token);
     // the whole snapshot is read again, from byte 0, and the LoRA describes the bytes stored
     expect(snapshotReadsFrom(session, since)).toContain(0);
-    expect(result).toMatchObject({ __typename: 'UploadLoraSuccess', lora: { sha256: sha256(tampered) } });
-    const row = await server.app.db.lora.findFirstOrThrow({ where: { file_id: BigInt((result as { lora: { id: string } }).lora.id) } });
-    expect((await server.app.blobs.read(row.blob_path)).equals(tampered)).toBe(true);
+    await expectStored(result, tampered);
+    // the break is said: one warning naming the session and why, the break and the full read counted
+    const said = logs.filter((l) => l.sessionId === session.id && l.msg?.startsWith('validation ahead'));
+    expect(said).toEqual([expect.objectContaining({ level: 40, reason: 'blob_changed' })]);
+    const moved = await movedSince(metricsBefore);
+    expect([
+      moved(BREAKS, { reason: 'blob_changed' }),
+      moved(BREAKS),
+      moved(COMPLETIONS, { read: 'full' }),
+      moved(COMPLETIONS, { read: 'ahead' }),
+    ]).toEqual([1, 1, 1, 0]);
   });
 
   it('blocks no block list of the session names (junk staged through the SAS) are discarded within a poll', async () => {

@@ -4,6 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { sha256 } from './hashes.ts';
 import { makeSafetensors, type TensorSpec } from './safetensors.ts';
 
 /**
@@ -95,9 +96,9 @@ export async function dropFiles(
 /**
  * A real safetensors LoRA of about `megabytes` MB: SD1.5 LoRA tensors plus one large tensor,
  * returned as the file's header (with the small tensors' data) and the count of zero bytes that
- * complete it, for `dropFiles`.
+ * complete it, for `dropFiles`, and the whole file's sha256.
  */
-export function largeSafetensors(megabytes: number): { bytes: Buffer; zeroBytes: number; totalBytes: number } {
+export function largeSafetensors(megabytes: number): { bytes: Buffer; zeroBytes: number; totalBytes: number; sha256: string } {
   const bigElements = Math.floor((megabytes * 1024 * 1024) / 2 / 320) * 320;
   const tensors: TensorSpec[] = [
     { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight', shape: [4, 320] },
@@ -113,5 +114,7 @@ export function largeSafetensors(megabytes: number): { bytes: Buffer; zeroBytes:
   };
   const full = makeSafetensors(tensors, metadata);
   const zeroBytes = bigElements * 2;
-  return { bytes: full.subarray(0, full.length - zeroBytes), zeroBytes, totalBytes: full.length };
+  const bytes = full.subarray(0, full.length - zeroBytes);
+  // the file as dropped: the large tensor's data is zeros (makeSafetensors fills it otherwise)
+  return { bytes, zeroBytes, totalBytes: full.length, sha256: sha256(Buffer.concat([bytes, Buffer.alloc(zeroBytes)])) };
 }

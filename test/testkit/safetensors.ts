@@ -3,6 +3,8 @@
  * then the tensor bytes, laid out contiguously as huggingface/safetensors requires.
  */
 
+import { randomUUID } from 'node:crypto';
+
 export type Dtype = 'F32' | 'F16' | 'BF16';
 const DTYPE_SIZE: Record<Dtype, number> = { F32: 4, F16: 2, BF16: 2 };
 
@@ -42,6 +44,11 @@ export function smallSd15Lora(extraMetadata: Record<string, string> = {}): Buffe
     ],
     { ss_network_dim: '4', ss_network_alpha: '2', ss_base_model_version: 'sd_v1', ...extraMetadata },
   );
+}
+
+/** A valid safetensors LoRA of about `mib` MiB (one F16 tensor), with unique content (a random id in its metadata). */
+export function bigLora(mib: number): Buffer {
+  return makeSafetensors([{ name: 'w', shape: [(mib * 1024 * 1024) / 2], dtype: 'F16' }], { id: randomUUID() });
 }
 
 /** A real safetensors file whose size is base + 8·k bytes (the header grows by 8 characters per step). */

@@ -106,6 +106,7 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
       };
       try {
         const result = await runResumableUpload(api, source, sessionStore(), {
+          uploadSource: 'EMPROPS_STUDIO', // recorded as flat_file's upload_source (docs/flat-file.md)
           signal: abort.signal,
           onProgress: (bytes) => {
             stored = bytes;

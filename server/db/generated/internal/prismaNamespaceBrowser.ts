@@ -239,6 +239,7 @@ export const Upload_sessionScalarFieldEnum = {
   tags: 'tags',
   user_metadata: 'user_metadata',
   declared_sha256: 'declared_sha256',
+  upload_source: 'upload_source',
   size_bytes: 'size_bytes',
   block_bytes: 'block_bytes',
   blob_path: 'blob_path',

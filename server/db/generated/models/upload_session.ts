@@ -45,6 +45,7 @@ export type Upload_sessionMinAggregateOutputType = {
   file_name: string | null
   name: string | null
   declared_sha256: string | null
+  upload_source: string | null
   size_bytes: bigint | null
   block_bytes: number | null
   blob_path: string | null
@@ -61,6 +62,7 @@ export type Upload_sessionMaxAggregateOutputType = {
   file_name: string | null
   name: string | null
   declared_sha256: string | null
+  upload_source: string | null
   size_bytes: bigint | null
   block_bytes: number | null
   blob_path: string | null
@@ -79,6 +81,7 @@ export type Upload_sessionCountAggregateOutputType = {
   tags: number
   user_metadata: number
   declared_sha256: number
+  upload_source: number
   size_bytes: number
   block_bytes: number
   blob_path: number
@@ -109,6 +112,7 @@ export type Upload_sessionMinAggregateInputType = {
   file_name?: true
   name?: true
   declared_sha256?: true
+  upload_source?: true
   size_bytes?: true
   block_bytes?: true
   blob_path?: true
@@ -125,6 +129,7 @@ export type Upload_sessionMaxAggregateInputType = {
   file_name?: true
   name?: true
   declared_sha256?: true
+  upload_source?: true
   size_bytes?: true
   block_bytes?: true
   blob_path?: true
@@ -143,6 +148,7 @@ export type Upload_sessionCountAggregateInputType = {
   tags?: true
   user_metadata?: true
   declared_sha256?: true
+  upload_source?: true
   size_bytes?: true
   block_bytes?: true
   blob_path?: true
@@ -248,6 +254,7 @@ export type Upload_sessionGroupByOutputType = {
   tags: string[]
   user_metadata: runtime.JsonValue | null
   declared_sha256: string | null
+  upload_source: string
   size_bytes: bigint
   block_bytes: number
   blob_path: string
@@ -289,6 +296,7 @@ export type upload_sessionWhereInput = {
   tags?: Prisma.StringNullableListFilter<"upload_session">
   user_metadata?: Prisma.JsonNullableFilter<"upload_session">
   declared_sha256?: Prisma.StringNullableFilter<"upload_session"> | string | null
+  upload_source?: Prisma.StringFilter<"upload_session"> | string
   size_bytes?: Prisma.BigIntFilter<"upload_session"> | bigint | number
   block_bytes?: Prisma.IntFilter<"upload_session"> | number
   blob_path?: Prisma.StringFilter<"upload_session"> | string
@@ -307,6 +315,7 @@ export type upload_sessionOrderByWithRelationInput = {
   tags?: Prisma.SortOrder
   user_metadata?: Prisma.SortOrderInput | Prisma.SortOrder
   declared_sha256?: Prisma.SortOrderInput | Prisma.SortOrder
+  upload_source?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   block_bytes?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
@@ -329,6 +338,7 @@ export type upload_sessionWhereUniqueInput = Prisma.AtLeast<{
   tags?: Prisma.StringNullableListFilter<"upload_session">
   user_metadata?: Prisma.JsonNullableFilter<"upload_session">
   declared_sha256?: Prisma.StringNullableFilter<"upload_session"> | string | null
+  upload_source?: Prisma.StringFilter<"upload_session"> | string
   size_bytes?: Prisma.BigIntFilter<"upload_session"> | bigint | number
   block_bytes?: Prisma.IntFilter<"upload_session"> | number
   lora_id?: Prisma.BigIntNullableFilter<"upload_session"> | bigint | number | null
@@ -346,6 +356,7 @@ export type upload_sessionOrderByWithAggregationInput = {
   tags?: Prisma.SortOrder
   user_metadata?: Prisma.SortOrderInput | Prisma.SortOrder
   declared_sha256?: Prisma.SortOrderInput | Prisma.SortOrder
+  upload_source?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   block_bytes?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
@@ -372,6 +383,7 @@ export type upload_sessionScalarWhereWithAggregatesInput = {
   tags?: Prisma.StringNullableListFilter<"upload_session">
   user_metadata?: Prisma.JsonNullableWithAggregatesFilter<"upload_session">
   declared_sha256?: Prisma.StringNullableWithAggregatesFilter<"upload_session"> | string | null
+  upload_source?: Prisma.StringWithAggregatesFilter<"upload_session"> | string
   size_bytes?: Prisma.BigIntWithAggregatesFilter<"upload_session"> | bigint | number
   block_bytes?: Prisma.IntWithAggregatesFilter<"upload_session"> | number
   blob_path?: Prisma.StringWithAggregatesFilter<"upload_session"> | string
@@ -390,6 +402,7 @@ export type upload_sessionCreateInput = {
   tags?: Prisma.upload_sessionCreatetagsInput | string[]
   user_metadata?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   declared_sha256?: string | null
+  upload_source?: string
   size_bytes: bigint | number
   block_bytes: number
   blob_path: string
@@ -408,6 +421,7 @@ export type upload_sessionUncheckedCreateInput = {
   tags?: Prisma.upload_sessionCreatetagsInput | string[]
   user_metadata?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   declared_sha256?: string | null
+  upload_source?: string
   size_bytes: bigint | number
   block_bytes: number
   blob_path: string
@@ -426,6 +440,7 @@ export type upload_sessionUpdateInput = {
   tags?: Prisma.upload_sessionUpdatetagsInput | string[]
   user_metadata?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   declared_sha256?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  upload_source?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   block_bytes?: Prisma.IntFieldUpdateOperationsInput | number
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
@@ -444,6 +459,7 @@ export type upload_sessionUncheckedUpdateInput = {
   tags?: Prisma.upload_sessionUpdatetagsInput | string[]
   user_metadata?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   declared_sha256?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  upload_source?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   block_bytes?: Prisma.IntFieldUpdateOperationsInput | number
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
@@ -462,6 +478,7 @@ export type upload_sessionCreateManyInput = {
   tags?: Prisma.upload_sessionCreatetagsInput | string[]
   user_metadata?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   declared_sha256?: string | null
+  upload_source?: string
   size_bytes: bigint | number
   block_bytes: number
   blob_path: string
@@ -480,6 +497,7 @@ export type upload_sessionUpdateManyMutationInput = {
   tags?: Prisma.upload_sessionUpdatetagsInput | string[]
   user_metadata?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   declared_sha256?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  upload_source?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   block_bytes?: Prisma.IntFieldUpdateOperationsInput | number
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
@@ -498,6 +516,7 @@ export type upload_sessionUncheckedUpdateManyInput = {
   tags?: Prisma.upload_sessionUpdatetagsInput | string[]
   user_metadata?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   declared_sha256?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  upload_source?: Prisma.StringFieldUpdateOperationsInput | string
   size_bytes?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   block_bytes?: Prisma.IntFieldUpdateOperationsInput | number
   blob_path?: Prisma.StringFieldUpdateOperationsInput | string
@@ -516,6 +535,7 @@ export type upload_sessionCountOrderByAggregateInput = {
   tags?: Prisma.SortOrder
   user_metadata?: Prisma.SortOrder
   declared_sha256?: Prisma.SortOrder
+  upload_source?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   block_bytes?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
@@ -538,6 +558,7 @@ export type upload_sessionMaxOrderByAggregateInput = {
   file_name?: Prisma.SortOrder
   name?: Prisma.SortOrder
   declared_sha256?: Prisma.SortOrder
+  upload_source?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   block_bytes?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
@@ -554,6 +575,7 @@ export type upload_sessionMinOrderByAggregateInput = {
   file_name?: Prisma.SortOrder
   name?: Prisma.SortOrder
   declared_sha256?: Prisma.SortOrder
+  upload_source?: Prisma.SortOrder
   size_bytes?: Prisma.SortOrder
   block_bytes?: Prisma.SortOrder
   blob_path?: Prisma.SortOrder
@@ -593,6 +615,7 @@ export type upload_sessionSelect<ExtArgs extends runtime.Types.Extensions.Intern
   tags?: boolean
   user_metadata?: boolean
   declared_sha256?: boolean
+  upload_source?: boolean
   size_bytes?: boolean
   block_bytes?: boolean
   blob_path?: boolean
@@ -611,6 +634,7 @@ export type upload_sessionSelectCreateManyAndReturn<ExtArgs extends runtime.Type
   tags?: boolean
   user_metadata?: boolean
   declared_sha256?: boolean
+  upload_source?: boolean
   size_bytes?: boolean
   block_bytes?: boolean
   blob_path?: boolean
@@ -629,6 +653,7 @@ export type upload_sessionSelectUpdateManyAndReturn<ExtArgs extends runtime.Type
   tags?: boolean
   user_metadata?: boolean
   declared_sha256?: boolean
+  upload_source?: boolean
   size_bytes?: boolean
   block_bytes?: boolean
   blob_path?: boolean
@@ -647,6 +672,7 @@ export type upload_sessionSelectScalar = {
   tags?: boolean
   user_metadata?: boolean
   declared_sha256?: boolean
+  upload_source?: boolean
   size_bytes?: boolean
   block_bytes?: boolean
   blob_path?: boolean
@@ -656,7 +682,7 @@ export type upload_sessionSelectScalar = {
   expires_at?: boolean
 }
 
-export type upload_sessionOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "user_id" | "state" | "file_name" | "name" | "tags" | "user_metadata" | "declared_sha256" | "size_bytes" | "block_bytes" | "blob_path" | "lora_id" | "created_at" | "updated_at" | "expires_at", ExtArgs["result"]["upload_session"]>
+export type upload_sessionOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "user_id" | "state" | "file_name" | "name" | "tags" | "user_metadata" | "declared_sha256" | "upload_source" | "size_bytes" | "block_bytes" | "blob_path" | "lora_id" | "created_at" | "updated_at" | "expires_at", ExtArgs["result"]["upload_session"]>
 
 export type $upload_sessionPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   name: "upload_session"
@@ -670,6 +696,10 @@ export type $upload_sessionPayload<ExtArgs extends runtime.Types.Extensions.Inte
     tags: string[]
     user_metadata: runtime.JsonValue | null
     declared_sha256: string | null
+    /**
+     * flat_file.gen_out_data.upload_source at completion: what beginLoraUpload was told, else `resumable`.
+     */
+    upload_source: string
     size_bytes: bigint
     block_bytes: number
     blob_path: string
@@ -1108,6 +1138,7 @@ export interface upload_sessionFieldRefs {
   readonly tags: Prisma.FieldRef<"upload_session", 'String[]'>
   readonly user_metadata: Prisma.FieldRef<"upload_session", 'Json'>
   readonly declared_sha256: Prisma.FieldRef<"upload_session", 'String'>
+  readonly upload_source: Prisma.FieldRef<"upload_session", 'String'>
   readonly size_bytes: Prisma.FieldRef<"upload_session", 'BigInt'>
   readonly block_bytes: Prisma.FieldRef<"upload_session", 'Int'>
   readonly blob_path: Prisma.FieldRef<"upload_session", 'String'>
