@@ -32,8 +32,14 @@ const MAX_TOKEN_CHARS = 4096;
 const NO_STORE = 'private, no-store';
 
 function refuse(res: ServerResponse, status: number, code: string, message: string, headers: OutgoingHttpHeaders = {}, extra = {}): void {
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': NO_STORE, ...headers });
-  res.end(JSON.stringify({ errors: [{ message, extensions: { code, ...extra } }] }));
+  const body = JSON.stringify({ errors: [{ message, extensions: { code, ...extra } }] });
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': NO_STORE,
+    ...headers,
+  });
+  res.end(body);
 }
 
 /** If-Range (RFC 9110 §13.1.5): the range applies only while the client's validator is ours (a strong ETag, or a date not before Last-Modified). */
@@ -74,7 +80,9 @@ export function createOwnerDownloadHandler(deps: { ownerDownloads: OwnerDownload
     if (!target || !object) return notFound(res);
 
     const validators = { etag: object.etag, 'last-modified': object.lastModified.toUTCString() };
-    if (fresh(req.headers, validators)) {
+    // the origin evaluates the conditions whatever Cache-Control the request has (RFC 9110 §13.2.1; fresh() would skip them on no-cache, which fetch() adds)
+    const conditions = { 'if-none-match': req.headers['if-none-match'], 'if-modified-since': req.headers['if-modified-since'] };
+    if (fresh(conditions, validators)) {
       count(OwnerDownloadOutcome.NOT_MODIFIED);
       res.writeHead(304, { ...validators, 'cache-control': NO_STORE });
       res.end();

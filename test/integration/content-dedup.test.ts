@@ -201,9 +201,8 @@ describe('identical content', () => {
     await new Promise((r) => setTimeout(r, 1_100)); // HTTP dates have whole seconds
     const fromB = Date.now();
     const upB = await uploadResumable(b.token, file);
-    const [rowA, rowB] = await Promise.all(
-      [upA, upB].map((id) => server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } })),
-    );
+    const rowOf = (id: string) => server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } });
+    const [rowA, rowB] = [await rowOf(upA), await rowOf(upB)];
     expect(rowB.blob_path).toBe(rowA.blob_path); // one stored content: A's upload created it
     const fetchOwn = async (token: string, id: string) => {
       const link = member(
