@@ -1,6 +1,8 @@
 import type { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CreateLoraDownloadDocument } from '../../sdk/index.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { deleteLora, setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { BAD_SAFETENSORS, sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
@@ -150,7 +152,7 @@ describe('traces', () => {
     expect(tree.names.some((n) => /BlockBlobClient|BlobClient|ContainerClient/.test(n))).toBe(true); // the Azure SDK's own spans
   });
 
-  it('no token, grant or SAS URL appears in any exported span attribute', async () => {
+  it('no token, grant, SAS URL or download link appears in any exported span attribute', async () => {
     const { id, token } = await user();
     const ok = await postMultipart({ url: server.graphqlUrl, token, file: sdxlLora('kohya'), filename: 's.safetensors' });
     const loraId = ok.body.data.uploadLora.lora.id;
@@ -160,8 +162,17 @@ describe('traces', () => {
     const download = await loraDownload(server, machine, loraId, grant);
     const url = download.__typename === 'LoraDownload' ? download.url : '';
     expect(url).toContain('sig=');
+    // an owner's download link carries its capability in the path (GET /downloads/loras/<token>)
+    const link = member(
+      dataOf(await server.request(CreateLoraDownloadDocument, { id: loraId }, { token })).createLoraDownload,
+      'LoraDownloadLink',
+    );
+    expect((await fetch(link.url)).status).toBe(200);
+    const capability = link.url.split('/').pop() as string;
+    await new Promise((r) => setTimeout(r, 200)); // the server span ends with the response
     const exported = JSON.stringify(spans.getFinishedSpans().map((s) => ({ name: s.name, attributes: s.attributes, events: s.events })));
-    for (const secret of [token, service, machine, grant, new URL(url).searchParams.get('sig') as string, url]) {
+    expect(exported).toContain('/downloads/loras/{token}'); // the route is traced, its token not
+    for (const secret of [token, service, machine, grant, new URL(url).searchParams.get('sig') as string, url, capability]) {
       expect(exported).not.toContain(secret);
     }
   });
