@@ -167,7 +167,17 @@ describe('traces', () => {
       dataOf(await server.request(CreateLoraDownloadDocument, { id: loraId }, { token })).createLoraDownload,
       'LoraDownloadLink',
     );
-    expect((await fetch(link.url)).status).toBe(200);
+    const before = await scrape(metricsUrl());
+    const fetched = await fetch(link.url);
+    expect(fetched.status).toBe(200);
+    const size = (await fetched.arrayBuffer()).byteLength;
+    expect((await fetch(link.url.replace(/[^/]+$/, 'not-a-token'))).status).toBe(404);
+    const after = await scrape(metricsUrl());
+    const moved = (name: string, labels: Record<string, string> = {}) => sample(after, name, labels) - sample(before, name, labels);
+    expect(moved('lora_vault_owner_downloads_total', { outcome: 'full' })).toBe(1); // each fetch counted (the audit is per link)
+    expect(moved('lora_vault_owner_downloads_total', { outcome: 'not_found' })).toBe(1);
+    expect(moved('lora_vault_owner_download_bytes_total')).toBe(size);
+    expect(sample(after, 'lora_vault_owner_downloads_active')).toBe(0);
     const capability = link.url.split('/').pop() as string;
     await new Promise((r) => setTimeout(r, 200)); // the server span ends with the response
     const exported = JSON.stringify(spans.getFinishedSpans().map((s) => ({ name: s.name, attributes: s.attributes, events: s.events })));
