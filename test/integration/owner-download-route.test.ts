@@ -170,6 +170,19 @@ describe('owner download route', () => {
     expect((await fetch(other.link.url)).status).toBe(200);
   });
 
+  it('a link names its exact stored object: another snapshot since is a 404; a LoRA without a snapshot (before issue 17) reads its blob', async () => {
+    const bytes = randomBytes(30_000);
+    const { owner, lora, link } = await ownLink(bytes);
+    const row = await server.app.db.lora.update({ where: { file_id: BigInt(lora.id) }, data: { blob_snapshot: null } });
+    expect((await fetch(link.url)).status).toBe(404); // made for the snapshot, which the LoRA no longer names
+    const legacy = await linkFor(server, owner.token, lora.id);
+    const res = await fetch(legacy.url, { headers: { range: 'bytes=10-19' } });
+    expect([res.status, res.headers.get('content-range')]).toEqual([206, `bytes 10-19/${bytes.length}`]);
+    expect(Buffer.from(await res.arrayBuffer()).equals(bytes.subarray(10, 20))).toBe(true);
+    expect(headerNames(res)).toEqual([]);
+    expect(row.blob_path.startsWith('content/')).toBe(true);
+  });
+
   it('a client that stops reading holds the storage read (backpressure); one that goes away ends it; the server stays healthy', async () => {
     const bytes = randomBytes(64 * 1024 * 1024);
     const { link } = await ownLink(bytes);
