@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
+import { createDownloadTokens } from './auth/download-tokens.ts';
 import type { GrantKeySet } from './auth/grant-keys.ts';
 import { createGrantSigner } from './auth/grants.ts';
 import { cachedTokenVerifier } from './auth/token-cache.ts';
@@ -16,6 +17,7 @@ import { createInMemoryEventBus, type EventBus } from './events/bus.ts';
 import { createRedisEventBus } from './events/redis.ts';
 import { AUDIT_EXPORT_PATH, createAuditExportHandler } from './http/audit-export.ts';
 import { JWKS_PATH, serveJwks } from './http/jwks.ts';
+import { createOwnerDownloadHandler, ownerDownloadFailed } from './http/owner-download-route.ts';
 import type { SharedFanOut } from './http/shared-fanout.ts';
 import { attachSubscriptions } from './http/subscriptions.ts';
 import { loadTrustedDocuments } from './http/trusted-documents.ts';
@@ -24,6 +26,7 @@ import { startGenOutDataUpgrade } from './jobs/gen-out-data-upgrade.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { createRateLimits } from './limits/rate-limits.ts';
 import { createServices, type Services } from './services/index.ts';
+import { OWNER_DOWNLOAD_PATH } from './services/owner-downloads.ts';
 import { applyUploadCors } from './storage/blob-cors.ts';
 import { BlobStore } from './storage/blob-store.ts';
 import { createDevTokenHandler } from './studio/dev-tokens.ts';
@@ -107,7 +110,12 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
     uploadLeaseSeconds: Math.ceil(config.uploadStaleMs / 1000),
     onError: (error) => logger.warn({ err: error }, 'rate limits store'),
   });
+  // owner download links point at PUBLIC_URL, else at the address this server listens on (known after listen)
+  let listeningUrl: string | null = null;
+  const publicUrl = () => config.ownerDownloads.publicUrl ?? listeningUrl ?? `http://${config.host}:${config.port}`;
   const services = createServices({
+    downloadTokens: createDownloadTokens(config.auth.grantKeys),
+    publicUrl,
     limits: limitsHandle.limits,
     config,
     db,
@@ -143,6 +151,7 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
   const metricsHandler = createMetricsHandler(config.telemetry.metrics, () => currentTelemetry()?.prometheus ?? null);
 
   const auditExport = createAuditExportHandler({ verify, auditLog: services.auditLog, logger });
+  const ownerDownload = createOwnerDownloadHandler({ ownerDownloads: services.ownerDownloads, blobs, logger });
   // Studio's uploads PUT blocks straight to Blob Storage: the page may connect to its origin
   const studio = createStudioStaticHandler(resolve(PACKAGE_ROOT, 'studio/dist'), [new URL(blobs.url('content')).origin]);
   const devTokens = options.studioDevTokens && config.auth.jwtSecret ? createDevTokenHandler(config.auth.jwtSecret) : null;
@@ -195,6 +204,10 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
           json(res, 500, { errors: [{ message: 'Internal error', extensions: { code: RequestErrorCode.INTERNAL_SERVER_ERROR } }] });
         else res.destroy();
       });
+      return;
+    }
+    if (path.startsWith(OWNER_DOWNLOAD_PATH)) {
+      ownerDownload(req, res, path).catch((error: unknown) => ownerDownloadFailed(res, logger, error));
       return;
     }
     if (path === STUDIO_PATH || path.startsWith(`${STUDIO_PATH}/`)) {
@@ -291,7 +304,10 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
       started = true;
       const address = server.address() as AddressInfo;
       const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-      return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
+      listeningUrl = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
+      if (config.production && !config.ownerDownloads.publicUrl)
+        logger.warn({ listeningUrl }, 'PUBLIC_URL is not set: owner download links point at the listening address');
+      return listeningUrl;
     },
     async stop() {
       services.uploadSessions.stop();

@@ -163,6 +163,17 @@ const envSchema = z
     UPLOAD_VALIDATE_AHEAD: z.coerce.number().int().min(0).max(1000).default(8),
     /** How often a session validated ahead is looked at for newly staged blocks. */
     UPLOAD_VALIDATE_AHEAD_POLL_MS: z.coerce.number().int().min(50).max(60_000).default(500),
+    // Owners' downloads through the API (issue 17, THREATS row 72; ownerDownloads below)
+    /** The API's base URL as clients reach it (owner download links); unset = the listening address. */
+    PUBLIC_URL: z
+      .url({ protocol: /^https?$/ })
+      .refine((u) => !/[?#]/.test(u), 'no query or fragment')
+      .transform((u) => u.replace(/\/+$/, ''))
+      .optional(),
+    /** Owner downloads one holder of links streams at once (per process); more are answered 429. */
+    OWNER_DOWNLOADS_PER_USER: positiveInt.default(8),
+    /** Owner downloads one server process streams at once, all holders together. */
+    OWNER_DOWNLOADS_PER_PROCESS: positiveInt.default(128),
     // Telemetry (README "Observability"; the OTEL_* variables are the OpenTelemetry SDK's own)
     /** Serve Prometheus metrics on GET /metrics. */
     METRICS_ENABLED: boolish.default(true),
@@ -276,6 +287,8 @@ export interface Config {
   };
   /** Proxies trusted to append the client's address to X-Forwarded-For. */
   trustProxyHops: number;
+  /** publicUrl: PUBLIC_URL without a trailing slash (undefined = the listening address); concurrent owner downloads streamed. */
+  ownerDownloads: { publicUrl: string | undefined; perUser: number; perProcess: number };
 }
 
 /** One limit: at most `points` per `windowSeconds` per key (user, machine, service, IP, principal). */
@@ -380,6 +393,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       validateAhead: { max: env.UPLOAD_VALIDATE_AHEAD, pollMs: env.UPLOAD_VALIDATE_AHEAD_POLL_MS },
     },
     telemetry: telemetryConfig(env),
+    ownerDownloads: { publicUrl: env.PUBLIC_URL, perUser: env.OWNER_DOWNLOADS_PER_USER, perProcess: env.OWNER_DOWNLOADS_PER_PROCESS },
   });
 }
 

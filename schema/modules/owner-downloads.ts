@@ -2,11 +2,11 @@ import { NotFoundError } from '../../server/domain/errors.ts';
 import type { OwnerDownloadView } from '../../server/services/owner-downloads.ts';
 import { builder } from '../builder.ts';
 
-/** Owners (and admins) download a LoRA themselves: a short-lived URL, saved under the display name. */
+/** Owners (and admins) download a LoRA themselves: a short-lived link to the API (server/http/owner-download-route.ts), saved under the display name. */
 
 const LoraDownloadLinkRef = builder.objectRef<OwnerDownloadView>('LoraDownloadLink').implement({
   description:
-    'A read-only SAS URL for your own LoRA, valid until expiresAt (SAS_TTL_SECONDS). Its response carries `Content-Disposition: attachment` with `fileName` (RFC 6266, `filename*` for non-ASCII names).',
+    "A link to your own LoRA's file on this API (`GET /downloads/loras/<token>`: no Authorization header, a plain browser link works), valid until expiresAt (SAS_TTL_SECONDS) and while the LoRA exists. Its response carries `Content-Disposition: attachment` with `fileName` (RFC 6266, `filename*` for non-ASCII names), and serves byte ranges and HEAD.",
   fields: (t) => ({
     loraId: t.exposeID('loraId'),
     url: t.exposeString('url'),

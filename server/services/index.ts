@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import type { DownloadTokens } from '../auth/download-tokens.ts';
 import type { GrantSigner } from '../auth/grants.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/client.ts';
@@ -35,12 +36,27 @@ export interface ServiceDeps {
   limits: RateLimits;
   /** The server's logger, for services that say what happened in the background. @default none */
   logger?: Logger;
+  /** Owner download links (auth/download-tokens.ts) and the base URL they point at (PUBLIC_URL, else the listening address). */
+  downloadTokens: DownloadTokens;
+  publicUrl: () => string;
 }
 
 export type Services = ReturnType<typeof createServices>;
 
 /** Every service, wired once per process; resolvers reach them through `ctx.services`. */
-export function createServices({ config, db, reads, blobs, jobs, bus, grantSigner, limits, logger }: ServiceDeps) {
+export function createServices({
+  config,
+  db,
+  reads,
+  blobs,
+  jobs,
+  bus,
+  grantSigner,
+  limits,
+  logger,
+  downloadTokens,
+  publicUrl,
+}: ServiceDeps) {
   const quotas = new QuotaService(db, config.quota);
   const grants = new GrantService(db, grantSigner, config.auth.grantMaxTtlSeconds, limits);
   const registry = new LoraRegistry(db, blobs, quotas, jobs);
@@ -57,7 +73,11 @@ export function createServices({ config, db, reads, blobs, jobs, bus, grantSigne
     grants,
     loras: new LoraService(db, reads, quotas, jobs, bus),
     downloads: new DownloadService(db, blobs, grants, config.storage.sasTtlSeconds),
-    ownerDownloads: new OwnerDownloadService(db, blobs, config.storage.sasTtlSeconds),
+    ownerDownloads: new OwnerDownloadService(db, blobs, downloadTokens, {
+      ttlSeconds: config.storage.sasTtlSeconds,
+      publicUrl,
+      concurrency: { perUser: config.ownerDownloads.perUser, perProcess: config.ownerDownloads.perProcess },
+    }),
     cacheStats: new CacheStatsService(db),
     auditLog: new AuditLogService(db),
     accounts: new AccountService(db, quotas, jobs, bus, config.retention.accountPurgeDelayMs),

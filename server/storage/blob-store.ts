@@ -31,6 +31,13 @@ export interface SasLink {
   sizeBytes: number;
 }
 
+/** What an owner download may tell of a stored object: its own size, ETag and time. */
+export interface StoredObject {
+  sizeBytes: number;
+  etag: string;
+  lastModified: Date;
+}
+
 export type DeleteOutcome = 'deleted' | 'not-found';
 
 export class BlobNotFoundError extends Error {
@@ -278,6 +285,51 @@ export class BlobStore {
     return res.readableStreamBody;
   }
 
+  /**
+   * A LoRA's stored object (its snapshot; the blob itself for LoRAs older than issue 17): size,
+   * ETag and Last-Modified (the snapshot's own, see `touch`); null when it is gone. Owner downloads
+   * through the API (server/http/owner-download-route.ts) answer with these and nothing else of storage's.
+   */
+  async objectProperties(path: string, snapshot: string | null): Promise<StoredObject | null> {
+    try {
+      const props = await this.objectClient(path, snapshot).getProperties();
+      return { sizeBytes: props.contentLength ?? 0, etag: props.etag ?? '', lastModified: props.lastModified ?? new Date(0) };
+    } catch (error) {
+      if (error instanceof RestError && error.statusCode === 404) return null;
+      throw error;
+    }
+  }
+
+  /**
+   * Streams `count` bytes from `offset` of that object while its ETag is `etag`: a stream with
+   * backpressure (nothing is buffered beyond the stream's high-water mark), which `signal` (or
+   * destroying it) ends, closing the storage connection. BlobNotFoundError when it is gone or changed.
+   */
+  async readObject(
+    path: string,
+    snapshot: string | null,
+    range: { offset: number; count: number; etag: string },
+    signal: AbortSignal,
+  ): Promise<NodeJS.ReadableStream> {
+    try {
+      const res = await this.objectClient(path, snapshot).download(range.offset, range.count, {
+        abortSignal: signal,
+        conditions: { ifMatch: range.etag },
+        maxRetryRequests: 5,
+      });
+      if (!res.readableStreamBody) throw new Error(`no body for ${path}`);
+      return res.readableStreamBody;
+    } catch (error) {
+      if (error instanceof RestError && (error.statusCode === 404 || error.statusCode === 412)) throw new BlobNotFoundError(path);
+      throw error;
+    }
+  }
+
+  private objectClient(path: string, snapshot: string | null) {
+    const blob = this.loras.getBlobClient(path);
+    return snapshot ? blob.withSnapshot(snapshot) : blob;
+  }
+
   /** Deletes one snapshot (a LoRA's own view of a shared base); 404 = 'not-found'. */
   async deleteSnapshot(path: string, snapshot: string, signal?: AbortSignal): Promise<DeleteOutcome> {
     try {
@@ -335,11 +387,6 @@ export class BlobStore {
       fileName === undefined ? undefined : `attachment; filename="${fileName}"`,
       snapshot ?? undefined,
     );
-  }
-
-  /** A read-only SAS URL for one user LoRA blob whose response carries `contentDisposition` as given (owner downloads). */
-  async loraSasWithDisposition(path: string, ttlSeconds: number, contentDisposition: string, snapshot?: string | null): Promise<SasLink> {
-    return this.sas(this.loras, path, ttlSeconds, contentDisposition, snapshot ?? undefined);
   }
 
   /** A read-only SAS URL for one shared-library LoRA. */

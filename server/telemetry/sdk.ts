@@ -15,6 +15,7 @@ import {
   type ProcessTelemetryOptions,
   startProcessTelemetry,
 } from '../../cache-agent/otel-process.ts';
+import { OWNER_DOWNLOAD_PATH } from '../services/owner-downloads.ts';
 
 /**
  * The OpenTelemetry SDK of this process (server and agent share it when they run in one process,
@@ -28,6 +29,16 @@ import {
  * (SQL spans, `db.client.connection.*` pool metrics), ioredis, Prisma (its global tracing helper)
  * and the Azure SDK (`@azure/core-tracing`'s instrumenter). See docs/decisions.md.
  */
+
+const OWNER_DOWNLOAD_ROUTE = `${OWNER_DOWNLOAD_PATH}{token}`;
+/** Replace what the HTTP instrumentation would record of a download link's path (old and stable semantic conventions). */
+const OWNER_DOWNLOAD_SPAN_ATTRIBUTES = {
+  'http.target': OWNER_DOWNLOAD_ROUTE,
+  'http.url': OWNER_DOWNLOAD_ROUTE,
+  'http.route': OWNER_DOWNLOAD_ROUTE,
+  'url.path': OWNER_DOWNLOAD_ROUTE,
+  'url.full': OWNER_DOWNLOAD_ROUTE,
+};
 
 /** `serviceName` is `service.name` unless OTEL_SERVICE_NAME says otherwise. */
 export type TelemetryOptions = Omit<ProcessTelemetryOptions, 'instrument'>;
@@ -65,6 +76,8 @@ function applyInstrumentations(): void {
       // only the server side: the agent's downloads are traced by the agent itself, without their URLs
       disableOutgoingRequestInstrumentation: true,
       ignoreIncomingRequestHook: (req) => req.url === '/metrics' || req.url === '/healthz',
+      // owner download links carry their capability in the path: record the route, never the token
+      startIncomingSpanHook: (req) => (req.url?.startsWith(OWNER_DOWNLOAD_PATH) ? OWNER_DOWNLOAD_SPAN_ATTRIBUTES : {}),
     }),
     { http },
   );

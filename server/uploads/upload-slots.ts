@@ -1,4 +1,5 @@
 import { TooManyUploadsError } from '../domain/errors.ts';
+import { ConcurrencySlots } from '../limits/concurrency-slots.ts';
 
 /**
  * Counts the uploads running in this process, per user and in all, and refuses one over either
@@ -6,30 +7,20 @@ import { TooManyUploadsError } from '../domain/errors.ts';
  * the caller runs once in every outcome (`finally`); releasing twice is harmless.
  */
 export class UploadSlots {
-  private total = 0;
-  private readonly perUser = new Map<string, number>();
+  private readonly slots: ConcurrencySlots;
 
-  constructor(private readonly limits: { perUser: number; perProcess: number }) {}
+  constructor(limits: { perUser: number; perProcess: number }) {
+    this.slots = new ConcurrencySlots({ perKey: limits.perUser, total: limits.perProcess });
+  }
 
   take(userId: string): () => void {
-    const mine = this.perUser.get(userId) ?? 0;
-    if (mine >= this.limits.perUser) throw new TooManyUploadsError('USER', this.limits.perUser);
-    if (this.total >= this.limits.perProcess) throw new TooManyUploadsError('PROCESS', this.limits.perProcess);
-    this.total += 1;
-    this.perUser.set(userId, mine + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.total -= 1;
-      const left = (this.perUser.get(userId) ?? 1) - 1;
-      if (left > 0) this.perUser.set(userId, left);
-      else this.perUser.delete(userId);
-    };
+    const taken = this.slots.take(userId);
+    if (typeof taken !== 'function') throw new TooManyUploadsError(taken.refused, taken.limit);
+    return taken;
   }
 
   /** Uploads running now (all users). */
   get active(): number {
-    return this.total;
+    return this.slots.active;
   }
 }

@@ -313,6 +313,7 @@ describe('editing and deleting', () => {
     await openLora(page, 'Ink wash: v3');
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download' }).click()]);
     expect(download.suggestedFilename()).toMatch(/^Ink wash.*v3\.safetensors$/);
+    expect(download.url().startsWith(`${server.url}/downloads/loras/`)).toBe(true); // through the API, not storage (THREATS row 72)
     const saved = await download.path();
     expect(
       createHash('sha256')

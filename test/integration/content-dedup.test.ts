@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { CompleteLoraUploadDocument, DeleteUserLoraAccountDocument } from '../../sdk/index.ts';
+import { CompleteLoraUploadDocument, CreateLoraDownloadDocument, DeleteUserLoraAccountDocument } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
@@ -8,6 +8,7 @@ import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { invariantViolations } from '../testkit/invariants.ts';
 import { deleteLora } from '../testkit/library-helpers.ts';
 import { postMultipart } from '../testkit/multipart.ts';
+import { OWNER_DOWNLOAD_HEADERS } from '../testkit/owner-downloads.ts';
 import { beginSession, heldBlocks, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { eventually, newUser, seedLora } from '../testkit/seed.ts';
@@ -191,6 +192,45 @@ describe('identical content', () => {
     );
     for (const { u, id } of many) expect((await downloadStatus(u.id, id)).bytes?.equals(file)).toBe(true);
     expect(await refCountsHold()).toEqual([]);
+  }, 60_000);
+
+  it("an owner's download of shared content carries no storage header and nothing of the first uploader's (x-ms-creation-time)", async () => {
+    const [a, b] = await Promise.all([user(), user()]);
+    const file = content();
+    const upA = await uploadMultipart(a.token, file);
+    await new Promise((r) => setTimeout(r, 1_100)); // HTTP dates have whole seconds
+    const fromB = Date.now();
+    const upB = await uploadResumable(b.token, file);
+    const rowOf = (id: string) => server.app.db.lora.findUniqueOrThrow({ where: { file_id: BigInt(id) } });
+    const [rowA, rowB] = [await rowOf(upA), await rowOf(upB)];
+    expect(rowB.blob_path).toBe(rowA.blob_path); // one stored content: A's upload created it
+    const fetchOwn = async (token: string, id: string) => {
+      const link = member(
+        dataOf(await server.request(CreateLoraDownloadDocument, { id }, { token })).createLoraDownload,
+        'LoraDownloadLink',
+      );
+      const res = await fetch(link.url);
+      expect(res.status).toBe(200);
+      expect(Buffer.from(await res.arrayBuffer()).equals(file)).toBe(true);
+      return { url: link.url, headers: Object.fromEntries(res.headers) };
+    };
+    const seenA = await fetchOwn(a.token, upA);
+    const seenB = await fetchOwn(b.token, upB);
+    for (const seen of [seenA, seenB]) {
+      expect(Object.keys(seen.headers).filter((h) => h.startsWith('x-ms-'))).toEqual([]);
+      expect(Object.keys(seen.headers).filter((h) => !OWNER_DOWNLOAD_HEADERS.has(h))).toEqual([]);
+    }
+    expect(seenB.headers.etag).not.toBe(seenA.headers.etag);
+    // every time B's response shows is B's own: none before B's upload began (A's was >1 s earlier)
+    const notBeforeB = Math.floor(fromB / 1000) * 1000;
+    const datesOfB = Object.entries(seenB.headers).filter(([, v]) => /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} /.test(v));
+    expect(datesOfB.map(([name]) => name)).toContain('last-modified');
+    expect(datesOfB.filter(([, v]) => Date.parse(v) < notBeforeB)).toEqual([]);
+    expect(Object.values(seenB.headers).filter((v) => v.includes(seenA.headers.etag ?? '-'))).toEqual([]);
+    // nor does B's link name the stored blob (a content/ name that is not B's upload session's would tell)
+    const storedName = rowB.blob_path.replace(/^content\//, '').replace(/\..*$/, '');
+    expect(seenB.url).not.toContain(storedName);
+    expect(decodeURIComponent(seenB.url)).not.toContain('content/');
   }, 60_000);
 
   it('twenty links of the same content at once all succeed: each waits its turn to touch the base', async () => {

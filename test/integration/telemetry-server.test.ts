@@ -1,6 +1,8 @@
 import type { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CreateLoraDownloadDocument } from '../../sdk/index.ts';
 import { loraDownload, mintGrant } from '../testkit/grants.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
 import { deleteLora, setUserLoraQuota } from '../testkit/library-helpers.ts';
 import { BAD_SAFETENSORS, sdxlLora } from '../testkit/lora-files.ts';
 import { postMultipart } from '../testkit/multipart.ts';
@@ -150,7 +152,7 @@ describe('traces', () => {
     expect(tree.names.some((n) => /BlockBlobClient|BlobClient|ContainerClient/.test(n))).toBe(true); // the Azure SDK's own spans
   });
 
-  it('no token, grant or SAS URL appears in any exported span attribute', async () => {
+  it('no token, grant, SAS URL or download link appears in any exported span attribute', async () => {
     const { id, token } = await user();
     const ok = await postMultipart({ url: server.graphqlUrl, token, file: sdxlLora('kohya'), filename: 's.safetensors' });
     const loraId = ok.body.data.uploadLora.lora.id;
@@ -160,8 +162,27 @@ describe('traces', () => {
     const download = await loraDownload(server, machine, loraId, grant);
     const url = download.__typename === 'LoraDownload' ? download.url : '';
     expect(url).toContain('sig=');
+    // an owner's download link carries its capability in the path (GET /downloads/loras/<token>)
+    const link = member(
+      dataOf(await server.request(CreateLoraDownloadDocument, { id: loraId }, { token })).createLoraDownload,
+      'LoraDownloadLink',
+    );
+    const before = await scrape(metricsUrl());
+    const fetched = await fetch(link.url);
+    expect(fetched.status).toBe(200);
+    const size = (await fetched.arrayBuffer()).byteLength;
+    expect((await fetch(link.url.replace(/[^/]+$/, 'not-a-token'))).status).toBe(404);
+    const after = await scrape(metricsUrl());
+    const moved = (name: string, labels: Record<string, string> = {}) => sample(after, name, labels) - sample(before, name, labels);
+    expect(moved('lora_vault_owner_downloads_total', { outcome: 'full' })).toBe(1); // each fetch counted (the audit is per link)
+    expect(moved('lora_vault_owner_downloads_total', { outcome: 'not_found' })).toBe(1);
+    expect(moved('lora_vault_owner_download_bytes_total')).toBe(size);
+    expect(sample(after, 'lora_vault_owner_downloads_active')).toBe(0);
+    const capability = link.url.split('/').pop() as string;
+    await new Promise((r) => setTimeout(r, 200)); // the server span ends with the response
     const exported = JSON.stringify(spans.getFinishedSpans().map((s) => ({ name: s.name, attributes: s.attributes, events: s.events })));
-    for (const secret of [token, service, machine, grant, new URL(url).searchParams.get('sig') as string, url]) {
+    expect(exported).toContain('/downloads/loras/{token}'); // the route is traced, its token not
+    for (const secret of [token, service, machine, grant, new URL(url).searchParams.get('sig') as string, url, capability]) {
       expect(exported).not.toContain(secret);
     }
   });

@@ -44,6 +44,10 @@ export interface ProxyLogEntry extends ProxiedRequest {
   status: number;
   /** The fault applied, if any. */
   fault: FaultKind | null;
+  /** Response body bytes sent to the client so far. */
+  bytes: number;
+  /** The exchange is over (response finished, or either side closed). */
+  closed: boolean;
 }
 
 export interface FaultRule {
@@ -60,6 +64,8 @@ export interface CorruptingProxy {
   log: ProxyLogEntry[];
   /** Most requests that were in flight at once. */
   maxInFlight: number;
+  /** Requests in flight now (a storage read its client stopped without closing stays in flight). */
+  readonly inFlight: number;
   add(rule: FaultRule): void;
   /** Drops the rules, the log and the counters. */
   reset(): void;
@@ -81,6 +87,9 @@ export async function startCorruptingProxy(targetPort: number): Promise<Corrupti
     port: 0,
     log: [],
     maxInFlight: 0,
+    get inFlight() {
+      return inFlight;
+    },
     add(rule) {
       rules.push({ fault: rule.fault, left: rule.times ?? 1, match: rule.match ?? ((r) => r.method === 'GET') });
     },
@@ -110,10 +119,13 @@ export async function startCorruptingProxy(targetPort: number): Promise<Corrupti
       ifRange: (req.headers['if-range'] as string | undefined) ?? null,
       msRange: (req.headers['x-ms-range'] as string | undefined) ?? null,
     };
-    const entry: ProxyLogEntry = { ...info, status: 0, fault: null };
+    const entry: ProxyLogEntry = { ...info, status: 0, fault: null, bytes: 0, closed: false };
     proxy.log.push(entry);
     proxy.maxInFlight = Math.max(proxy.maxInFlight, ++inFlight);
-    res.once('close', () => inFlight--);
+    res.once('close', () => {
+      inFlight--;
+      entry.closed = true;
+    });
     const rule = rules.find((r) => r.left > 0 && r.match(info));
     const fault = rule?.fault;
     const use = () => {
@@ -175,6 +187,7 @@ export async function startCorruptingProxy(targetPort: number): Promise<Corrupti
               return;
             }
             sent += out.length;
+            entry.bytes = sent;
             if (!res.write(out)) {
               up.pause();
               res.once('drain', () => up.resume());

@@ -97,3 +97,13 @@ describe('loadConfig: telemetry (issue 15)', () => {
     expect(loadConfig({ METRICS_ALLOWED_NETWORKS: '10.0.0.0/8, ::1' }).telemetry.metrics.allowedNetworks).toEqual(['10.0.0.0/8', '::1']);
   });
 });
+
+describe('owner downloads through the API', () => {
+  it('PUBLIC_URL is unset by default (links point at the listening address); its trailing slash goes; a query, fragment or other scheme is refused', () => {
+    expect(loadConfig({}).ownerDownloads).toEqual({ publicUrl: undefined, perUser: 8, perProcess: 128 });
+    expect(loadConfig({ PUBLIC_URL: 'https://vault.example/lora/' }).ownerDownloads.publicUrl).toBe('https://vault.example/lora');
+    for (const bad of ['vault.example', 'ftp://vault.example', 'https://vault.example/?a=1', 'https://vault.example/#x'])
+      expect(() => loadConfig({ PUBLIC_URL: bad }), bad).toThrow(/PUBLIC_URL/);
+    expect(() => loadConfig({ OWNER_DOWNLOADS_PER_USER: '0' })).toThrow(/OWNER_DOWNLOADS_PER_USER/);
+  });
+});

@@ -3,9 +3,9 @@ import { useState } from 'react';
 import { useMutation } from 'urql';
 
 /**
- * The owner's Download: asks the API for a short-lived read-only link (createLoraDownload) and
- * navigates to it; storage answers with `Content-Disposition: attachment` under the display name,
- * so the browser saves the file and the page stays where it is.
+ * The owner's Download: asks the API for a short-lived link (createLoraDownload) and navigates to
+ * it; the API streams the file with `Content-Disposition: attachment` under the display name (no
+ * token needed: the link is the capability), so the browser saves it and the page stays where it is.
  */
 export function DownloadButton({ lora }: { lora: LoraFieldsFragment }) {
   const [error, setError] = useState<string | null>(null);
