@@ -307,6 +307,10 @@ export function buildApp(config: RuntimeConfig, options: BuildOptions = {}): App
       listeningUrl = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
       if (config.production && !config.ownerDownloads.publicUrl)
         logger.warn({ listeningUrl }, 'PUBLIC_URL is not set: owner download links point at the listening address');
+      if (config.production && config.storageCorsOrigins.length === 0)
+        logger.warn(
+          'no storage CORS rule (STORAGE_CORS_ORIGINS, CORS_ORIGINS and PUBLIC_URL unset): browsers cannot upload straight to storage, Studio uploads will fail',
+        );
       return listeningUrl;
     },
     async stop() {

@@ -359,7 +359,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
     graphiql: env.GRAPHIQL ?? env.NODE_ENV !== 'production',
     corsOrigins: env.CORS_ORIGINS ?? (env.NODE_ENV === 'production' ? [] : ['*']),
-    storageCorsOrigins: env.STORAGE_CORS_ORIGINS ?? (env.NODE_ENV === 'production' ? [] : (env.CORS_ORIGINS ?? ['*'])),
+    storageCorsOrigins: env.STORAGE_CORS_ORIGINS ?? defaultStorageCorsOrigins(env),
     logLevel: env.LOG_LEVEL,
     jobsEnabled: env.JOBS_ENABLED,
     jobsPollSeconds: env.JOBS_POLL_SECONDS,
@@ -420,4 +420,15 @@ function telemetryConfig(env: Env): TelemetryConfig {
 
 function emptyToUndefined(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+/**
+ * Where browsers may PUT upload blocks when STORAGE_CORS_ORIGINS is unset: in development anyone
+ * (`CORS_ORIGINS`, else `*`); in production the pages that call the API — `CORS_ORIGINS` and the
+ * API's own origin (PUBLIC_URL), where Studio is served — so Studio's uploads work once PUBLIC_URL is set.
+ */
+function defaultStorageCorsOrigins(env: { NODE_ENV?: string; CORS_ORIGINS?: string[]; PUBLIC_URL?: string }): string[] {
+  if (env.NODE_ENV !== 'production') return env.CORS_ORIGINS ?? ['*'];
+  const origins = [...(env.CORS_ORIGINS ?? []), ...(env.PUBLIC_URL ? [new URL(env.PUBLIC_URL).origin] : [])];
+  return [...new Set(origins)];
 }

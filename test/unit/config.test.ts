@@ -28,7 +28,15 @@ describe('loadConfig', () => {
       JWT_SECRET: 'x'.repeat(32),
       GRANT_SIGNING_KEY: generateGrantKeyPem(),
     };
-    expect(loadConfig(prod)).toMatchObject({ graphiql: false, corsOrigins: [] });
+    expect(loadConfig(prod)).toMatchObject({ graphiql: false, corsOrigins: [], storageCorsOrigins: [] });
+    // Studio is served from the API's own origin: its block PUTs to storage need that origin by default
+    expect(loadConfig({ ...prod, PUBLIC_URL: 'https://vault.example/lora/' }).storageCorsOrigins).toEqual(['https://vault.example']);
+    expect(
+      loadConfig({ ...prod, PUBLIC_URL: 'https://vault.example', CORS_ORIGINS: 'https://studio.example.com' }).storageCorsOrigins,
+    ).toEqual(['https://studio.example.com', 'https://vault.example']);
+    expect(
+      loadConfig({ ...prod, PUBLIC_URL: 'https://vault.example', STORAGE_CORS_ORIGINS: 'https://other.example' }).storageCorsOrigins,
+    ).toEqual(['https://other.example']);
     expect(loadConfig({ ...prod, GRAPHIQL: 'true', CORS_ORIGINS: 'https://studio.example.com, http://localhost:5173' })).toMatchObject({
       graphiql: true,
       corsOrigins: ['https://studio.example.com', 'http://localhost:5173'],
