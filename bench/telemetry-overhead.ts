@@ -23,7 +23,9 @@ let requests = 0, bytes = 0;
 http.createServer((req, res) => {
   if (req.method === 'GET') return res.end(JSON.stringify({ requests, bytes }));
   req.on('data', (c) => { bytes += c.length; });
-  req.on('end', () => { requests++; res.writeHead(200, { 'content-type': 'application/json' }).end('{}'); });
+  // an empty ExportTraceServiceResponse in the request's encoding (protobuf: zero bytes)
+  const json = String(req.headers['content-type']).includes('json');
+  req.on('end', () => { requests++; res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf' }).end(json ? '{}' : ''); });
 }).listen(0, '127.0.0.1', function () { process.stdout.write(String(this.address().port) + '\\n'); });
 `;
 
