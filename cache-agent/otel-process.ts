@@ -3,9 +3,10 @@ import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { envDetector, hostDetector } from '@opentelemetry/resources';
-import { type IMetricReader, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import type { IMetricReader } from '@opentelemetry/sdk-metrics';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { OtlpMetricForwarder } from './otlp-metric-forwarder.ts';
 import type { OtlpProtocol } from './otlp-protocol.ts';
 
 /**
@@ -59,7 +60,6 @@ export function startProcessTelemetry(options: ProcessTelemetryOptions): Process
   if (options.disabled) return { prometheus: null, tracing: false, shutdown: async () => {} };
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const metricReaders: IMetricReader[] = [prometheus];
-  if (options.otlp.metrics) metricReaders.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() }));
   const spanProcessors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
   if (options.otlp.traces) {
     const exporter = options.tracesProtocol === 'http/json' ? new JsonTraceExporter() : new ProtobufTraceExporter();
@@ -79,7 +79,13 @@ export function startProcessTelemetry(options: ProcessTelemetryOptions): Process
   });
   sdk.start();
   options.instrument();
-  const telemetry: ProcessTelemetry = { prometheus, tracing, shutdown: () => sdk.shutdown() };
+  // OTLP metrics from the Prometheus reader's storage: one storage, so each measurement is recorded once
+  const forwarder = options.otlp.metrics ? new OtlpMetricForwarder(prometheus, new OTLPMetricExporter()) : null;
+  const shutdown = async () => {
+    await forwarder?.shutdown();
+    await sdk.shutdown();
+  };
+  const telemetry: ProcessTelemetry = { prometheus, tracing, shutdown };
   global[STATE] = telemetry;
   return telemetry;
 }
