@@ -13,7 +13,10 @@
  * .cpuprofile files (open them in Chrome DevTools).
  * Knobs: BENCH_SCALE (default 0.05: 50,000 flat_file rows; the server's CPU per page does not depend
  * on it), PROFILE_REQUESTS (default 2000 per case), PROFILE_OUT (directory of the .cpuprofile files,
- * default the OS temp dir).
+ * default the OS temp dir), PROFILE_TELEMETRY=1 (after the cases, the default case again with the
+ * OpenTelemetry SDK on as bench:api's telemetry section starts it — every span sampled and exported
+ * over OTLP/HTTP to a sink in a child process — so the two profiles show what telemetry adds),
+ * PROFILE_CASES (comma-separated case keys to profile, default all: `default,name,search`).
  */
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -25,27 +28,38 @@ import pg from 'pg';
 import { buildApp } from '../server/app.ts';
 import { signToken } from '../server/auth/tokens.ts';
 import { migrate } from '../server/db/migrate.ts';
+import { startTelemetry } from '../server/telemetry/sdk.ts';
 import { CASES, JWT_SECRET, LIST_QUERY, listBenchConfig, seed, sqlParams, userUuid } from './api-list-data.ts';
-import { log, onCleanup, runBench, startServices, timed } from './harness.ts';
+import { log, onCleanup, runBench, runtimeConfig, startServices, timed } from './harness.ts';
+import { switchTelemetryOn } from './telemetry-overhead.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? '0.05');
 const REQUESTS = Number(process.env.PROFILE_REQUESTS ?? '2000');
 const WARMUP = 1000; // per case
 const BATCH = 200;
+const TELEMETRY = process.env.PROFILE_TELEMETRY === '1';
+const ONLY = process.env.PROFILE_CASES?.split(','); // e.g. `default` (keys of api-list-data.ts's CASES)
 
 /** This process's CPU time (user + system) per request over REQUESTS requests sent in batches. */
-async function cpuPerRequest(run: (n: number) => Promise<void>): Promise<{ least: number; median: number; wall: number }> {
+async function cpuPerRequest(run: (n: number) => Promise<void>): Promise<{ least: number; median: number; wall: number; system: number }> {
   const perBatch: number[] = [];
+  let system = 0;
   const t0 = performance.now();
   for (let done = 0; done < REQUESTS; done += BATCH) {
     const cpu = process.cpuUsage();
     await run(BATCH);
     const used = process.cpuUsage(cpu);
     perBatch.push((used.user + used.system) / BATCH);
+    system += used.system;
   }
   const wall = ((performance.now() - t0) * 1000) / REQUESTS;
   perBatch.sort((a, b) => a - b);
-  return { least: perBatch[0] ?? Number.NaN, median: perBatch[Math.floor(perBatch.length / 2)] ?? Number.NaN, wall };
+  return {
+    least: perBatch[0] ?? Number.NaN,
+    median: perBatch[Math.floor(perBatch.length / 2)] ?? Number.NaN,
+    wall,
+    system: system / REQUESTS,
+  };
 }
 
 /** The client process: `n` sequential POSTs of `body` over one keep-alive socket; checks every answer. */
@@ -164,7 +178,8 @@ async function main(): Promise<number> {
     for (let i = 0; i < WARMUP; i++) await pool.query(c.sql, sqlParams(c, bigUser));
   }
   const out: string[] = [];
-  for (const c of CASES) {
+  /** One case: CPU per request (GraphQL vs the raw SQL page), then a profile of REQUESTS more. */
+  const profileCase = async (c: (typeof CASES)[number], label: string, key: string) => {
     const body = bodyOf(c);
     const params = sqlParams(c, bigUser);
 
@@ -178,15 +193,34 @@ async function main(): Promise<number> {
     const { profile } = (await session.post('Profiler.stop')) as unknown as { profile: CpuProfile };
     const dir = process.env.PROFILE_OUT ?? tmpdir();
     await mkdir(dir, { recursive: true });
-    const file = join(dir, `api-list-${c.key}.cpuprofile`);
+    const file = join(dir, `api-list-${key}.cpuprofile`);
     await writeFile(file, JSON.stringify(profile));
     out.push(
       '',
-      `=== ${c.label}: ${REQUESTS} requests in batches of ${BATCH} — server CPU per request: least batch ${gqlCpu.least.toFixed(1)} µs, ` +
-        `median ${gqlCpu.median.toFixed(1)} µs (wall ${gqlCpu.wall.toFixed(1)} µs); raw SQL page over pg in this process: ` +
+      `=== ${label}: ${REQUESTS} requests in batches of ${BATCH} — server CPU per request: least batch ${gqlCpu.least.toFixed(1)} µs, ` +
+        `median ${gqlCpu.median.toFixed(1)} µs (kernel ${gqlCpu.system.toFixed(1)} µs of it on average; wall ${gqlCpu.wall.toFixed(1)} µs); raw SQL page over pg in this process: ` +
         `least ${sqlCpu.least.toFixed(1)} µs, median ${sqlCpu.median.toFixed(1)} µs (wall ${sqlCpu.wall.toFixed(1)} µs)`,
       `profile: ${file}`,
       ...summarise(profile, REQUESTS),
+    );
+    return gqlCpu;
+  };
+  const offCpu: Record<string, Awaited<ReturnType<typeof cpuPerRequest>>> = {};
+  for (const c of CASES.filter((c) => !ONLY || ONLY.includes(c.key))) offCpu[c.key] = await profileCase(c, c.label, c.key);
+  if (TELEMETRY) {
+    const c = CASES[0] as (typeof CASES)[number];
+    const sink = await switchTelemetryOn(() => startTelemetry({ serviceName: 'lora-vault-bench', otlp: { traces: true, metrics: true } }));
+    await send(bodyOf(c), WARMUP);
+    const on = await profileCase(c, `${c.label}, telemetry ON`, `${c.key}-telemetry`);
+    const off = offCpu[c.key] as Awaited<ReturnType<typeof cpuPerRequest>>;
+    await new Promise((r) => setTimeout(r, 6000)); // the batch span processor's delay
+    const exported = await sink.stats();
+    out.push(
+      '',
+      `=== telemetry (${c.label}): server CPU per request off least ${off.least.toFixed(1)} / median ${off.median.toFixed(1)} µs, ` +
+        `on least ${on.least.toFixed(1)} / median ${on.median.toFixed(1)} µs: +${(on.median - off.median).toFixed(1)} µs (median), ` +
+        `on ÷ off ${(on.median / off.median).toFixed(3)}; wall per request off ${off.wall.toFixed(1)} µs, on ${on.wall.toFixed(1)} µs; ` +
+        `the sink got ${exported.requests} OTLP requests, ${(exported.bytes / 1e6).toFixed(1)} MB`,
     );
   }
   session.disconnect();

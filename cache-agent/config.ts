@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { type OtlpProtocol, otlpProtocolEnv, tracesProtocol } from './otlp-protocol.ts';
 
 /**
  * The agent's configuration: the only reader of `process.env` in the agent. Parsed once; every
@@ -97,6 +98,7 @@ const envSchema = z
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: z.url().optional(),
     OTEL_TRACES_EXPORTER: z.string().optional(),
     OTEL_METRICS_EXPORTER: z.string().optional(),
+    ...otlpProtocolEnv,
   })
   .refine((e) => e.LEASE_TTL_SECONDS <= e.LEASE_MAX_SECONDS, {
     path: ['LEASE_TTL_SECONDS'],
@@ -159,7 +161,14 @@ export interface AgentConfig {
   grantKeys: { minRefreshMs: number; maxAgeMs: number };
   /** LORA_GRANT: the CLI's job grant when no --grant is given. */
   defaultGrant: string | null;
-  telemetry: { serviceName: string; disabled: boolean; metricsEnabled: boolean; otlp: { traces: boolean; metrics: boolean } };
+  telemetry: {
+    serviceName: string;
+    disabled: boolean;
+    metricsEnabled: boolean;
+    otlp: { traces: boolean; metrics: boolean };
+    /** OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: how spans are encoded (default http/protobuf). */
+    tracesProtocol?: OtlpProtocol;
+  };
 }
 
 type LogLevel = NonNullable<z.infer<typeof envSchema>['LOG_LEVEL']>;
@@ -227,6 +236,7 @@ export function loadAgentConfig(
         traces: otlpExport(e.OTEL_TRACES_EXPORTER, e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? e.OTEL_EXPORTER_OTLP_ENDPOINT),
         metrics: otlpExport(e.OTEL_METRICS_EXPORTER, e.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ?? e.OTEL_EXPORTER_OTLP_ENDPOINT),
       },
+      tracesProtocol: tracesProtocol(e),
     },
   };
 }

@@ -1,10 +1,13 @@
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as ProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { envDetector, hostDetector } from '@opentelemetry/resources';
-import { type IMetricReader, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import type { IMetricReader } from '@opentelemetry/sdk-metrics';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { OtlpMetricForwarder } from './otlp-metric-forwarder.ts';
+import type { OtlpProtocol } from './otlp-protocol.ts';
 
 /**
  * The OpenTelemetry SDK of a process, started once whoever starts it: the agent
@@ -25,8 +28,13 @@ export interface ProcessTelemetry {
 
 export interface ProcessTelemetryOptions {
   serviceName: string;
-  /** Export spans and metrics over OTLP/HTTP (the exporters read OTEL_EXPORTER_OTLP_* themselves). */
+  /**
+   * Export spans and metrics over OTLP/HTTP (the exporters read OTEL_EXPORTER_OTLP_* endpoints and
+   * headers themselves); metrics as http/json.
+   */
   otlp: { traces: boolean; metrics: boolean };
+  /** How spans are encoded (otlp-protocol.ts; default http/protobuf). */
+  tracesProtocol?: OtlpProtocol;
   /** OTEL_SDK_DISABLED: no SDK at all (metrics and spans are no-ops). */
   disabled?: boolean;
   /** Extra span processors (tests: an in-memory exporter). */
@@ -52,9 +60,11 @@ export function startProcessTelemetry(options: ProcessTelemetryOptions): Process
   if (options.disabled) return { prometheus: null, tracing: false, shutdown: async () => {} };
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const metricReaders: IMetricReader[] = [prometheus];
-  if (options.otlp.metrics) metricReaders.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() }));
   const spanProcessors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
-  if (options.otlp.traces) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+  if (options.otlp.traces) {
+    const exporter = options.tracesProtocol === 'http/json' ? new JsonTraceExporter() : new ProtobufTraceExporter();
+    spanProcessors.push(new BatchSpanProcessor(exporter));
+  }
   const tracing = spanProcessors.length > 0;
   const sdk = new NodeSDK({
     serviceName: options.serviceName,
@@ -69,7 +79,13 @@ export function startProcessTelemetry(options: ProcessTelemetryOptions): Process
   });
   sdk.start();
   options.instrument();
-  const telemetry: ProcessTelemetry = { prometheus, tracing, shutdown: () => sdk.shutdown() };
+  // OTLP metrics from the Prometheus reader's storage: one storage, so each measurement is recorded once
+  const forwarder = options.otlp.metrics ? new OtlpMetricForwarder(prometheus, new OTLPMetricExporter()) : null;
+  const shutdown = async () => {
+    await forwarder?.shutdown();
+    await sdk.shutdown();
+  };
+  const telemetry: ProcessTelemetry = { prometheus, tracing, shutdown };
   global[STATE] = telemetry;
   return telemetry;
 }

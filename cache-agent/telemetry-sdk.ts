@@ -22,6 +22,7 @@ export function startAgentTelemetry(
   return startProcessTelemetry({
     serviceName: config.telemetry.serviceName,
     otlp: config.telemetry.otlp,
+    ...(config.telemetry.tracesProtocol ? { tracesProtocol: config.telemetry.tracesProtocol } : {}),
     disabled: config.telemetry.disabled,
     ...(options.spanProcessors ? { spanProcessors: options.spanProcessors } : {}),
     instrument() {

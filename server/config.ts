@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { type OtlpProtocol, otlpProtocolEnv, tracesProtocol } from '../cache-agent/otlp-protocol.ts';
 import { GrantKeyError, type GrantKeySet, parseGrantKeys } from './auth/grant-keys.ts';
 
 /**
@@ -190,6 +191,7 @@ const envSchema = z
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: z.url().optional(),
     OTEL_TRACES_EXPORTER: z.string().optional(),
     OTEL_METRICS_EXPORTER: z.string().optional(),
+    ...otlpProtocolEnv,
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && !env.JWT_SECRET && !env.JWT_JWKS_URL) {
@@ -313,6 +315,8 @@ export interface TelemetryConfig {
   disabled: boolean;
   /** OTLP export, when an endpoint is set and the exporter is not `none`. */
   otlp: { traces: boolean; metrics: boolean };
+  /** OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: how spans are encoded (default http/protobuf). */
+  tracesProtocol: OtlpProtocol;
   metrics: { enabled: boolean; token: string | undefined; allowedNetworks: string[] | null };
   businessIntervalMs: number;
 }
@@ -408,6 +412,7 @@ function telemetryConfig(env: Env): TelemetryConfig {
       traces: exporting(env.OTEL_TRACES_EXPORTER, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
       metrics: exporting(env.OTEL_METRICS_EXPORTER, env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT),
     },
+    tracesProtocol: tracesProtocol(env),
     metrics: {
       enabled: env.METRICS_ENABLED,
       token: env.METRICS_TOKEN,

@@ -81,7 +81,9 @@ function applyInstrumentations(): void {
     }),
     { http },
   );
-  patch(new PgInstrumentation({ enabled: false, requireParentSpan: true, enhancedDatabaseReporting: false }), {
+  // no pg-pool.connect / pg.connect spans: a pool hands out a kept connection on nearly every request, and
+  // that span cost as much as the SQL span it sat beside (the pool's metrics still count connections)
+  patch(new PgInstrumentation({ enabled: false, requireParentSpan: true, enhancedDatabaseReporting: false, ignoreConnectSpans: true }), {
     pg,
     'pg-pool': Object.getPrototypeOf(pg.Pool),
   });
