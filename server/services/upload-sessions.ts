@@ -17,7 +17,7 @@ import type { LoraView } from '../domain/lora.ts';
 import { LIMITS, parseArgs, sanitizeDisplayName, userMetadata, userTags } from '../domain/validation.ts';
 import { BlobChangedError, type BlobStore, contentBlobPath, StagedBlocksLostError } from '../storage/blob-store.ts';
 import { AheadWatch } from '../uploads/ahead-watch.ts';
-import { blockCount, blockListProblem, expectedBlockIds } from '../uploads/block-ids.ts';
+import { blockCount, blockListProblem, expectedBlockIds, holdsAsDocumented } from '../uploads/block-ids.ts';
 import { type ChunkSink, type PipelineResult, runUploadPipeline } from '../uploads/pipeline.ts';
 import { ValidationAhead } from '../uploads/validation-ahead.ts';
 import { assertAccountActive } from './accounts.ts';
@@ -283,6 +283,7 @@ export class UploadSessionService {
         const { keep, latest } = ahead.finalLists();
         const etag = await blob.commit(keep, latest, { ifMatch: ahead.etag });
         const { snapshot } = await this.blobs.snapshot(path, etag);
+        await this.assertCommittedAsDocumented(session, snapshot);
         const result = await ahead.finish(await this.blobs.readSnapshot(path, snapshot, undefined, ahead.validatedBytes));
         return { result, etag, snapshot };
       } catch (error) {
@@ -293,6 +294,7 @@ export class UploadSessionService {
     ahead?.break('completion reads the whole file');
     const etag = await blob.commit([], ids, 'unconditional');
     const { snapshot } = await this.blobs.snapshot(path, etag);
+    await this.assertCommittedAsDocumented(session, snapshot);
     const result = await runUploadPipeline({
       stream: await this.blobs.readSnapshot(path, snapshot),
       maxBytes: this.options.maxUploadBytes,
@@ -301,6 +303,18 @@ export class UploadSessionService {
       openStager: async () => ({ write: async () => {} }), // the bytes are stored already
     });
     return { result, etag, snapshot };
+  }
+
+  /**
+   * The snapshot holds exactly the session's blocks, in order, each of its documented size (the
+   * bytes validated ahead were read at those offsets): a block staged again between the check of
+   * the block list and the commit is refused here.
+   */
+  private async assertCommittedAsDocumented(session: upload_session, snapshot: string): Promise<void> {
+    const { blocks } = await this.blobs.sessionBlob(session.blob_path).committedBlocks(snapshot);
+    const size = Number(session.size_bytes);
+    if (holdsAsDocumented(blocks, expectedBlockIds(size, session.block_bytes), size, session.block_bytes)) return;
+    throw new ValidationError([{ path: 'blockIds', message: 'the committed blocks are not the ones checked (staged again meanwhile?)' }]);
   }
 
   /** What storage holds for a session: staged blocks, and blocks a validation ahead committed. */

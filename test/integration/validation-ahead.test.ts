@@ -96,7 +96,7 @@ async function stageAndComplete(session: UploadSessionFieldsFragment, file: Buff
 function snapshotReadsFrom(session: UploadSessionFieldsFragment, since: number): number[] {
   return proxy.log
     .slice(since)
-    .filter((e) => e.method === 'GET' && e.url.includes(`content/${session.id}`) && e.url.includes('snapshot='))
+    .filter((e) => e.method === 'GET' && e.url.includes(`content/${session.id}`) && e.url.includes('snapshot=') && !e.url.includes('comp='))
     .map((e) => Number(/bytes=(\d+)-/.exec(e.msRange ?? e.range ?? '')?.[1] ?? 0));
 }
 
