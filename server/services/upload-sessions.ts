@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { basename, extname } from 'node:path';
+import { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
 import type { Db } from '../db/client.ts';
@@ -182,11 +183,19 @@ export class UploadSessionService {
     this.assertOpen(session);
     const ids = parseArgs(blockIdsArg, blockIds, 'blockIds');
     const size = Number(session.size_bytes);
-    // Checked against storage before anything is committed; a wrong list leaves the session OPEN.
-    const problem = blockListProblem(ids, await this.stagedBlocks(session.blob_path), size, session.block_bytes);
-    if (problem) throw new ValidationError([{ path: 'blockIds', message: problem }]);
-    const release = this.uploads.slots.take(session.user_id); // TOO_MANY_UPLOADS leaves the session OPEN
+    // The validation ahead stops first: a commit of its in flight would drop blocks staged after its look.
+    const ahead = await this.ahead.take(session.id);
+    let release: () => void;
+    try {
+      // Checked against storage before anything is committed; a wrong list leaves the session OPEN.
+      await this.assertBlockList(session, ids);
+      release = this.uploads.slots.take(session.user_id); // TOO_MANY_UPLOADS leaves the session OPEN
+    } catch (error) {
+      if (ahead) this.watchAhead(session, ahead); // it goes on for the next completion
+      throw error;
+    }
     if (!(await this.transition(session.id, 'OPEN', 'COMPLETING'))) {
+      ahead?.break('the session is being completed or has ended');
       release();
       throw new UploadInterruptedError('the upload session is being completed or has ended');
     }
@@ -194,10 +203,18 @@ export class UploadSessionService {
     let fileId: bigint | undefined;
     let done: { lora: LoraView; snapshot: string };
     try {
-      done = await this.validateAndFinalize(principal, session, ids, progress, (f) => {
+      done = await this.validateAndFinalize(principal, session, ids, ahead, progress, (f) => {
         fileId = f;
       });
     } catch (error) {
+      // Blocks lost or changed between the check and the commit (a commit from elsewhere: another
+      // replica's validation ahead, the client): nothing is validated, the session is OPEN again
+      // and the answer names what storage lacks, so the client stages it and completes again.
+      const changed = error instanceof StagedBlocksLostError || (error instanceof BlobChangedError && fileId === undefined);
+      if (changed && (await this.end(session.id, ['COMPLETING'], 'OPEN'))) {
+        await this.assertBlockList(session, ids);
+        throw new ValidationError([{ path: 'blockIds', message: 'the staged blocks changed while completing: stage them again' }]);
+      }
       await this.end(session.id, ['COMPLETING'], 'FAILED');
       await this.blobs.purge(session.blob_path).catch(() => {}); // the blob and its snapshots; else the reconciler
       if (fileId !== undefined) await this.registry.discard(fileId).catch(() => {});
@@ -216,18 +233,12 @@ export class UploadSessionService {
     principal: Principal,
     session: upload_session,
     ids: string[],
+    ahead: ValidationAhead | undefined,
     progress: ReturnType<UploadService['progressReporter']>,
     began: (fileId: bigint) => void,
   ): Promise<{ lora: LoraView; snapshot: string }> {
     const size = Number(session.size_bytes);
-    let validated: { result: PipelineResult<ChunkSink>; etag: string; snapshot: string };
-    try {
-      validated = await this.validateStored(session, ids, progress);
-    } catch (error) {
-      if (error instanceof StagedBlocksLostError) throw new UploadInterruptedError('its staged blocks are gone');
-      throw error;
-    }
-    const { result, etag, snapshot } = validated;
+    const { result, etag, snapshot } = await this.validateStored(session, ids, ahead, progress);
     if (result.sizeBytes !== size) {
       throw new ValidationError([{ path: 'blockIds', message: `the committed file has ${result.sizeBytes} bytes, the session ${size}` }]);
     }
@@ -271,24 +282,29 @@ export class UploadSessionService {
   private async validateStored(
     session: upload_session,
     ids: string[],
+    ahead: ValidationAhead | undefined,
     progress: ReturnType<UploadService['progressReporter']>,
   ): Promise<{ result: PipelineResult<ChunkSink>; etag: string; snapshot: string }> {
     const path = session.blob_path;
+    const size = Number(session.size_bytes);
     const blob = this.blobs.sessionBlob(path);
-    const ahead = await this.ahead.take(session.id);
     if (ahead?.etag !== undefined && !ahead.broken) {
       ahead.onProgress = (bytes) => progress('VALIDATING', bytes);
-      if (ahead.refused) await ahead.result; // the file was refused already: its error, as a full read gives it
       try {
+        if (ahead.refused) await ahead.result; // the file was refused already: its error, as a full read gives it
         const { keep, latest } = ahead.finalLists();
         const etag = await blob.commit(keep, latest, { ifMatch: ahead.etag });
         const { snapshot } = await this.blobs.snapshot(path, etag);
         await this.assertCommittedAsDocumented(session, snapshot);
-        const result = await ahead.finish(await this.blobs.readSnapshot(path, snapshot, undefined, ahead.validatedBytes));
+        // all validated: nothing to read (Azure answers a range starting at the size with 416)
+        const tail =
+          ahead.validatedBytes >= size ? Readable.from([]) : await this.blobs.readSnapshot(path, snapshot, undefined, ahead.validatedBytes);
+        const result = await ahead.finish(tail);
         return { result, etag, snapshot };
       } catch (error) {
-        if (!(error instanceof BlobChangedError)) throw error;
-        ahead.break('the blob changed under the server'); // committed by someone else: read it all
+        // every way out ends the running pipeline (its spooled .pt removed)
+        ahead.break(error instanceof BlobChangedError ? 'the blob changed under the server' : 'completion failed');
+        if (!(error instanceof BlobChangedError)) throw error; // else committed by someone else: read it all
       }
     }
     ahead?.break('completion reads the whole file');
@@ -314,7 +330,14 @@ export class UploadSessionService {
     const { blocks } = await this.blobs.sessionBlob(session.blob_path).committedBlocks(snapshot);
     const size = Number(session.size_bytes);
     if (holdsAsDocumented(blocks, expectedBlockIds(size, session.block_bytes), size, session.block_bytes)) return;
-    throw new ValidationError([{ path: 'blockIds', message: 'the committed blocks are not the ones checked (staged again meanwhile?)' }]);
+    await this.blobs.deleteSnapshot(session.blob_path, snapshot).catch(() => {}); // else with the blob
+    throw new StagedBlocksLostError(session.blob_path); // the session goes back to OPEN (complete)
+  }
+
+  /** ValidationError (path blockIds) unless `ids` are the session's blocks and storage holds each of its size. */
+  private async assertBlockList(session: upload_session, ids: string[]): Promise<void> {
+    const problem = blockListProblem(ids, await this.stagedBlocks(session.blob_path), Number(session.size_bytes), session.block_bytes);
+    if (problem) throw new ValidationError([{ path: 'blockIds', message: problem }]);
   }
 
   /** What storage holds for a session: staged blocks, and blocks a validation ahead committed. */
@@ -325,18 +348,28 @@ export class UploadSessionService {
     return [...sizes].map(([id, size]) => ({ id, size }));
   }
 
-  private watchAhead(session: upload_session): void {
-    if (session.state !== 'OPEN') return;
-    this.ahead.watch(
-      session.id,
-      session.expires_at,
-      () =>
-        new ValidationAhead(
-          { sizeBytes: Number(session.size_bytes), blockBytes: session.block_bytes },
-          this.blobs.sessionBlob(session.blob_path),
-          { maxBytes: this.options.maxUploadBytes, spoolDir: this.options.spoolDir },
-        ),
-    );
+  /** Starts validating a session ahead (or goes on with `resume`, one taken by a completion that did not happen). */
+  private watchAhead(session: upload_session, resume?: ValidationAhead): void {
+    if (session.state !== 'OPEN' || resume?.broken) return;
+    let resumed = false;
+    this.ahead.watch(session.id, session.expires_at, () => {
+      if (resume) {
+        resumed = true;
+        return resume;
+      }
+      return new ValidationAhead(
+        { sizeBytes: Number(session.size_bytes), blockBytes: session.block_bytes },
+        this.blobs.sessionBlob(session.blob_path),
+        {
+          maxBytes: this.options.maxUploadBytes,
+          spoolDir: this.options.spoolDir,
+          // another replica completing the session: commit nothing more (it would drop blocks staged meanwhile)
+          stillOpen: async () =>
+            (await this.db.upload_session.findUnique({ where: { id: session.id }, select: { state: true } }))?.state === 'OPEN',
+        },
+      );
+    });
+    if (resume && !resumed) resume.break('not resumed');
   }
 
   private userOf(principal: Principal): string {

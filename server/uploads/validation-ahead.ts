@@ -41,6 +41,8 @@ export interface AheadSession {
 export interface AheadOptions {
   maxBytes: number;
   spoolDir: string;
+  /** Asked before each commit: false stops the validation (the session is being completed, maybe elsewhere). */
+  stillOpen?: () => Promise<boolean>;
 }
 
 export class ValidationAhead {
@@ -63,7 +65,7 @@ export class ValidationAhead {
   constructor(
     private readonly session: AheadSession,
     private readonly blob: SessionBlob,
-    options: AheadOptions,
+    private readonly options: AheadOptions,
   ) {
     this.ids = expectedBlockIds(session.sizeBytes, session.blockBytes);
     this.result = runUploadPipeline({
@@ -160,6 +162,7 @@ export class ValidationAhead {
     const rest: string[] = [];
     for (let i = this.validatedBlocks; i < this.ids.length; i++) if (good(i)) rest.push(this.ids[i] as string);
     const condition = this.etag === undefined ? ({ ifNoneMatch: '*' } as const) : { ifMatch: this.etag };
+    if (this.options.stillOpen && !(await this.options.stillOpen())) throw new Error('the session is no longer open');
     const listed = [...this.ids.slice(0, this.validatedBlocks), ...rest];
     this.etag = await this.blob.commit(this.ids.slice(0, this.validatedBlocks), rest, condition);
     // What the commit stored, not what the look saw: a block staged again in between (same id,

@@ -1,10 +1,14 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { mkdtemp, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CompleteLoraUploadDocument, type UploadSessionFieldsFragment } from '../../sdk/index.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, type ProxiedRequest, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf } from '../testkit/graphql-assertions.ts';
+import { torchZip } from '../testkit/pt-builders.ts';
 import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
@@ -20,6 +24,9 @@ import { startTestServer, type TestServer } from '../testkit/server.ts';
 const BLOCK = 256 * 1024;
 let proxy: CorruptingProxy;
 let server: TestServer;
+/** Another replica (same database and storage, behind its own proxy) that validates nothing ahead. */
+let proxy2: CorruptingProxy;
+let replica: TestServer;
 
 beforeAll(async () => {
   proxy = await proxyToTestAzurite(inject('storageConnectionString'));
@@ -27,10 +34,19 @@ beforeAll(async () => {
     AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy.port),
     UPLOAD_BLOCK_BYTES: String(BLOCK),
     UPLOAD_VALIDATE_AHEAD_POLL_MS: '100',
+    DATA_DIR: await mkdtemp(join(tmpdir(), 'ahead-faults-')), // its own spool directory
+  });
+  proxy2 = await proxyToTestAzurite(inject('storageConnectionString'));
+  replica = await startTestServer({
+    AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(proxy2.port),
+    UPLOAD_BLOCK_BYTES: String(BLOCK),
+    UPLOAD_VALIDATE_AHEAD: '0',
   });
 });
 afterAll(async () => {
+  await replica?.stop();
   await server?.stop();
+  await proxy2?.close();
   await proxy?.close();
 });
 
@@ -145,5 +161,108 @@ describe('a client racing the server with its write SAS', () => {
 
     // never a LoRA whose stored bytes differ from what its sha256 and size describe
     await expectStoredAsRecorded(server, result, file);
+  });
+});
+
+/** Holds the server's commits of one session at `p` (while `on()`): a commit of the server's stays in flight that long. */
+function holdCommits(p: CorruptingProxy, session: UploadSessionFieldsFragment, ms = 1500): { release(): void } {
+  let holding = true;
+  const commits = byServer(session, 'commit');
+  p.add({ fault: { kind: 'delay', ms }, times: Number.POSITIVE_INFINITY, match: (r) => holding && commits(r) });
+  return {
+    release: () => {
+      holding = false;
+    },
+  };
+}
+
+async function sessionState(session: UploadSessionFieldsFragment): Promise<string> {
+  return (await server.app.db.upload_session.findUniqueOrThrow({ where: { id: session.id } })).state;
+}
+
+describe('completion after validating ahead', () => {
+  it('everything validated ahead: completion reads nothing more (Azure answers 416 to a range starting at the size)', async () => {
+    const token = await server.tokens.user(newUserId());
+    const file = bigLora(1);
+    const session = await beginSession(server, token, { sizeBytes: file.length });
+    await stageUntilCommitted(session, file, () => true);
+    const since = proxy.log.length;
+    const result = await stageAndComplete(server, session, file, token);
+    await expectStoredAsRecorded(server, result, file);
+    const reads = proxy.log
+      .slice(since)
+      .filter((e) => e.method === 'GET' && e.url.includes(`content/${session.id}`) && !e.url.includes('comp='));
+    expect(reads.map((e) => e.msRange)).not.toContain(`bytes=${file.length}-`);
+  });
+
+  it("a commit of the server's in flight at completion drops the last block: completion names it, the session stays OPEN, and staging it again completes", async () => {
+    const token = await server.tokens.user(newUserId());
+    const file = bigLora(2);
+    const session = await beginSession(server, token, { sizeBytes: file.length });
+    const n = session.blockIds.length;
+    await stageUntilCommitted(session, file, (i) => i < n - 2);
+    const hold = holdCommits(proxy, session);
+    const since = proxy.log.length;
+    // the server's look sees block n-2 and its commit waits at the proxy; the last block is staged after that look
+    await stageFile(session, file, (i) => i === n - 2);
+    await eventually(async () => seen(proxy, session, 'commit', since).length >= 1, 15_000, "the server's commit");
+    await stageFile(session, file, (i) => i === n - 1);
+    const first = await complete(server, session, token);
+    hold.release();
+    expect(first).toMatchObject({
+      __typename: 'ValidationError',
+      issues: [{ path: 'blockIds', message: expect.stringMatching(/never staged/) }],
+    });
+    expect(await sessionState(session)).toBe('OPEN');
+    await expectStoredAsRecorded(server, await stageAndComplete(server, session, file, token), file);
+  });
+
+  it('blocks dropped by a commit from elsewhere (another replica, the client) during the final commit: the session goes back to OPEN, and staging them again completes', async () => {
+    const token = await server.tokens.user(newUserId());
+    const file = bigLora(1);
+    const session = await beginSession(replica, token, { sizeBytes: file.length });
+    const n = session.blockIds.length;
+    await stageFile(session, file);
+    const hold = holdCommits(proxy2, session);
+    const since = proxy2.log.length;
+    const completing = complete(replica, session, token);
+    // while the replica's commit waits at its proxy: a commit naming every block but the last
+    await eventually(async () => seen(proxy2, session, 'commit', since).length >= 1, 15_000, "the replica's commit");
+    const xml = `<?xml version="1.0" encoding="utf-8"?><BlockList>${session.blockIds
+      .slice(0, n - 1)
+      .map((id) => `<Latest>${id}</Latest>`)
+      .join('')}</BlockList>`;
+    const res = await fetch(`${session.uploadUrl}&comp=blocklist`, { method: 'PUT', body: xml });
+    await res.arrayBuffer();
+    expect(res.status).toBe(201);
+    const first = await completing;
+    hold.release();
+    expect(first).toMatchObject({ __typename: 'ValidationError', issues: [{ path: 'blockIds' }] });
+    expect(await sessionState(session)).toBe('OPEN');
+    await expectStoredAsRecorded(replica, await stageAndComplete(replica, session, file, token), file);
+  });
+
+  it('a storage failure at completion ends the pipeline validating ahead: no spooled .pt is left', async () => {
+    const token = await server.tokens.user(newUserId());
+    // a torch zip LoRA of a few blocks
+    const file = torchZip([
+      { name: 'lora_unet_a.lora_down.weight', shape: [4, 64 * 1024] },
+      { name: 'lora_unet_a.lora_up.weight', shape: [64 * 1024, 4] },
+    ]);
+    const session = await beginSession(server, token, { fileName: 'lora.pt', sizeBytes: file.length });
+    const n = session.blockIds.length;
+    expect(n).toBeGreaterThan(2);
+    const spool = join(server.app.config.dataDir, 'spool');
+    const spooled = async () => (await readdir(spool).catch(() => [] as string[])).filter((f) => f.startsWith('upload-'));
+    await stageUntilCommitted(session, file, (i) => i < n - 1);
+    expect((await spooled()).length).toBeGreaterThan(0); // the pipeline validating ahead spools the .pt
+    proxy.add({
+      fault: { kind: 'status', status: 403 },
+      match: (r) => r.method === 'PUT' && r.url.includes(`content/${session.id}`) && r.url.includes('comp=snapshot'),
+    });
+    await stageFile(session, file, (i) => i === n - 1);
+    const res = await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds: session.blockIds }, { token });
+    expect(res.body.errors ?? res.body.data?.completeLoraUpload.__typename).not.toBe('UploadLoraSuccess');
+    await eventually(async () => (await spooled()).length === 0, 15_000, 'the spooled .pt removed');
   });
 });
