@@ -266,3 +266,36 @@ describe('completion after validating ahead', () => {
     await eventually(async () => (await spooled()).length === 0, 15_000, 'the spooled .pt removed');
   });
 });
+
+describe('finalize', () => {
+  it('a link race, then no stored content to link to: the retry snapshots the upload’s own blob at the ETag its first try gave it', async () => {
+    const token = await server.tokens.user(newUserId());
+    const file = bigLora(1);
+    const session = await beginSession(replica, token, { sizeBytes: file.length });
+    await stageFile(session, file);
+    const own = `content/${session.id}`;
+    const other = `content/${randomUUID()}`;
+    const ours = (r: ProxiedRequest) => r.url.includes(own) && !r.url.includes('sig=');
+    // the first touch of the upload's own blob waits: meanwhile the same content is stored by
+    // "another upload" (a linkable row), so this link loses the race (LinkRaceError) ...
+    proxy2.add({ fault: { kind: 'delay', ms: 1500 }, match: (r) => ours(r) && r.method === 'PUT' && r.url.includes('comp=metadata') });
+    // ... and while its snapshot is deleted, that content stops being linkable: the retry links the own blob
+    proxy2.add({ fault: { kind: 'delay', ms: 1500 }, match: (r) => ours(r) && r.method === 'DELETE' && r.url.includes('snapshot=') });
+    const since = proxy2.log.length;
+    const completing = complete(replica, session, token);
+    const logged = (method: string, part: string) =>
+      proxy2.log.slice(since).some((e) => ours(e) && e.method === method && e.url.includes(part));
+    try {
+      await eventually(async () => logged('PUT', 'comp=metadata'), 15_000, 'the first touch');
+      await replica.app.db.$executeRaw`
+        INSERT INTO lora_blob (blob_path, container, sha256, size_bytes, etag, ref_count)
+        VALUES (${other}, ${replica.app.blobs.container}, ${sha256(file)}, ${file.length}, '"0x0"', 1)`;
+      await eventually(async () => logged('DELETE', 'snapshot='), 15_000, 'the lost link’s snapshot deleted');
+      await replica.app.db.$executeRaw`UPDATE lora_blob SET linkable = false WHERE blob_path = ${other}`;
+      await expectStoredAsRecorded(replica, await completing, file);
+    } finally {
+      await completing.catch(() => undefined);
+      await replica.app.db.$executeRaw`DELETE FROM lora_blob WHERE blob_path = ${other}`;
+    }
+  });
+});
