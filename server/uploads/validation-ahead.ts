@@ -41,7 +41,7 @@ export interface AheadSession {
 export interface AheadOptions {
   maxBytes: number;
   spoolDir: string;
-  /** Asked before each commit: false stops the validation (the session is being completed, maybe elsewhere). */
+  /** Asked with each look (so before each commit): false stops the validation (the session is being completed, maybe elsewhere). */
   stillOpen?: () => Promise<boolean>;
 }
 
@@ -142,7 +142,9 @@ export class ValidationAhead {
 
   private async advance(): Promise<boolean> {
     if (this.broken || this.settled) return false;
-    const list = await this.blob.blockList();
+    // (the session row is looked at with the listing, not between it and the commit: that window drops blocks)
+    const [list, open] = await Promise.all([this.blob.blockList(), this.options.stillOpen?.() ?? true]);
+    if (!open) throw new Error('the session is no longer open');
     const { sizeBytes, blockBytes } = this.session;
     const want = (i: number) => blockSize(i, sizeBytes, blockBytes);
     const staged = new Map(list.uncommitted.map((b) => [b.id, b.size]));
@@ -162,7 +164,6 @@ export class ValidationAhead {
     const rest: string[] = [];
     for (let i = this.validatedBlocks; i < this.ids.length; i++) if (good(i)) rest.push(this.ids[i] as string);
     const condition = this.etag === undefined ? ({ ifNoneMatch: '*' } as const) : { ifMatch: this.etag };
-    if (this.options.stillOpen && !(await this.options.stillOpen())) throw new Error('the session is no longer open');
     const listed = [...this.ids.slice(0, this.validatedBlocks), ...rest];
     this.etag = await this.blob.commit(this.ids.slice(0, this.validatedBlocks), rest, condition);
     // What the commit stored, not what the look saw: a block staged again in between (same id,
