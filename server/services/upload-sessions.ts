@@ -218,8 +218,9 @@ export class UploadSessionService {
       await this.end(session.id, ['COMPLETING'], 'FAILED');
       await this.blobs.purge(session.blob_path).catch(() => {}); // the blob and its snapshots; else the reconciler
       if (fileId !== undefined) await this.registry.discard(fileId).catch(() => {});
-      progress('FAILED', 0, { error: (error as { code?: string }).code ?? RequestErrorCode.INTERNAL_SERVER_ERROR });
-      throw error;
+      const failure = changed ? new UploadInterruptedError('its staged blocks are gone') : error; // the session ended meanwhile
+      progress('FAILED', 0, { error: (failure as { code?: string }).code ?? RequestErrorCode.INTERNAL_SERVER_ERROR });
+      throw failure;
     } finally {
       release();
     }

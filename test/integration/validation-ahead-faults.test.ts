@@ -299,3 +299,31 @@ describe('finalize', () => {
     }
   });
 });
+
+describe('the reconciler', () => {
+  it('leaves a session whose expiry passes during its completion to the completion; ends one COMPLETING past the stale time', async () => {
+    const token = await replica.tokens.user(newUserId());
+    const file = bigLora(1);
+    const session = await beginSession(replica, token, { sizeBytes: file.length });
+    await stageFile(session, file);
+    const hold = holdCommits(proxy2, session, 6000);
+    const since = proxy2.log.length;
+    const completing = complete(replica, session, token);
+    await eventually(async () => seen(proxy2, session, 'commit', since).length >= 1, 15_000, "the replica's commit");
+    hold.release(); // (only that commit waits)
+    expect(await sessionState(session)).toBe('COMPLETING');
+    await replica.app.db.upload_session.update({ where: { id: session.id }, data: { expires_at: new Date(Date.now() - 1000) } });
+    await replica.app.jobs.reconcileNow();
+    await expectStoredAsRecorded(replica, await completing, file);
+    expect(await sessionState(session)).toBe('COMPLETED');
+    // a completion that never ended (its process crashed): EXPIRED once past expires_at + UPLOAD_STALE_SECONDS (3 h)
+    const left = await beginSession(replica, token, { sizeBytes: file.length });
+    const staleMs = replica.app.config.uploadStaleMs;
+    await replica.app.db.upload_session.update({
+      where: { id: left.id },
+      data: { state: 'COMPLETING', expires_at: new Date(Date.now() - staleMs - 60_000) },
+    });
+    await replica.app.jobs.reconcileNow();
+    expect(await sessionState(left)).toBe('EXPIRED');
+  });
+});
