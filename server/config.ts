@@ -163,6 +163,8 @@ const envSchema = z
     UPLOAD_VALIDATE_AHEAD: z.coerce.number().int().min(0).max(1000).default(8),
     /** How often a session validated ahead is looked at for newly staged blocks. */
     UPLOAD_VALIDATE_AHEAD_POLL_MS: z.coerce.number().int().min(50).max(60_000).default(500),
+    /** Of those, at most this many of one user's sessions (the others are validated at completion). */
+    UPLOAD_VALIDATE_AHEAD_PER_USER: z.coerce.number().int().min(1).max(1000).default(2),
     // Telemetry (README "Observability"; the OTEL_* variables are the OpenTelemetry SDK's own)
     /** Serve Prometheus metrics on GET /metrics. */
     METRICS_ENABLED: boolish.default(true),
@@ -272,7 +274,7 @@ export interface Config {
     retentionMs: number;
     sasTtlSeconds: number;
     blockBytes: number;
-    validateAhead: { max: number; pollMs: number };
+    validateAhead: { max: number; pollMs: number; perUser: number };
   };
   /** Proxies trusted to append the client's address to X-Forwarded-For. */
   trustProxyHops: number;
@@ -377,7 +379,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       retentionMs: Math.round(env.UPLOAD_SESSION_RETENTION_DAYS * 86_400_000),
       sasTtlSeconds: env.UPLOAD_SAS_TTL_SECONDS,
       blockBytes: env.UPLOAD_BLOCK_BYTES,
-      validateAhead: { max: env.UPLOAD_VALIDATE_AHEAD, pollMs: env.UPLOAD_VALIDATE_AHEAD_POLL_MS },
+      validateAhead: {
+        max: env.UPLOAD_VALIDATE_AHEAD,
+        pollMs: env.UPLOAD_VALIDATE_AHEAD_POLL_MS,
+        perUser: env.UPLOAD_VALIDATE_AHEAD_PER_USER,
+      },
     },
     telemetry: telemetryConfig(env),
   });

@@ -48,7 +48,7 @@ export interface UploadSessionOptions {
   sasTtlSeconds: number;
   blockBytes: number;
   /** Sessions validated while their blocks arrive, per process (0 = none), and how often they are looked at. */
-  validateAhead: { max: number; pollMs: number };
+  validateAhead: { max: number; pollMs: number; perUser?: number };
 }
 
 export type SessionState = upload_session['state'];
@@ -353,7 +353,7 @@ export class UploadSessionService {
   private watchAhead(session: upload_session, resume?: ValidationAhead): void {
     if (session.state !== 'OPEN' || resume?.broken) return;
     let resumed = false;
-    this.ahead.watch(session.id, session.expires_at, () => {
+    this.ahead.watch(session.id, session.user_id, session.expires_at, () => {
       if (resume) {
         resumed = true;
         return resume;

@@ -41,7 +41,7 @@ export interface AheadSession {
 export interface AheadOptions {
   maxBytes: number;
   spoolDir: string;
-  /** Asked with each look (so before each commit): false stops the validation (the session is being completed, maybe elsewhere). */
+  /** Asked before each look (so before each commit): false stops the validation (the session is being completed, maybe elsewhere). */
   stillOpen?: () => Promise<boolean>;
 }
 
@@ -142,9 +142,9 @@ export class ValidationAhead {
 
   private async advance(): Promise<boolean> {
     if (this.broken || this.settled) return false;
-    // (the session row is looked at with the listing, not between it and the commit: that window drops blocks)
-    const [list, open] = await Promise.all([this.blob.blockList(), this.options.stillOpen?.() ?? true]);
-    if (!open) throw new Error('the session is no longer open');
+    // the session row before the listing, not between it and the commit: that window drops blocks staged in it
+    if (this.options.stillOpen && !(await this.options.stillOpen())) throw new Error('the session is no longer open');
+    const list = await this.blob.blockList();
     const { sizeBytes, blockBytes } = this.session;
     const want = (i: number) => blockSize(i, sizeBytes, blockBytes);
     const staged = new Map(list.uncommitted.map((b) => [b.id, b.size]));

@@ -327,3 +327,24 @@ describe('the reconciler', () => {
     expect(await sessionState(left)).toBe('EXPIRED');
   });
 });
+
+describe('limits', () => {
+  it("at most UPLOAD_VALIDATE_AHEAD_PER_USER (2) of one user's sessions are validated ahead; the others at completion", async () => {
+    const token = await server.tokens.user(newUserId());
+    const file = bigLora(1);
+    const sessions = [
+      await beginSession(server, token, { sizeBytes: file.length }),
+      await beginSession(server, token, { sizeBytes: file.length }),
+      await beginSession(server, token, { sizeBytes: file.length }),
+    ];
+    const [first, second, third] = sessions as [UploadSessionFieldsFragment, UploadSessionFieldsFragment, UploadSessionFieldsFragment];
+    const since = proxy.log.length;
+    for (const s of sessions) await stageFile(s, file, (i) => i === 0);
+    await stageUntilCommitted(first, file, (i) => i === 0);
+    const after = proxy.log.length;
+    await eventually(async () => seen(proxy, second, 'list', after).length >= 2, 15_000, 'two more looks at a watched session');
+    expect(seen(proxy, third, 'list', since)).toEqual([]); // never looked at: no pipeline, no spool for it
+    await expectStoredAsRecorded(server, await stageAndComplete(server, third, file, token), file);
+    for (const s of [first, second]) await expectStoredAsRecorded(server, await stageAndComplete(server, s, file, token), file);
+  });
+});
