@@ -164,6 +164,8 @@ const envSchema = z
     UPLOAD_VALIDATE_AHEAD: z.coerce.number().int().min(0).max(1000).default(8),
     /** How often a session validated ahead is looked at for newly staged blocks. */
     UPLOAD_VALIDATE_AHEAD_POLL_MS: z.coerce.number().int().min(50).max(60_000).default(500),
+    /** Of those, at most this many of one user's sessions (the others are validated at completion). */
+    UPLOAD_VALIDATE_AHEAD_PER_USER: z.coerce.number().int().min(1).max(1000).default(2),
     // Owners' downloads through the API (issue 17, THREATS row 72; ownerDownloads below)
     /** The API's base URL as clients reach it (owner download links); unset = the listening address. */
     PUBLIC_URL: z
@@ -285,7 +287,7 @@ export interface Config {
     retentionMs: number;
     sasTtlSeconds: number;
     blockBytes: number;
-    validateAhead: { max: number; pollMs: number };
+    validateAhead: { max: number; pollMs: number; perUser: number };
   };
   /** Proxies trusted to append the client's address to X-Forwarded-For. */
   trustProxyHops: number;
@@ -394,7 +396,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       retentionMs: Math.round(env.UPLOAD_SESSION_RETENTION_DAYS * 86_400_000),
       sasTtlSeconds: env.UPLOAD_SAS_TTL_SECONDS,
       blockBytes: env.UPLOAD_BLOCK_BYTES,
-      validateAhead: { max: env.UPLOAD_VALIDATE_AHEAD, pollMs: env.UPLOAD_VALIDATE_AHEAD_POLL_MS },
+      validateAhead: {
+        max: env.UPLOAD_VALIDATE_AHEAD,
+        pollMs: env.UPLOAD_VALIDATE_AHEAD_POLL_MS,
+        perUser: env.UPLOAD_VALIDATE_AHEAD_PER_USER,
+      },
     },
     telemetry: telemetryConfig(env),
     ownerDownloads: { publicUrl: env.PUBLIC_URL, perUser: env.OWNER_DOWNLOADS_PER_USER, perProcess: env.OWNER_DOWNLOADS_PER_PROCESS },

@@ -10,15 +10,20 @@ import { deleteContentIfUnused } from './content-deletion.ts';
  *   one transaction, or a repair that retired a LoRA);
  * - a content at zero references older than `staleAfterMs` has no job left to delete it (one is
  *   enqueued with every drop to zero): deleted here, by the same code as the job;
- * - resumable upload sessions past `expires_at` still OPEN or COMPLETING end EXPIRED (their
- *   reservation stops counting at `expires_at` already) and their blob is removed — only when
- *   this run ended them, so a completion that won the race keeps its blob.
+ * - resumable upload sessions past `expires_at` still OPEN end EXPIRED (their reservation stops
+ *   counting at `expires_at` already) and their blob is removed — only when this run ended them,
+ *   so a completion that won the race keeps its blob. A COMPLETING one is being validated (a
+ *   completion begun just before `expires_at` may read for minutes): it ends EXPIRED only past
+ *   `expires_at` + `staleAfterMs` (UPLOAD_STALE_SECONDS, as an upload stuck in UPLOADING), the
+ *   leftover of a crash.
  */
 
 export interface ContentPlan {
   refDrift: { blobPath: string; refCount: number; readyCount: number }[];
   unreferenced: string[];
   expiredSessions: { id: string; blobPath: string }[];
+  /** How long past `expires_at` a COMPLETING session is left to its completion (the stale time). */
+  completingGraceMs: number;
 }
 
 export async function planContent(db: Db, cutoff: Date, now = new Date()): Promise<ContentPlan> {
@@ -31,14 +36,26 @@ export async function planContent(db: Db, cutoff: Date, now = new Date()): Promi
     where: { ref_count: 0, updated_at: { lt: cutoff } },
     select: { blob_path: true },
   });
+  const completingGraceMs = Math.max(0, now.getTime() - cutoff.getTime());
   const expired = await db.upload_session.findMany({
-    where: { state: { in: ['OPEN', 'COMPLETING'] }, expires_at: { lt: now } },
+    where: expiredSessions(now, completingGraceMs),
     select: { id: true, blob_path: true },
   });
   return {
     refDrift: drift.map((d) => ({ blobPath: d.blob_path, refCount: d.ref_count, readyCount: Number(d.ready) })),
     unreferenced: unreferenced.map((u) => u.blob_path),
     expiredSessions: expired.map((e) => ({ id: e.id, blobPath: e.blob_path })),
+    completingGraceMs,
+  };
+}
+
+/** OPEN past `expires_at`, or COMPLETING past `expires_at` + `graceMs`. */
+function expiredSessions(now: Date, graceMs: number) {
+  return {
+    OR: [
+      { state: 'OPEN' as const, expires_at: { lt: now } },
+      { state: 'COMPLETING' as const, expires_at: { lt: new Date(now.getTime() - graceMs) } },
+    ],
   };
 }
 
@@ -55,7 +72,7 @@ export async function repairContent(db: Db, blobs: BlobStore, plan: ContentPlan,
   let expired = 0;
   for (const session of plan.expiredSessions) {
     const { count } = await db.upload_session.updateMany({
-      where: { id: session.id, state: { in: ['OPEN', 'COMPLETING'] }, expires_at: { lt: new Date() } },
+      where: { id: session.id, ...expiredSessions(new Date(), plan.completingGraceMs) },
       data: { state: 'EXPIRED', updated_at: new Date() },
     });
     if (!count) continue;

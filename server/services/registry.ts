@@ -106,6 +106,8 @@ export class LoraRegistry {
     for (let attempt = 1; ; attempt++) {
       // Content stored once: this LoRA's own snapshot of the content's base (content-store.ts), taken outside the transaction.
       const stored = await prepareLink(this.db, this.blobs, this.jobs, link);
+      // the own blob was touched: a retry that falls back to it again expects the ETag it has now
+      if (stored.blobPath === link.ownPath) link.ownEtag = stored.etag;
       try {
         await this.ready(actor, input, link, stored);
         break;

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { basename, extname } from 'node:path';
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal.ts';
@@ -20,7 +21,7 @@ import { BlobChangedError, type BlobStore, contentBlobPath, StagedBlocksLostErro
 import { countAheadCompletion } from '../telemetry/upload-telemetry.ts';
 import { AheadBreak, aheadBreakReporter } from '../uploads/ahead-breaks.ts';
 import { AheadWatch } from '../uploads/ahead-watch.ts';
-import { blockCount, blockListProblem, expectedBlockIds } from '../uploads/block-ids.ts';
+import { blockCount, blockListProblem, expectedBlockIds, holdsAsDocumented } from '../uploads/block-ids.ts';
 import { type ChunkSink, type PipelineResult, runUploadPipeline } from '../uploads/pipeline.ts';
 import { ValidationAhead } from '../uploads/validation-ahead.ts';
 import { assertAccountActive } from './accounts.ts';
@@ -50,7 +51,7 @@ export interface UploadSessionOptions {
   sasTtlSeconds: number;
   blockBytes: number;
   /** Sessions validated while their blocks arrive, per process (0 = none), and how often they are looked at. */
-  validateAhead: { max: number; pollMs: number };
+  validateAhead: { max: number; pollMs: number; perUser?: number };
   /** Where a validation ahead that broke is said (server/uploads/ahead-breaks.ts). @default none */
   logger?: Logger;
 }
@@ -191,11 +192,19 @@ export class UploadSessionService {
     this.assertOpen(session);
     const ids = parseArgs(blockIdsArg, blockIds, 'blockIds');
     const size = Number(session.size_bytes);
-    // Checked against storage before anything is committed; a wrong list leaves the session OPEN.
-    const problem = blockListProblem(ids, await this.stagedBlocks(session.blob_path), size, session.block_bytes);
-    if (problem) throw new ValidationError([{ path: 'blockIds', message: problem }]);
-    const release = this.uploads.slots.take(session.user_id); // TOO_MANY_UPLOADS leaves the session OPEN
+    // The validation ahead stops first: a commit of its in flight would drop blocks staged after its look.
+    const ahead = await this.ahead.take(session.id);
+    let release: () => void;
+    try {
+      // Checked against storage before anything is committed; a wrong list leaves the session OPEN.
+      await this.assertBlockList(session, ids);
+      release = this.uploads.slots.take(session.user_id); // TOO_MANY_UPLOADS leaves the session OPEN
+    } catch (error) {
+      if (ahead) this.watchAhead(session, ahead); // it goes on for the next completion
+      throw error;
+    }
     if (!(await this.transition(session.id, 'OPEN', 'COMPLETING'))) {
+      ahead?.break(AheadBreak.NOT_OPEN, 'the session is being completed or has ended');
       release();
       throw new UploadInterruptedError('the upload session is being completed or has ended');
     }
@@ -203,15 +212,24 @@ export class UploadSessionService {
     let fileId: bigint | undefined;
     let done: { lora: LoraView; snapshot: string };
     try {
-      done = await this.validateAndFinalize(principal, session, ids, progress, (f) => {
+      done = await this.validateAndFinalize(principal, session, ids, ahead, progress, (f) => {
         fileId = f;
       });
     } catch (error) {
+      // Blocks lost or changed between the check and the commit (a commit from elsewhere: another
+      // replica's validation ahead, the client): nothing is validated, the session is OPEN again
+      // and the answer names what storage lacks, so the client stages it and completes again.
+      const changed = error instanceof StagedBlocksLostError || (error instanceof BlobChangedError && fileId === undefined);
+      if (changed && (await this.end(session.id, ['COMPLETING'], 'OPEN'))) {
+        await this.assertBlockList(session, ids);
+        throw new ValidationError([{ path: 'blockIds', message: 'the staged blocks changed while completing: stage them again' }]);
+      }
       await this.end(session.id, ['COMPLETING'], 'FAILED');
       await this.blobs.purge(session.blob_path).catch(() => {}); // the blob and its snapshots; else the reconciler
       if (fileId !== undefined) await this.registry.discard(fileId).catch(() => {});
-      progress('FAILED', 0, { error: (error as { code?: string }).code ?? RequestErrorCode.INTERNAL_SERVER_ERROR });
-      throw error;
+      const failure = changed ? new UploadInterruptedError('its staged blocks are gone') : error; // the session ended meanwhile
+      progress('FAILED', 0, { error: (failure as { code?: string }).code ?? RequestErrorCode.INTERNAL_SERVER_ERROR });
+      throw failure;
     } finally {
       release();
     }
@@ -225,18 +243,12 @@ export class UploadSessionService {
     principal: Principal,
     session: upload_session,
     ids: string[],
+    ahead: ValidationAhead | undefined,
     progress: ReturnType<UploadService['progressReporter']>,
     began: (fileId: bigint) => void,
   ): Promise<{ lora: LoraView; snapshot: string }> {
     const size = Number(session.size_bytes);
-    let validated: { result: PipelineResult<ChunkSink>; etag: string; snapshot: string };
-    try {
-      validated = await this.validateStored(session, ids, progress);
-    } catch (error) {
-      if (error instanceof StagedBlocksLostError) throw new UploadInterruptedError('its staged blocks are gone');
-      throw error;
-    }
-    const { result, etag, snapshot } = validated;
+    const { result, etag, snapshot } = await this.validateStored(session, ids, ahead, progress);
     if (result.sizeBytes !== size) {
       throw new ValidationError([{ path: 'blockIds', message: `the committed file has ${result.sizeBytes} bytes, the session ${size}` }]);
     }
@@ -280,33 +292,41 @@ export class UploadSessionService {
   private async validateStored(
     session: upload_session,
     ids: string[],
+    ahead: ValidationAhead | undefined,
     progress: ReturnType<UploadService['progressReporter']>,
   ): Promise<{ result: PipelineResult<ChunkSink>; etag: string; snapshot: string }> {
     const path = session.blob_path;
+    const size = Number(session.size_bytes);
     const blob = this.blobs.sessionBlob(path);
-    const ahead = await this.ahead.take(session.id);
     if (ahead?.etag !== undefined && !ahead.broken) {
       ahead.onProgress = (bytes) => progress('VALIDATING', bytes);
-      if (ahead.refused) {
-        countAheadCompletion('ahead');
-        await ahead.result; // the file was refused already: its error, as a full read gives it
-      }
       try {
+        if (ahead.refused) {
+          countAheadCompletion('ahead');
+          await ahead.result; // the file was refused already: its error, as a full read gives it
+        }
         const { keep, latest } = ahead.finalLists();
         const etag = await blob.commit(keep, latest, { ifMatch: ahead.etag });
         countAheadCompletion('ahead');
         const { snapshot } = await this.blobs.snapshot(path, etag);
-        const result = await ahead.finish(await this.blobs.readSnapshot(path, snapshot, undefined, ahead.validatedBytes));
+        await this.assertCommittedAsDocumented(session, snapshot);
+        // all validated: nothing to read (Azure answers a range starting at the size with 416)
+        const tail =
+          ahead.validatedBytes >= size ? Readable.from([]) : await this.blobs.readSnapshot(path, snapshot, undefined, ahead.validatedBytes);
+        const result = await ahead.finish(tail);
         return { result, etag, snapshot };
       } catch (error) {
-        if (!(error instanceof BlobChangedError)) throw error;
-        ahead.break(AheadBreak.BLOB_CHANGED, 'the blob changed under the server'); // committed by someone else: read it all
+        // every way out ends the running pipeline (its spooled .pt removed)
+        if (error instanceof BlobChangedError) ahead.break(AheadBreak.BLOB_CHANGED, 'the blob changed under the server');
+        else ahead.break(AheadBreak.STORAGE_ERROR, `completion failed: ${(error as Error).message}`);
+        if (!(error instanceof BlobChangedError)) throw error; // else committed by someone else: read it all
       }
     }
     ahead?.break(AheadBreak.NOT_STARTED, 'completion came before the first commit of the blocks'); // else broken already
     const etag = await blob.commit([], ids, 'unconditional');
     countAheadCompletion('full');
     const { snapshot } = await this.blobs.snapshot(path, etag);
+    await this.assertCommittedAsDocumented(session, snapshot);
     const result = await runUploadPipeline({
       stream: await this.blobs.readSnapshot(path, snapshot),
       maxBytes: this.options.maxUploadBytes,
@@ -317,6 +337,25 @@ export class UploadSessionService {
     return { result, etag, snapshot };
   }
 
+  /**
+   * The snapshot holds exactly the session's blocks, in order, each of its documented size (the
+   * bytes validated ahead were read at those offsets): a block staged again between the check of
+   * the block list and the commit is refused here.
+   */
+  private async assertCommittedAsDocumented(session: upload_session, snapshot: string): Promise<void> {
+    const { blocks } = await this.blobs.sessionBlob(session.blob_path).committedBlocks(snapshot);
+    const size = Number(session.size_bytes);
+    if (holdsAsDocumented(blocks, expectedBlockIds(size, session.block_bytes), size, session.block_bytes)) return;
+    await this.blobs.deleteSnapshot(session.blob_path, snapshot).catch(() => {}); // else with the blob
+    throw new StagedBlocksLostError(session.blob_path); // the session goes back to OPEN (complete)
+  }
+
+  /** ValidationError (path blockIds) unless `ids` are the session's blocks and storage holds each of its size. */
+  private async assertBlockList(session: upload_session, ids: string[]): Promise<void> {
+    const problem = blockListProblem(ids, await this.stagedBlocks(session.blob_path), Number(session.size_bytes), session.block_bytes);
+    if (problem) throw new ValidationError([{ path: 'blockIds', message: problem }]);
+  }
+
   /** What storage holds for a session: staged blocks, and blocks a validation ahead committed. */
   private async stagedBlocks(path: string): Promise<{ id: string; size: number }[]> {
     const list = await this.blobs.sessionBlob(path).blockList();
@@ -325,22 +364,29 @@ export class UploadSessionService {
     return [...sizes].map(([id, size]) => ({ id, size }));
   }
 
-  private watchAhead(session: upload_session): void {
-    if (session.state !== 'OPEN') return;
-    this.ahead.watch(
-      session.id,
-      session.expires_at,
-      () =>
-        new ValidationAhead(
-          { sizeBytes: Number(session.size_bytes), blockBytes: session.block_bytes },
-          this.blobs.sessionBlob(session.blob_path),
-          {
-            maxBytes: this.options.maxUploadBytes,
-            spoolDir: this.options.spoolDir,
-            onBreak: aheadBreakReporter(this.options.logger, session.id),
-          },
-        ),
-    );
+  /** Starts validating a session ahead (or goes on with `resume`, one taken by a completion that did not happen). */
+  private watchAhead(session: upload_session, resume?: ValidationAhead): void {
+    if (session.state !== 'OPEN' || resume?.broken) return;
+    let resumed = false;
+    this.ahead.watch(session.id, session.user_id, session.expires_at, () => {
+      if (resume) {
+        resumed = true;
+        return resume;
+      }
+      return new ValidationAhead(
+        { sizeBytes: Number(session.size_bytes), blockBytes: session.block_bytes },
+        this.blobs.sessionBlob(session.blob_path),
+        {
+          maxBytes: this.options.maxUploadBytes,
+          spoolDir: this.options.spoolDir,
+          onBreak: aheadBreakReporter(this.options.logger, session.id),
+          // another replica completing the session: commit nothing more (it would drop blocks staged meanwhile)
+          stillOpen: async () =>
+            (await this.db.upload_session.findUnique({ where: { id: session.id }, select: { state: true } }))?.state === 'OPEN',
+        },
+      );
+    });
+    if (resume && !resumed) resume.break(AheadBreak.NOT_RESUMED, 'not taken back by the watch');
   }
 
   private userOf(principal: Principal): string {

@@ -28,6 +28,12 @@ export interface SessionBlob {
    * listed are discarded by storage: callers list every block that is staged.
    */
   commit(keep: string[], latest: string[], condition: CommitCondition): Promise<string>;
+  /**
+   * The committed block list as storage holds it now (or in `snapshot`), with the blob's ETag at
+   * that moment: what a commit actually stored (a block staged again between a look and a commit
+   * is committed at whatever it then is).
+   */
+  committedBlocks(snapshot?: string): Promise<{ etag: string; blocks: { id: string; size: number }[] }>;
   /** Bytes [offset, offset + count) while the blob's ETag is `etag` (BlobChangedError otherwise). */
   readRange(offset: number, count: number, etag: string, signal?: AbortSignal): Promise<NodeJS.ReadableStream>;
 }
@@ -53,6 +59,10 @@ export function sessionBlob(blob: BlockBlobClient, contentType: string): Session
         if (error instanceof RestError && error.statusCode === 404) return { committed: [], uncommitted: [] };
         throw error;
       }
+    },
+    async committedBlocks(snapshot) {
+      const list = await (snapshot ? blob.withSnapshot(snapshot) : blob).getBlockList('committed');
+      return { etag: list.etag ?? '', blocks: (list.committedBlocks ?? []).map((b) => ({ id: b.name, size: b.size })) };
     },
     async commit(keep, latest, condition) {
       // @azure/storage-blob 12 sends every id as <Latest>; <Committed> needs its generated operation

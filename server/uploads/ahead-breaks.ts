@@ -12,6 +12,12 @@ export const AheadBreak = {
   BLOB_CHANGED: 'blob_changed',
   /** A look at storage or a read failed otherwise (network, storage error, the tail read at completion). */
   STORAGE_ERROR: 'storage_error',
+  /** What the server's commit stored is not what its look saw (a block staged again meanwhile with other bytes), or a read came short. */
+  BLOCK_CHANGED: 'block_changed',
+  /** The session is no longer OPEN (being completed, maybe by another replica, or ended): nothing more is committed. */
+  NOT_OPEN: 'not_open',
+  /** A validation a completion had taken was not taken back by the watch (its limits, or the session is watched already). */
+  NOT_RESUMED: 'not_resumed',
   /** Completion came before the server's first commit of the session: nothing validated yet. */
   NOT_STARTED: 'not_started',
   /** The session was aborted or failed. */
@@ -26,7 +32,7 @@ export const AheadBreak = {
 export type AheadBreak = (typeof AheadBreak)[keyof typeof AheadBreak];
 
 /** Breaks that say something went wrong (warn); the others are the session's ordinary ends (info). */
-const UNEXPECTED: ReadonlySet<AheadBreak> = new Set([AheadBreak.BLOB_CHANGED, AheadBreak.STORAGE_ERROR]);
+const UNEXPECTED: ReadonlySet<AheadBreak> = new Set([AheadBreak.BLOB_CHANGED, AheadBreak.BLOCK_CHANGED, AheadBreak.STORAGE_ERROR]);
 
 /** What a ValidationAhead calls, once, when it breaks. */
 export type AheadBreakReport = (reason: AheadBreak, detail: string, validatedBytes: number) => void;

@@ -5,18 +5,22 @@ import type { ValidationAhead } from './validation-ahead.ts';
  * The sessions this process validates ahead (validation-ahead.ts), each looked at every `pollMs`
  * until completion takes it, it breaks, it has validated everything, its session expires, or no
  * block arrived for `idleMs` (a client gone; completion then reads the whole file). At most `max`
- * at once per process: beyond that, sessions are validated at completion as before.
+ * at once per process, and `perUser` of one user's (each may spool a .pt up to MAX_UPLOAD_BYTES,
+ * outside the upload-slot limits): beyond that, sessions are validated at completion as before.
  */
 
 export interface AheadWatchOptions {
   max: number;
   pollMs: number;
+  /** @default 2 */
+  perUser?: number;
   /** @default 10 minutes */
   idleMs?: number;
 }
 
 interface Watched {
   ahead: ValidationAhead;
+  userId: string;
   timer: NodeJS.Timeout | undefined;
   lastProgress: number;
   expiresAt: number;
@@ -28,9 +32,12 @@ export class AheadWatch {
   constructor(private readonly options: AheadWatchOptions) {}
 
   /** Starts watching a session (no-op when watched already or at the limit). */
-  watch(sessionId: string, expiresAt: Date, open: () => ValidationAhead): void {
+  watch(sessionId: string, userId: string, expiresAt: Date, open: () => ValidationAhead): void {
     if (this.watched.has(sessionId) || this.watched.size >= this.options.max) return;
-    const entry: Watched = { ahead: open(), timer: undefined, lastProgress: Date.now(), expiresAt: expiresAt.getTime() };
+    let ofUser = 0;
+    for (const w of this.watched.values()) if (w.userId === userId) ofUser++;
+    if (ofUser >= (this.options.perUser ?? 2)) return;
+    const entry: Watched = { ahead: open(), userId, timer: undefined, lastProgress: Date.now(), expiresAt: expiresAt.getTime() };
     this.watched.set(sessionId, entry);
     this.schedule(sessionId, entry);
   }

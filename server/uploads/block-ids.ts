@@ -44,3 +44,18 @@ export function blockListProblem(
   }
   return undefined;
 }
+
+/** True when `blocks` are exactly `listed` (ids of the session's list), in that order, each of its documented size. */
+export function holdsAsDocumented(
+  blocks: readonly { id: string; size: number }[],
+  listed: readonly string[],
+  sizeBytes: number,
+  blockBytes: number,
+): boolean {
+  if (blocks.length !== listed.length) return false;
+  const index = new Map(expectedBlockIds(sizeBytes, blockBytes).map((id, i) => [id, i]));
+  return blocks.every((b, k) => {
+    const i = index.get(b.id);
+    return b.id === listed[k] && i !== undefined && b.size === blockSize(i, sizeBytes, blockBytes);
+  });
+}

@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { BlobChangedError } from '../storage/blob-store.ts';
 import type { SessionBlob } from '../storage/session-blob.ts';
 import { AheadBreak, type AheadBreakReport } from './ahead-breaks.ts';
-import { blockSize, expectedBlockIds } from './block-ids.ts';
+import { blockSize, expectedBlockIds, holdsAsDocumented } from './block-ids.ts';
 import { type ChunkSink, type PipelineResult, runUploadPipeline } from './pipeline.ts';
 
 /**
@@ -17,7 +17,11 @@ import { type ChunkSink, type PipelineResult, runUploadPipeline } from './pipeli
  * Why the bytes validated are the bytes completed: the prefix is read only while the blob is the
  * server's own commit; the next commit (and the final one) keeps those blocks' committed versions
  * and is refused (412) when anything else committed in between (the client through its write SAS,
- * another replica). Any refusal, read failure or stop leaves this object `broken`, and completion
+ * another replica). After each commit the committed block list is read back: its ETag must be the
+ * commit's, and its blocks exactly the ones listed, each of its documented size (a block staged
+ * again between the look and the commit is committed at whatever it then is), and every read must
+ * bring all the bytes asked for; completion checks the final snapshot's block list the same way.
+ * Any refusal, mismatch, short read or stop leaves this object `broken`, and completion
  * falls back to validating the whole snapshot. A file the pipeline refuses early is refused at
  * completion with the same error a full read gives (the pipeline sees the same bytes in order).
  *
@@ -40,6 +44,18 @@ export interface AheadOptions {
   spoolDir: string;
   /** Told once when this breaks (ahead-breaks.ts logs and counts it). @default nothing */
   onBreak?: AheadBreakReport;
+  /** Asked before each look (so before each commit): false stops the validation (the session is being completed, maybe elsewhere). */
+  stillOpen?: () => Promise<boolean>;
+}
+
+/** A reason to stop found by a step (not a storage failure). */
+class AheadStop extends Error {
+  constructor(
+    readonly reason: AheadBreak,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export class ValidationAhead {
@@ -103,7 +119,8 @@ export class ValidationAhead {
   step(): Promise<boolean> {
     this.stepping ??= this.advance()
       .catch((error: unknown) => {
-        if (error instanceof BlobChangedError) this.break(AheadBreak.BLOB_CHANGED, 'the blob changed under the server');
+        if (error instanceof AheadStop) this.break(error.reason, error.message);
+        else if (error instanceof BlobChangedError) this.break(AheadBreak.BLOB_CHANGED, 'the blob changed under the server');
         else this.break(AheadBreak.STORAGE_ERROR, (error as Error).message);
         return false;
       })
@@ -146,6 +163,9 @@ export class ValidationAhead {
 
   private async advance(): Promise<boolean> {
     if (this.broken || this.settled) return false;
+    // the session row before the listing, not between it and the commit: that window drops blocks staged in it
+    if (this.options.stillOpen && !(await this.options.stillOpen()))
+      throw new AheadStop(AheadBreak.NOT_OPEN, 'the session is no longer open');
     const list = await this.blob.blockList();
     const { sizeBytes, blockBytes } = this.session;
     const want = (i: number) => blockSize(i, sizeBytes, blockBytes);
@@ -166,20 +186,32 @@ export class ValidationAhead {
     const rest: string[] = [];
     for (let i = this.validatedBlocks; i < this.ids.length; i++) if (good(i)) rest.push(this.ids[i] as string);
     const condition = this.etag === undefined ? ({ ifNoneMatch: '*' } as const) : { ifMatch: this.etag };
+    const listed = [...this.ids.slice(0, this.validatedBlocks), ...rest];
     this.etag = await this.blob.commit(this.ids.slice(0, this.validatedBlocks), rest, condition);
+    // What the commit stored, not what the look saw: a block staged again in between (same id,
+    // other size) is committed at whatever it then is, and would shift every later offset.
+    const stored = await this.blob.committedBlocks();
+    if (stored.etag !== this.etag) throw new BlobChangedError('the session blob');
+    if (!holdsAsDocumented(stored.blocks, listed, sizeBytes, blockBytes))
+      throw new AheadStop(AheadBreak.BLOCK_CHANGED, 'a block changed before the commit');
     if (through === this.validatedBlocks) return false;
     const end = Math.min(sizeBytes, through * blockBytes);
-    await this.pump(await this.blob.readRange(this.validatedBytes, end - this.validatedBytes, this.etag));
+    const read = await this.pump(await this.blob.readRange(this.validatedBytes, end - this.validatedBytes, this.etag));
+    if (!this.settled && read !== end - this.validatedBytes)
+      throw new AheadStop(AheadBreak.BLOCK_CHANGED, `read ${read} bytes of ${end - this.validatedBytes}`);
     this.validatedBlocks = through;
     this.validatedBytes = end;
     return true;
   }
 
-  /** Copies a read into the pipeline, as fast as it validates; stops when the pipeline has settled. */
-  private async pump(source: NodeJS.ReadableStream): Promise<void> {
+  /** Copies a read into the pipeline, as fast as it validates; stops when the pipeline has settled. → the bytes fed. */
+  private async pump(source: NodeJS.ReadableStream): Promise<number> {
+    let fed = 0;
     for await (const chunk of source as AsyncIterable<Buffer>) {
       if (this.settled || this.broken) break;
+      fed += chunk.length;
       if (!this.feed.write(chunk)) await Promise.race([once(this.feed, 'drain'), this.result.catch(() => undefined)]);
     }
+    return fed;
   }
 }

@@ -241,11 +241,17 @@ describe('uploadLoraResumable', () => {
         for await (const e of events) phases.push(e.phase);
       })();
       await new Promise((r) => setTimeout(r, 300)); // subscribed
-      member(
+      const completeOnce = async () =>
         dataOf(await server.request(CompleteLoraUploadDocument, { id: session.id, blockIds: session.blockIds }, { token }))
-          .completeLoraUpload,
-        'UploadLoraSuccess',
-      );
+          .completeLoraUpload;
+      let result = await completeOnce();
+      // a block staged at the instant of a commit of the validation ahead is dropped: named, staged again (as the SDK does)
+      for (let round = 0; round < 3 && result.__typename === 'ValidationError'; round++) {
+        const held = new Set((await heldBlocks(server.app, `content/${session.id}`)).map((b) => b.id));
+        await stageFile(session, file, (i) => !held.has(session.blockIds[i] as string));
+        result = await completeOnce();
+      }
+      member(result, 'UploadLoraSuccess');
       await collected;
       expect(phases[0]).toBe('VALIDATING');
       expect(phases.slice(-2)).toEqual(['STORING', 'DONE']);
