@@ -46,7 +46,6 @@ import {
   log,
   onCleanup,
   runBench,
-  runtimeConfig,
   serverChildEnv,
   startServerChild,
   startServices,

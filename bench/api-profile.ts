@@ -30,7 +30,7 @@ import { signToken } from '../server/auth/tokens.ts';
 import { migrate } from '../server/db/migrate.ts';
 import { startTelemetry } from '../server/telemetry/sdk.ts';
 import { CASES, JWT_SECRET, LIST_QUERY, listBenchConfig, seed, sqlParams, userUuid } from './api-list-data.ts';
-import { log, onCleanup, runBench, runtimeConfig, startServices, timed } from './harness.ts';
+import { log, onCleanup, runBench, startServices, timed } from './harness.ts';
 import { switchTelemetryOn } from './telemetry-overhead.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? '0.05');
