@@ -7,6 +7,7 @@
  * write-only SAS (`concurrency` at once, each retried with backoff; an expired SAS is renewed),
  * then complete. The saved state is removed when the session ends (completed, refused, expired).
  */
+import { delay } from './abortable-delay.ts';
 import { LoraSdkError, networkError } from './errors.ts';
 import type { CompleteLoraUploadMutation, UploadSessionFieldsFragment } from './gql/graphql.ts';
 
@@ -211,19 +212,4 @@ async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<voi
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   if (failure !== undefined) throw failure;
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
-      },
-      { once: true },
-    );
-  });
 }
