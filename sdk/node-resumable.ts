@@ -86,9 +86,12 @@ export function jsonFileStore(file: string): ResumableStore {
 /**
  * Put Block over node:http(s) with keep-alive sockets, one pool per run (`close` ends it): Node's
  * `fetch` (undici) spends about four times the CPU on an 8 MiB body, CPU that storage and the
- * caller's machine need (measured for issue 17's bench:upload).
+ * caller's machine need (measured for issue 17's bench:upload). A request whose socket makes no
+ * progress for `idleTimeoutMs` (connecting, sending, waiting for or reading the answer: a
+ * half-open connection) is destroyed with a retryable `TIMEOUT`, so the run's retry sends it again.
  */
-export function httpBlockPut(): { put: BlockPut; close(): void } {
+export function httpBlockPut(options: { idleTimeoutMs?: number } = {}): { put: BlockPut; close(): void } {
+  const idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
   const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
   const put: BlockPut = (url, body, signal) =>
     new Promise((resolve, reject) => {
@@ -100,6 +103,7 @@ export function httpBlockPut(): { put: BlockPut; close(): void } {
           method: 'PUT',
           agent: secure ? agents.https : agents.http,
           headers: { 'content-type': 'application/octet-stream', 'content-length': body.byteLength },
+          timeout: idleTimeoutMs,
           ...(signal ? { signal } : {}),
         },
         (response) => {
@@ -107,6 +111,9 @@ export function httpBlockPut(): { put: BlockPut; close(): void } {
           response.on('end', () => resolve(response.statusCode ?? 0));
           response.on('error', reject);
         },
+      );
+      request.on('timeout', () =>
+        request.destroy(LoraSdkError.network('TIMEOUT', `Put Block made no progress for ${idleTimeoutMs} ms`, { retryable: true })),
       );
       request.on('error', reject);
       request.end(body);

@@ -43,7 +43,8 @@ export async function uploadResumable(
     const { path, fileName } = file as { path: string; fileName?: string };
     source = await node.fileBlockSource(path, fileName);
     store = givenStore ?? node.jsonFileStore(node.stateFileBeside(path));
-    if (!fetchImpl) transport = node.httpBlockPut(); // a fetch given to the client is used as given
+    // a fetch given to the client is used as given
+    if (!fetchImpl) transport = node.httpBlockPut(options.blockTimeoutMs === undefined ? {} : { idleTimeoutMs: options.blockTimeoutMs });
   }
   const api = resumableApi(request, options.signal ? { signal: options.signal } : {});
   try {

@@ -58,6 +58,8 @@ export interface ResumableOptions {
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
   /** How a block is sent (Node: node-resumable.ts's `httpBlockPut`, a quarter of fetch's CPU). @default `fetch` */
   putBlock?: BlockPut;
+  /** Node: how long a Put Block may make no progress (connect, send, answer) before it is given up and retried. @default 120000 */
+  blockTimeoutMs?: number;
 }
 
 /** One Put Block: the body to the URL, resolving with storage's status once the answer is read. */
