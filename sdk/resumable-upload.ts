@@ -60,6 +60,11 @@ export interface ResumableOptions {
   putBlock?: BlockPut;
   /** Node: how long a Put Block may make no progress (connect, send, answer) before it is given up and retried. @default 120000 */
   blockTimeoutMs?: number;
+  /**
+   * How long completion may wait for a busy server (TOO_MANY_UPLOADS, RATE_LIMITED: tried again)
+   * or for a completion an earlier run started; past it the session is kept for a later run. @default 600000
+   */
+  completeWaitMs?: number;
 }
 
 /** One Put Block: the body to the URL, resolving with storage's status once the answer is read. */
@@ -148,26 +153,107 @@ export async function runResumableUpload(
     options.onProgress?.(done, source.size);
   }
   await pool(missing, options.concurrency ?? 4, stage);
-  let result = await api.complete(session.id, session.blockIds);
   // A block staged at the instant the server committed the blocks it validates ahead is dropped by
   // storage; completion names it (a ValidationError on blockIds, the session still OPEN): stage what
   // storage lacks and complete again.
-  for (let round = 0; round < 3 && isBlockListProblem(result); round++) {
+  const restage = async (): Promise<boolean> => {
     const now = await api.session(session.id);
-    if (now?.state !== 'OPEN') break;
+    if (now?.state !== 'OPEN') return false;
     const stagedNow = new Set(now.stagedBlockIds ?? []);
     const lacking = session.blockIds.map((id, i) => ({ id, i })).filter((b) => !stagedNow.has(b.id));
-    if (lacking.length === 0) break;
+    if (lacking.length === 0) return false;
     for (const b of lacking) done -= sizeOf(b.i); // counted when first sent
     await pool(lacking, options.concurrency ?? 4, stage);
-    result = await api.complete(session.id, session.blockIds);
-  }
-  // Ended either way unless the block list was refused (the session is still OPEN: a next run re-checks it).
-  if (!isBlockListProblem(result)) await store.delete(source.key);
-  return result;
+    return true;
+  };
+  return completeSession(api, session, () => store.delete(source.key), restage, options);
 }
 
-function isBlockListProblem(result: CompleteLoraUploadMutation['completeLoraUpload']): boolean {
+type CompleteResult = CompleteLoraUploadMutation['completeLoraUpload'];
+
+/**
+ * completeLoraUpload until the session has ended, and the saved state forgotten only then. A busy
+ * server (TOO_MANY_UPLOADS, RATE_LIMITED: the session stays OPEN) is asked again after a wait
+ * (its retryAfterSeconds, else backoff); a lost answer (timeout, cut, 5xx) is looked up on the
+ * session: still COMPLETING is waited for, COMPLETED gives its LoRA, OPEN is completed again.
+ * All within `completeWaitMs`; past it the last answer is returned (or COMPLETION_PENDING thrown)
+ * with the state kept, so a later run carries on without sending a block again.
+ */
+async function completeSession(
+  api: ResumableApi,
+  session: UploadSessionFieldsFragment,
+  forget: () => Promise<void>,
+  restage: () => Promise<boolean>,
+  options: ResumableOptions,
+): Promise<CompleteResult> {
+  const deadline = Date.now() + (options.completeWaitMs ?? 600_000);
+  let restaged = 0;
+  for (let attempt = 0; ; attempt++) {
+    let answer: CompleteResult | undefined;
+    let lost: LoraSdkError | undefined;
+    try {
+      answer = await api.complete(session.id, session.blockIds);
+    } catch (error) {
+      lost = networkError(error);
+      if (options.signal?.aborted || !lost.retryable) throw lost;
+    }
+    if (answer && isBlockListProblem(answer) && restaged < 3) {
+      restaged++;
+      if (await restage()) continue;
+    }
+    if (answer?.__typename === 'UploadLoraSuccess') {
+      await forget();
+      return answer;
+    }
+    const busy = answer?.__typename === 'TooManyUploadsError' || answer?.__typename === 'RateLimitedError';
+    if (!busy) {
+      // refused, interrupted or unanswered: where does the session stand?
+      const now = await waitWhileCompleting(api, session.id, deadline, options.signal);
+      if (now?.state === 'COMPLETED' && now.loraId) {
+        await forget();
+        return api.finished(now.loraId);
+      }
+      if (now?.state !== 'OPEN' || new Date(now.expiresAt).getTime() <= Date.now()) {
+        await forget(); // ended (FAILED, ABORTED, EXPIRED) or gone: a next run starts over
+        if (answer) return answer;
+        throw LoraSdkError.network('UPLOAD_SESSION_ENDED', `the upload session ended ${now?.state ?? 'NOT_FOUND'} while completing`, {
+          cause: lost,
+        });
+      }
+      if (answer) return answer; // refused and still OPEN (a block list storage does not hold): kept for a next run
+    }
+    const retryAfter = (answer as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds ?? lost?.retryAfterSeconds;
+    const wait =
+      retryAfter !== undefined ? retryAfter * 1000 : Math.round(Math.min(30_000, 1000 * 2 ** attempt) * (0.5 + Math.random() / 2));
+    if (Date.now() + wait > deadline) {
+      if (answer) return answer; // busy for too long: the session and its state stay for a next run
+      throw lost as LoraSdkError;
+    }
+    await delay(wait, options.signal);
+  }
+}
+
+/** The session, once it is no longer COMPLETING (polled with backoff); COMPLETION_PENDING past `deadline`. */
+async function waitWhileCompleting(
+  api: ResumableApi,
+  id: string,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<UploadSessionFieldsFragment | undefined> {
+  for (let n = 0; ; n++) {
+    const now = await api.session(id);
+    if (now?.state !== 'COMPLETING') return now;
+    if (Date.now() >= deadline) {
+      throw LoraSdkError.network(
+        'COMPLETION_PENDING',
+        'the upload session is still being completed: run the upload again later to get its LoRA',
+      );
+    }
+    await delay(Math.min(5_000, 500 * 2 ** n, Math.max(0, deadline - Date.now())), signal);
+  }
+}
+
+function isBlockListProblem(result: CompleteResult): boolean {
   return result.__typename === 'ValidationError' && result.issues.some((i) => i.path === 'blockIds');
 }
 

@@ -1,12 +1,16 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createLoraClient } from '../../sdk/index.ts';
+import { AbortLoraUploadDocument, CompleteLoraUploadDocument, createLoraClient } from '../../sdk/index.ts';
+import { stateFileBeside } from '../../sdk/node-resumable.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type BlackHoleProxy, startBlackHoleProxy } from '../testkit/black-hole-proxy.ts';
 import { type CorruptingProxy, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
+import { dataOf, member } from '../testkit/graphql-assertions.ts';
+import { beginSession, stageFile } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { newUser } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -47,6 +51,9 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** expect.poll with room for a loaded machine. */
+const eventually = <T>(read: () => Promise<T> | T) => expect.poll(read, { timeout: 30_000, interval: 50 });
+
 /** A valid safetensors LoRA of about `mib` MiB, unique content, written to a new file. */
 async function loraFile(mib: number): Promise<{ path: string; bytes: Buffer; sha256: string }> {
   const bytes = makeSafetensors([{ name: 'w', shape: [(mib * 1024 * 1024) / 2], dtype: 'F16' }], { id: randomUUID() });
@@ -54,6 +61,106 @@ async function loraFile(mib: number): Promise<{ path: string; bytes: Buffer; sha
   await writeFile(path, bytes);
   return { path, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
 }
+
+/** A fetch for the SDK client that keeps every GraphQL answer's text, and may act before a request goes out. */
+function observingFetch(before?: (body: string) => Promise<void>) {
+  const answers: string[] = [];
+  const doFetch = async (input: string, init: RequestInit): Promise<Response> => {
+    const body = typeof init.body === 'string' ? init.body : null; // Put Blocks carry bytes
+    if (body !== null) await before?.(body);
+    const res = await fetch(input, init);
+    if (body !== null) answers.push(await res.clone().text());
+    return res;
+  };
+  return { fetch: doFetch, answers };
+}
+
+const sessionsOf = (app: TestServer['app'], userId: string) =>
+  app.db.upload_session.findMany({ where: { user_id: userId }, select: { id: true, state: true, lora_id: true } });
+
+/** Holds the next completion at its snapshot (after the session turned COMPLETING) until `release()`. */
+function holdNextCompletion(sessionId?: string): { reached(): boolean; release(): void } {
+  let release!: () => void;
+  let reached = false;
+  const until = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  storage.add({
+    fault: { kind: 'hold', until },
+    match: (r) => {
+      reached ||= r.method === 'PUT' && r.url.includes('comp=snapshot') && (sessionId === undefined || r.url.includes(sessionId));
+      return reached;
+    },
+  });
+  return { reached: () => reached, release };
+}
+
+describe('a completion refused for now keeps the session and is tried again', () => {
+  it('TOO_MANY_UPLOADS (the process is busy): the run waits, completes the same session, and forgets it only then', async () => {
+    // another user's completion holds the process's one upload slot
+    const other = await newUser(server);
+    const busy = await loraFile(0.5);
+    const busySession = await beginSession(server, other.token, { sizeBytes: busy.bytes.length });
+    await stageFile(busySession, busy.bytes);
+    const hold = holdNextCompletion(busySession.id);
+    const busyCompletion = server.request(
+      CompleteLoraUploadDocument,
+      { id: busySession.id, blockIds: busySession.blockIds },
+      { token: other.token },
+    );
+    await eventually(() => hold.reached()).toBe(true);
+
+    const { id, token } = await newUser(server);
+    const file = await loraFile(1);
+    const seen = observingFetch();
+    const client = createLoraClient({ url: server.graphqlUrl, token, fetch: seen.fetch });
+    const upload = client.uploadLoraResumable({ file: { path: file.path }, name: 'patient' }).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    try {
+      await eventually(() => seen.answers.some((a) => a.includes('"TooManyUploadsError"'))).toBe(true);
+      expect(existsSync(stateFileBeside(file.path))).toBe(true); // the session is still OPEN: kept
+    } finally {
+      hold.release();
+    }
+
+    const result = await upload;
+    expect(result).toMatchObject({ lora: { sha256: file.sha256 } });
+    member(dataOf(await busyCompletion).completeLoraUpload, 'UploadLoraSuccess');
+    const sessions = await sessionsOf(server.app, id);
+    expect(sessions.map((s) => s.state)).toEqual(['COMPLETED']); // the same session, no second one
+    expect(existsSync(stateFileBeside(file.path))).toBe(false);
+    await client.close();
+  }, 90_000);
+
+  it('RATE_LIMITED: the run waits the retryAfterSeconds the error gives, then completes the same session', async () => {
+    const { id, token } = await newUser(limited);
+    const file = await loraFile(0.5);
+    // right before the completion goes out, the user's mutation budget is spent (≥ 2 s of its window left)
+    let spent = false;
+    const spend = async (body: string) => {
+      if (spent || !body.includes('"CompleteLoraUpload"')) return;
+      spent = true;
+      for (;;) {
+        const answer = dataOf(await limited.request(AbortLoraUploadDocument, { id: randomUUID() }, { token })).abortLoraUpload;
+        if (answer.__typename === 'RateLimitedError' && answer.retryAfterSeconds >= 2) return;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    const seen = observingFetch(spend);
+    const client = createLoraClient({ url: limited.graphqlUrl, token, fetch: seen.fetch });
+    const result = await client.uploadLoraResumable({ file: { path: file.path } }).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    expect(seen.answers.some((a) => a.includes('"completeLoraUpload":{"__typename":"RateLimitedError"'))).toBe(true);
+    expect(result).toMatchObject({ lora: { sha256: file.sha256 } });
+    expect((await sessionsOf(limited.app, id)).map((s) => s.state)).toEqual(['COMPLETED']);
+    expect(existsSync(stateFileBeside(file.path))).toBe(false);
+    await client.close();
+  }, 90_000);
+});
 
 describe('a Put Block connection that goes silent', () => {
   it('is given up after blockTimeoutMs and the block sent again: the upload finishes', async () => {

@@ -116,6 +116,11 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
           patch(item.key, { phase: 'DONE', bytesDone: file.size, loraId: result.lora.id, message: null });
           latest.current.onUploaded(result.quota);
         } else {
+          // a refusal may leave the session OPEN (the server stayed busy past the SDK's wait): end it, so FAILED holds nothing
+          if (sessionId) await abortResumable(request, sessionId).catch(() => undefined);
+          await sessionStore()
+            .delete(source.key)
+            .catch(() => undefined);
           patch(item.key, { phase: 'FAILED', message: uploadErrorSentence(file.name, file.size, result) });
         }
       } catch (error) {
