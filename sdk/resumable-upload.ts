@@ -265,7 +265,12 @@ async function resumeOrBegin(
 ): Promise<UploadSessionFieldsFragment> {
   const saved = await store.get(source.key);
   if (saved && saved.fileKey === source.key) {
-    const session = await api.session(saved.sessionId);
+    const found = await api.session(saved.sessionId);
+    // an earlier run's completion still going (it crashed or timed out meanwhile): its outcome decides
+    const session =
+      found?.state === 'COMPLETING'
+        ? await waitWhileCompleting(api, found.id, Date.now() + (options.completeWaitMs ?? 600_000), options.signal)
+        : found;
     const live = session && session.sizeBytes === source.size && (session.state === 'OPEN' || session.state === 'COMPLETED');
     if (live && session.state === 'OPEN' && new Date(session.expiresAt).getTime() > Date.now() + 60_000) {
       const renewed = await api.renew(session.id);

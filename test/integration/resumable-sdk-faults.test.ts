@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { AbortLoraUploadDocument, CompleteLoraUploadDocument, createLoraClient } from '../../sdk/index.ts';
+import { AbortLoraUploadDocument, CompleteLoraUploadDocument, createLoraClient, type ResumableState } from '../../sdk/index.ts';
 import { stateFileBeside } from '../../sdk/node-resumable.ts';
 import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type BlackHoleProxy, startBlackHoleProxy } from '../testkit/black-hole-proxy.ts';
@@ -73,6 +73,16 @@ function observingFetch(before?: (body: string) => Promise<void>) {
     return res;
   };
   return { fetch: doFetch, answers };
+}
+
+function memoryStore() {
+  const saved = new Map<string, ResumableState>();
+  return {
+    saved,
+    get: async (key: string) => saved.get(key),
+    set: async (key: string, state: ResumableState) => void saved.set(key, state),
+    delete: async (key: string) => void saved.delete(key),
+  };
 }
 
 const sessionsOf = (app: TestServer['app'], userId: string) =>
@@ -159,6 +169,48 @@ describe('a completion refused for now keeps the session and is tried again', ()
     expect((await sessionsOf(limited.app, id)).map((s) => s.state)).toEqual(['COMPLETED']);
     expect(existsSync(stateFileBeside(file.path))).toBe(false);
     await client.close();
+  }, 90_000);
+});
+
+describe('a run resumed while an earlier completion is still going', () => {
+  it('waits for that completion and returns its LoRA: one session, one LoRA, no block sent again', async () => {
+    const { id, token } = await newUser(server);
+    const file = await loraFile(1);
+    const store = memoryStore();
+    const hold = holdNextCompletion();
+    // the first run's completion is under way when its client gives up (a timeout, a crash)
+    const first = new AbortController();
+    const firstClient = createLoraClient({ url: server.graphqlUrl, token });
+    const firstRun = firstClient.uploadLoraResumable({ file: { path: file.path }, store, signal: first.signal }).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    await eventually(() => hold.reached()).toBe(true);
+    first.abort();
+    expect(await firstRun).toMatchObject({ code: 'ABORTED' });
+    expect(store.saved.size).toBe(1);
+    const putsBefore = storage.log.filter((e) => e.method === 'PUT' && e.url.includes('comp=block&')).length;
+
+    const seen = observingFetch();
+    const client = createLoraClient({ url: server.graphqlUrl, token, fetch: seen.fetch });
+    const second = client.uploadLoraResumable({ file: { path: file.path }, store }).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    try {
+      await eventually(() => seen.answers.some((a) => a.includes('"state":"COMPLETING"'))).toBe(true);
+    } finally {
+      hold.release();
+    }
+
+    const result = await second;
+    const sessions = await sessionsOf(server.app, id);
+    expect(sessions.map((s) => s.state)).toEqual(['COMPLETED']);
+    expect(result).toMatchObject({ lora: { id: String(sessions[0]?.lora_id), sha256: file.sha256 } });
+    expect(await server.app.db.lora.count({ where: { user_id: id } })).toBe(1);
+    expect(storage.log.filter((e) => e.method === 'PUT' && e.url.includes('comp=block&')).length).toBe(putsBefore);
+    expect(store.saved.size).toBe(0);
+    await Promise.all([firstClient.close(), client.close()]);
   }, 90_000);
 });
 
