@@ -210,13 +210,15 @@ describe('cancelling', () => {
     const { context, page, errors } = await signedInPage(browser, server.url, token);
     await page.getByTestId('empty-state').waitFor();
     await throttleUploads(context, page, 1_000_000);
-    const file = largeSafetensors(16);
+    // ≥ 48 s of sending: Cancel comes while blocks still go, however slowly a loaded machine shows the first ones
+    const file = largeSafetensors(48);
     await dropFiles(page, [{ name: 'slow.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
     await eventually(() =>
       rows(page)
         .locator('progress')
         .evaluate((bar) => Number((bar as HTMLProgressElement).value) > 0),
     ).toBe(true);
+    expect(await savedSessionKeys(page)).toHaveLength(1); // the page keeps the session while it sends
     await page.getByRole('button', { name: 'Cancel upload of slow.safetensors' }).click();
     await eventually(() => rows(page).getAttribute('data-phase')).toBe('CANCELLED');
     expect(await rows(page).innerText()).toMatch(/The upload of “slow\.safetensors” was cancelled\. Nothing was stored\./);
@@ -229,6 +231,44 @@ describe('cancelling', () => {
     expect(await server.app.blobs.sessionBlob(session?.blob_path as string).blockList()).toEqual({ committed: [], uncommitted: [] });
     // and the page forgot it: the same file dropped again starts a new session
     expect(await savedSessionKeys(page)).toEqual([]);
+    expect(errors).toEqual([]);
+    await context.close();
+  }, 120_000);
+});
+
+describe('validating', () => {
+  it('once every block is in storage and the file is being checked, Cancel gives way to a disabled "Validating…"', async () => {
+    const { token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    // every rendering of the row: its phase, and which of its buttons can be pressed
+    await page.evaluate(() => {
+      const seen: { phase: string | null; cancel: boolean; validating: boolean }[] = [];
+      (window as unknown as { buttonsSeen: typeof seen }).buttonsSeen = seen;
+      new MutationObserver(() => {
+        const row = document.querySelector('[data-testid="upload-row"]');
+        if (!row) return;
+        const buttons = [...row.querySelectorAll('button')];
+        const entry = {
+          phase: row.getAttribute('data-phase'),
+          cancel: buttons.some((b) => b.textContent === 'Cancel' && !b.disabled),
+          validating: buttons.some((b) => b.textContent === 'Validating…' && b.disabled),
+        };
+        const last = seen.at(-1);
+        if (!last || JSON.stringify(last) !== JSON.stringify(entry)) seen.push(entry);
+      }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
+    });
+    const file = largeSafetensors(4);
+    await dropFiles(page, [{ name: 'checked.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
+    await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
+    const seen = await page.evaluate(
+      () => (window as unknown as { buttonsSeen: { phase: string; cancel: boolean; validating: boolean }[] }).buttonsSeen,
+    );
+    expect(seen.some((s) => s.phase === 'RECEIVING' && s.cancel)).toBe(true);
+    const checking = seen.filter((s) => s.phase === 'VALIDATING' || s.phase === 'STORING');
+    expect(checking.length, JSON.stringify(seen)).toBeGreaterThan(0);
+    // a Cancel there could not stop the completion (the upload ends DONE): none is offered
+    expect(checking.filter((s) => s.cancel || !s.validating)).toEqual([]);
     expect(errors).toEqual([]);
     await context.close();
   });

@@ -55,6 +55,11 @@ export function isActive(item: UploadItem): boolean {
   return item.phase === 'QUEUED' || ACTIVE.has(item.phase);
 }
 
+/** Cancel can still stop it: queued, or blocks still going to storage (not once completion runs: VALIDATING, STORING). */
+export function cancellable(phase: UploadPhase): boolean {
+  return phase === 'QUEUED' || phase === 'RECEIVING';
+}
+
 export function useUploads(options: { token: string; quota: Quota; onUploaded: (quota: QuotaFieldsFragment) => void }) {
   const client = useClient();
   const [items, setItems] = useState<UploadItem[]>([]);
@@ -197,6 +202,8 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
 
   const cancel = useCallback(
     (key: string) => {
+      const phase = itemsRef.current.find((i) => i.key === key)?.phase;
+      if (phase && !cancellable(phase)) return; // completion is running: it would end DONE anyway
       const abort = aborts.current.get(key);
       if (abort) abort.abort();
       else {
