@@ -64,6 +64,7 @@ import {
 } from './gql/graphql.ts';
 import { type GrantKeySet, grantKeysFromResponse, grantKeysUrl } from './grant-keys.ts';
 import { abortResumable, type UploadLoraResumableInput, uploadResumable } from './resumable-client.ts';
+import { tokenSubject } from './token-subject.ts';
 
 type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
@@ -483,7 +484,11 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     getGrantKeys,
     uploadLora,
     uploadLoraResumable: async (input) =>
-      unwrap(await uploadResumable(request, input, options.fetch), 'UploadLoraSuccess') as unknown as UploadLoraResult,
+      unwrap(
+        // the state is kept per user (the token's subject) unless the caller says whose it is
+        await uploadResumable(request, { owner: tokenSubject(await token()), ...input }, options.fetch),
+        'UploadLoraSuccess',
+      ) as unknown as UploadLoraResult,
     abortLoraUpload: (id) => abortResumable(request, id),
     uploadProgress: (variables) => subscribe(UploadProgressDocument, variables, (d) => d.uploadProgress),
     cacheEvents: (variables = {}) => subscribe(CacheEventsDocument, variables, (d) => d.cacheEvents),

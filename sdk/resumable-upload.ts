@@ -14,7 +14,7 @@ import type { CompleteLoraUploadMutation, UploadSessionFieldsFragment } from './
 /** What the SDK keeps between runs, per file. */
 export interface ResumableState {
   sessionId: string;
-  /** The file as it was when the session began (size, modification time, name): a changed file starts over. */
+  /** The file as it was when the session began (owner, size, modification time, name, content samples): a changed file starts over. */
   fileKey: string;
 }
 
@@ -29,7 +29,7 @@ export interface ResumableStore {
 export interface BlockSource {
   name: string;
   size: number;
-  /** Identifies this version of the file (e.g. `${size}:${mtimeMs}:${name}`). */
+  /** Identifies this version of the file (e.g. `${size}:${mtimeMs}:${name}`); the run adds the owner and a content fingerprint (resumeKey). */
   key: string;
   read(start: number, end: number): Promise<Uint8Array>;
   close?(): Promise<void>;
@@ -53,6 +53,12 @@ export interface ResumableOptions {
   signal?: AbortSignal;
   /** Blocks in flight at once. @default 4 */
   concurrency?: number;
+  /**
+   * Who uploads (a user id: the API token's subject), part of the key the state is kept under, so
+   * users sharing a browser or a folder never resume or overwrite each other's sessions. The SDK
+   * client passes its token's subject. @default ''
+   */
+  owner?: string;
   /** Tries per block before the run fails (the next run resumes). @default 6 */
   blockTries?: number;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
@@ -100,9 +106,10 @@ export async function runResumableUpload(
   stats: ResumableRunStats = { bytesSent: 0, blocksSent: 0, blocksResumed: 0 },
 ): Promise<CompleteLoraUploadMutation['completeLoraUpload']> {
   const putBlock = options.putBlock ?? fetchBlockPut(options.fetch ?? ((input, init) => globalThis.fetch(input, init)));
-  const session = await resumeOrBegin(api, source, store, options);
+  const key = await resumeKey(source, options.owner);
+  const session = await resumeOrBegin(api, source, store, key, options);
   if (session.state === 'COMPLETED' && session.loraId) {
-    await store.delete(source.key);
+    await store.delete(key);
     return api.finished(session.loraId);
   }
   const held = new Set(session.stagedBlockIds ?? []);
@@ -166,7 +173,7 @@ export async function runResumableUpload(
     await pool(lacking, options.concurrency ?? 4, stage);
     return true;
   };
-  return completeSession(api, session, () => store.delete(source.key), restage, options);
+  return completeSession(api, session, () => store.delete(key), restage, options);
 }
 
 type CompleteResult = CompleteLoraUploadMutation['completeLoraUpload'];
@@ -257,27 +264,69 @@ function isBlockListProblem(result: CompleteResult): boolean {
   return result.__typename === 'ValidationError' && result.issues.some((i) => i.path === 'blockIds');
 }
 
+/**
+ * The key a run's state is kept under: who uploads, the file's size, modification time and name,
+ * and a sha256 of samples of its content, so two files alike in name, size and time (the same
+ * `pytorch_lora_weights.safetensors` of one architecture) never resume each other's session.
+ */
+export async function resumeKey(source: BlockSource, owner = ''): Promise<string> {
+  return `${owner}:${source.key}:${await contentFingerprint(source)}`;
+}
+
+const EDGE_BYTES = 1024 * 1024;
+const SAMPLES = 14;
+const SAMPLE_BYTES = 64 * 1024;
+
+/** sha256 (hex) of the file's first and last MiB and 14 evenly spaced 64 KiB samples: about 3 MiB read, whatever the size. */
+async function contentFingerprint(source: BlockSource): Promise<string> {
+  const size = source.size;
+  const ranges: [number, number][] = [
+    [0, Math.min(EDGE_BYTES, size)],
+    [Math.max(0, size - EDGE_BYTES), size],
+  ];
+  for (let i = 1; i <= SAMPLES; i++) {
+    const at = Math.floor((size * i) / (SAMPLES + 1));
+    ranges.push([at, Math.min(size, at + SAMPLE_BYTES)]);
+  }
+  const parts = await Promise.all(ranges.map(([start, end]) => source.read(start, end)));
+  const all = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  const digest = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', all));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 async function resumeOrBegin(
   api: ResumableApi,
   source: BlockSource,
   store: ResumableStore,
+  key: string,
   options: ResumableOptions,
 ): Promise<UploadSessionFieldsFragment> {
-  const saved = await store.get(source.key);
-  if (saved && saved.fileKey === source.key) {
+  const saved = await store.get(key);
+  if (saved && saved.fileKey === key) {
     const found = await api.session(saved.sessionId);
     // an earlier run's completion still going (it crashed or timed out meanwhile): its outcome decides
     const session =
       found?.state === 'COMPLETING'
         ? await waitWhileCompleting(api, found.id, Date.now() + (options.completeWaitMs ?? 600_000), options.signal)
         : found;
-    const live = session && session.sizeBytes === source.size && (session.state === 'OPEN' || session.state === 'COMPLETED');
+    // the session must be this file's: its name, size and block layout (a key is no proof)
+    const live =
+      session &&
+      session.sizeBytes === source.size &&
+      session.fileName === source.name &&
+      session.blockIds.length === Math.ceil(source.size / session.blockBytes) &&
+      (session.state === 'OPEN' || session.state === 'COMPLETED');
     if (live && session.state === 'OPEN' && new Date(session.expiresAt).getTime() > Date.now() + 60_000) {
       const renewed = await api.renew(session.id);
       return { ...renewed, stagedBlockIds: session.stagedBlockIds, stagedBytes: session.stagedBytes };
     }
     if (live && session.state === 'COMPLETED') return session;
-    await store.delete(source.key);
+    await store.delete(key);
   }
   const session = await api.begin({
     fileName: source.name,
@@ -285,7 +334,7 @@ async function resumeOrBegin(
     ...(options.name !== undefined ? { name: options.name } : {}),
     ...(options.tags !== undefined ? { tags: options.tags } : {}),
   });
-  await store.set(source.key, { sessionId: session.id, fileKey: source.key });
+  await store.set(key, { sessionId: session.id, fileKey: key });
   return { ...session, stagedBlockIds: [], stagedBytes: 0 };
 }
 

@@ -320,6 +320,52 @@ describe('resuming', () => {
   });
 });
 
+describe('resuming only the same file', () => {
+  it('another file with the same name, size and time dropped after a reload gets its own session and its own bytes', async () => {
+    const { userId, token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    await throttleUploads(context, page, 1_000_000);
+    const file = largeSafetensors(8);
+    const first = {
+      name: 'pytorch_lora_weights.safetensors',
+      bytes: file.bytes,
+      zeroBytes: file.zeroBytes,
+      lastModified: 1_700_000_000_000,
+    };
+    await dropFiles(page, [first]);
+    await eventually(async () => (await sessionsOf(userId)).length).toBe(1);
+    const [session] = await sessionsOf(userId);
+    // the first block (where the two files differ) is in storage, then the page reloads
+    const firstBlock = Buffer.from('lvb-000000').toString('base64');
+    await eventually(async () => {
+      const list = await server.app.blobs.sessionBlob(session?.blob_path as string).blockList();
+      return [...list.committed, ...list.uncommitted].some((b) => b.id === firstBlock);
+    }).toBe(true);
+    await page.reload();
+    await page.getByTestId('empty-state').waitFor();
+    expect(await savedSessionKeys(page)).toHaveLength(1);
+
+    const otherBytes = Buffer.from(file.bytes);
+    const at = otherBytes.length - 2; // a weight of the small tensors: another file, alike in name, size and time
+    otherBytes[at] = (otherBytes[at] ?? 0) ^ 0x01;
+    await dropFiles(page, [{ ...first, bytes: otherBytes }]);
+    await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
+    const sha256 = createHash('sha256')
+      .update(Buffer.concat([otherBytes, Buffer.alloc(file.zeroBytes)]))
+      .digest('hex');
+    const [stored] = (await listLoras(server, token)).loras;
+    expect(stored?.sha256).toBe(sha256);
+    // the first file's session is untouched (still OPEN, still saved), the second completed
+    expect((await sessionsOf(userId)).map((s) => s.state).sort()).toEqual(['COMPLETED', 'OPEN']);
+    const keys = await savedSessionKeys(page);
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).toContain(userId); // kept per user: another user signed in here never meets it
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
+
 describe('editing and deleting', () => {
   it('renames and retags, then deletes with confirmation; the list and quota follow', async () => {
     const { userId, token } = await newUser();
