@@ -6,6 +6,7 @@
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { type DocumentNode, Kind, type OperationDefinitionNode, print } from 'graphql';
 import { createClient as createWsClient, type Client as WsClient } from 'graphql-ws';
+import { delay } from './abortable-delay.ts';
 import { LoraSdkError, networkError, resultFromResponse } from './errors.ts';
 import {
   CacheEventsDocument,
@@ -63,6 +64,7 @@ import {
 } from './gql/graphql.ts';
 import { type GrantKeySet, grantKeysFromResponse, grantKeysUrl } from './grant-keys.ts';
 import { abortResumable, type UploadLoraResumableInput, uploadResumable } from './resumable-client.ts';
+import { tokenSubject } from './token-subject.ts';
 
 type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
@@ -223,21 +225,6 @@ function unwrap<T extends { __typename: string }, K extends T['__typename']>(val
   });
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 /** Full jitter: uniform in [0, min(max, base · 2^attempt)]. */
 export function backoffDelay(attempt: number, retry: Required<RetryOptions>, random: () => number = Math.random): number {
   return Math.round(random() * Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** attempt));
@@ -346,7 +333,7 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
         // a rate limit says how long: wait that (not less), unless it is longer than a retry may wait
         const limitedMs = (sdkError.retryAfterSeconds ?? 0) * 1000;
         if (limitedMs > retry.maxDelayMs) throw sdkError;
-        await sleep(Math.max(limitedMs, backoffDelay(n, retry)), signal);
+        await delay(Math.max(limitedMs, backoffDelay(n, retry)), signal);
       }
     }
   }
@@ -497,7 +484,11 @@ export function createLoraClient(options: LoraClientOptions): LoraClient {
     getGrantKeys,
     uploadLora,
     uploadLoraResumable: async (input) =>
-      unwrap(await uploadResumable(request, input, options.fetch, timeoutMs), 'UploadLoraSuccess') as unknown as UploadLoraResult,
+      unwrap(
+        // the state is kept per user (the token's subject) unless the caller says whose it is
+        await uploadResumable(request, { owner: tokenSubject(await token()), ...input }, options.fetch, timeoutMs),
+        'UploadLoraSuccess',
+      ) as unknown as UploadLoraResult,
     abortLoraUpload: (id) => abortResumable(request, id),
     uploadProgress: (variables) => subscribe(UploadProgressDocument, variables, (d) => d.uploadProgress),
     cacheEvents: (variables = {}) => subscribe(CacheEventsDocument, variables, (d) => d.cacheEvents),

@@ -38,7 +38,9 @@ export function resumableApi(request: RequestFn, call: { signal?: AbortSignal } 
     renew: async (id) => session((await request(RenewLoraUploadDocument, { id }, call)).renewLoraUpload),
     session: async (id) => {
       const found = (await request(LoraUploadSessionDocument, { id }, call)).loraUploadSession;
-      return found.__typename === 'LoraUploadSession' ? found : undefined;
+      if (found.__typename === 'LoraUploadSession') return found;
+      if (found.__typename === 'UploadSessionNotFoundError') return undefined;
+      throw LoraSdkError.domain(found); // RATE_LIMITED: not an answer about the session
     },
     complete: async (id, blockIds) => (await request(CompleteLoraUploadDocument, { id, blockIds }, call)).completeLoraUpload,
     finished: async (loraId) => {

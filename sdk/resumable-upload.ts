@@ -7,13 +7,14 @@
  * write-only SAS (`concurrency` at once, each retried with backoff; an expired SAS is renewed),
  * then complete. The saved state is removed when the session ends (completed, refused, expired).
  */
+import { delay } from './abortable-delay.ts';
 import { LoraSdkError, networkError } from './errors.ts';
 import type { CompleteLoraUploadMutation, LoraUploadSource, UploadSessionFieldsFragment } from './gql/graphql.ts';
 
 /** What the SDK keeps between runs, per file. */
 export interface ResumableState {
   sessionId: string;
-  /** The file as it was when the session began (size, modification time, name): a changed file starts over. */
+  /** The file as it was when the session began (owner, size, modification time, name, content samples): a changed file starts over. */
   fileKey: string;
 }
 
@@ -28,7 +29,7 @@ export interface ResumableStore {
 export interface BlockSource {
   name: string;
   size: number;
-  /** Identifies this version of the file (e.g. `${size}:${mtimeMs}:${name}`). */
+  /** Identifies this version of the file (e.g. `${size}:${mtimeMs}:${name}`); the run adds the owner and a content fingerprint (resumeKey). */
   key: string;
   read(start: number, end: number): Promise<Uint8Array>;
   close?(): Promise<void>;
@@ -64,6 +65,12 @@ export interface ResumableOptions {
   signal?: AbortSignal;
   /** Blocks in flight at once. @default 4 */
   concurrency?: number;
+  /**
+   * Who uploads (a user id: the API token's subject), part of the key the state is kept under, so
+   * users sharing a browser or a folder never resume or overwrite each other's sessions. The SDK
+   * client passes its token's subject. @default ''
+   */
+  owner?: string;
   /** Tries per block before the run fails (the next run resumes). @default 6 */
   blockTries?: number;
   /**
@@ -75,6 +82,11 @@ export interface ResumableOptions {
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
   /** How a block is sent (Node: node-resumable.ts's `httpBlockPut`, a quarter of fetch's CPU). @default `fetch` */
   putBlock?: BlockPut;
+  /**
+   * How long completion may wait for a busy server (TOO_MANY_UPLOADS, RATE_LIMITED: tried again)
+   * or for a completion an earlier run started; past it the session is kept for a later run. @default 600000
+   */
+  completeWaitMs?: number;
 }
 
 /** One Put Block: the body to the URL, resolving with storage's status once the answer is read. */
@@ -110,9 +122,10 @@ export async function runResumableUpload(
   stats: ResumableRunStats = { bytesSent: 0, blocksSent: 0, blocksResumed: 0 },
 ): Promise<CompleteLoraUploadMutation['completeLoraUpload']> {
   const putBlock = options.putBlock ?? fetchBlockPut(options.fetch ?? ((input, init) => globalThis.fetch(input, init)));
-  const session = await resumeOrBegin(api, source, store, options);
+  const key = await resumeKey(source, options.owner);
+  const session = await resumeOrBegin(api, source, store, key, options);
   if (session.state === 'COMPLETED' && session.loraId) {
-    await store.delete(source.key);
+    await store.delete(key);
     return api.finished(session.loraId);
   }
   const held = new Set(session.stagedBlockIds ?? []);
@@ -168,45 +181,173 @@ export async function runResumableUpload(
     options.onProgress?.(done, source.size);
   }
   await pool(missing, options.concurrency ?? 4, stage);
-  let result = await api.complete(session.id, session.blockIds);
   // A block staged at the instant the server committed the blocks it validates ahead is dropped by
   // storage; completion names it (a ValidationError on blockIds, the session still OPEN): stage what
   // storage lacks and complete again.
-  for (let round = 0; round < 3 && isBlockListProblem(result); round++) {
+  const restage = async (): Promise<boolean> => {
     const now = await api.session(session.id);
-    if (now?.state !== 'OPEN') break;
+    if (now?.state !== 'OPEN') return false;
     const stagedNow = new Set(now.stagedBlockIds ?? []);
     const lacking = session.blockIds.map((id, i) => ({ id, i })).filter((b) => !stagedNow.has(b.id));
-    if (lacking.length === 0) break;
+    if (lacking.length === 0) return false;
     for (const b of lacking) done -= sizeOf(b.i); // counted when first sent
     await pool(lacking, options.concurrency ?? 4, stage);
-    result = await api.complete(session.id, session.blockIds);
-  }
-  // Ended either way unless the block list was refused (the session is still OPEN: a next run re-checks it).
-  if (!isBlockListProblem(result)) await store.delete(source.key);
-  return result;
+    return true;
+  };
+  return completeSession(api, session, () => store.delete(key), restage, options);
 }
 
-function isBlockListProblem(result: CompleteLoraUploadMutation['completeLoraUpload']): boolean {
+type CompleteResult = CompleteLoraUploadMutation['completeLoraUpload'];
+
+/**
+ * completeLoraUpload until the session has ended, and the saved state forgotten only then. A busy
+ * server (TOO_MANY_UPLOADS, RATE_LIMITED: the session stays OPEN) is asked again after a wait
+ * (its retryAfterSeconds, else backoff); a lost answer (timeout, cut, 5xx) is looked up on the
+ * session: still COMPLETING is waited for, COMPLETED gives its LoRA, OPEN is completed again.
+ * All within `completeWaitMs`; past it the last answer is returned (or COMPLETION_PENDING thrown)
+ * with the state kept, so a later run carries on without sending a block again.
+ */
+async function completeSession(
+  api: ResumableApi,
+  session: UploadSessionFieldsFragment,
+  forget: () => Promise<void>,
+  restage: () => Promise<boolean>,
+  options: ResumableOptions,
+): Promise<CompleteResult> {
+  const deadline = Date.now() + (options.completeWaitMs ?? 600_000);
+  let restaged = 0;
+  for (let attempt = 0; ; attempt++) {
+    let answer: CompleteResult | undefined;
+    let lost: LoraSdkError | undefined;
+    try {
+      answer = await api.complete(session.id, session.blockIds);
+    } catch (error) {
+      lost = networkError(error);
+      if (options.signal?.aborted || !lost.retryable) throw lost;
+    }
+    if (answer && isBlockListProblem(answer) && restaged < 3) {
+      restaged++;
+      if (await restage()) continue;
+    }
+    if (answer?.__typename === 'UploadLoraSuccess') {
+      await forget();
+      return answer;
+    }
+    const busy = answer?.__typename === 'TooManyUploadsError' || answer?.__typename === 'RateLimitedError';
+    if (!busy) {
+      // refused, interrupted or unanswered: where does the session stand?
+      const now = await waitWhileCompleting(api, session.id, deadline, options.signal);
+      if (now?.state === 'COMPLETED' && now.loraId) {
+        await forget();
+        return api.finished(now.loraId);
+      }
+      if (now?.state !== 'OPEN' || new Date(now.expiresAt).getTime() <= Date.now()) {
+        await forget(); // ended (FAILED, ABORTED, EXPIRED) or gone: a next run starts over
+        if (answer) return answer;
+        throw LoraSdkError.network('UPLOAD_SESSION_ENDED', `the upload session ended ${now?.state ?? 'NOT_FOUND'} while completing`, {
+          cause: lost,
+        });
+      }
+      if (answer) return answer; // refused and still OPEN (a block list storage does not hold): kept for a next run
+    }
+    const retryAfter = (answer as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds ?? lost?.retryAfterSeconds;
+    const wait =
+      retryAfter !== undefined ? retryAfter * 1000 : Math.round(Math.min(30_000, 1000 * 2 ** attempt) * (0.5 + Math.random() / 2));
+    if (Date.now() + wait > deadline) {
+      if (answer) return answer; // busy for too long: the session and its state stay for a next run
+      throw lost as LoraSdkError;
+    }
+    await delay(wait, options.signal);
+  }
+}
+
+/** The session, once it is no longer COMPLETING (polled with backoff); COMPLETION_PENDING past `deadline`. */
+async function waitWhileCompleting(
+  api: ResumableApi,
+  id: string,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<UploadSessionFieldsFragment | undefined> {
+  for (let n = 0; ; n++) {
+    const now = await api.session(id);
+    if (now?.state !== 'COMPLETING') return now;
+    if (Date.now() >= deadline) {
+      throw LoraSdkError.network(
+        'COMPLETION_PENDING',
+        'the upload session is still being completed: run the upload again later to get its LoRA',
+      );
+    }
+    await delay(Math.min(5_000, 500 * 2 ** n, Math.max(0, deadline - Date.now())), signal);
+  }
+}
+
+function isBlockListProblem(result: CompleteResult): boolean {
   return result.__typename === 'ValidationError' && result.issues.some((i) => i.path === 'blockIds');
+}
+
+/**
+ * The key a run's state is kept under: who uploads, the file's size, modification time and name,
+ * and a sha256 of samples of its content, so two files alike in name, size and time (the same
+ * `pytorch_lora_weights.safetensors` of one architecture) never resume each other's session.
+ */
+export async function resumeKey(source: BlockSource, owner = ''): Promise<string> {
+  return `${owner}:${source.key}:${await contentFingerprint(source)}`;
+}
+
+const EDGE_BYTES = 1024 * 1024;
+const SAMPLES = 14;
+const SAMPLE_BYTES = 64 * 1024;
+
+/** sha256 (hex) of the file's first and last MiB and 14 evenly spaced 64 KiB samples: about 3 MiB read, whatever the size. */
+async function contentFingerprint(source: BlockSource): Promise<string> {
+  const size = source.size;
+  const ranges: [number, number][] = [
+    [0, Math.min(EDGE_BYTES, size)],
+    [Math.max(0, size - EDGE_BYTES), size],
+  ];
+  for (let i = 1; i <= SAMPLES; i++) {
+    const at = Math.floor((size * i) / (SAMPLES + 1));
+    ranges.push([at, Math.min(size, at + SAMPLE_BYTES)]);
+  }
+  const parts = await Promise.all(ranges.map(([start, end]) => source.read(start, end)));
+  const all = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  const digest = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', all));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 async function resumeOrBegin(
   api: ResumableApi,
   source: BlockSource,
   store: ResumableStore,
+  key: string,
   options: ResumableOptions,
 ): Promise<UploadSessionFieldsFragment> {
-  const saved = await store.get(source.key);
-  if (saved && saved.fileKey === source.key) {
-    const session = await api.session(saved.sessionId);
-    const live = session && session.sizeBytes === source.size && (session.state === 'OPEN' || session.state === 'COMPLETED');
+  const saved = await store.get(key);
+  if (saved && saved.fileKey === key) {
+    const found = await api.session(saved.sessionId);
+    // an earlier run's completion still going (it crashed or timed out meanwhile): its outcome decides
+    const session =
+      found?.state === 'COMPLETING'
+        ? await waitWhileCompleting(api, found.id, Date.now() + (options.completeWaitMs ?? 600_000), options.signal)
+        : found;
+    // the session must be this file's: its name, size and block layout (a key is no proof)
+    const live =
+      session &&
+      session.sizeBytes === source.size &&
+      session.fileName === source.name &&
+      session.blockIds.length === Math.ceil(source.size / session.blockBytes) &&
+      (session.state === 'OPEN' || session.state === 'COMPLETED');
     if (live && session.state === 'OPEN' && new Date(session.expiresAt).getTime() > Date.now() + 60_000) {
       const renewed = await api.renew(session.id);
       return { ...renewed, stagedBlockIds: session.stagedBlockIds, stagedBytes: session.stagedBytes };
     }
     if (live && session.state === 'COMPLETED') return session;
-    await store.delete(source.key);
+    await store.delete(key);
   }
   const session = await api.begin({
     fileName: source.name,
@@ -215,7 +356,7 @@ async function resumeOrBegin(
     ...(options.tags !== undefined ? { tags: options.tags } : {}),
     ...(options.uploadSource != null ? { uploadSource: options.uploadSource } : {}),
   });
-  await store.set(source.key, { sessionId: session.id, fileKey: source.key });
+  await store.set(key, { sessionId: session.id, fileKey: key });
   return { ...session, stagedBlockIds: [], stagedBytes: 0 };
 }
 
@@ -235,19 +376,4 @@ async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<voi
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   if (failure !== undefined) throw failure;
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        reject(networkError(Object.assign(new Error('aborted'), { name: 'AbortError' })));
-      },
-      { once: true },
-    );
-  });
 }

@@ -13,5 +13,6 @@ export {
   type ResumableRunStats,
   type ResumableState,
   type ResumableStore,
+  resumeKey,
   runResumableUpload,
 } from './resumable-upload.ts';

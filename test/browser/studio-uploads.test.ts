@@ -215,13 +215,15 @@ describe('uploading', () => {
 describe('cancelling', () => {
   it('Cancel stops an upload in flight: the row says so, the session is aborted, nothing is stored, the quota is untouched', async () => {
     const { userId, token, context, page, errors } = await throttledLibraryPage(1_000_000);
-    const file = largeSafetensors(16);
+    // ≥ 48 s of sending: Cancel comes while blocks still go, however slowly a loaded machine shows the first ones
+    const file = largeSafetensors(48);
     await dropFiles(page, [{ name: 'slow.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
     await eventually(() =>
       rows(page)
         .locator('progress')
         .evaluate((bar) => Number((bar as HTMLProgressElement).value) > 0),
     ).toBe(true);
+    expect(await savedSessionKeys(page)).toHaveLength(1); // the page keeps the session while it sends
     await page.getByRole('button', { name: 'Cancel upload of slow.safetensors' }).click();
     await eventually(() => rows(page).getAttribute('data-phase')).toBe('CANCELLED');
     expect(await rows(page).innerText()).toMatch(/The upload of “slow\.safetensors” was cancelled\. Nothing was stored\./);
@@ -234,6 +236,44 @@ describe('cancelling', () => {
     expect(await server.app.blobs.sessionBlob(session?.blob_path as string).blockList()).toEqual({ committed: [], uncommitted: [] });
     // and the page forgot it: the same file dropped again starts a new session
     expect(await savedSessionKeys(page)).toEqual([]);
+    expect(errors).toEqual([]);
+    await context.close();
+  }, 120_000);
+});
+
+describe('validating', () => {
+  it('once every block is in storage and the file is being checked, Cancel gives way to a disabled "Validating…"', async () => {
+    const { token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    // every rendering of the row: its phase, and which of its buttons can be pressed
+    await page.evaluate(() => {
+      const seen: { phase: string | null; cancel: boolean; validating: boolean }[] = [];
+      (window as unknown as { buttonsSeen: typeof seen }).buttonsSeen = seen;
+      new MutationObserver(() => {
+        const row = document.querySelector('[data-testid="upload-row"]');
+        if (!row) return;
+        const buttons = [...row.querySelectorAll('button')];
+        const entry = {
+          phase: row.getAttribute('data-phase'),
+          cancel: buttons.some((b) => b.textContent === 'Cancel' && !b.disabled),
+          validating: buttons.some((b) => b.textContent === 'Validating…' && b.disabled),
+        };
+        const last = seen.at(-1);
+        if (!last || JSON.stringify(last) !== JSON.stringify(entry)) seen.push(entry);
+      }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
+    });
+    const file = largeSafetensors(4);
+    await dropFiles(page, [{ name: 'checked.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
+    await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
+    const seen = await page.evaluate(
+      () => (window as unknown as { buttonsSeen: { phase: string; cancel: boolean; validating: boolean }[] }).buttonsSeen,
+    );
+    expect(seen.some((s) => s.phase === 'RECEIVING' && s.cancel)).toBe(true);
+    const checking = seen.filter((s) => s.phase === 'VALIDATING' || s.phase === 'STORING');
+    expect(checking.length, JSON.stringify(seen)).toBeGreaterThan(0);
+    // a Cancel there could not stop the completion (the upload ends DONE): none is offered
+    expect(checking.filter((s) => s.cancel || !s.validating)).toEqual([]);
     expect(errors).toEqual([]);
     await context.close();
   });
@@ -272,6 +312,52 @@ describe('resuming', () => {
     const [stored] = (await listLoras(server, token)).loras;
     expect(stored).toMatchObject({ name: 'resumed', sizeBytes: file.totalBytes, sha256 });
     expect(await savedSessionKeys(page)).toEqual([]);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+});
+
+describe('resuming only the same file', () => {
+  it('another file with the same name, size and time dropped after a reload gets its own session and its own bytes', async () => {
+    const { userId, token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    await throttleUploads(context, page, 1_000_000);
+    const file = largeSafetensors(8);
+    const first = {
+      name: 'pytorch_lora_weights.safetensors',
+      bytes: file.bytes,
+      zeroBytes: file.zeroBytes,
+      lastModified: 1_700_000_000_000,
+    };
+    await dropFiles(page, [first]);
+    await eventually(async () => (await sessionsOf(userId)).length).toBe(1);
+    const [session] = await sessionsOf(userId);
+    // the first block (where the two files differ) is in storage, then the page reloads
+    const firstBlock = Buffer.from('lvb-000000').toString('base64');
+    await eventually(async () => {
+      const list = await server.app.blobs.sessionBlob(session?.blob_path as string).blockList();
+      return [...list.committed, ...list.uncommitted].some((b) => b.id === firstBlock);
+    }).toBe(true);
+    await page.reload();
+    await page.getByTestId('empty-state').waitFor();
+    expect(await savedSessionKeys(page)).toHaveLength(1);
+
+    const otherBytes = Buffer.from(file.bytes);
+    const at = otherBytes.length - 2; // a weight of the small tensors: another file, alike in name, size and time
+    otherBytes[at] = (otherBytes[at] ?? 0) ^ 0x01;
+    await dropFiles(page, [{ ...first, bytes: otherBytes }]);
+    await expect.poll(() => rows(page).getAttribute('data-phase'), { timeout: 60_000, interval: 100 }).toBe('DONE');
+    const sha256 = createHash('sha256')
+      .update(Buffer.concat([otherBytes, Buffer.alloc(file.zeroBytes)]))
+      .digest('hex');
+    const [stored] = (await listLoras(server, token)).loras;
+    expect(stored?.sha256).toBe(sha256);
+    // the first file's session is untouched (still OPEN, still saved), the second completed
+    expect((await sessionsOf(userId)).map((s) => s.state).sort()).toEqual(['COMPLETED', 'OPEN']);
+    const keys = await savedSessionKeys(page);
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).toContain(userId); // kept per user: another user signed in here never meets it
     expect(errors).toEqual([]);
     await context.close();
   });

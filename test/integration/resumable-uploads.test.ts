@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BlockBlobClient, ContainerClient } from '@azure/storage-blob';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -227,6 +227,58 @@ describe('uploadLoraResumable', () => {
     );
     expect(claimed.body.errors?.[0]?.message).toMatch(/LoraUploadSource/);
   });
+
+  it("two files alike in name, size and modification time, or two users, never resume or overwrite each other's session", async () => {
+    const first = await user();
+    const second = await user();
+    const a = bigLora(2);
+    const b = Buffer.from(a);
+    b[100_000] = (b[100_000] ?? 0) ^ 0x01; // another file: one weight in its first blocks differs
+    const pathA = join(dir, randomUUID(), 'pytorch_lora_weights.safetensors');
+    const pathB = join(dir, randomUUID(), 'pytorch_lora_weights.safetensors');
+    for (const [path, bytes] of [
+      [pathA, a],
+      [pathB, b],
+    ] as const) {
+      await mkdir(dirname(path));
+      await writeFile(path, bytes);
+      await utimes(path, 1_700_000_000, 1_700_000_000);
+    }
+    const saved = new Map<string, ResumableState>();
+    const store = {
+      get: async (key: string) => saved.get(key),
+      set: async (key: string, state: ResumableState) => void saved.set(key, state),
+      delete: async (key: string) => void saved.delete(key),
+    };
+    const client = createLoraClient({ url: server.graphqlUrl, token: first.token });
+    // the first file stopped half-way: its session is kept
+    const stop = new AbortController();
+    await client
+      .uploadLoraResumable({
+        file: { path: pathA },
+        store,
+        signal: stop.signal,
+        concurrency: 1,
+        onProgress: (sent, total) => {
+          if (sent >= total / 2) stop.abort();
+        },
+      })
+      .catch(() => undefined);
+    expect(saved.size).toBe(1);
+    // the other file, same name, size and time: its own session, its own bytes
+    const other = await client.uploadLoraResumable({ file: { path: pathB }, store });
+    expect(other.lora.sha256).toBe(sha256(b));
+    // another user with the first file: their own session; the first user's entry stays
+    const secondClient = createLoraClient({ url: server.graphqlUrl, token: second.token });
+    const theirs = await secondClient.uploadLoraResumable({ file: { path: pathA }, store });
+    expect(theirs.lora.sha256).toBe(sha256(a));
+    const stats: ResumableRunStats = { bytesSent: 0, blocksSent: 0, blocksResumed: 0 };
+    const resumed = await client.uploadLoraResumable({ file: { path: pathA }, store, stats });
+    expect(resumed.lora.sha256).toBe(sha256(a));
+    expect(stats.blocksResumed).toBeGreaterThan(0);
+    expect(saved.size).toBe(0);
+    await Promise.all([client.close(), secondClient.close()]);
+  }, 60_000);
 
   it('publishes VALIDATING progress while the stored file is read, then DONE, on the session id', async () => {
     const { token } = await user();

@@ -26,7 +26,9 @@ export type Fault =
   /** Send the response headers, then nothing (until the client gives up). */
   | { kind: 'stall' }
   /** Wait this long before forwarding. */
-  | { kind: 'delay'; ms: number };
+  | { kind: 'delay'; ms: number }
+  /** Forward once `until` settles (the test decides when, e.g. to hold a completion mid-way). */
+  | { kind: 'hold'; until: Promise<unknown> };
 
 export type FaultKind = Fault['kind'];
 
@@ -204,6 +206,7 @@ export async function startCorruptingProxy(targetPort: number): Promise<Corrupti
       req.pipe(upstream);
     };
     if (fault?.kind === 'delay') setTimeout(forward, fault.ms);
+    else if (fault?.kind === 'hold') void fault.until.then(forward, forward);
     else forward();
   };
 

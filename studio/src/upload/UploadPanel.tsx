@@ -1,6 +1,6 @@
 import { type DragEvent, useId, useRef, useState } from 'react';
 import { formatBytes } from '../shared/format.ts';
-import { isActive, type UploadItem, type UploadPhase } from './useUploads.ts';
+import { cancellable, isActive, type UploadItem, type UploadPhase } from './useUploads.ts';
 
 /**
  * Drop zone and file picker for one or several LoRA files, and one row per upload: its phase,
@@ -105,7 +105,12 @@ function UploadRow({ item, onCancel, onDismiss }: { item: UploadItem; onCancel: 
           {item.message}
         </p>
       )}
-      {active ? (
+      {active && !cancellable(item.phase) ? (
+        // every block is in storage and the server is checking the file: that cannot be stopped any more
+        <button type="button" className="button" disabled title="The file is being checked; it can no longer be cancelled">
+          Validating…
+        </button>
+      ) : active ? (
         <button type="button" className="button" aria-label={`Cancel upload of ${item.fileName}`} onClick={() => onCancel(item.key)}>
           Cancel
         </button>

@@ -13,10 +13,12 @@ import {
   type ResumableApi,
   type ResumableStore,
   resumableApi,
+  resumeKey,
   runResumableUpload,
 } from '@lora-vault/sdk/resumable';
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { useClient } from 'urql';
+import { claimsOf } from '../auth/session.ts';
 import { UPLOAD_CONCURRENCY } from '../config.ts';
 import { newUuid } from '../shared/format.ts';
 import { quotaSentence, requestErrorSentence, type UploadError, uploadErrorSentence } from './sentences.ts';
@@ -27,7 +29,8 @@ import { urqlRequest } from './urql-request.ts';
  * sent when it cannot fit), then uploaded the resumable way with the SDK's run
  * (`@lora-vault/sdk/resumable`): beginLoraUpload, blocks PUT straight to Blob Storage through the
  * session's write-only SAS, completeLoraUpload. The session id is kept in IndexedDB under the
- * file's name, size and modification time, so the same file dropped again after a reload resumes
+ * user and the file's name, size, modification time and content samples (the SDK's resumeKey),
+ * so the same file dropped again after a reload resumes
  * (only the blocks storage lacks are sent). Progress: bytes storage holds, then the server's
  * `uploadProgress` for the session (VALIDATING → STORING). Cancel stops the run and aborts the
  * session, so storage and the quota keep nothing.
@@ -55,6 +58,11 @@ export function isActive(item: UploadItem): boolean {
   return item.phase === 'QUEUED' || ACTIVE.has(item.phase);
 }
 
+/** Cancel can still stop it: queued, or blocks still going to storage (not once completion runs: VALIDATING, STORING). */
+export function cancellable(phase: UploadPhase): boolean {
+  return phase === 'QUEUED' || phase === 'RECEIVING';
+}
+
 export function useUploads(options: { token: string; quota: Quota; onUploaded: (quota: QuotaFieldsFragment) => void }) {
   const client = useClient();
   const [items, setItems] = useState<UploadItem[]>([]);
@@ -78,6 +86,12 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
       aborts.current.set(item.key, abort);
       const request = urqlRequest(client);
       const source = blobBlockSource(file);
+      // IndexedDB entries are per user: another user signed in to this browser never resumes or overwrites them
+      const owner = claimsOf(latest.current.token).sub ?? '';
+      const forget = () =>
+        resumeKey(source, owner)
+          .then((key) => sessionStore().delete(key))
+          .catch(() => undefined);
       let sessionId: string | null = null;
       let progress: { unsubscribe(): void } | undefined;
       let stored = 0; // bytes storage holds (staged blocks, earlier runs' included)
@@ -107,6 +121,7 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
       try {
         const result = await runResumableUpload(api, source, sessionStore(), {
           uploadSource: 'EMPROPS_STUDIO', // recorded as flat_file's upload_source (docs/flat-file.md)
+          owner,
           signal: abort.signal,
           onProgress: (bytes) => {
             stored = bytes;
@@ -117,6 +132,9 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
           patch(item.key, { phase: 'DONE', bytesDone: file.size, loraId: result.lora.id, message: null });
           latest.current.onUploaded(result.quota);
         } else {
+          // a refusal may leave the session OPEN (the server stayed busy past the SDK's wait): end it, so FAILED holds nothing
+          if (sessionId) await abortResumable(request, sessionId).catch(() => undefined);
+          await forget();
           patch(item.key, { phase: 'FAILED', message: uploadErrorSentence(file.name, file.size, result) });
         }
       } catch (error) {
@@ -124,9 +142,7 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
         if (abort.signal.aborted) {
           // nothing is left behind: the session's blocks and its quota reservation go now
           if (sessionId) await abortResumable(request, sessionId).catch(() => undefined);
-          await sessionStore()
-            .delete(source.key)
-            .catch(() => undefined);
+          await forget();
           patch(item.key, { phase: 'CANCELLED', message: requestErrorSentence(file.name, networkError(abortError())) });
         } else if (sdkError.kind === 'domain' && sdkError.details) {
           patch(item.key, { phase: 'FAILED', message: uploadErrorSentence(file.name, file.size, sdkError.details as UploadError) });
@@ -193,6 +209,8 @@ export function useUploads(options: { token: string; quota: Quota; onUploaded: (
 
   const cancel = useCallback(
     (key: string) => {
+      const phase = itemsRef.current.find((i) => i.key === key)?.phase;
+      if (phase && !cancellable(phase)) return; // completion is running: it would end DONE anyway
       const abort = aborts.current.get(key);
       if (abort) abort.abort();
       else {
