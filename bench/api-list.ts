@@ -40,17 +40,7 @@ import {
   sqlParams,
   userUuid,
 } from './api-list-data.ts';
-import {
-  benchTempDir,
-  isCleaningUp,
-  log,
-  onCleanup,
-  runBench,
-  serverChildEnv,
-  startServerChild,
-  startServices,
-  timed,
-} from './harness.ts';
+import { benchTempDir, isCleaningUp, log, onCleanup, runBench, serverChildEnv, startServerChild, startServices, timed } from './harness.ts';
 import { compareServersOffOn, percentileOf } from './telemetry-overhead.ts';
 
 // ---------------------------------------------------------------------------------------------
