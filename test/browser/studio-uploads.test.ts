@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import type { Browser, FileChooser, Page } from 'playwright-core';
+import type { Browser, FileChooser, Page, Route } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   buildStudioIfStale,
@@ -214,9 +214,24 @@ describe('uploading', () => {
 
 describe('cancelling', () => {
   it('Cancel stops an upload in flight: the row says so, the session is aborted, nothing is stored, the quota is untouched', async () => {
-    const { userId, token, context, page, errors } = await throttledLibraryPage(1_000_000);
-    // ≥ 48 s of sending: Cancel comes while blocks still go, however slowly a loaded machine shows the first ones
-    const file = largeSafetensors(48);
+    const { userId, token } = await newUser();
+    const { context, page, errors } = await signedInPage(browser, server.url, token);
+    await page.getByTestId('empty-state').waitFor();
+    // Two Put Blocks go through; the others wait at the route until Cancel, so Cancel always comes
+    // while blocks are still going, however slow or fast the machine
+    const waiting: Route[] = [];
+    let passed = 0;
+    await context.route(
+      (url) => url.searchParams.get('comp') === 'block',
+      (route) => {
+        if (passed < 2) {
+          passed++;
+          return route.continue();
+        }
+        waiting.push(route);
+      },
+    );
+    const file = largeSafetensors(8); // 9 blocks of 1 MiB
     await dropFiles(page, [{ name: 'slow.safetensors', bytes: file.bytes, zeroBytes: file.zeroBytes }]);
     await eventually(() =>
       rows(page)
@@ -224,8 +239,10 @@ describe('cancelling', () => {
         .evaluate((bar) => Number((bar as HTMLProgressElement).value) > 0),
     ).toBe(true);
     expect(await savedSessionKeys(page)).toHaveLength(1); // the page keeps the session while it sends
+    await eventually(() => waiting.length).toBeGreaterThan(0); // blocks still going
     await page.getByRole('button', { name: 'Cancel upload of slow.safetensors' }).click();
     await eventually(() => rows(page).getAttribute('data-phase')).toBe('CANCELLED');
+    for (const route of waiting.splice(0)) await route.abort().catch(() => {}); // (the page gave them up already)
     expect(await rows(page).innerText()).toMatch(/The upload of “slow\.safetensors” was cancelled\. Nothing was stored\./);
     await screenshot(page, 'upload-cancelled');
     await eventually(async () => (await listLoras(server, token)).total).toBe(0);
