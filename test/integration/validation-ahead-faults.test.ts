@@ -9,7 +9,7 @@ import { azuriteConnectionString } from '../../server/embedded/azurite.ts';
 import { type CorruptingProxy, type ProxiedRequest, proxyToTestAzurite } from '../testkit/corrupting-proxy.ts';
 import { dataOf } from '../testkit/graphql-assertions.ts';
 import { torchZip } from '../testkit/pt-builders.ts';
-import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
+import { beginSession, heldBlocks, putBlock, stageFile, stageUntilCommitted } from '../testkit/resumable.ts';
 import { makeSafetensors } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -88,27 +88,6 @@ async function stageAndComplete(on: TestServer, session: UploadSessionFieldsFrag
   }
 }
 
-/** Waits until the server has committed every block `which` picks (staging them first). */
-async function stageUntilCommitted(
-  session: UploadSessionFieldsFragment,
-  file: Buffer,
-  which: (i: number) => boolean,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const wanted = session.blockIds.filter((_, i) => which(i));
-  await eventually(
-    async () => {
-      const list = await server.app.blobs.sessionBlob(`content/${session.id}`).blockList();
-      const held = new Set([...list.committed, ...list.uncommitted].map((b) => b.id));
-      await stageFile(session, file, (i) => which(i) && !held.has(session.blockIds[i] as string));
-      const committed = new Set(list.committed.map((b) => b.id));
-      return wanted.every((id) => committed.has(id));
-    },
-    timeoutMs,
-    'the server committing the staged blocks',
-  );
-}
-
 /** The stored LoRA's bytes are the ones its sha256 and size describe. */
 async function expectStoredAsRecorded(on: TestServer, result: Awaited<ReturnType<typeof complete>>, file: Buffer): Promise<void> {
   if (result.__typename !== 'UploadLoraSuccess') throw new Error(`completion: ${JSON.stringify(result)}`);
@@ -128,7 +107,7 @@ describe('a client racing the server with its write SAS', () => {
     const url = session.uploadUrl as string;
     const ids = session.blockIds;
     const d = 1000;
-    await stageUntilCommitted(session, file, (i) => i < 2);
+    await stageUntilCommitted(server.app, session, file, (i) => i < 2);
     // From here the server's commits of this session wait at the proxy: the window between its look
     // at the block list and its commit, wide enough for the client to stage a block again inside it.
     let holding = true;
@@ -154,7 +133,7 @@ describe('a client racing the server with its write SAS', () => {
     }
     // the rest of the file, committed ahead while the server still validates ahead (for at most 5 s)
     holding = false;
-    await stageUntilCommitted(session, file, (i) => i >= 4, 5_000).catch(() => undefined);
+    await stageUntilCommitted(server.app, session, file, (i) => i >= 4, 5_000).catch(() => undefined);
     // the right blocks 2 and 3 staged again (completion checks the staged sizes), then complete
     await stageFile(session, file, (i) => i === 2 || i === 3);
     const result = await stageAndComplete(server, session, file, token);
@@ -185,7 +164,7 @@ describe('completion after validating ahead', () => {
     const token = await server.tokens.user(newUserId());
     const file = bigLora(1);
     const session = await beginSession(server, token, { sizeBytes: file.length });
-    await stageUntilCommitted(session, file, () => true);
+    await stageUntilCommitted(server.app, session, file, () => true);
     const since = proxy.log.length;
     const result = await stageAndComplete(server, session, file, token);
     await expectStoredAsRecorded(server, result, file);
@@ -200,7 +179,7 @@ describe('completion after validating ahead', () => {
     const file = bigLora(2);
     const session = await beginSession(server, token, { sizeBytes: file.length });
     const n = session.blockIds.length;
-    await stageUntilCommitted(session, file, (i) => i < n - 2);
+    await stageUntilCommitted(server.app, session, file, (i) => i < n - 2);
     const hold = holdCommits(proxy, session);
     const since = proxy.log.length;
     // the server's look sees block n-2 and its commit waits at the proxy; the last block is staged after that look
@@ -254,7 +233,7 @@ describe('completion after validating ahead', () => {
     expect(n).toBeGreaterThan(2);
     const spool = join(server.app.config.dataDir, 'spool');
     const spooled = async () => (await readdir(spool).catch(() => [] as string[])).filter((f) => f.startsWith('upload-'));
-    await stageUntilCommitted(session, file, (i) => i < n - 1);
+    await stageUntilCommitted(server.app, session, file, (i) => i < n - 1);
     expect((await spooled()).length).toBeGreaterThan(0); // the pipeline validating ahead spools the .pt
     proxy.add({
       fault: { kind: 'status', status: 403 },
@@ -340,7 +319,7 @@ describe('limits', () => {
     const [first, second, third] = sessions as [UploadSessionFieldsFragment, UploadSessionFieldsFragment, UploadSessionFieldsFragment];
     const since = proxy.log.length;
     for (const s of sessions) await stageFile(s, file, (i) => i === 0);
-    await stageUntilCommitted(first, file, (i) => i === 0);
+    await stageUntilCommitted(server.app, first, file, (i) => i === 0);
     const after = proxy.log.length;
     await eventually(async () => seen(proxy, second, 'list', after).length >= 2, 15_000, 'two more looks at a watched session');
     expect(seen(proxy, third, 'list', since)).toEqual([]); // never looked at: no pipeline, no spool for it

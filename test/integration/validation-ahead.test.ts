@@ -11,7 +11,7 @@ import { dataOf } from '../testkit/graphql-assertions.ts';
 import { sha256 } from '../testkit/hashes.ts';
 import { capturingLogger, type LogLine } from '../testkit/log-capture.ts';
 import { postMultipart } from '../testkit/multipart.ts';
-import { beginSession, heldBlocks, putBlock, stageFile } from '../testkit/resumable.ts';
+import { beginSession, heldBlocks, putBlock, stageFile, stageUntilCommitted } from '../testkit/resumable.ts';
 import { bigLora } from '../testkit/safetensors.ts';
 import { eventually, newUserId } from '../testkit/seed.ts';
 import { startTestServer, type TestServer } from '../testkit/server.ts';
@@ -62,26 +62,6 @@ const blockOf = (file: Buffer, i: number) => file.subarray(i * BLOCK, (i + 1) * 
 /** The blocks the server has committed to the session's blob so far. */
 async function committedBlocks(session: UploadSessionFieldsFragment): Promise<string[]> {
   return (await server.app.blobs.sessionBlob(`content/${session.id}`).blockList()).committed.map((b) => b.id);
-}
-
-/**
- * Stages the blocks `which` picks until the server has committed them all. A block staged at the
- * instant of one of the server's commits is dropped by storage (the SDK stages it again when
- * completion names it); here it is staged again as soon as it is seen missing.
- */
-async function stageUntilCommitted(session: UploadSessionFieldsFragment, file: Buffer, which: (i: number) => boolean): Promise<void> {
-  const wanted = session.blockIds.filter((_, i) => which(i));
-  await eventually(
-    async () => {
-      const list = await server.app.blobs.sessionBlob(`content/${session.id}`).blockList();
-      const held = new Set([...list.committed, ...list.uncommitted].map((b) => b.id));
-      await stageFile(session, file, (i) => which(i) && !held.has(session.blockIds[i] as string));
-      const committed = new Set(list.committed.map((b) => b.id));
-      return wanted.every((id) => committed.has(id));
-    },
-    15_000,
-    'the server committing the staged blocks',
-  );
 }
 
 /** Stages what storage lacks of `file` and completes; again while completion names blocks dropped meanwhile (as the SDK does). */
@@ -137,7 +117,7 @@ describe('validation ahead of completion', () => {
     const session = await beginSession(server, token, { sizeBytes: file.length });
     // one block further on first, then the first half in order
     await stageFile(session, file, (i) => i === 15);
-    await stageUntilCommitted(session, file, (i) => i < 12 || i === 15);
+    await stageUntilCommitted(server.app, session, file, (i) => i < 12 || i === 15);
     // the out-of-order block was committed with the rest (not discarded), after the validated prefix
     expect(await committedBlocks(session)).toEqual([...session.blockIds.slice(0, 12), session.blockIds[15]]);
     const since = proxy.log.length;
@@ -154,7 +134,7 @@ describe('validation ahead of completion', () => {
     const token = await userToken();
     const file = bigLora(2); // 8 blocks
     const session = await beginSession(server, token, { sizeBytes: file.length });
-    await stageUntilCommitted(session, file, (i) => i < 4);
+    await stageUntilCommitted(server.app, session, file, (i) => i < 4);
     const other = Buffer.alloc(BLOCK, 0x41);
     expect(await putBlock(session.uploadUrl as string, session.blockIds[1] as string, other)).toBe(201);
     const result = await stageAndComplete(session, file, token);
@@ -166,7 +146,7 @@ describe('validation ahead of completion', () => {
     const token = await userToken();
     const file = bigLora(2); // 8 blocks
     const session = await beginSession(server, token, { sizeBytes: file.length });
-    await stageUntilCommitted(session, file, (i) => i < 4);
+    await stageUntilCommitted(server.app, session, file, (i) => i < 4);
     // block 1 replaced by other bytes and committed by the client: the server's ETag no longer holds
     const tampered = Buffer.from(file);
     tampered.fill(0x42, BLOCK, 2 * BLOCK);
@@ -212,7 +192,7 @@ describe('validation ahead of completion', () => {
     const expected = viaMultipart.body.data.uploadLora as { __typename: string; code: string };
     expect(expected.__typename).not.toBe('UploadLoraSuccess');
     const session = await beginSession(server, token, { fileName: 'bad.safetensors', sizeBytes: bad.length });
-    await stageUntilCommitted(session, bad, (i) => i < 1); // refused on reading block 0: nothing later is committed
+    await stageUntilCommitted(server.app, session, bad, (i) => i < 1); // refused on reading block 0: nothing later is committed
     const result = (await stageAndComplete(session, bad, token)) as { __typename: string; code: string };
     expect({ __typename: result.__typename, code: result.code }).toEqual({ __typename: expected.__typename, code: expected.code });
     expect(await server.app.blobs.sessionBlob(`content/${session.id}`).blockList()).toEqual({ committed: [], uncommitted: [] });

@@ -1,6 +1,7 @@
 import { BeginLoraUploadDocument, type UploadSessionFieldsFragment } from '../../sdk/index.ts';
 import type { App } from '../../server/app.ts';
 import { dataOf } from './graphql-assertions.ts';
+import { eventually } from './seed.ts';
 import type { TestServer } from './server.ts';
 
 /** Resumable uploads driven by hand (tests of the session operations themselves). */
@@ -41,4 +42,30 @@ export async function stageFile(
 export async function heldBlocks(app: App, blobPath: string): Promise<{ id: string; size: number }[]> {
   const list = await app.blobs.sessionBlob(blobPath).blockList();
   return [...list.committed, ...list.uncommitted];
+}
+
+/**
+ * Stages the blocks `which` picks until the server has committed them all (validation ahead). A
+ * block staged at the instant of one of the server's commits is dropped by storage (the SDK stages
+ * it again when completion names it); here it is staged again as soon as it is seen missing.
+ */
+export async function stageUntilCommitted(
+  app: App,
+  session: UploadSessionFieldsFragment,
+  file: Buffer,
+  which: (i: number) => boolean,
+  timeoutMs = 15_000,
+): Promise<void> {
+  const wanted = session.blockIds.filter((_, i) => which(i));
+  await eventually(
+    async () => {
+      const list = await app.blobs.sessionBlob(`content/${session.id}`).blockList();
+      const held = new Set([...list.committed, ...list.uncommitted].map((b) => b.id));
+      await stageFile(session, file, (i) => which(i) && !held.has(session.blockIds[i] as string));
+      const committed = new Set(list.committed.map((b) => b.id));
+      return wanted.every((id) => committed.has(id));
+    },
+    timeoutMs,
+    'the server committing the staged blocks',
+  );
 }
